@@ -1,0 +1,67 @@
+"""File target: JSON lines, one event per line, appended; a batch counts as delivered only after
+flush and fsync (CONTRACT §7)."""
+
+from __future__ import annotations
+
+import os
+
+from agent.config import TargetSettings
+from agent.errors import TargetUnavailable
+from agent.interfaces import DeliveryResult, SpooledEvent
+
+
+class FileTarget:
+    def __init__(self, settings: TargetSettings):
+        self.name = settings.name
+        self.path = settings.options.path
+        self.fd: int | None = None
+
+    def open(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            self._drop_torn_tail()
+        except OSError as e:
+            raise TargetUnavailable(f"cannot open {self.path}: {e.strerror}") from None
+
+    def _drop_torn_tail(self) -> None:
+        """A crash mid-write (disk full, power loss) can leave a partial last line. It was never
+        acknowledged, so it will be sent again: cut it off rather than leave a broken JSON line."""
+        size = os.fstat(self.fd).st_size
+        if size == 0:
+            return
+        with open(self.path, "rb") as f:
+            pos = size
+            while pos > 0:
+                step = min(65536, pos)
+                f.seek(pos - step)
+                chunk = f.read(step)
+                nl = chunk.rfind(b"\n")
+                if nl >= 0:
+                    end = pos - step + nl + 1
+                    break
+                pos -= step
+            else:
+                end = 0
+        if end != size:
+            os.truncate(self.path, end)
+
+    def send(self, events: list[SpooledEvent]) -> DeliveryResult:
+        if self.fd is None:
+            self.open()
+        data = b"\n".join(e.body for e in events) + b"\n"
+        try:
+            view = memoryview(data)
+            while view:
+                n = os.write(self.fd, view)
+                view = view[n:]
+            os.fsync(self.fd)
+        except OSError as e:
+            self.close()
+            raise TargetUnavailable(f"cannot write {self.path}: {e.strerror}") from None
+        return DeliveryResult()
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None

@@ -1,0 +1,59 @@
+"""The row change: what every source yields and the mapper turns into events.
+
+Values in `before`/`after` are already in their JSON form as CONTRACT §3 says (integers as int,
+numeric as a string with its exact digits, timestamps as strings, bytea as base64, json embedded...),
+so the mapper and the encoder never look at source types.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(slots=True)
+class RowChange:
+    table: str                          # "schema.table" (mysql: "db.table", sqlite: "main.table")
+    op: str                             # "insert" | "update" | "delete" | "read"
+    before: dict[str, Any] | None       # old row image, or None when the source has none
+    after: dict[str, Any] | None        # new row image (None for deletes)
+    position: str                       # fixed-width, unique per change, sorts in source commit order
+    commit_time: str                    # source commit time, RFC 3339 UTC with microseconds and "Z"
+    commit_ts: float                    # the same as epoch seconds (for lag and latency figures)
+    txid: str | None = None             # source transaction id, as a string
+    key_columns: tuple[str, ...] = ()   # the table's primary key columns, as the source knows them
+    unavailable: tuple[str, ...] = ()   # columns whose new value the log does not carry (unchanged TOAST)
+
+
+@dataclass(slots=True)
+class SourceBatch:
+    """What one `Source.read` call returns.
+
+    `checkpoint` is set when the batch ends on a transaction boundary: resuming from it replays
+    nothing of this batch and skips nothing after it. Mid-transaction batches (a huge transaction
+    is read in pieces to keep memory bounded) carry None; their changes are spooled, and a restart
+    replays the whole transaction, which the spool deduplicates by event identity.
+    """
+
+    changes: list[RowChange] = field(default_factory=list)
+    checkpoint: str | None = None
+
+
+@dataclass(slots=True)
+class SourceStatus:
+    connected: bool = False
+    position: str | None = None            # position of the last change read
+    lag_seconds: float | None = None       # time since the commit of the oldest change not yet spooled
+    retained_wal_bytes: int | None = None  # postgres: WAL the slot holds back
+    error: str | None = None               # last connection problem, secrets removed
+
+
+@dataclass(slots=True)
+class CheckItem:
+    """One line of `cdc-agent check`: what was checked, whether it passed, and the fix if not."""
+
+    name: str
+    ok: bool
+    detail: str = ""
+    fix: str = ""
+    warning: bool = False                  # failed, but capture still works (shown, exit stays 0)

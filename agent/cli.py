@@ -1,0 +1,177 @@
+"""`cdc-agent` command line (CONTRACT §5). Exit codes: 0 ok, 1 problems, 2 bad config or arguments.
+Every error is one clear line; a traceback is a bug."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+import time
+
+import orjson
+
+from . import config as config_mod
+from . import logs
+from .errors import CdcError, ConfigError
+from .secrets import redact
+
+log = logging.getLogger("cdc_agent")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line and exit 2, like a bad config
+        self.exit(2, f"cdc-agent: {message} (see cdc-agent --help)\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="cdc-agent", description="Change-data-capture agent: database changes to domain events.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def cmd(name, help_):
+        c = sub.add_parser(name, help=help_)
+        c.add_argument("-c", "--config", default="agent.toml", help="config file (default: agent.toml)")
+        return c
+
+    cmd("check", "preflight: connectivity, privileges, log settings, tables; prints the fix for each problem")
+    cmd("setup", "create what capture needs (publication + slot, or triggers)").add_argument(
+        "--dry-run", action="store_true", help="print the SQL for review instead of running it")
+    cmd("run", "capture and deliver until SIGTERM/SIGINT")
+    st = cmd("status", "position, lag and per-target counters")
+    st.add_argument("--json", action="store_true", help="print the health report as JSON")
+    st.add_argument("--url", help="ask a running agent's health endpoint instead of reading the spool")
+    cmd("teardown", "remove slot, publication, triggers").add_argument("--dry-run", action="store_true")
+    dlq = cmd("dlq", "the dead-letter store")
+    dlq.add_argument("action", choices=["list", "show", "retry", "drop"])
+    dlq.add_argument("id", nargs="?", type=int, help="dead letter id (show, drop; retry: all when omitted)")
+    demo = sub.add_parser("demo", help="run the embedded SQLite demo: sample ERP, workload, events printed")
+    demo.add_argument("-c", "--config", default=None, help="config (default: the packaged demo config)")
+    demo.add_argument("--seconds", type=float, default=10.0, help="how long the workload runs")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "demo":
+            from .demo import main as demo_main
+            return demo_main(args)
+        cfg = config_mod.load(args.config)
+        logs.setup(cfg.agent.log_format, cfg.agent.log_level)
+        return _COMMANDS[args.command](cfg, args)
+    except ConfigError as e:
+        print(f"cdc-agent: config error: {redact(str(e))}", file=sys.stderr)
+        return 2
+    except CdcError as e:
+        print(f"cdc-agent: {redact(str(e))}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _check(cfg, args) -> int:
+    from .sources import capture_admin
+    items = capture_admin(cfg).check()
+    width = max((len(i.name) for i in items), default=0)
+    problems = 0
+    for i in items:
+        mark = "ok  " if i.ok else ("warn" if i.warning else "FAIL")
+        print(f"[{mark}] {i.name.ljust(width)}  {redact(i.detail)}")
+        if not i.ok and i.fix:
+            for line in i.fix.splitlines():
+                print(f"       fix: {redact(line)}")
+        problems += (not i.ok and not i.warning)
+    print(f"\n{'ready' if not problems else f'{problems} problem(s) to fix'}: {cfg.source.kind} source, "
+          f"{len(cfg.source.tables)} table(s)")
+    return 1 if problems else 0
+
+
+def _setup(cfg, args) -> int:
+    from .sources import capture_admin
+    admin = capture_admin(cfg)
+    if args.dry_run:
+        stmts = admin.setup_sql()
+        print(f"-- cdc-agent setup for {cfg.agent.name}: {len(stmts)} statement(s); nothing was run")
+        for s in stmts:
+            print(s.rstrip().rstrip(";") + ";\n")
+        return 0
+    for line in admin.setup():
+        print(line)
+    return 0
+
+
+def _teardown(cfg, args) -> int:
+    from .sources import capture_admin
+    admin = capture_admin(cfg)
+    if args.dry_run:
+        stmts = admin.teardown_sql()
+        print(f"-- cdc-agent teardown for {cfg.agent.name}: {len(stmts)} statement(s); nothing was run")
+        for s in stmts:
+            print(s.rstrip().rstrip(";") + ";\n")
+        return 0
+    for line in admin.teardown():
+        print(line)
+    return 0
+
+
+def _run(cfg, args) -> int:
+    from .pipeline import run_agent
+    stop = threading.Event()
+
+    def on_signal(signum, frame):
+        if stop.is_set():
+            return
+        log.info("%s received: draining and stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return run_agent(cfg, stop)
+
+
+def _status(cfg, args) -> int:
+    from .health import health_report
+    from .spool import Spool
+    if args.url:
+        import httpx
+        try:
+            report = httpx.get(args.url.rstrip("/") + "/health", timeout=5).json()
+        except (httpx.HTTPError, ValueError) as e:
+            print(f"cdc-agent: cannot read {args.url}: {e}", file=sys.stderr)
+            return 1
+    else:
+        spool = Spool(cfg.agent.state_dir, readonly=True)
+        try:
+            report = health_report(cfg, None, spool)
+        finally:
+            spool.close()
+        report["status"] = "offline (read from the spool; pass --url for a running agent)"
+    if args.json:
+        print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+        return 0
+    src = report["source"]
+    print(f"agent {report['agent']}: {report['status']}")
+    print(f"source {src['kind']}: checkpoint {src.get('checkpoint') or '-'}, position {src.get('position') or '-'}, "
+          f"lag {src['lag_seconds'] if src.get('lag_seconds') is not None else '-'} s, "
+          f"retained WAL {src['retained_wal_bytes'] if src.get('retained_wal_bytes') is not None else '-'} bytes")
+    for r in report.get("reasons", []):
+        print(f"  ! {r}")
+    print(f"{'target':<16} {'state':<12} {'pending':>9} {'delivered':>10} {'failed':>7} {'dead':>6}  last error")
+    for name, t in report["targets"].items():
+        print(f"{name:<16} {t['state']:<12} {t['pending']:>9} {t['delivered']:>10} {t['failed']:>7} "
+              f"{t['dead_lettered']:>6}  {t['last_error'] or ''}")
+    print(f"dead letters: {report['dead_letters']} ({report['unmapped_dead_letters']} unmappable changes)")
+    return 0
+
+
+def _dlq(cfg, args) -> int:
+    from .dlq import dlq_command
+    return dlq_command(cfg, args.action, args.id)
+
+
+_COMMANDS = {"check": _check, "setup": _setup, "run": _run, "status": _status, "teardown": _teardown, "dlq": _dlq}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,460 @@
+"""`agent.toml` parsed once into typed, validated objects (CONTRACT §2).
+
+Nothing else in the agent reads raw TOML. Every error names the file, the key path and the problem.
+Secrets (DSN passwords, signing secrets, auth headers) must come from the environment as ${NAME}:
+a secret written in the file is refused, so the file can be reviewed and versioned safely.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import secrets
+from .errors import ConfigError
+
+NAME_RE = re.compile(r"^[a-z0-9_-]+$")
+ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+OPS = ("insert", "update", "delete")
+SOURCE_KINDS = ("postgres", "mysql", "trigger")
+TARGET_KINDS_BUILT = ("file", "http")
+TARGET_KINDS_LATER = ("kafka", "nats", "rabbitmq", "redis", "mqtt", "sql")
+SECRET_HEADER_RE = re.compile(r"(?i)authorization|token|secret|key|password|cookie")
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    name: str
+    state_dir: Path
+    log_format: str = "text"                 # "text" | "json"
+    log_level: str = "info"
+    spool_retention_seconds: float = 3600.0  # delivered events are kept this long (for replay), then pruned
+    spool_max_events: int = 1_000_000        # undelivered events; at the limit capture pauses (backpressure)
+    checkpoint_log_seconds: float = 30.0     # how often a "checkpoint" line is logged
+
+
+@dataclass(frozen=True)
+class SourceSettings:
+    kind: str
+    dsn: str
+    tables: tuple[str, ...]
+    # postgres
+    slot: str = ""
+    publication: str = ""
+    heartbeat_seconds: float = 30.0          # 0 disables; keeps an idle database's slot advancing
+    # mysql
+    server_id: int = 4242
+    # trigger
+    poll_interval_seconds: float = 0.2
+    changelog_table: str = "cdc_changelog"
+    max_wait_seconds: float = 30.0           # trigger gap tracking: how long a missing id may stay open
+    # all
+    batch_size: int = 5000                   # changes per read / spool commit
+
+
+@dataclass(frozen=True)
+class EventRule:
+    type: str
+    table: str
+    on: frozenset[str] = frozenset(OPS)
+    changed: tuple[str, ...] | None = None
+    key: tuple[str, ...] | None = None
+    fields: tuple[tuple[str, str], ...] | None = None          # (output name, column)
+    values: dict[str, dict[str, str]] = field(default_factory=dict)  # column -> raw code -> canonical
+
+
+@dataclass(frozen=True)
+class FileOptions:
+    path: Path
+
+
+@dataclass(frozen=True)
+class HttpOptions:
+    url: str
+    headers: dict[str, str] = field(default_factory=dict)
+    signing_secret: str | None = None
+    timeout_seconds: float = 10.0
+    retry_initial_seconds: float = 0.5
+    retry_max_seconds: float = 60.0
+    circuit_failures: int = 5                # consecutive failures that open the circuit
+    circuit_open_seconds: float = 30.0
+
+
+@dataclass(frozen=True)
+class TargetSettings:
+    name: str
+    kind: str
+    events: tuple[str, ...] = ("*",)
+    format: str = "cloudevents"              # "cloudevents" | "debezium"
+    batch_size: int = 100
+    options: Any = None                      # FileOptions | HttpOptions
+
+    def wants(self, event_type: str) -> bool:
+        return any(fnmatch.fnmatchcase(event_type, p) for p in self.events)
+
+
+@dataclass(frozen=True)
+class HealthSettings:
+    listen: str | None = "127.0.0.1:8765"    # None when "off"
+    max_lag_seconds: float | None = None
+    max_retained_wal_bytes: int | None = None
+    max_pending_events: int | None = None
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        host, _, port = (self.listen or "").rpartition(":")
+        return host.strip("[]"), int(port)
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    agent: AgentSettings
+    source: SourceSettings
+    events: tuple[EventRule, ...]
+    targets: tuple[TargetSettings, ...]
+    health: HealthSettings
+
+    def target(self, name: str) -> TargetSettings:
+        for t in self.targets:
+            if t.name == name:
+                return t
+        raise KeyError(name)
+
+
+# ---------------------------------------------------------------- parsing helpers
+
+
+class _Reader:
+    """Reads one TOML table, tracking the key path for messages and refusing unknown keys."""
+
+    def __init__(self, file: str, path: str, table: Any, allowed: set[str]):
+        self.file, self.path = file, path
+        if not isinstance(table, dict):
+            raise ConfigError(file, path, f"must be a table, got {_tname(table)}")
+        unknown = sorted(set(table) - allowed)
+        if unknown:
+            raise ConfigError(file, self.key(unknown[0]),
+                              f"unknown key (allowed here: {', '.join(sorted(allowed))})")
+        self.table = table
+
+    def key(self, k: str) -> str:
+        return f"{self.path}.{k}" if self.path else k
+
+    def fail(self, k: str | None, problem: str) -> ConfigError:
+        return ConfigError(self.file, self.key(k) if k else self.path, problem)
+
+    def has(self, k: str) -> bool:
+        return k in self.table
+
+    def get(self, k: str, typ: type | tuple, default: Any = dataclasses.MISSING, *, env: bool = True) -> Any:
+        if k not in self.table:
+            if default is dataclasses.MISSING:
+                raise self.fail(k, "required key is missing")
+            return default
+        v = self.table[k]
+        if typ is float and isinstance(v, int) and not isinstance(v, bool):
+            v = float(v)
+        if not isinstance(v, typ) or (typ in (int, float) and isinstance(v, bool)):
+            want = typ.__name__ if isinstance(typ, type) else " or ".join(t.__name__ for t in typ)
+            raise self.fail(k, f"must be {_article(want)}, got {_tname(v)}")
+        if isinstance(v, str) and env:
+            v = self.expand(k, v)
+        return v
+
+    def expand(self, k: str, v: str) -> str:
+        def sub(m: re.Match) -> str:
+            name = m.group(1)
+            if name not in os.environ:
+                raise self.fail(k, f"environment variable {name} is not set (referenced as ${{{name}}})")
+            return os.environ[name]
+        return ENV_RE.sub(sub, v)
+
+    def str_list(self, k: str, default: Any = dataclasses.MISSING, *, nonempty: bool = False) -> tuple[str, ...] | None:
+        v = self.get(k, list, default)
+        if v is default and k not in self.table:
+            return v
+        for i, item in enumerate(v):
+            if not isinstance(item, str):
+                raise self.fail(k, f"item {i + 1} must be a string, got {_tname(item)}")
+        if nonempty and not v:
+            raise self.fail(k, "must not be empty")
+        return tuple(self.expand(k, s) for s in v)
+
+    def positive(self, k: str, typ: type, default: Any, *, zero_ok: bool = False) -> Any:
+        v = self.get(k, typ, default)
+        if v is not None and (v < 0 or (v == 0 and not zero_ok)):
+            raise self.fail(k, f"must be {'zero or more' if zero_ok else 'greater than zero'}, got {v}")
+        return v
+
+
+def _tname(v: Any) -> str:
+    return {str: "a string", int: "an integer", float: "a number", bool: "a boolean", list: "an array",
+            dict: "a table"}.get(type(v), type(v).__name__)
+
+
+def _article(name: str) -> str:
+    return {"str": "a string", "int": "an integer", "float": "a number", "bool": "a boolean", "list": "an array",
+            "dict": "a table"}.get(name, name.replace("str", "a string").replace("dict", "a table"))
+
+
+def _refuse_literal_secret(r: _Reader, k: str, raw: str, what: str) -> None:
+    """A secret must be a ${NAME} reference, never written in the file itself."""
+    pw = secrets.dsn_password(raw) if what == "password" else raw
+    # allowed: "${TOKEN}" or an auth scheme word before it, as in "Bearer ${CRM_TOKEN}"
+    if pw and not (ENV_RE.search(pw) and re.fullmatch(r"[A-Za-z-]*\s*", ENV_RE.sub("", pw))):
+        raise r.fail(k, f"contains a {what} written in the file; put it in an environment variable and "
+                        f"write ${{NAME}} instead (secrets never go in agent.toml)")
+
+
+# ---------------------------------------------------------------- sections
+
+
+def _agent(file: str, raw: Any, base: Path) -> AgentSettings:
+    r = _Reader(file, "agent", raw, {f.name for f in dataclasses.fields(AgentSettings)})
+    name = r.get("name", str)
+    if not NAME_RE.match(name):
+        raise r.fail("name", f"must match [a-z0-9_-]+ (it is part of slot names and event sources), got {name!r}")
+    log_format = r.get("log_format", str, "text")
+    if log_format not in ("text", "json"):
+        raise r.fail("log_format", f'must be "text" or "json", got {log_format!r}')
+    level = r.get("log_level", str, "info").lower()
+    if level not in ("debug", "info", "warning", "error"):
+        raise r.fail("log_level", f'must be one of debug, info, warning, error, got {level!r}')
+    return AgentSettings(
+        name=name,
+        state_dir=(base / r.get("state_dir", str, "state")).resolve(),
+        log_format=log_format,
+        log_level=level,
+        spool_retention_seconds=r.positive("spool_retention_seconds", float, 3600.0, zero_ok=True),
+        spool_max_events=r.positive("spool_max_events", int, 1_000_000),
+        checkpoint_log_seconds=r.positive("checkpoint_log_seconds", float, 30.0),
+    )
+
+
+_SOURCE_KEYS = {
+    "postgres": {"slot", "publication", "heartbeat_seconds"},
+    "mysql": {"server_id"},
+    "trigger": {"poll_interval_seconds", "changelog_table", "max_wait_seconds"},
+}
+
+
+def _table_name(r: _Reader, k: str, name: str, kind: str) -> str:
+    parts = name.split(".")
+    if len(parts) != 2 or not all(parts):
+        hint = '"db.table"' if kind == "mysql" else '"schema.table"'
+        raise r.fail(k, f"table {name!r} must be written as {hint}")
+    return name
+
+
+def _source(file: str, raw: Any, agent_name: str, base: Path) -> SourceSettings:
+    if not isinstance(raw, dict):
+        raise ConfigError(file, "source", "required table is missing" if raw is None else "must be a table")
+    kind = raw.get("kind")
+    if kind is None:
+        raise ConfigError(file, "source.kind", f"required key is missing (one of {', '.join(SOURCE_KINDS)})")
+    if kind not in SOURCE_KINDS:
+        raise ConfigError(file, "source.kind", f"must be one of {', '.join(SOURCE_KINDS)}, got {kind!r}")
+    common = {"kind", "dsn", "tables", "batch_size"}
+    r = _Reader(file, "source", raw, common | _SOURCE_KEYS[kind])
+    raw_dsn = r.get("dsn", str, env=False)
+    _refuse_literal_secret(r, "dsn", raw_dsn, "password")
+    dsn = r.expand("dsn", raw_dsn)
+    secrets.register(secrets.dsn_password(dsn))
+    if kind == "trigger" and dsn.startswith("sqlite:///"):
+        # SQLAlchemy sqlite URLs: a relative path is relative to the config file, like every path in it
+        p = dsn[len("sqlite:///"):]
+        if p and not p.startswith("/") and p != ":memory:":
+            dsn = "sqlite:///" + str((base / p).resolve())
+    tables = r.str_list("tables", nonempty=True)
+    tables = tuple(_table_name(r, "tables", t, kind) for t in tables)
+    if len(set(tables)) != len(tables):
+        raise r.fail("tables", "lists a table twice")
+    default_ident = "cdc_" + agent_name.replace("-", "_")
+    s = SourceSettings(
+        kind=kind, dsn=dsn, tables=tables,
+        slot=r.get("slot", str, default_ident),
+        publication=r.get("publication", str, default_ident),
+        heartbeat_seconds=r.positive("heartbeat_seconds", float, 30.0, zero_ok=True),
+        server_id=r.positive("server_id", int, 4242),
+        poll_interval_seconds=r.positive("poll_interval_seconds", float, 0.2),
+        changelog_table=r.get("changelog_table", str, "cdc_changelog"),
+        max_wait_seconds=r.positive("max_wait_seconds", float, 30.0),
+        batch_size=r.positive("batch_size", int, 5000),
+    )
+    for k in ("slot", "publication", "changelog_table"):
+        if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", getattr(s, k)):
+            raise r.fail(k, f"must be a lower-case SQL identifier ([a-z_][a-z0-9_]*, at most 63), got {getattr(s, k)!r}")
+    if not 1 <= s.server_id < 2**32:
+        raise r.fail("server_id", "must be between 1 and 4294967295")
+    return s
+
+
+def _rule(file: str, i: int, raw: Any, tables: tuple[str, ...]) -> EventRule:
+    r = _Reader(file, f"events[{i}]", raw, {"type", "table", "on", "changed", "key", "fields", "values"})
+    typ = r.get("type", str)
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", typ):
+        raise r.fail("type", f"must be a dotted name like customer.pricing.updated, got {typ!r}")
+    table = r.get("table", str)
+    if table not in tables:
+        raise r.fail("table", f"{table!r} is not in source.tables ({', '.join(tables)})")
+    on = r.str_list("on", OPS)
+    bad = [o for o in on if o not in OPS]
+    if bad or not on:
+        raise r.fail("on", f"must be a non-empty subset of {', '.join(OPS)}, got {list(on)}")
+    changed = r.str_list("changed", None, nonempty=True)
+    key = r.str_list("key", None, nonempty=True)
+    fields: tuple[tuple[str, str], ...] | None = None
+    if r.has("fields"):
+        fv = r.table["fields"]
+        if isinstance(fv, list):
+            cols = r.str_list("fields", nonempty=True)
+            fields = tuple((c, c) for c in cols)
+        elif isinstance(fv, dict):
+            if not fv:
+                raise r.fail("fields", "must not be empty")
+            for out, col in fv.items():
+                if not isinstance(col, str):
+                    raise r.fail(f"fields.{out}", f"must be a column name string, got {_tname(col)}")
+            fields = tuple(fv.items())
+        else:
+            raise r.fail("fields", f"must be an array of columns or a table of new name = column, got {_tname(fv)}")
+        if changed:
+            listed = {c for _, c in fields}
+            missing = [c for c in changed if c not in listed]
+            if missing:
+                raise r.fail("changed", f"column {missing[0]!r} is not in fields (changed lists fields by column name)")
+    values: dict[str, dict[str, str]] = {}
+    if r.has("values"):
+        vv = r.get("values", dict)
+        for col, mapping in vv.items():
+            if not isinstance(mapping, dict) or not mapping:
+                raise r.fail(f"values.{col}", "must be a non-empty table of raw code = canonical value")
+            for code, canon in mapping.items():
+                if not isinstance(canon, str):
+                    raise r.fail(f"values.{col}.{code}", f"must be a string, got {_tname(canon)}")
+            values[col] = dict(mapping)
+    return EventRule(type=typ, table=table, on=frozenset(on), changed=changed, key=key, fields=fields, values=values)
+
+
+def _target(file: str, i: int, raw: Any, base: Path) -> TargetSettings:
+    if not isinstance(raw, dict):
+        raise ConfigError(file, f"targets[{i}]", "must be a table")
+    kind = raw.get("kind")
+    path = f"targets[{i}]"
+    if kind is None:
+        raise ConfigError(file, f"{path}.kind", "required key is missing")
+    if kind in TARGET_KINDS_LATER:
+        raise ConfigError(file, f"{path}.kind", f"target kind {kind!r} is not supported yet "
+                                                f"(supported: {', '.join(TARGET_KINDS_BUILT)})")
+    if kind not in TARGET_KINDS_BUILT:
+        raise ConfigError(file, f"{path}.kind", f"must be one of {', '.join(TARGET_KINDS_BUILT)}, got {kind!r}")
+    common = {"name", "kind", "events", "format", "batch_size"}
+    opt_cls = {"file": FileOptions, "http": HttpOptions}[kind]
+    r = _Reader(file, path, raw, common | {f.name for f in dataclasses.fields(opt_cls)})
+    name = r.get("name", str)
+    if not NAME_RE.match(name):
+        raise r.fail("name", f"must match [a-z0-9_-]+, got {name!r}")
+    fmt = r.get("format", str, "cloudevents")
+    if fmt not in ("cloudevents", "debezium"):
+        raise r.fail("format", f'must be "cloudevents" or "debezium", got {fmt!r}')
+    events = r.str_list("events", ("*",), nonempty=True)
+    batch_size = r.positive("batch_size", int, 100)
+    if kind == "file":
+        options: Any = FileOptions(path=(base / r.get("path", str)).resolve())
+    else:
+        url = r.get("url", str)
+        if not re.match(r"^https?://[^/\s]+", url):
+            raise r.fail("url", f"must be an http:// or https:// URL, got {secrets.redact(url)!r}")
+        headers = r.get("headers", dict, {}, env=False)
+        hdrs: dict[str, str] = {}
+        for hk, hv in headers.items():
+            if not isinstance(hv, str):
+                raise r.fail(f"headers.{hk}", f"must be a string, got {_tname(hv)}")
+            if SECRET_HEADER_RE.search(hk):
+                _refuse_literal_secret(r, f"headers.{hk}", hv, "secret")
+            hdrs[hk] = r.expand(f"headers.{hk}", hv)
+            if SECRET_HEADER_RE.search(hk):
+                secrets.register(hdrs[hk])
+                secrets.register(hdrs[hk].split(" ", 1)[-1])
+        sig = r.get("signing_secret", str, None, env=False)
+        if sig is not None:
+            _refuse_literal_secret(r, "signing_secret", sig, "secret")
+            sig = r.expand("signing_secret", sig)
+            secrets.register(sig)
+        options = HttpOptions(
+            url=url, headers=hdrs, signing_secret=sig,
+            timeout_seconds=r.positive("timeout_seconds", float, 10.0),
+            retry_initial_seconds=r.positive("retry_initial_seconds", float, 0.5),
+            retry_max_seconds=r.positive("retry_max_seconds", float, 60.0),
+            circuit_failures=r.positive("circuit_failures", int, 5),
+            circuit_open_seconds=r.positive("circuit_open_seconds", float, 30.0),
+        )
+    return TargetSettings(name=name, kind=kind, events=events, format=fmt, batch_size=batch_size, options=options)
+
+
+def _health(file: str, raw: Any) -> HealthSettings:
+    r = _Reader(file, "health", raw, {"listen", "max_lag_seconds", "max_retained_wal_bytes", "max_pending_events"})
+    listen = r.get("listen", str, "127.0.0.1:8765")
+    if listen == "off":
+        listen = None
+    else:
+        host, sep, port = listen.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+            raise r.fail("listen", f'must be "host:port" or "off", got {listen!r}')
+    return HealthSettings(
+        listen=listen,
+        max_lag_seconds=r.positive("max_lag_seconds", float, None),
+        max_retained_wal_bytes=r.positive("max_retained_wal_bytes", int, None),
+        max_pending_events=r.positive("max_pending_events", int, None),
+    )
+
+
+def load(path: str | os.PathLike) -> Config:
+    """Read and validate a config file. Raises ConfigError with file, key path and problem."""
+    p = Path(path)
+    file = str(p)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(file, None, "file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(file, None, f"cannot read: {e}") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(file, None, f"not valid TOML: {e}") from None
+    return parse(raw, file=file, base=p.resolve().parent)
+
+
+def parse(raw: dict, *, file: str = "agent.toml", base: Path | None = None) -> Config:
+    base = base or Path.cwd()
+    unknown = sorted(set(raw) - {"agent", "source", "events", "targets", "health"})
+    if unknown:
+        raise ConfigError(file, unknown[0], "unknown section (allowed: agent, source, events, targets, health)")
+    if "agent" not in raw:
+        raise ConfigError(file, "agent", "required table [agent] is missing")
+    agent = _agent(file, raw["agent"], base)
+    source = _source(file, raw.get("source"), agent.name, base)
+    rules_raw = raw.get("events", [])
+    if not isinstance(rules_raw, list):
+        raise ConfigError(file, "events", "must be an array of tables: write [[events]]")
+    rules = tuple(_rule(file, i, r, source.tables) for i, r in enumerate(rules_raw))
+    targets_raw = raw.get("targets")
+    if targets_raw is None:
+        raise ConfigError(file, "targets", "at least one [[targets]] is required")
+    if not isinstance(targets_raw, list) or not targets_raw:
+        raise ConfigError(file, "targets", "must be one or more [[targets]] tables")
+    targets = tuple(_target(file, i, t, base) for i, t in enumerate(targets_raw))
+    names = [t.name for t in targets]
+    for i, n in enumerate(names):
+        if n in names[:i]:
+            raise ConfigError(file, f"targets[{i}].name", f"target name {n!r} is used twice")
+    health = _health(file, raw.get("health", {}))
+    return Config(path=Path(file), agent=agent, source=source, events=rules, targets=targets, health=health)

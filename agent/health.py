@@ -1,0 +1,120 @@
+"""`GET /health` (CONTRACT §6): the agent's state as JSON, 200 for ok/degraded, 503 for failing.
+
+The report is built by `health_report`, which `cdc-agent status` also prints for a person, so both
+always say the same thing.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import orjson
+
+from .config import Config
+from .monitor import Monitor
+from .secrets import redact
+from .spool import Spool
+
+log = logging.getLogger("cdc_agent.health")
+
+
+def health_report(cfg: Config, monitor: Monitor | None, spool: Spool) -> dict:
+    """The health body. Without a monitor (`status` from another process) only what the spool knows."""
+    reasons: list[str] = []
+    src = monitor.source_status() if monitor else None
+    source = {"kind": cfg.source.kind, "connected": bool(src and src.connected),
+              "position": src.position if src else None,
+              "lag_seconds": round(src.lag_seconds, 3) if src and src.lag_seconds is not None else None,
+              "retained_wal_bytes": src.retained_wal_bytes if src else None,
+              "checkpoint": spool.checkpoint()}
+    if src and src.error:
+        source["error"] = redact(src.error)
+    status = "ok"
+    if monitor is not None and not (src and src.connected):
+        status = "failing"
+        reasons.append("source " + ("needs attention: " if monitor.source_fatal else "unreachable: ")
+                       + redact(src.error if src and src.error else "not connected"))
+    h = cfg.health
+    if src and src.lag_seconds is not None and h.max_lag_seconds is not None and src.lag_seconds > h.max_lag_seconds:
+        reasons.append(f"lag {src.lag_seconds:.1f}s is over max_lag_seconds {h.max_lag_seconds:g}")
+    if src and src.retained_wal_bytes is not None and h.max_retained_wal_bytes is not None \
+            and src.retained_wal_bytes > h.max_retained_wal_bytes:
+        reasons.append(f"slot retains {src.retained_wal_bytes} bytes of WAL, over max_retained_wal_bytes "
+                       f"{h.max_retained_wal_bytes}")
+    if monitor and monitor.backpressure:
+        reasons.append(f"spool is full ({cfg.agent.spool_max_events} undelivered events): capture paused")
+    targets = {}
+    for t in cfg.targets:
+        c = spool.counters(t.name)
+        live = monitor.target(t.name) if monitor else None
+        pending = spool.pending(t.name)
+        state = live.state if live else "unknown"
+        last_error = (live.last_error if live else None) or c.last_error
+        targets[t.name] = {"state": state, "pending": pending, "delivered": c.delivered,
+                           "failed": live.failed if live else c.failed, "dead_lettered": c.dead_lettered,
+                           "last_error": redact(last_error) if last_error else None}
+        if live and state != "ok":
+            reasons.append(f"target {t.name} is {state}: {redact(live.last_error or '')}")
+        if h.max_pending_events is not None and pending > h.max_pending_events:
+            reasons.append(f"target {t.name} has {pending} pending events, over max_pending_events "
+                           f"{h.max_pending_events}")
+    if status == "ok" and reasons:
+        status = "degraded"
+    mapping_dead = spool.count_dead_letters(None) - sum(v["dead_lettered"] for v in targets.values())
+    return {"status": status, "agent": cfg.agent.name, "source": source, "targets": targets,
+            "dead_letters": spool.count_dead_letters(), "unmapped_dead_letters": max(mapping_dead, 0),
+            "reasons": reasons}
+
+
+class HealthServer:
+    def __init__(self, cfg: Config, monitor: Monitor):
+        self.cfg, self.monitor = cfg, monitor
+        self.local = threading.local()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (http.server naming)
+                try:
+                    code, ctype, body = server.respond(self.path)
+                except Exception as e:  # the endpoint must answer, whatever broke
+                    code, ctype = 503, "application/json"
+                    body = orjson.dumps({"status": "failing", "agent": cfg.agent.name, "error": redact(str(e))})
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):  # request lines are noise in the agent's log
+                pass
+
+        host, port = cfg.health.host_port
+        self.httpd = ThreadingHTTPServer((host, port), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, name="health", daemon=True)
+
+    def _spool(self) -> Spool:
+        sp = getattr(self.local, "spool", None)
+        if sp is None:
+            sp = self.local.spool = Spool(self.cfg.agent.state_dir)
+        return sp
+
+    def respond(self, path: str) -> tuple[int, str, bytes]:
+        path = path.split("?", 1)[0]
+        if path in ("/health", "/"):
+            report = health_report(self.cfg, self.monitor, self._spool())
+            return (503 if report["status"] == "failing" else 200), "application/json", orjson.dumps(report)
+        if path == "/metrics":
+            from .metrics import render_metrics
+            return 200, "text/plain; version=0.0.4; charset=utf-8", render_metrics(self.cfg, self.monitor, self._spool())
+        return 404, "application/json", b'{"error": "not found: try /health or /metrics"}'
+
+    def start(self) -> None:
+        self.thread.start()
+        log.info("health endpoint on http://%s/health", self.cfg.health.listen)
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

@@ -1,0 +1,83 @@
+"""The two roles the pipeline wires together. A new source or target is one module implementing one.
+
+Safety order, owned by the pipeline: the target confirms, then the spool commits its cursor; the
+source's changes are committed to the spool, then the source is told (`confirm`) it may release them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from .changes import CheckItem, SourceBatch, SourceStatus
+
+
+class Source(Protocol):
+    """Yields row changes with positions. Implementations translate driver errors into
+    SourceUnavailable (retriable: the pipeline reconnects and resumes from *its* checkpoint) or
+    SourceFatal (not retriable: needs a person)."""
+
+    def start(self, checkpoint: str | None) -> None:
+        """Connect and resume strictly after `checkpoint` (None: from the capture's own start)."""
+
+    def read(self, max_changes: int, max_wait: float) -> SourceBatch:
+        """Up to `max_changes` changes, waiting at most `max_wait` seconds for the first one."""
+
+    def confirm(self, checkpoint: str) -> None:
+        """Everything up to `checkpoint` is durable in the spool; the database may release it."""
+
+    def status(self) -> SourceStatus: ...
+
+    def close(self) -> None: ...
+
+
+class CaptureAdmin(Protocol):
+    """What `check`, `setup` and `teardown` do for one source kind."""
+
+    def check(self) -> list[CheckItem]: ...
+
+    def setup_sql(self) -> list[str]:
+        """The statements `setup` would run (printed by `setup --dry-run`)."""
+
+    def setup(self) -> list[str]:
+        """Create what capture needs, idempotently; returns what was done, one line each."""
+
+    def teardown_sql(self) -> list[str]: ...
+
+    def teardown(self) -> list[str]: ...
+
+
+@dataclass(slots=True)
+class SpooledEvent:
+    seq: int            # spool order (source commit order)
+    id: str
+    type: str
+    subject: str
+    body: bytes         # the CloudEvent, JSON
+    commit_ts: float
+
+
+@dataclass(slots=True)
+class Rejection:
+    seq: int
+    reason: str         # why the target refused it for good (status, response body), secrets removed
+
+
+@dataclass(slots=True)
+class DeliveryResult:
+    """Everything in the batch not listed in `rejected` was durably accepted by the target."""
+
+    rejected: list[Rejection] = field(default_factory=list)
+
+
+class Target(Protocol):
+    """Accepts a batch and acknowledges it. Raises TargetUnavailable (retriable, with an optional
+    retry_after) when nothing of the batch can be known to have been accepted."""
+
+    name: str
+
+    def open(self) -> None: ...
+
+    def send(self, events: list[SpooledEvent]) -> DeliveryResult: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,202 @@
+"""Row changes → domain events (CloudEvents 1.0, structured JSON), by the `[[events]]` rules.
+
+Rules are compiled once per table. A table that no rule names emits `row.<schema>.<table>` events so that
+nothing is dropped silently. A change a rule cannot turn into an event (an unmapped status code, a missing
+key column) becomes a dead letter carrying the raw change, so it can be retried after the config is fixed.
+
+The event id is derived from (agent, position, type): the same change always gets the same id, and two
+events of one change (two rules on one table) get different ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from .changes import RowChange
+from .config import Config, EventRule
+
+
+@dataclass(slots=True)
+class MappedEvent:
+    id: str
+    type: str
+    subject: str
+    position: str
+    commit_ts: float
+    body: bytes            # the CloudEvent as JSON
+
+
+@dataclass(slots=True)
+class MappingFailure:
+    """A change that could not become an event, for the dead-letter store."""
+
+    event_type: str
+    position: str
+    reason: str
+    change: bytes          # the raw RowChange as JSON, so `dlq retry` can map it again
+
+
+def event_id(agent: str, position: str, event_type: str) -> str:
+    return hashlib.blake2b(f"{agent}\x00{position}\x00{event_type}".encode(), digest_size=16).hexdigest()
+
+
+def change_to_json(change: RowChange) -> bytes:
+    return orjson.dumps({
+        "table": change.table, "op": change.op, "before": change.before, "after": change.after,
+        "position": change.position, "commit_time": change.commit_time, "commit_ts": change.commit_ts,
+        "txid": change.txid, "key_columns": list(change.key_columns), "unavailable": list(change.unavailable),
+    })
+
+
+def change_from_json(raw: bytes) -> RowChange:
+    d = orjson.loads(raw)
+    return RowChange(table=d["table"], op=d["op"], before=d["before"], after=d["after"], position=d["position"],
+                     commit_time=d["commit_time"], commit_ts=d["commit_ts"], txid=d["txid"],
+                     key_columns=tuple(d["key_columns"]), unavailable=tuple(d["unavailable"]))
+
+
+def _subject_part(v: Any) -> str:
+    if v is None:
+        return ""
+    if v is True:
+        return "true"
+    if v is False:
+        return "false"
+    return v if isinstance(v, str) else str(v)
+
+
+class _CompiledRule:
+    __slots__ = ("type", "on", "changed", "key", "fields", "values", "source")
+
+    def __init__(self, rule: EventRule, source: str):
+        self.type = rule.type
+        self.on = rule.on | ({"read"} if "insert" in rule.on else set())   # snapshot rows count as inserts
+        self.changed = frozenset(rule.changed) if rule.changed else None
+        self.key = rule.key
+        self.fields = rule.fields
+        self.values = rule.values
+        self.source = source
+
+
+class _Unmappable(Exception):
+    pass
+
+
+class EventMapper:
+    def __init__(self, cfg: Config):
+        self.agent = cfg.agent.name
+        self.rules: dict[str, list[_CompiledRule]] = {}
+        for table in cfg.source.tables:
+            src = f"cdc-agent://{self.agent}/{table}"
+            named = [r for r in cfg.events if r.table == table]
+            if named:
+                self.rules[table] = [_CompiledRule(r, src) for r in named]
+            else:
+                self.rules[table] = [_CompiledRule(EventRule(type=f"row.{table}", table=table), src)]
+
+    def map(self, changes: list[RowChange]) -> tuple[list[MappedEvent], list[MappingFailure]]:
+        events: list[MappedEvent] = []
+        failures: list[MappingFailure] = []
+        for ch in changes:
+            rules = self.rules.get(ch.table)
+            if rules is None:
+                failures.append(MappingFailure(f"row.{ch.table}", ch.position,
+                                               f"table {ch.table} is not in source.tables", change_to_json(ch)))
+                continue
+            changed_cols = _changed_columns(ch)
+            for rule in rules:
+                if ch.op not in rule.on:
+                    continue
+                if rule.changed is not None and changed_cols is not None and ch.op == "update" \
+                        and rule.changed.isdisjoint(changed_cols):
+                    continue
+                try:
+                    events.append(self._event(rule, ch, changed_cols))
+                except _Unmappable as e:
+                    failures.append(MappingFailure(rule.type, ch.position, str(e), change_to_json(ch)))
+                except Exception as e:  # a malformed row must not stop capture: it goes to dead letters
+                    failures.append(MappingFailure(rule.type, ch.position, f"cannot map change: {e!r}",
+                                                   change_to_json(ch)))
+        return events, failures
+
+    def _event(self, rule: _CompiledRule, ch: RowChange, changed_cols: set[str] | None) -> MappedEvent:
+        row = ch.after if ch.after is not None else ch.before
+        if row is None:
+            raise _Unmappable(f"{ch.op} on {ch.table} carries no row image")
+        key_cols = rule.key or ch.key_columns
+        if not key_cols:
+            raise _Unmappable(f"{ch.table} has no primary key and the rule sets no key")
+        key = {}
+        for c in key_cols:
+            if c in row:
+                key[c] = row[c]
+            elif ch.before is not None and c in ch.before:
+                key[c] = ch.before[c]
+            else:
+                raise _Unmappable(f"key column {c!r} is not in the row of {ch.table}")
+        before = self._project(rule, ch.before)
+        after = self._project(rule, ch.after)
+        if ch.op in ("update",) and changed_cols is not None:
+            changed = _changed_out_names(rule, changed_cols, ch.after)
+        elif ch.op == "update":
+            changed = None    # no old image (REPLICA IDENTITY DEFAULT): which columns changed is unknown
+        else:
+            changed = [out for out, _ in rule.fields] if rule.fields else list(row)
+        data: dict[str, Any] = {"op": ch.op, "key": key, "before": before, "after": after, "changed": changed}
+        if ch.unavailable:
+            names = _out_names(rule, ch.unavailable)
+            if names:
+                data["unavailable"] = names
+        subject = "|".join(_subject_part(key[c]) for c in key_cols)
+        eid = event_id(self.agent, ch.position, rule.type)
+        body = orjson.dumps({
+            "specversion": "1.0", "id": eid, "source": rule.source, "type": rule.type, "subject": subject,
+            "time": ch.commit_time, "datacontenttype": "application/json", "position": ch.position,
+            "txid": ch.txid, "data": data,
+        })
+        return MappedEvent(eid, rule.type, subject, ch.position, ch.commit_ts, body)
+
+    @staticmethod
+    def _project(rule: _CompiledRule, row: dict[str, Any] | None) -> dict[str, Any] | None:
+        if row is None:
+            return None
+        if rule.values:
+            row = dict(row)
+            for col, mapping in rule.values.items():
+                if col in row and row[col] is not None:
+                    raw = _subject_part(row[col])
+                    if raw not in mapping:
+                        raise _Unmappable(f"column {col} has code {raw!r} with no mapping in the values of "
+                                          f"rule {rule.type} (known: {', '.join(sorted(mapping))})")
+                    row[col] = mapping[raw]
+        if rule.fields is None:
+            return row
+        return {out: row[col] for out, col in rule.fields if col in row}
+
+
+def _changed_columns(ch: RowChange) -> set[str] | None:
+    """Columns whose value differs between the old and new image; None when there is no old image."""
+    if ch.op != "update":
+        return None
+    if not ch.before or ch.after is None:
+        return None
+    before, after = ch.before, ch.after
+    missing = ch.unavailable
+    return {c for c, v in after.items() if c not in missing and (c not in before or before[c] != v)}
+
+
+def _changed_out_names(rule: _CompiledRule, changed_cols: set[str], after: dict[str, Any]) -> list[str]:
+    if rule.fields is None:
+        return [c for c in after if c in changed_cols]     # in column order
+    return [out for out, col in rule.fields if col in changed_cols]
+
+
+def _out_names(rule: _CompiledRule, cols: tuple[str, ...]) -> list[str]:
+    if rule.fields is None:
+        return list(cols)
+    wanted = set(cols)
+    return [out for out, col in rule.fields if col in wanted]

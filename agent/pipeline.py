@@ -1,0 +1,298 @@
+"""Wires a source, the mapper, the spool and the targets, and owns every checkpoint.
+
+The order that keeps data safe:
+  capture:  source.read → map → spool.append(events + checkpoint, one transaction) → source.confirm
+  delivery: spool.fetch → target.send → target confirms → spool.advance(cursor)
+Each target runs in its own thread with its own cursor, so a slow or broken target holds back nothing but
+itself; the spool absorbs its backlog up to `agent.spool_max_events`, then capture pauses (backpressure)
+instead of dropping anything.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from adapters import build_target
+
+from .config import Config, TargetSettings
+from .errors import CdcError, SourceError, SourceFatal, TargetError, TargetRejected
+from .formats import render
+from .interfaces import SpooledEvent
+from .mapping import EventMapper
+from .monitor import Monitor
+from .retry import RetryPolicy
+from .secrets import redact
+from .sources import capture_admin, open_source
+from .spool import Spool
+
+log = logging.getLogger("cdc_agent")
+
+DRAIN_SECONDS = 10.0          # on shutdown, how long targets may keep delivering what is spooled
+READ_WAIT_SECONDS = 0.2       # how long one source read waits for a first change
+
+
+class TargetWorker(threading.Thread):
+    """Delivers the spool to one target, in spool order, moving its cursor only after the target confirms."""
+
+    def __init__(self, cfg: Config, settings: TargetSettings, monitor: Monitor, stop: threading.Event):
+        super().__init__(name=f"target-{settings.name}", daemon=True)
+        self.cfg, self.settings, self.monitor, self.stop = cfg, settings, monitor, stop
+        self.wake = threading.Event()
+        self.live = monitor.target(settings.name)
+        opts = settings.options
+        self.policy = RetryPolicy(
+            initial=getattr(opts, "retry_initial_seconds", 0.5),
+            maximum=getattr(opts, "retry_max_seconds", 30.0),
+            circuit_failures=getattr(opts, "circuit_failures", 5),
+            circuit_open_seconds=getattr(opts, "circuit_open_seconds", 30.0),
+        )
+        self._wants: dict[str, bool] = {}
+        self.caught_up = threading.Event()
+
+    def wants(self, event_type: str) -> bool:
+        w = self._wants.get(event_type)
+        if w is None:
+            w = self._wants[event_type] = self.settings.wants(event_type)
+        return w
+
+    def run(self) -> None:
+        spool = Spool(self.cfg.agent.state_dir)
+        target = build_target(self.settings)
+        drain_deadline: float | None = None
+        try:
+            while True:
+                if self.stop.is_set():
+                    drain_deadline = drain_deadline or time.monotonic() + DRAIN_SECONDS
+                    if time.monotonic() > drain_deadline:
+                        break
+                cursor = spool.counters(self.settings.name).cursor
+                batch, upto = self._next_batch(spool, cursor)
+                if not batch and upto == cursor:
+                    self.caught_up.set()
+                    if self.stop.is_set():
+                        break
+                    self.wake.wait(0.5)
+                    self.wake.clear()
+                    continue
+                self.caught_up.clear()
+                if not batch:
+                    spool.advance(self.settings.name, upto, 0, [])
+                    continue
+                if not self._deliver(spool, target, batch, upto, drain_deadline):
+                    continue
+        except CdcError as e:
+            log.error("target %s stopped: %s", self.settings.name, redact(str(e)))
+            self.live.state, self.live.last_error = "stopped", redact(str(e))
+        finally:
+            try:
+                target.close()
+            finally:
+                spool.close()
+
+    def _next_batch(self, spool: Spool, cursor: int) -> tuple[list[SpooledEvent], int]:
+        size = self.settings.batch_size
+        batch: list[SpooledEvent] = []
+        upto = cursor
+        for ev in spool.fetch(cursor, max(size * 4, 1000)):
+            if self.wants(ev.type):
+                if len(batch) == size:
+                    break
+                batch.append(ev)
+            upto = ev.seq
+        return batch, upto
+
+    def _deliver(self, spool: Spool, target, batch: list[SpooledEvent], upto: int,
+                 drain_deadline: float | None) -> bool:
+        """Send one batch. A permanent rejection of a batch is narrowed down by splitting it, so only the
+        rejected events go to dead letters. Returns False when interrupted by shutdown."""
+        name = self.settings.name
+        fmt = self.settings.format
+        pending = [batch]
+        while pending:
+            part = pending[0]
+            last_seq = upto if len(pending) == 1 else part[-1].seq
+            to_send = part if fmt == "cloudevents" else [
+                SpooledEvent(e.seq, e.id, e.type, e.subject, render(e.body, fmt), e.commit_ts) for e in part]
+            try:
+                result = target.send(to_send)
+            except TargetRejected as e:
+                if len(part) > 1:
+                    mid = len(part) // 2
+                    pending[0:1] = [part[:mid], part[mid:]]
+                    continue
+                reason = redact(str(e))
+                log.warning("target %s rejected event %s (%s) for good: %s; it is in dead letters",
+                            name, part[0].id, part[0].type, reason)
+                spool.advance(name, last_seq, 0, [(part[0], reason)])
+                self.policy.success()
+                pending.pop(0)
+                continue
+            except (TargetError, OSError) as e:
+                if not self._wait_retry(spool, e, drain_deadline):
+                    return False
+                continue
+            except Exception as e:  # a bug in an adapter must not kill delivery: retry it like an outage
+                log.error("target %s failed unexpectedly: %r", name, e)
+                if not self._wait_retry(spool, e, drain_deadline):
+                    return False
+                continue
+            rejected = {r.seq: r.reason for r in result.rejected}
+            dead = [(e, redact(rejected[e.seq])) for e in part if e.seq in rejected]
+            for ev, reason in dead:
+                log.warning("target %s rejected event %s (%s) for good: %s; it is in dead letters",
+                            name, ev.id, ev.type, reason)
+            spool.advance(name, last_seq, len(part) - len(dead), dead)
+            self.policy.success()
+            self.monitor.delivered(name, [e for e in part if e.seq not in rejected])
+            pending.pop(0)
+        return True
+
+    def _wait_retry(self, spool: Spool, err: Exception, drain_deadline: float | None) -> bool:
+        name = self.settings.name
+        msg = redact(str(err)) or type(err).__name__
+        delay = self.policy.next_delay(getattr(err, "retry_after", None))
+        self.live.failed += 1
+        self.live.last_error = msg
+        self.live.state = "circuit_open" if self.policy.circuit_open else "retrying"
+        spool.record_failure(name, msg)
+        log.warning("target %s: %s; retry %d in %.1fs", name, msg, self.policy.attempt, delay)
+        if drain_deadline is not None:
+            return False          # shutting down: what is not delivered stays in the spool for next time
+        return not self.stop.wait(delay)
+
+
+class Agent:
+    """One capture loop (this thread) and one worker per target."""
+
+    def __init__(self, cfg: Config, stop: threading.Event):
+        self.cfg, self.stop = cfg, stop
+        self.monitor = Monitor(cfg.agent.name, cfg.source.kind)
+        self.spool = Spool(cfg.agent.state_dir)
+        self.spool.ensure_targets([t.name for t in cfg.targets])
+        self.mapper = EventMapper(cfg)
+        self.workers = [TargetWorker(cfg, t, self.monitor, stop) for t in cfg.targets]
+        self.source = None
+        self.captured = 0
+        self._setup_done = False
+
+    def run(self) -> int:
+        from .health import HealthServer    # local import: the health module pulls in prometheus_client
+
+        health = HealthServer(self.cfg, self.monitor) if self.cfg.health.listen else None
+        if health:
+            health.start()
+        for w in self.workers:
+            w.start()
+        log.info("agent %s started: source %s, targets %s", self.cfg.agent.name, self.cfg.source.kind,
+                 ", ".join(t.name for t in self.cfg.targets))
+        last_prune = last_ckpt_log = time.monotonic()
+        failures = 0
+        try:
+            while not self.stop.is_set():
+                if self._backpressure():
+                    self.stop.wait(0.5)
+                    continue
+                try:
+                    if self.source is None:
+                        self._open_source()
+                    self._capture_once()
+                    failures = 0
+                except SourceError as e:
+                    failures += 1
+                    self._source_failed(e, failures)
+                now = time.monotonic()
+                if now - last_prune > 30:
+                    self.spool.prune(self.cfg.agent.spool_retention_seconds)
+                    last_prune = now
+                if now - last_ckpt_log > self.cfg.agent.checkpoint_log_seconds:
+                    log.info("checkpoint %s, %d changes captured since start", self.spool.checkpoint(), self.captured)
+                    last_ckpt_log = now
+        finally:
+            self._close_source()
+            for w in self.workers:
+                w.wake.set()
+            for w in self.workers:
+                w.join(DRAIN_SECONDS + 5)
+            if health:
+                health.stop()
+            log.info("agent %s stopped at checkpoint %s", self.cfg.agent.name, self.spool.checkpoint())
+            self.spool.close()
+        return 0
+
+    def _backpressure(self) -> bool:
+        pending = self.spool.max_pending()
+        full = pending >= self.cfg.agent.spool_max_events
+        if full != self.monitor.backpressure:
+            if full:
+                log.warning("spool holds %d undelivered events (limit %d): capture paused until targets catch up",
+                            pending, self.cfg.agent.spool_max_events)
+            else:
+                log.info("spool below its limit again: capture resumes")
+            self.monitor.backpressure = full
+        return full
+
+    def _open_source(self) -> None:
+        if not self._setup_done:
+            # `run` creates missing capture objects like `setup` when it has the privileges
+            try:
+                for line in capture_admin(self.cfg).setup():
+                    log.info("setup: %s", line)
+                self._setup_done = True
+            except CdcError as e:
+                log.warning("could not create capture objects (%s); using what exists", redact(str(e)))
+        source = open_source(self.cfg)
+        checkpoint = self.spool.checkpoint()
+        try:
+            source.start(checkpoint)
+        except BaseException:
+            try:
+                source.close()
+            except Exception:
+                pass
+            raise
+        self.source = source
+        self.monitor.source_status_fn = source.status
+        self.monitor.source_error, self.monitor.source_fatal = None, False
+        log.info("source %s connected, resuming after %s", self.cfg.source.kind, checkpoint or "the start of capture")
+
+    def _capture_once(self) -> None:
+        batch = self.source.read(self.cfg.source.batch_size, READ_WAIT_SECONDS)
+        if not batch.changes and batch.checkpoint is None:
+            return
+        events, failures = self.mapper.map(batch.changes)
+        for f in failures:
+            log.warning("change at %s cannot become %s: %s; it is in dead letters", f.position, f.event_type, f.reason)
+        added = self.spool.append(events, failures, batch.checkpoint)
+        self.captured += len(batch.changes)
+        if added:
+            for w in self.workers:
+                w.wake.set()
+        if batch.checkpoint is not None:
+            self.source.confirm(batch.checkpoint)
+
+    def _source_failed(self, e: SourceError, failures: int) -> None:
+        msg = redact(str(e))
+        fatal = isinstance(e, SourceFatal)
+        self.monitor.source_error, self.monitor.source_fatal = msg, fatal
+        self._close_source()
+        self._setup_done = self._setup_done and not fatal
+        delay = 10.0 if fatal else min(30.0, 0.5 * 2 ** min(failures - 1, 6))
+        log.error("source %s: %s; retrying in %.1fs from checkpoint %s", "failed" if fatal else "unavailable",
+                  msg, delay, self.spool.checkpoint())
+        self.stop.wait(delay)
+
+    def _close_source(self) -> None:
+        if self.source is not None:
+            self.monitor.source_status_fn = None
+            try:
+                self.source.close()
+            except Exception:
+                pass
+            self.source = None
+
+
+def run_agent(cfg: Config, stop: threading.Event) -> int:
+    """Run until `stop` is set; then drain in-flight deliveries, checkpoint and return 0."""
+    return Agent(cfg, stop).run()
