@@ -1,0 +1,97 @@
+"""The spool on a real SQLite file: events + checkpoint commit together, replays are ignored by identity,
+cursors are per target, pruning keeps what a target still needs, seq is never reused."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+from agent.mapping import MappedEvent, MappingFailure
+from agent.spool import Spool
+
+
+def ev(pos: str, typ: str = "row.public.t", subject: str = "1") -> MappedEvent:
+    return MappedEvent(id=f"id-{pos}-{typ}", type=typ, subject=subject, position=pos, commit_ts=1.0,
+                       body=b'{"id":"%s"}' % pos.encode())
+
+
+def test_events_and_checkpoint_commit_together_and_replays_are_ignored(tmp_path):
+    sp = Spool(tmp_path)
+    assert sp.checkpoint() is None
+    assert sp.append([ev("A:1"), ev("A:2")], [], None) == 2
+    assert sp.checkpoint() is None                       # mid-transaction: no checkpoint yet
+    assert sp.append([ev("A:1"), ev("A:2"), ev("A:3")], [], "ckpt-A") == 1   # the replay adds only A:3
+    assert sp.checkpoint() == "ckpt-A"
+    assert [e.body for e in sp.fetch(0, 10)] == [b'{"id":"A:1"}', b'{"id":"A:2"}', b'{"id":"A:3"}']
+    sp.close()
+    again = Spool(tmp_path)                              # reopening keeps both
+    assert again.checkpoint() == "ckpt-A" and [e.body for e in again.fetch(0, 10)] == [b"{\"id\":\"A:%d\"}" % i for i in (1, 2, 3)]
+
+
+def test_checkpoint_never_survives_without_its_events(tmp_path):
+    """A process killed inside append leaves neither the events nor the checkpoint."""
+    script = textwrap.dedent(f"""
+        import os, sys
+        sys.path.insert(0, {os.getcwd()!r})
+        from agent.spool import Spool
+        from agent.mapping import MappedEvent
+        sp = Spool({str(tmp_path)!r})
+        # die when the checkpoint is about to be written: the events are inserted, nothing is committed
+        sp.db.set_trace_callback(lambda sql: os._exit(9) if "INTO meta" in sql else None)
+        sp.append([MappedEvent("i", "t", "s", "P:1", 1.0, b"{{}}")], [], "ckpt-P")
+    """)
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert r.returncode == 9, r.stderr
+    sp = Spool(tmp_path)
+    assert sp.checkpoint() is None and sp.last_seq() == 0
+
+
+def test_cursors_are_per_target_and_prune_keeps_what_a_target_needs(tmp_path):
+    sp = Spool(tmp_path)
+    sp.ensure_targets(["fast", "slow"])
+    sp.append([ev(f"A:{i}") for i in range(1, 6)], [], "c1")
+    sp.advance("fast", 5, 5, [])
+    assert sp.pending("fast") == 0 and sp.pending("slow") == 5
+    assert sp.prune(0) == 0                              # slow still needs all five
+    sp.advance("slow", 3, 3, [])
+    assert sp.prune(0) == 3
+    assert [e.seq for e in sp.fetch(3, 10)] == [4, 5]
+    sp.advance("slow", 5, 2, [])
+    assert sp.prune(0) == 2 and sp.fetch(0, 10) == []
+    sp.append([ev("B:1")], [], "c2")                     # seq continues after an emptied table
+    assert [e.seq for e in sp.fetch(5, 10)] == [6]
+    c = sp.counters("slow")
+    assert (c.cursor, c.delivered) == (5, 5)
+
+
+def test_dead_letters_from_delivery_and_mapping(tmp_path):
+    sp = Spool(tmp_path)
+    sp.ensure_targets(["crm"])
+    fail = MappingFailure("order.status.changed", "A:9", "code 'X' has no mapping", b'{"table":"t"}')
+    sp.append([ev("A:1"), ev("A:2")], [fail], "c")
+    sp.append([], [fail], "c")                           # a replayed failure is stored once
+    first, second = sp.fetch(0, 10)
+    sp.advance("crm", 2, 1, [(second, "HTTP 400: bad")])
+    dls = sp.dead_letters()
+    assert [(d.target, d.type, d.reason) for d in dls] == [
+        (None, "order.status.changed", "code 'X' has no mapping"), ("crm", "row.public.t", "HTTP 400: bad")]
+    assert dls[1].body == second.body and dls[1].position == "A:2"
+    c = sp.counters("crm")
+    assert (c.cursor, c.delivered, c.dead_lettered) == (2, 1, 1)
+    assert sp.drop_dead_letter(dls[0].dl_id) and sp.count_dead_letters() == 1
+
+
+def test_new_target_added_later_starts_at_the_oldest_cursor(tmp_path):
+    sp = Spool(tmp_path)
+    sp.ensure_targets(["a"])
+    sp.append([ev("A:1"), ev("A:2")], [], "c")
+    sp.advance("a", 1, 1, [])
+    sp.ensure_targets(["a", "b"])
+    assert sp.counters("b").cursor == 1 and sp.counters("a").cursor == 1
+
+
+def test_file_is_wal_mode(tmp_path):
+    Spool(tmp_path).close()
+    assert os.path.exists(tmp_path / "spool.db")
+    import sqlite3
+    assert sqlite3.connect(tmp_path / "spool.db").execute("PRAGMA journal_mode").fetchone()[0] == "wal"
