@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
-import time
 
 import orjson
 
@@ -45,18 +45,19 @@ def _parser() -> argparse.ArgumentParser:
     dlq = cmd("dlq", "the dead-letter store")
     dlq.add_argument("action", choices=["list", "show", "retry", "drop"])
     dlq.add_argument("id", nargs="?", type=int, help="dead letter id (show, drop; retry: all when omitted)")
-    demo = sub.add_parser("demo", help="run the embedded SQLite demo: sample ERP, workload, events printed")
-    demo.add_argument("-c", "--config", default=None, help="config (default: the packaged demo config)")
-    demo.add_argument("--seconds", type=float, default=10.0, help="how long the workload runs")
+    dlq.add_argument("--json", action="store_true", help="list: one JSON object per line")
+    sub.add_parser("demo", help="run the embedded SQLite demo: sample ERP, workload, events printed "
+                                "(cdc-agent demo --help for its options)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["demo"]:          # the demo parses its own options
+        from .demo import main as demo_main
+        return demo_main(argv[1:])
     args = _parser().parse_args(argv)
     try:
-        if args.command == "demo":
-            from .demo import main as demo_main
-            return demo_main(args)
         cfg = config_mod.load(args.config)
         logs.setup(cfg.agent.log_format, cfg.agent.log_level)
         return _COMMANDS[args.command](cfg, args)
@@ -68,6 +69,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as e:  # a bug: one line for the user; the traceback on request
+        if os.environ.get("CDC_AGENT_TRACEBACK"):
+            raise
+        print(f"cdc-agent: unexpected error, please report it (set CDC_AGENT_TRACEBACK=1 for details): "
+              f"{type(e).__name__}: {redact(str(e))}", file=sys.stderr)
+        return 1
 
 
 def _check(cfg, args) -> int:
@@ -116,7 +123,7 @@ def _teardown(cfg, args) -> int:
 
 
 def _run(cfg, args) -> int:
-    from .pipeline import run_agent
+    from .pipeline import run_agent, tune_gc
     stop = threading.Event()
 
     def on_signal(signum, frame):
@@ -127,47 +134,68 @@ def _run(cfg, args) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    tune_gc()
     return run_agent(cfg, stop)
 
 
 def _status(cfg, args) -> int:
+    """The health report for a person. Asks the running agent (--url, else the configured [health] listen
+    address); when no agent answers there, reads what the spool knows (no live source state)."""
     from .health import health_report
     from .spool import Spool
-    if args.url:
+    report = None
+    url = args.url or (f"http://{cfg.health.listen}" if cfg.health.listen else None)
+    if url:
         import httpx
+        if "://" not in url:
+            url = "http://" + url
         try:
-            report = httpx.get(args.url.rstrip("/") + "/health", timeout=5).json()
+            resp = httpx.get(url.rstrip("/") + "/health", timeout=5)
+            report = resp.json()
+            if not isinstance(report, dict) or report.get("agent") != cfg.agent.name or "targets" not in report:
+                raise ValueError(f"answer from {url} is not the health of agent {cfg.agent.name}")
         except (httpx.HTTPError, ValueError) as e:
-            print(f"cdc-agent: cannot read {args.url}: {e}", file=sys.stderr)
-            return 1
-    else:
+            if args.url:           # asked for explicitly: say it did not work
+                print(f"cdc-agent: cannot read {redact(args.url)}/health: {redact(str(e))}", file=sys.stderr)
+                return 1
+            report = None
+    if report is None:
         spool = Spool(cfg.agent.state_dir, readonly=True)
         try:
             report = health_report(cfg, None, spool)
         finally:
             spool.close()
-        report["status"] = "offline (read from the spool; pass --url for a running agent)"
+        report["status"] = "not running (read from the spool)"
     if args.json:
         print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
-        return 0
+        return 1 if report["status"] == "failing" else 0
+
+    def val(v, unit=""):
+        return "-" if v is None else f"{v}{unit}"
+
     src = report["source"]
     print(f"agent {report['agent']}: {report['status']}")
-    print(f"source {src['kind']}: checkpoint {src.get('checkpoint') or '-'}, position {src.get('position') or '-'}, "
-          f"lag {src['lag_seconds'] if src.get('lag_seconds') is not None else '-'} s, "
-          f"retained WAL {src['retained_wal_bytes'] if src.get('retained_wal_bytes') is not None else '-'} bytes")
+    print(f"source {src['kind']}: {'connected' if src.get('connected') else 'not connected'}, "
+          f"position {val(src.get('position'))}, checkpoint {val(src.get('checkpoint'))}")
+    print(f"  lag {val(src.get('lag_seconds'), ' s')}, retained WAL {val(src.get('retained_wal_bytes'), ' bytes')}, "
+          f"changes captured {val(src.get('changes_captured'))}"
+          + (", capture PAUSED (spool full)" if src.get("capture_paused") else ""))
+    if src.get("error"):
+        print(f"  error: {src['error']}")
     for r in report.get("reasons", []):
         print(f"  ! {r}")
     print(f"{'target':<16} {'state':<12} {'pending':>9} {'delivered':>10} {'failed':>7} {'dead':>6}  last error")
     for name, t in report["targets"].items():
         print(f"{name:<16} {t['state']:<12} {t['pending']:>9} {t['delivered']:>10} {t['failed']:>7} "
               f"{t['dead_lettered']:>6}  {t['last_error'] or ''}")
-    print(f"dead letters: {report['dead_letters']} ({report['unmapped_dead_letters']} unmappable changes)")
-    return 0
+    print(f"dead letters: {report['dead_letters']} ({report['unmapped_dead_letters']} unmappable changes)"
+          + ("; see `cdc-agent dlq list`" if report["dead_letters"] else ""))
+    return 1 if report["status"] == "failing" else 0
 
 
 def _dlq(cfg, args) -> int:
     from .dlq import dlq_command
-    return dlq_command(cfg, args.action, args.id)
+    return dlq_command(cfg, args)
 
 
 _COMMANDS = {"check": _check, "setup": _setup, "run": _run, "status": _status, "teardown": _teardown, "dlq": _dlq}

@@ -37,6 +37,7 @@ class AgentSettings:
     spool_retention_seconds: float = 3600.0  # delivered events are kept this long (for replay), then pruned
     spool_max_events: int = 1_000_000        # undelivered events; at the limit capture pauses (backpressure)
     checkpoint_log_seconds: float = 30.0     # how often a "checkpoint" line is logged
+    delivery: str = "process"                # "process": targets in a child process (both cores); "thread"
 
 
 @dataclass(frozen=True)
@@ -227,6 +228,9 @@ def _agent(file: str, raw: Any, base: Path) -> AgentSettings:
     level = r.get("log_level", str, "info").lower()
     if level not in ("debug", "info", "warning", "error"):
         raise r.fail("log_level", f'must be one of debug, info, warning, error, got {level!r}')
+    delivery = r.get("delivery", str, "process")
+    if delivery not in ("process", "thread"):
+        raise r.fail("delivery", f'must be "process" or "thread", got {delivery!r}')
     return AgentSettings(
         name=name,
         state_dir=(base / r.get("state_dir", str, "state")).resolve(),
@@ -235,6 +239,7 @@ def _agent(file: str, raw: Any, base: Path) -> AgentSettings:
         spool_retention_seconds=r.positive("spool_retention_seconds", float, 3600.0, zero_ok=True),
         spool_max_events=r.positive("spool_max_events", int, 1_000_000),
         checkpoint_log_seconds=r.positive("checkpoint_log_seconds", float, 30.0),
+        delivery=delivery,
     )
 
 
@@ -267,6 +272,12 @@ def _source(file: str, raw: Any, agent_name: str, base: Path) -> SourceSettings:
     _refuse_literal_secret(r, "dsn", raw_dsn, "password")
     dsn = r.expand("dsn", raw_dsn)
     secrets.register(secrets.dsn_password(dsn))
+    if kind == "trigger" and not re.match(r"(?i)^(sqlite|postgres(ql)?(\+psycopg2?)?|mysql(\+pymysql|\+pyodbc)?|"
+                                          r"mariadb(\+pymysql)?|mssql(\+pyodbc)?)://", dsn) \
+            and not re.search(r"(?i)(^|;)\s*driver\s*=", dsn):
+        raise r.fail("dsn", "trigger capture needs a SQLAlchemy URL (sqlite:///erp.db, postgresql+psycopg://..., "
+                            "mysql+pymysql://..., mssql+pyodbc://...) or an ODBC connection string "
+                            "(DRIVER={...};SERVER=...;...)")
     if kind == "trigger" and dsn.startswith("sqlite:///"):
         # SQLAlchemy sqlite URLs: a relative path is relative to the config file, like every path in it
         p = dsn[len("sqlite:///"):]
@@ -365,7 +376,8 @@ def _target(file: str, i: int, raw: Any, base: Path) -> TargetSettings:
     if fmt not in ("cloudevents", "debezium"):
         raise r.fail("format", f'must be "cloudevents" or "debezium", got {fmt!r}')
     events = r.str_list("events", ("*",), nonempty=True)
-    batch_size = r.positive("batch_size", int, 100)
+    # a file batch costs one fsync, so files take larger batches; HTTP keeps request bodies modest
+    batch_size = r.positive("batch_size", int, 1000 if kind == "file" else 100)
     if kind == "file":
         options: Any = FileOptions(path=(base / r.get("path", str)).resolve())
     else:
@@ -388,6 +400,14 @@ def _target(file: str, i: int, raw: Any, base: Path) -> TargetSettings:
             _refuse_literal_secret(r, "signing_secret", sig, "secret")
             sig = r.expand("signing_secret", sig)
             secrets.register(sig)
+            if sig.startswith("whsec_"):      # Standard Webhooks form: base64 key after the prefix
+                import base64
+                import binascii
+                try:
+                    base64.b64decode(sig[6:], validate=True)
+                except (binascii.Error, ValueError):
+                    raise r.fail("signing_secret", "starts with whsec_ but what follows is not base64 "
+                                                   "(write whsec_<base64 key>, or a secret without the prefix)")
         options = HttpOptions(
             url=url, headers=hdrs, signing_secret=sig,
             timeout_seconds=r.positive("timeout_seconds", float, 10.0),

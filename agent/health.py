@@ -13,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import orjson
 
 from .config import Config
+from .errors import CdcError
 from .monitor import Monitor
 from .secrets import redact
 from .spool import Spool
@@ -28,7 +29,9 @@ def health_report(cfg: Config, monitor: Monitor | None, spool: Spool) -> dict:
               "position": src.position if src else None,
               "lag_seconds": round(src.lag_seconds, 3) if src and src.lag_seconds is not None else None,
               "retained_wal_bytes": src.retained_wal_bytes if src else None,
-              "checkpoint": spool.checkpoint()}
+              "checkpoint": spool.checkpoint(),
+              "changes_captured": monitor.captured if monitor else None,
+              "capture_paused": bool(monitor and monitor.backpressure)}
     if src and src.error:
         source["error"] = redact(src.error)
     status = "ok"
@@ -51,27 +54,37 @@ def health_report(cfg: Config, monitor: Monitor | None, spool: Spool) -> dict:
         live = monitor.target(t.name) if monitor else None
         pending = spool.pending(t.name)
         state = live.state if live else "unknown"
-        last_error = (live.last_error if live else None) or c.last_error
-        targets[t.name] = {"state": state, "pending": pending, "delivered": c.delivered,
-                           "failed": live.failed if live else c.failed, "dead_lettered": c.dead_lettered,
+        last_error = live.last_error if live else c.last_error
+        # failed: attempts that failed (persistent, like delivered); dead_lettered: what waits in the
+        # dead-letter store now (a retried or dropped one no longer counts; metrics keep the running total)
+        targets[t.name] = {"state": state, "pending": pending, "delivered": c.delivered, "failed": c.failed,
+                           "dead_lettered": spool.count_dead_letters(t.name),
                            "last_error": redact(last_error) if last_error else None}
-        if live and state != "ok":
+        if state == "stopped":
+            status = "failing"      # its worker gave up: nothing reaches this target until a restart
+            reasons.append(f"target {t.name} stopped: {redact(live.last_error or '')}")
+        elif live and state != "ok":
             reasons.append(f"target {t.name} is {state}: {redact(live.last_error or '')}")
         if h.max_pending_events is not None and pending > h.max_pending_events:
             reasons.append(f"target {t.name} has {pending} pending events, over max_pending_events "
                            f"{h.max_pending_events}")
     if status == "ok" and reasons:
         status = "degraded"
-    mapping_dead = spool.count_dead_letters(None) - sum(v["dead_lettered"] for v in targets.values())
     return {"status": status, "agent": cfg.agent.name, "source": source, "targets": targets,
-            "dead_letters": spool.count_dead_letters(), "unmapped_dead_letters": max(mapping_dead, 0),
+            "dead_letters": spool.count_dead_letters(), "unmapped_dead_letters": unmapped_dead_letters(spool),
             "reasons": reasons}
+
+
+def unmapped_dead_letters(spool: Spool) -> int:
+    """Changes no rule could map (dead letters without a target)."""
+    return spool.db.execute("SELECT count(*) FROM dead_letters WHERE target IS NULL").fetchone()[0]
 
 
 class HealthServer:
     def __init__(self, cfg: Config, monitor: Monitor):
         self.cfg, self.monitor = cfg, monitor
-        self.local = threading.local()
+        self.lock = threading.Lock()
+        self.spool: Spool | None = None
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -91,25 +104,28 @@ class HealthServer:
                 pass
 
         host, port = cfg.health.host_port
-        self.httpd = ThreadingHTTPServer((host, port), Handler)
+        try:
+            self.httpd = ThreadingHTTPServer((host, port), Handler)
+        except OSError as e:
+            raise CdcError(f"health endpoint cannot listen on {cfg.health.listen}: {e.strerror or e} "
+                           f"(set [health] listen to a free host:port, or \"off\")") from None
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, name="health", daemon=True)
 
-    def _spool(self) -> Spool:
-        sp = getattr(self.local, "spool", None)
-        if sp is None:
-            sp = self.local.spool = Spool(self.cfg.agent.state_dir)
-        return sp
-
     def respond(self, path: str) -> tuple[int, str, bytes]:
         path = path.split("?", 1)[0]
-        if path in ("/health", "/"):
-            report = health_report(self.cfg, self.monitor, self._spool())
-            return (503 if report["status"] == "failing" else 200), "application/json", orjson.dumps(report)
-        if path == "/metrics":
-            from .metrics import render_metrics
-            return 200, "text/plain; version=0.0.4; charset=utf-8", render_metrics(self.cfg, self.monitor, self._spool())
-        return 404, "application/json", b'{"error": "not found: try /health or /metrics"}'
+        if path not in ("/health", "/", "/metrics"):
+            return 404, "application/json", b'{"error": "not found: try /health or /metrics"}'
+        # one spool connection for all requests (each request has its own thread), used one at a time
+        with self.lock:
+            if self.spool is None:
+                self.spool = Spool(self.cfg.agent.state_dir)
+            if path == "/metrics":
+                from .metrics import render_metrics
+                return 200, "text/plain; version=0.0.4; charset=utf-8", render_metrics(self.cfg, self.monitor,
+                                                                                       self.spool)
+            report = health_report(self.cfg, self.monitor, self.spool)
+        return (503 if report["status"] == "failing" else 200), "application/json", orjson.dumps(report)
 
     def start(self) -> None:
         self.thread.start()
@@ -118,3 +134,7 @@ class HealthServer:
     def stop(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+        with self.lock:
+            if self.spool is not None:
+                self.spool.close()
+                self.spool = None

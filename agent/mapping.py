@@ -41,7 +41,10 @@ class MappingFailure:
 
 
 def event_id(agent: str, position: str, event_type: str) -> str:
-    return hashlib.blake2b(f"{agent}\x00{position}\x00{event_type}".encode(), digest_size=16).hexdigest()
+    return _blake2b(f"{agent}\x00{position}\x00{event_type}".encode(), digest_size=16).hexdigest()
+
+
+_blake2b = hashlib.blake2b
 
 
 def change_to_json(change: RowChange) -> bytes:
@@ -138,6 +141,11 @@ class EventMapper:
                 key[c] = ch.before[c]
             else:
                 raise _Unmappable(f"key column {c!r} is not in the row of {ch.table}")
+        if len(key_cols) == 1:          # the common case, without a generator and a join
+            v = key[key_cols[0]]
+            subject = v if type(v) is str else _subject_part(v)
+        else:
+            subject = "|".join(_subject_part(key[c]) for c in key_cols)
         before = self._project(rule, ch.before)
         after = self._project(rule, ch.after)
         if ch.op in ("update",) and changed_cols is not None:
@@ -151,7 +159,6 @@ class EventMapper:
             names = _out_names(rule, ch.unavailable)
             if names:
                 data["unavailable"] = names
-        subject = "|".join(_subject_part(key[c]) for c in key_cols)
         eid = event_id(self.agent, ch.position, rule.type)
         body = orjson.dumps({
             "specversion": "1.0", "id": eid, "source": rule.source, "type": rule.type, "subject": subject,

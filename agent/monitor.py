@@ -1,14 +1,52 @@
 """Live state shared by the pipeline's threads and read by the health endpoint and metrics.
-Persistent counters (delivered, dead-lettered, cursors) live in the spool; this holds what is only
-true while the process runs (connected, retrying, last error, backpressure)."""
+Persistent counters (delivered, failed, dead-lettered, cursors) live in the spool; this holds what is only
+true while the process runs (connected, retrying, last error, backpressure, changes captured, latency)."""
 
 from __future__ import annotations
 
+import bisect
 import threading
 import time
 from dataclasses import dataclass, field
 
 from .changes import SourceStatus
+
+# commit-to-delivery latency buckets (seconds): sub-second when caught up, minutes to hours in an outage
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
+
+
+class LatencyHistogram:
+    """Cumulative-bucket histogram kept without prometheus_client, so the hot path pays one bisect per
+    event and /metrics renders it on request."""
+
+    def __init__(self, buckets: tuple[float, ...] = LATENCY_BUCKETS):
+        self.buckets = buckets
+        self.counts = [0] * (len(buckets) + 1)     # last slot: above the largest bucket (+Inf)
+        self.sum = 0.0
+        self.count = 0
+        self.lock = threading.Lock()
+
+    def observe_many(self, values) -> None:
+        with self.lock:
+            for v in values:
+                v = max(0.0, v)   # clocks of source and agent hosts may disagree a little
+                self.counts[bisect.bisect_left(self.buckets, v)] += 1
+                self.sum += v
+                self.count += 1
+
+    def snapshot(self) -> tuple[list[tuple[str, int]], float, int]:
+        """([(le, cumulative count)...] ending with +Inf, sum, count)."""
+        with self.lock:
+            out, acc = [], 0
+            for le, n in zip(self.buckets, self.counts):
+                acc += n
+                out.append((_le(le), acc))
+            out.append(("+Inf", acc + self.counts[-1]))
+            return out, self.sum, self.count
+
+
+def _le(v: float) -> str:
+    return repr(float(v))
 
 
 @dataclass
@@ -27,8 +65,10 @@ class Monitor:
     source_error: str | None = None
     source_fatal: bool = False
     backpressure: bool = False
+    captured: int = 0                 # row changes read from the source since start
     source_status_fn: object = None   # callable returning SourceStatus, set while a source is open
     targets: dict[str, TargetLive] = field(default_factory=dict)
+    latency: dict[str, LatencyHistogram] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     observers: list = field(default_factory=list)   # callables(target, events) after each delivery
 
@@ -48,8 +88,18 @@ class Monitor:
         with self.lock:
             return self.targets.setdefault(name, TargetLive())
 
+    def histogram(self, name: str) -> LatencyHistogram:
+        with self.lock:
+            h = self.latency.get(name)
+            if h is None:
+                h = self.latency[name] = LatencyHistogram()
+            return h
+
     def delivered(self, name: str, events) -> None:
         t = self.target(name)
-        t.state, t.last_error, t.last_delivery = "ok", None, time.time()
+        now = time.time()
+        t.state, t.last_error, t.last_delivery = "ok", None, now
+        if events:
+            self.histogram(name).observe_many([now - e.commit_ts for e in events])
         for obs in self.observers:
             obs(name, events)

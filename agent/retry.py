@@ -1,5 +1,16 @@
 """Retry timing for targets: exponential backoff with jitter that honours a server's Retry-After,
-and a circuit breaker that stops hammering a target that keeps failing."""
+and a circuit breaker that stops hammering a target that keeps failing.
+
+After the n-th consecutive failure (n = 1, 2, ...) the worker waits
+    base = min(maximum, initial * 2**(n-1)),  delay drawn uniformly from [base/2, base]   ("equal jitter")
+so retries of many agents spread out but never come sooner than half the backoff.
+- Retry-After from the server is a floor: delay = max(delay, retry_after), the header honoured up to
+  RETRY_AFTER_CAP (15 minutes) or `maximum` if that is larger — a receiver asking for two minutes gets
+  them, a mistaken header asking for a week does not stall delivery for a week.
+- Circuit breaker: from the `circuit_failures`-th consecutive failure on the circuit is open and every
+  wait is at least `circuit_open_seconds`; the next attempt after the wait is the half-open probe. One
+  success closes the circuit and resets the backoff.
+"""
 
 from __future__ import annotations
 
@@ -8,27 +19,36 @@ import time
 from dataclasses import dataclass, field
 
 
+RETRY_AFTER_CAP = 900.0
+
+
 @dataclass
 class RetryPolicy:
     initial: float = 0.5
     maximum: float = 60.0
     circuit_failures: int = 5
     circuit_open_seconds: float = 30.0
-    attempt: int = 0
+    attempt: int = 0                       # consecutive failures so far
     opened_at: float | None = field(default=None)
 
+    def bounds(self, attempt: int) -> tuple[float, float]:
+        """The [low, high] delay range after the `attempt`-th consecutive failure, without Retry-After."""
+        base = min(self.maximum, self.initial * (2 ** (attempt - 1)))
+        low, high = base / 2, base
+        if attempt >= self.circuit_failures:
+            low, high = max(low, self.circuit_open_seconds), max(high, self.circuit_open_seconds)
+        return low, high
+
     def next_delay(self, retry_after: float | None = None) -> float:
-        """Delay before the next try, after a failure. Full jitter in [base/2, base]; Retry-After wins
-        when the server sent one (capped at `maximum`, so a hostile header cannot stall us for days)."""
+        """Delay before the next try, after a failure."""
         self.attempt += 1
         if self.attempt >= self.circuit_failures and self.opened_at is None:
             self.opened_at = time.monotonic()
-        if retry_after is not None and retry_after >= 0:
-            return min(retry_after, self.maximum)
-        base = min(self.maximum, self.initial * (2 ** (self.attempt - 1)))
-        if self.opened_at is not None:
-            base = max(base, self.circuit_open_seconds)
-        return random.uniform(base / 2, base)
+        low, high = self.bounds(self.attempt)
+        delay = random.uniform(low, high)
+        if retry_after is not None and retry_after > 0:
+            delay = max(delay, min(retry_after, max(self.maximum, RETRY_AFTER_CAP)))
+        return delay
 
     @property
     def circuit_open(self) -> bool:

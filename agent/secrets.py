@@ -26,6 +26,12 @@ def register(value: str | None) -> None:
             _secrets.add(value)
 
 
+def registered() -> list[str]:
+    """The registered secrets, for handing to a child process (which must redact the same values)."""
+    with _lock:
+        return sorted(_secrets)
+
+
 def redact(text: str) -> str:
     if not text:
         return text

@@ -165,13 +165,17 @@ class Spool:
 
     def pending(self, name: str) -> int:
         """Events after the target's cursor (including those its event patterns will skip)."""
-        cur = self.counters(name).cursor
-        return self.db.execute("SELECT count(*) FROM events WHERE seq > ?", (cur,)).fetchone()[0]
+        return max(0, self._end_seq() - self.counters(name).cursor)
 
     def max_pending(self) -> int:
+        """Undelivered events of the target furthest behind. Seqs are contiguous (AUTOINCREMENT, a rolled
+        back append gives its numbers back), so this is a subtraction, not a count over a large backlog."""
         row = self.db.execute("SELECT min(cursor) FROM targets").fetchone()
-        lowest = row[0] or 0
-        return self.db.execute("SELECT count(*) FROM events WHERE seq > ?", (lowest,)).fetchone()[0]
+        return max(0, self._end_seq() - (row[0] or 0))
+
+    def _end_seq(self) -> int:
+        row = self.db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+        return row[0] if row else 0
 
     def advance(self, name: str, cursor: int, delivered: int, dead: list[tuple[SpooledEvent, str]],
                 error: str | None = None) -> None:
@@ -195,14 +199,34 @@ class Spool:
     def record_failure(self, name: str, error: str) -> None:
         self.db.execute("UPDATE targets SET failed = failed + 1, last_error = ? WHERE name = ?", (error, name))
 
-    def prune(self, retention_seconds: float) -> int:
-        """Drop events every target has passed and that are older than the retention."""
+    def prune(self, retention_seconds: float, limit: int = 5000) -> int:
+        """Drop up to `limit` of the oldest events that every target has passed and that are older than the
+        retention; returns how many. Call again while it returns `limit`: small steps keep each write
+        transaction short, so capture never stalls behind a large delete."""
         row = self.db.execute("SELECT min(cursor) FROM targets").fetchone()
         if not row or row[0] is None:
             return 0
-        cur = self.db.execute("DELETE FROM events WHERE seq <= ? AND spooled_at < ?",
-                              (row[0], time.time() - retention_seconds))
-        return cur.rowcount
+        first = self.db.execute("SELECT min(seq) FROM events").fetchone()[0]
+        if first is None:
+            return 0
+        upto = min(row[0], self._last_seq_spooled_before(time.time() - retention_seconds), first + limit - 1)
+        if upto < first:
+            return 0
+        return self.db.execute("DELETE FROM events WHERE seq BETWEEN ? AND ?", (first, upto)).rowcount
+
+    def _last_seq_spooled_before(self, cutoff: float) -> int:
+        """The last seq spooled before `cutoff`, by binary search on seq (spooled_at grows with seq; a clock
+        step back only moves the boundary a little). A scan of spooled_at would read the whole spool."""
+        lo, hi, found = 0, self._end_seq(), 0
+        while lo <= hi:
+            mid = (lo + hi) // 2
+            r = self.db.execute("SELECT seq, spooled_at FROM events WHERE seq >= ? ORDER BY seq LIMIT 1",
+                                (mid,)).fetchone()
+            if r is not None and r[1] < cutoff:
+                found, lo = r[0], r[0] + 1
+            else:
+                hi = mid - 1
+        return found
 
     def rewind(self, name: str, to_seq: int) -> None:
         """Replay: the target receives again everything after `to_seq` that is still spooled."""
@@ -229,6 +253,19 @@ class Spool:
         if target is None:
             return self.db.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
         return self.db.execute("SELECT count(*) FROM dead_letters WHERE target = ?", (target,)).fetchone()[0]
+
+    def resolve_dead_letter(self, dl_id: int, delivered_to: str | None = None) -> None:
+        """A retried dead letter went through: remove it, and count the delivery for its target."""
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("DELETE FROM dead_letters WHERE dl_id = ?", (dl_id,))
+            if delivered_to is not None:
+                db.execute("UPDATE targets SET delivered = delivered + 1 WHERE name = ?", (delivered_to,))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
 
     def bump_retries(self, dl_id: int, reason: str) -> None:
         self.db.execute("UPDATE dead_letters SET retries = retries + 1, reason = ? WHERE dl_id = ?", (reason, dl_id))

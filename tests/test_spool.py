@@ -95,3 +95,20 @@ def test_file_is_wal_mode(tmp_path):
     assert os.path.exists(tmp_path / "spool.db")
     import sqlite3
     assert sqlite3.connect(tmp_path / "spool.db").execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_prune_respects_retention_and_goes_in_small_steps(tmp_path, monkeypatch):
+    import agent.spool as spool_mod
+    clock = [1000.0]
+    monkeypatch.setattr(spool_mod.time, "time", lambda: clock[0])
+    sp = Spool(tmp_path)
+    sp.ensure_targets(["t"])
+    sp.append([ev(f"A:{i}") for i in range(1, 11)], [], "c1")        # spooled at 1000
+    clock[0] = 2000.0
+    sp.append([ev(f"B:{i}") for i in range(1, 11)], [], "c2")        # spooled at 2000
+    sp.advance("t", 20, 20, [])
+    clock[0] = 2500.0                                                 # retention 1000: only the A events are old
+    assert [sp.prune(1000, limit=4) for _ in range(4)] == [4, 4, 2, 0]
+    assert [e.seq for e in sp.fetch(0, 100)] == list(range(11, 21))
+    clock[0] = 3500.0
+    assert sp.prune(1000, limit=100) == 10 and sp.fetch(0, 100) == []

@@ -1,0 +1,9 @@
+"""Pytest plugins, one per real service the suite starts; loaded by tests/conftest.py."""
+
+import socket
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

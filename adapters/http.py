@@ -1,0 +1,171 @@
+"""HTTP webhook target (CONTRACT §7): one POST per batch, the body a JSON array of the events,
+`Content-Type: application/cloudevents-batch+json`; any 2xx accepts the whole batch.
+
+How answers are classified (the worker retries `TargetUnavailable` with backoff, and splits a batch on
+`TargetRejected` until the rejected event is alone, which then goes to dead letters):
+- connection refused/reset, timeouts, 408, 429, 5xx             → TargetUnavailable (Retry-After honoured)
+- 401, 403, 404, 405, 407, and 3xx (we do not follow redirects) → TargetUnavailable: these say the *endpoint*
+  is wrong or refuses us (bad token, wrong URL), not that an event is bad; dead-lettering every event for
+  them would scramble per-subject order, so the spool holds the backlog until the receiver is fixed
+- any other 4xx (400, 409, 413, 422, ...)                       → TargetRejected with the status and the
+  start of the response body (secrets removed)
+
+Standard Webhooks signing (https://www.standardwebhooks.com) when `signing_secret` is set:
+  webhook-id        the event id for a batch of one, else "batch_" + a digest of the batch's event ids, so a
+                    retried request carries the same id and a receiver can deduplicate on it
+  webhook-timestamp unix seconds at sending (each retry is signed afresh)
+  webhook-signature "v1," + base64(HMAC-SHA256(key, "<id>.<timestamp>.<body>"))
+The key: a secret written as "whsec_<base64>" (what Standard Webhooks libraries generate) is the base64-decoded
+bytes after the prefix; any other secret is used as its UTF-8 bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import email.utils
+import hashlib
+import hmac
+import time
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+
+from agent.config import TargetSettings
+from agent.errors import TargetError, TargetRejected, TargetUnavailable
+from agent.interfaces import DeliveryResult, SpooledEvent
+from agent.secrets import redact
+
+CONTENT_TYPE = "application/cloudevents-batch+json"
+BODY_EXCERPT = 300                        # characters of a rejecting response kept in the dead letter
+RETRIABLE_STATUS = {408, 425, 429}        # plus every 5xx
+ENDPOINT_STATUS = {401, 403, 404, 405, 407}   # the endpoint refuses us: retry, never dead-letter events
+
+
+def signing_key(secret: str) -> bytes:
+    """The HMAC key for a signing secret: "whsec_<base64>" is decoded, anything else is taken as UTF-8."""
+    if secret.startswith("whsec_"):
+        try:
+            return base64.b64decode(secret[6:], validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("starts with whsec_ but what follows is not base64") from None
+    return secret.encode()
+
+
+def sign(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
+    mac = hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(mac).decode()
+
+
+def batch_id(events: list[SpooledEvent]) -> str:
+    """Stable for the same batch: a retry of it carries the same webhook-id."""
+    if len(events) == 1:
+        return events[0].id
+    h = hashlib.blake2b(digest_size=16)
+    for e in events:
+        h.update(e.id.encode())
+        h.update(b",")
+    return "batch_" + h.hexdigest()
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """Retry-After as delay-seconds or an HTTP date; None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        secs = float(value)
+        return secs if secs >= 0 else None
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    if when.tzinfo is None:     # HTTP dates are GMT
+        import datetime as _dt
+        when = when.replace(tzinfo=_dt.timezone.utc)
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def safe_url(url: str) -> str:
+    """The URL for messages: no user:password, no query string (tokens like to live there)."""
+    p = urlsplit(url)
+    host = p.hostname or ""
+    if p.port:
+        host = f"{host}:{p.port}"
+    return urlunsplit((p.scheme, host, p.path, "", ""))
+
+
+class HttpTarget:
+    def __init__(self, settings: TargetSettings):
+        opts = settings.options
+        self.name = settings.name
+        self.url = opts.url
+        self.where = safe_url(opts.url)
+        self.headers = {**opts.headers, "Content-Type": CONTENT_TYPE}
+        self.timeout = httpx.Timeout(opts.timeout_seconds, connect=min(opts.timeout_seconds, 10.0))
+        self.key: bytes | None = None
+        if opts.signing_secret is not None:
+            try:
+                self.key = signing_key(opts.signing_secret)
+            except ValueError as e:
+                # config.load checks this already; a Config built another way still gets a clear message
+                raise TargetError(f"target {settings.name}: signing_secret {e}") from None
+        self.client: httpx.Client | None = None
+
+    def open(self) -> None:
+        if self.client is None:
+            # no redirects: a 3xx means a wrong URL, and following it could resend data elsewhere
+            self.client = httpx.Client(timeout=self.timeout, follow_redirects=False,
+                                       headers={"User-Agent": "cdc-agent"})
+
+    def send(self, events: list[SpooledEvent]) -> DeliveryResult:
+        if self.client is None:
+            self.open()
+        body = b"[" + b",".join(e.body for e in events) + b"]"
+        headers = dict(self.headers)
+        if self.key is not None:
+            msg_id = batch_id(events)
+            ts = int(time.time())
+            headers["webhook-id"] = msg_id
+            headers["webhook-timestamp"] = str(ts)
+            headers["webhook-signature"] = sign(self.key, msg_id, ts, body)
+        try:
+            resp = self.client.post(self.url, content=body, headers=headers)
+        except httpx.TimeoutException as e:
+            raise TargetUnavailable(f"POST {self.where}: no answer in time ({type(e).__name__})") from None
+        except httpx.HTTPError as e:
+            # connection refused/reset, protocol errors: the text is the OS or parser message
+            raise TargetUnavailable(f"POST {self.where}: {redact(str(e)) or type(e).__name__}") from None
+        status = resp.status_code
+        if 200 <= status < 300:
+            return DeliveryResult()
+        what = f"POST {self.where}: HTTP {status} {resp.reason_phrase}".rstrip()
+        excerpt = _excerpt(resp)
+        if excerpt:
+            what += f": {excerpt}"
+        if status in RETRIABLE_STATUS or status >= 500:
+            raise TargetUnavailable(what, retry_after_seconds(resp.headers.get("retry-after")))
+        if status in ENDPOINT_STATUS or 300 <= status < 400 or status < 200:
+            raise TargetUnavailable(what + " (the endpoint refuses every request: check url and headers)",
+                                    retry_after_seconds(resp.headers.get("retry-after")))
+        raise TargetRejected(what)
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+
+
+def _excerpt(resp: httpx.Response) -> str:
+    try:
+        text = resp.text
+    except Exception:   # undecodable body: the status says enough
+        return ""
+    text = " ".join(text.split())
+    if len(text) > BODY_EXCERPT:
+        text = text[:BODY_EXCERPT] + "…"
+    return redact(text)

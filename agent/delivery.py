@@ -1,0 +1,165 @@
+"""Delivery in a child process, so capture (decode, map, spool) and delivery (spool read, render, send) use
+both cores instead of sharing one interpreter lock.
+
+Nothing about the guarantees changes: the child runs the same `TargetWorker`s, each reading the spool
+through its own SQLite connection and moving its cursor only after its target confirmed, exactly as the
+threads would in-process. The parent only loses direct access to the workers' live state, so the child
+relays it: target state changes and delivered batches (commit times, for the latency histogram) travel
+over a queue and are replayed into the parent's `Monitor`, which health and metrics read as before.
+If the child dies, the parent starts a new one; it resumes from the spool cursors. If the parent dies (even
+by SIGKILL), the kernel kills the child (PR_SET_PDEATHSIG), and a child only delivers while it holds
+`state_dir/delivery.lock`, so a restarted agent never has two delivery processes writing to one target.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import logging
+import multiprocessing as mp
+import os
+import queue
+import signal
+import threading
+import time
+
+from .config import Config
+from .interfaces import SpooledEvent
+from .monitor import Monitor
+
+log = logging.getLogger("cdc_agent")
+
+RELAY_SECONDS = 0.1
+
+
+class DeliveryProcess:
+    """Parent side: starts the child, relays its reports into `monitor`, wakes it after each spool append."""
+
+    def __init__(self, cfg: Config, monitor: Monitor, secrets: list[str]):
+        self.cfg, self.monitor, self.secrets = cfg, monitor, secrets
+        self.ctx = mp.get_context("spawn")      # no fork: the parent holds threads and database connections
+        self.stop_event = self.ctx.Event()
+        self.wake_event = self.ctx.Event()
+        self.reports = self.ctx.Queue()
+        self.proc = None
+        self._relay = threading.Thread(target=self._relay_reports, name="delivery-relay", daemon=True)
+        self._closing = False
+
+    def start(self) -> None:
+        self._spawn()
+        self._relay.start()
+
+    def _spawn(self) -> None:
+        self.proc = self.ctx.Process(target=_child_main, name="cdc-agent-delivery",
+                                     args=(self.cfg, self.secrets, self.stop_event, self.wake_event, self.reports,
+                                           os.getpid()),
+                                     daemon=False)
+        self.proc.start()
+
+    def wake(self) -> None:
+        self.wake_event.set()
+
+    def ensure_alive(self) -> None:
+        """Called from the capture loop: a delivery child that died is replaced (cursors are in the spool)."""
+        if self.proc is not None and not self._closing and not self.proc.is_alive():
+            log.error("delivery process exited with code %s; starting a new one", self.proc.exitcode)
+            self._spawn()
+
+    def stop(self, timeout: float) -> None:
+        self._closing = True
+        self.stop_event.set()
+        self.wake_event.set()
+        if self.proc is not None:
+            self.proc.join(timeout)
+            if self.proc.is_alive():
+                log.warning("delivery process did not stop in %.0fs; terminating it", timeout)
+                self.proc.terminate()
+                self.proc.join(5)
+        self._relay.join(2)
+
+    def _relay_reports(self) -> None:
+        while True:
+            try:
+                msg = self.reports.get(timeout=0.5)
+            except queue.Empty:
+                if self._closing and (self.proc is None or not self.proc.is_alive()):
+                    return
+                continue
+            except (EOFError, OSError):
+                return
+            kind = msg[0]
+            if kind == "live":
+                _, name, fields = msg
+                live = self.monitor.target(name)
+                live.state, live.last_error, live.failed, live.last_delivery = fields
+            elif kind == "delivered":
+                _, name, commit_times = msg
+                events = [SpooledEvent(0, "", "", "", b"", ts) for ts in commit_times]
+                self.monitor.delivered(name, events)
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Ask the kernel to SIGKILL this process when the parent exits (Linux), and catch the race where the
+    parent was already gone. Killing delivery mid-batch is safe: cursors move only after a confirmation."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)     # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass                # not Linux: the relay loop below still notices a parent that went away
+    if os.getppid() != parent_pid:
+        os._exit(0)
+
+
+def _hold_delivery_lock(cfg: Config) -> int:
+    """Block until no other delivery process of this state_dir runs; the lock dies with the process."""
+    fd = os.open(cfg.agent.state_dir / "delivery.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+def _child_main(cfg: Config, secret_values: list[str], stop_event, wake_event, reports, parent_pid: int) -> None:
+    from . import logs, secrets
+    from .pipeline import DRAIN_SECONDS, TargetWorker, tune_gc
+
+    _die_with_parent(parent_pid)
+    # the parent handles SIGINT/SIGTERM and tells us through stop_event; a Ctrl-C on the terminal
+    # reaches the whole process group, and must not kill delivery mid-batch
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _hold_delivery_lock(cfg)
+    for s in secret_values:
+        secrets.register(s)
+    logs.setup(cfg.agent.log_format, cfg.agent.log_level)
+    tune_gc()
+    monitor = Monitor(cfg.agent.name, cfg.source.kind)
+    monitor.observers.append(lambda name, events: reports.put(("delivered", name, [e.commit_ts for e in events])))
+    stop = threading.Event()
+    workers = [TargetWorker(cfg, t, monitor, stop) for t in cfg.targets]
+    for w in workers:
+        w.start()
+    sent: dict[str, tuple] = {}
+
+    def relay_live() -> None:
+        for name, live in list(monitor.targets.items()):
+            fields = (live.state, live.last_error, live.failed, live.last_delivery)
+            if sent.get(name) != fields:
+                sent[name] = fields
+                reports.put(("live", name, fields))
+
+    while not stop_event.is_set():
+        if os.getppid() != parent_pid:
+            os._exit(0)                 # the parent is gone without telling us (no PDEATHSIG here)
+        if wake_event.wait(RELAY_SECONDS):
+            wake_event.clear()
+            for w in workers:
+                w.wake.set()
+        relay_live()
+    stop.set()
+    for w in workers:
+        w.wake.set()
+    deadline = time.monotonic() + DRAIN_SECONDS + 5
+    for w in workers:
+        w.join(max(0.1, deadline - time.monotonic()))
+    relay_live()
+    reports.close()
+    reports.join_thread()
+

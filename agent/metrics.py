@@ -1,0 +1,93 @@
+"""`GET /metrics`: Prometheus text format, every name prefixed `cdc_agent_`, every sample labelled with the
+agent's name.
+
+Built per request by a collector that reads the spool (persistent counters: they survive restarts, so
+`*_total` only resets when state_dir is wiped) and the Monitor (live state, captured changes, latency),
+into a private CollectorRegistry: nothing is registered globally, and two agents in one process (tests)
+do not collide.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+from .config import Config
+from .health import unmapped_dead_letters
+from .monitor import Monitor
+from .spool import Spool
+
+P = "cdc_agent_"
+
+
+class _Collector:
+    def __init__(self, cfg: Config, monitor: Monitor | None, spool: Spool):
+        self.cfg, self.monitor, self.spool = cfg, monitor, spool
+
+    def collect(self):
+        cfg, mon, spool = self.cfg, self.monitor, self.spool
+        agent = cfg.agent.name
+        src = mon.source_status() if mon else None
+
+        m = CounterMetricFamily(P + "changes_captured", "Row changes read from the source since the agent started.",
+                                labels=["agent"])
+        m.add_metric([agent], mon.captured if mon else 0)
+        yield m
+
+        g = GaugeMetricFamily(P + "source_connected", "1 while the source database is connected.", labels=["agent"])
+        g.add_metric([agent], 1 if src and src.connected else 0)
+        yield g
+        if src and src.lag_seconds is not None:
+            g = GaugeMetricFamily(P + "lag_seconds", "Time since the commit of the oldest change not yet spooled "
+                                  "(0 when caught up).", labels=["agent"])
+            g.add_metric([agent], src.lag_seconds)
+            yield g
+        if src and src.retained_wal_bytes is not None:
+            g = GaugeMetricFamily(P + "retained_wal_bytes", "WAL the replication slot holds back on the database "
+                                  "server.", labels=["agent"])
+            g.add_metric([agent], src.retained_wal_bytes)
+            yield g
+        g = GaugeMetricFamily(P + "backpressure", "1 while capture is paused because the spool is full.",
+                              labels=["agent"])
+        g.add_metric([agent], 1 if mon and mon.backpressure else 0)
+        yield g
+
+        names = [t.name for t in cfg.targets]
+        counters = {c.name: c for c in spool.all_counters()}
+        delivered = CounterMetricFamily(P + "events_delivered", "Events the target accepted.",
+                                        labels=["agent", "target"])
+        failed = CounterMetricFamily(P + "events_failed", "Failed delivery attempts (each retried batch counts "
+                                     "once).", labels=["agent", "target"])
+        dead = CounterMetricFamily(P + "events_dead_lettered", "Events the target rejected for good (moved to "
+                                   "dead letters).", labels=["agent", "target"])
+        pending = GaugeMetricFamily(P + "spool_pending_events", "Spooled events not yet delivered to the target.",
+                                    labels=["agent", "target"])
+        up = GaugeMetricFamily(P + "target_up", "1 while the target accepts deliveries (not retrying, circuit "
+                               "closed).", labels=["agent", "target"])
+        stored = GaugeMetricFamily(P + "dead_letters", "Dead letters currently stored (target \"\" for changes no "
+                                   "rule could map).", labels=["agent", "target"])
+        for name in names:
+            c = counters.get(name)
+            delivered.add_metric([agent, name], c.delivered if c else 0)
+            failed.add_metric([agent, name], c.failed if c else 0)
+            dead.add_metric([agent, name], c.dead_lettered if c else 0)
+            pending.add_metric([agent, name], spool.pending(name))
+            state = mon.target(name).state if mon else "ok"
+            up.add_metric([agent, name], 1 if state == "ok" else 0)
+            stored.add_metric([agent, name], spool.count_dead_letters(name))
+        stored.add_metric([agent, ""], unmapped_dead_letters(spool))
+        yield from (delivered, failed, dead, pending, up, stored)
+
+        if mon is not None:
+            h = HistogramMetricFamily(P + "delivery_latency_seconds", "Source commit to target acknowledgement, "
+                                      "per event.", labels=["agent", "target"])
+            for name in names:
+                buckets, total, _count = mon.histogram(name).snapshot()
+                h.add_metric([agent, name], buckets, total)
+            yield h
+
+
+def render_metrics(cfg: Config, monitor: Monitor | None, spool: Spool) -> bytes:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Collector(cfg, monitor, spool))
+    return generate_latest(registry)

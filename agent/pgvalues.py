@@ -1,0 +1,342 @@
+"""Pure conversion of PostgreSQL text-format values (as pgoutput sends them) to their JSON form (CONTRACT §3).
+
+One converter per column is chosen once per relation (`converter(type_oid, types)`) and then called for
+every value: it takes the value's text bytes and returns the JSON form. The source resolves what a type is
+(domain -> base type, enum, array -> element type) from the catalog once and hands it in as `TypeInfo`s;
+nothing here does I/O.
+
+The source connection sets TimeZone=UTC, DateStyle=ISO, IntervalStyle=iso_8601, bytea_output=hex and
+extra_float_digits=1 (the walsender formats values with its own session settings, and honours these given
+as startup options), so the converters mostly reshape, not reinterpret. They still cope with other
+settings where that is cheap (a non-UTC offset, 'postgres' interval style, escape-format bytea).
+
+    type                      JSON form
+    smallint/integer/bigint   number
+    numeric                   string with the exact digits ("12.50", "NaN", "Infinity")
+    real/double precision     number; "NaN", "Infinity", "-Infinity" as strings (JSON has no such numbers)
+    boolean                   true/false
+    text/varchar/char/name    string (char(n) keeps its blank padding, as PostgreSQL stores it)
+    date                      "YYYY-MM-DD" ("infinity", "-infinity" and BC dates as PostgreSQL prints them)
+    time                      "HH:MM:SS[.ffffff]"
+    timetz                    "HH:MM:SS[.ffffff]+HH:MM"
+    timestamp                 "YYYY-MM-DDTHH:MM:SS[.ffffff]" (no offset)
+    timestamptz               "YYYY-MM-DDTHH:MM:SS.ffffffZ" (UTC)
+    interval                  ISO 8601 duration as PostgreSQL's iso_8601 style writes it ("P1DT2H3M4.5S")
+    bytea                     base64
+    json/jsonb                embedded JSON
+    uuid                      string
+    enum                      its label
+    domain                    as its base type
+    array                     JSON array (nested for several dimensions), NULL elements as null
+    anything else             PostgreSQL's text form, as a string
+Fractions of a second have 6 digits when there is a fraction at all (the same as the trigger source).
+"""
+
+from __future__ import annotations
+
+import binascii
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable, Mapping
+
+import orjson
+
+Converter = Callable[[bytes], Any]
+
+# built-in type OIDs (pg_type.h; stable across versions)
+BOOL, BYTEA, CHAR, NAME, INT8, INT2, INT4, TEXT, OID, XID, CID = 16, 17, 18, 19, 20, 21, 23, 25, 26, 28, 29
+JSON, FLOAT4, FLOAT8, BPCHAR, VARCHAR, DATE, TIME = 114, 700, 701, 1042, 1043, 1082, 1083
+TIMESTAMP, TIMESTAMPTZ, INTERVAL, TIMETZ, NUMERIC, UUID, JSONB, XID8 = 1114, 1184, 1186, 1266, 1700, 2950, 3802, 5069
+
+
+@dataclass(frozen=True, slots=True)
+class TypeInfo:
+    """What the catalog (pg_type) says about a type, as far as conversion cares."""
+
+    oid: int
+    name: str = ""
+    typtype: str = "b"          # b base, c composite, d domain, e enum, m multirange, p pseudo, r range
+    category: str = ""          # typcategory; 'A' for arrays
+    elem: int = 0               # typelem: the element type of an array
+    base: int = 0               # typbasetype: what a domain is over
+    delim: str = ","            # typdelim of the element type (',' for all but box)
+
+
+# ---------------------------------------------------------------- scalar converters (text bytes -> JSON form)
+
+_decode = bytes.decode
+
+
+def _bool(b: bytes) -> bool:
+    return b == b"t"
+
+
+def _float(b: bytes) -> Any:
+    c = b[0]
+    if c == 78 or c == 73 or (c == 45 and b[1:2] == b"I"):      # NaN, Infinity, -Infinity
+        return b.decode()
+    return float(b)
+
+
+def _frac6(s: str) -> str:
+    """'HH:MM:SS.5' -> 'HH:MM:SS.500000'; no fraction stays without one."""
+    i = s.find(".")
+    if i < 0:
+        return s
+    j = i + 1
+    n = len(s)
+    while j < n and s[j].isdigit():
+        j += 1
+    if j - i - 1 == 6:
+        return s
+    return s[:i + 1] + (s[i + 1:j] + "000000")[:6] + s[j:]
+
+
+def _time(b: bytes) -> str:
+    s = b.decode()
+    return s if len(s) == 8 or len(s) == 15 else _frac6(s)
+
+
+def _timestamp(b: bytes) -> str:
+    s = b.decode()
+    if s[10:11] != " " or s.endswith(" BC"):
+        return s                                    # infinity, -infinity, BC, or a non-ISO DateStyle
+    s = s[:10] + "T" + s[11:]
+    return s if len(s) in (19, 26) else _frac6(s)
+
+
+_TZ_RE = re.compile(r"^(\d{4,}-\d\d-\d\d) (\d\d:\d\d:\d\d)(?:\.(\d{1,6}))?([+-]\d\d)(?::?(\d\d))?(?::?(\d\d))?$")
+
+
+def _timestamptz(b: bytes) -> str:
+    s = b.decode()
+    n = len(s)
+    if s[n - 3:] == "+00" and s[10:11] == " ":       # the usual case (TimeZone=UTC, 4-digit year): no regex
+        if n == 29:
+            return f"{s[:10]}T{s[11:26]}Z"
+        if n == 22:
+            return f"{s[:10]}T{s[11:19]}.000000Z"
+        if 23 < n < 29 and s[19] == ".":
+            return f"{s[:10]}T{s[11:n - 3]}{'000000'[:29 - n]}Z"
+    m = _TZ_RE.match(s)
+    if not m:
+        return s                                    # infinity, -infinity, BC: as PostgreSQL prints them
+    date, clock, frac, oh, om, osec = m.groups()
+    frac = (frac or "").ljust(6, "0")
+    if oh in ("+00", "-00") and not om and not osec:
+        return f"{date}T{clock}.{frac}Z"
+    try:                                            # a session TimeZone other than UTC: shift to UTC
+        dt = datetime.fromisoformat(f"{date}T{clock}.{frac}{oh}:{om or '00'}" + (f":{osec}" if osec else ""))
+    except ValueError:
+        return s
+    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+_TIMETZ_RE = re.compile(r"^(\d\d:\d\d:\d\d(?:\.\d+)?)([+-]\d\d)(?::?(\d\d))?(?::?(\d\d))?$")
+
+
+def _timetz(b: bytes) -> str:
+    s = b.decode()
+    m = _TIMETZ_RE.match(s)
+    if not m:
+        return s
+    clock, oh, om, osec = m.groups()
+    return f"{_frac6(clock)}{oh}:{om or '00'}" + (f":{osec}" if osec else "")
+
+
+def _bytea(b: bytes) -> str:
+    if b[:2] == b"\\x":
+        raw = binascii.a2b_hex(b[2:])
+    else:                                           # bytea_output = escape: \\ and \ooo octal escapes
+        raw = _unescape_bytea(b)
+    return binascii.b2a_base64(raw, newline=False).decode("ascii")
+
+
+def _unescape_bytea(b: bytes) -> bytes:
+    out = bytearray()
+    i, n = 0, len(b)
+    while i < n:
+        c = b[i]
+        if c == 92:
+            if b[i + 1:i + 2] == b"\\":
+                out.append(92)
+                i += 2
+            else:
+                out.append(int(b[i + 1:i + 4], 8))
+                i += 4
+        else:
+            out.append(c)
+            i += 1
+    return bytes(out)
+
+
+def _json(b: bytes) -> Any:
+    # numbers beyond 64-bit integers become floats, as in most JSON parsers (the event encoder could not
+    # write them as integers anyway)
+    try:
+        return orjson.loads(b)
+    except orjson.JSONDecodeError:
+        return b.decode()                   # not JSON after all (cannot happen for json/jsonb columns)
+
+
+_IV_RE = re.compile(r"([+-]?\d+) (year|mon|day)s?|([+-])?(\d+):(\d\d):(\d\d)(?:\.(\d+))?")
+
+
+def _interval(b: bytes) -> str:
+    return interval_text_to_iso(b.decode())
+
+
+def interval_text_to_iso(s: str) -> str:
+    """Interval text as the server wrote it -> the contract's ISO 8601 duration (also used by the trigger
+    source, whose row images carry the session's IntervalStyle)."""
+    if s[:1] == "P" or s[:2] == "-P":
+        return s                                    # IntervalStyle iso_8601: already the contract's form
+    return interval_to_iso(s)
+
+
+def interval_to_iso(s: str) -> str:
+    """'postgres' IntervalStyle text ('1 year 2 mons -3 days +04:05:06.5') -> the ISO 8601 duration
+    PostgreSQL's iso_8601 style would write ('P1Y2M-3DT4H5M6.5S'). Other styles are returned unchanged."""
+    years = mons = days = 0
+    hms = None
+    matched = 0
+    for m in _IV_RE.finditer(s):
+        matched += len(m.group(0))
+        if m.group(1) is not None:
+            n = int(m.group(1))
+            if m.group(2) == "year":
+                years += n
+            elif m.group(2) == "mon":
+                mons += n
+            else:
+                days += n
+        else:
+            hms = (m.group(3) == "-", int(m.group(4)), int(m.group(5)), int(m.group(6)), m.group(7) or "")
+    if not matched or matched + s.count(" ") < len(s):
+        return s
+    out = "P"
+    if years:
+        out += f"{years}Y"
+    if mons:
+        out += f"{mons}M"
+    if days:
+        out += f"{days}D"
+    if hms and any(hms[1:4]) or hms and hms[4].strip("0"):
+        neg, h, mi, sec, frac = hms
+        sg = "-" if neg else ""
+        out += "T"
+        if h:
+            out += f"{sg}{h}H"
+        if mi:
+            out += f"{sg}{mi}M"
+        frac = frac.rstrip("0")
+        if sec or frac:
+            out += f"{sg}{sec}" + (f".{frac}" if frac else "") + "S"
+    return out if out != "P" else "PT0S"
+
+
+# ---------------------------------------------------------------- arrays
+
+_ARRAY_TOKEN: dict[str, re.Pattern] = {}
+_BACKSLASH = re.compile(rb"\\(.)", re.S)
+
+
+def _array_token(delim: str) -> re.Pattern:
+    p = _ARRAY_TOKEN.get(delim)
+    if p is None:
+        d = re.escape(delim.encode())
+        p = _ARRAY_TOKEN[delim] = re.compile(rb'\{|\}|' + d + rb'|"((?:[^"\\]|\\.)*)"|([^{}"' + d + rb'\s]+)|\s+', re.S)
+    return p
+
+
+def array_converter(elem: Converter, delim: str = ",") -> Converter:
+    """PostgreSQL array text ('{1,NULL,3}', '{{"a b","c\\"d"},{x,NULL}}', '[0:1]={1,2}') -> nested lists,
+    each element through `elem`; an unquoted NULL is null, a quoted "NULL" the string."""
+    token = _array_token(delim)
+    d = delim.encode()
+
+    def conv(b: bytes) -> list:
+        pos = 0
+        if b[:1] == b"[":                   # explicit bounds when the lower bound is not 1: dropped
+            pos = b.index(b"=") + 1
+        root: list | None = None
+        stack: list[list] = []
+        for m in token.finditer(b, pos):
+            t = m.group(0)
+            if t == b"{":
+                new: list = []
+                if stack:
+                    stack[-1].append(new)
+                else:
+                    root = new
+                stack.append(new)
+            elif t == b"}":
+                stack.pop()
+                if not stack:
+                    break
+            elif t == d or t[:1].isspace():
+                continue
+            elif m.group(1) is not None:
+                q = m.group(1)
+                stack[-1].append(elem(_BACKSLASH.sub(rb"\1", q) if b"\\" in q else q))
+            else:
+                stack[-1].append(None if t == b"NULL" else elem(t))
+        if root is None or stack:
+            raise ValueError(f"not a PostgreSQL array: {b[:80]!r}")
+        return root
+
+    return conv
+
+
+# ---------------------------------------------------------------- choosing a converter
+
+SCALARS: dict[int, Converter] = {
+    INT2: int, INT4: int, INT8: int, OID: int, XID: int, CID: int, XID8: int,
+    NUMERIC: _decode, FLOAT4: _float, FLOAT8: _float, BOOL: _bool,
+    TEXT: _decode, VARCHAR: _decode, BPCHAR: _decode, CHAR: _decode, NAME: _decode,
+    DATE: _decode, TIME: _time, TIMETZ: _timetz, TIMESTAMP: _timestamp, TIMESTAMPTZ: _timestamptz,
+    INTERVAL: _interval, BYTEA: _bytea, JSON: _json, JSONB: _json, UUID: _decode,
+}
+
+# built-in array types -> element type, for when no catalog information is at hand
+BUILTIN_ARRAYS: dict[int, int] = {
+    1000: BOOL, 1001: BYTEA, 1002: CHAR, 1003: NAME, 1005: INT2, 1007: INT4, 1009: TEXT, 1014: BPCHAR,
+    1015: VARCHAR, 1016: INT8, 1021: FLOAT4, 1022: FLOAT8, 1028: OID, 1115: TIMESTAMP, 1182: DATE, 1183: TIME,
+    1185: TIMESTAMPTZ, 1187: INTERVAL, 1231: NUMERIC, 1270: TIMETZ, 2951: UUID, 199: JSON, 3807: JSONB,
+}
+
+
+def converter(type_oid: int, types: Mapping[int, TypeInfo] | None = None, _depth: int = 0) -> Converter:
+    """The converter for a column of type `type_oid`. `types` (from pg_type) resolves domains, enums and
+    arrays of any type; without it only built-in types are known and the rest passes through as text."""
+    fn = SCALARS.get(type_oid)
+    if fn is not None:
+        return fn
+    if _depth > 10:                         # a domain chain this deep is not real; do not loop
+        return _decode
+    info = types.get(type_oid) if types else None
+    if info is not None:
+        if info.typtype == "d" and info.base:
+            return converter(info.base, types, _depth + 1)
+        if info.category == "A" and info.elem:
+            elem_info = types.get(info.elem) if types else None
+            delim = elem_info.delim if elem_info is not None else info.delim
+            return array_converter(converter(info.elem, types, _depth + 1), delim)
+        return _decode                      # enum labels, ranges, composites, extension types: their text
+    elem = BUILTIN_ARRAYS.get(type_oid)
+    if elem is not None:
+        return array_converter(SCALARS[elem])
+    return _decode
+
+
+def converters(type_oids, types: Mapping[int, TypeInfo] | None = None) -> list[Converter]:
+    """One converter per column, computed once per relation."""
+    cache: dict[int, Converter] = {}
+    out = []
+    for oid in type_oids:
+        c = cache.get(oid)
+        if c is None:
+            c = cache[oid] = converter(oid, types)
+        out.append(c)
+    return out

@@ -1,0 +1,212 @@
+"""Shared pieces of the benchmark scripts: a throwaway PostgreSQL, workloads, the agent as a process,
+and figures printed as JSON lines plus a short table. Run from the repository root:
+`python -m bench.<scenario>` (see bench/README.md)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.plugins.pg import PG_BIN, PgCluster  # noqa: E402  (the same throwaway cluster the tests use)
+
+MIXED_DDL = """
+CREATE TABLE bench_items (
+  id bigint PRIMARY KEY, customer_id int NOT NULL, sku text NOT NULL, qty int, price numeric(12,2),
+  discount real, active boolean, created timestamptz, ship_date date, note varchar(100), attrs jsonb, ref uuid);
+"""
+
+
+def bench_cluster(**settings) -> PgCluster:
+    """fsync on: figures quoted from a cluster that does not fsync would flatter the database side."""
+    base = {"fsync": "on", "full_page_writes": "on", "shared_buffers": "256MB", "max_wal_size": "4GB",
+            "checkpoint_timeout": "30min"}
+    base.update(settings)
+    return PgCluster(**base).start()
+
+
+def write_mixed_changes(db, total: int, txn_rows: int = 10_000) -> dict:
+    """`total` changes over the 12-column table: 60% inserts, 30% updates, 10% deletes, in transactions
+    of `txn_rows` rows, generated server-side so the writer is not what is measured."""
+    ins, upd = int(total * 0.6), int(total * 0.3)
+    dele = total - ins - upd
+    t0 = time.perf_counter()
+    with db.connect() as conn:
+        for lo in range(0, ins, txn_rows):
+            hi = min(ins, lo + txn_rows)
+            conn.execute(f"""INSERT INTO bench_items SELECT g, g % 5000, 'SKU-' || g, g % 17, (g % 100000) / 100.0,
+                (g % 7) / 10.0, g % 2 = 0, '2026-11-23 10:00:00+00'::timestamptz + g * interval '1 second',
+                date '2026-01-01' + (g % 365), 'note ' || g, jsonb_build_object('g', g, 'tags', jsonb_build_array('a', 'b')),
+                md5(g::text)::uuid FROM generate_series({lo + 1}, {hi}) g""")
+        for lo in range(0, upd, txn_rows):
+            hi = min(upd, lo + txn_rows)
+            conn.execute(f"UPDATE bench_items SET qty = qty + 1, price = price + 1, note = 'updated' "
+                         f"WHERE id BETWEEN {lo + 1} AND {hi}")
+        for lo in range(0, dele, txn_rows):
+            hi = min(dele, lo + txn_rows)
+            conn.execute(f"DELETE FROM bench_items WHERE id BETWEEN {ins - hi + 1} AND {ins - lo}")
+    return {"inserts": ins, "updates": upd, "deletes": dele, "write_seconds": round(time.perf_counter() - t0, 2)}
+
+
+def agent_config(path: Path, dsn: str, tables: list[str], targets: str = "", health: str = "off",
+                 extra_agent: str = "", extra_source: str = "", name: str = "bench") -> Path:
+    """The agent's name also names its slot and publication, which are per cluster: two agents on one
+    bench cluster need two names."""
+    targets = targets or '[[targets]]\nname = "file"\nkind = "file"\npath = "out/events.jsonl"\n'
+    path.write_text(f"""[agent]
+name = "{name}"
+state_dir = "state"
+{extra_agent}
+[source]
+kind = "postgres"
+dsn = "{dsn}"
+tables = {json.dumps(tables)}
+{extra_source}
+{targets}
+[health]
+listen = "{health}"
+""")
+    return path
+
+
+def setup_capture(config: Path) -> None:
+    """`cdc-agent setup`, as a DBA would before the first run: the slot exists before anything is written."""
+    subprocess.run([sys.executable, "-m", "agent.cli", "setup", "-c", str(config)], cwd=ROOT, check=True,
+                   capture_output=True)
+
+
+class AgentRun:
+    """`cdc-agent run` as a process, with its peak RSS (VmHWM) and CPU time read from /proc."""
+
+    def __init__(self, config: Path, log: Path):
+        self.config, self.log = config, log
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "AgentRun":
+        self.t0 = time.perf_counter()
+        self.proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "run", "-c", str(self.config)],
+                                     cwd=ROOT, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)
+        return self
+
+    def peak_rss_mb(self) -> float:
+        return proc_tree_peak_rss_mb(self.proc.pid)
+
+    def cpu_seconds(self) -> float:
+        return sum(proc_cpu_seconds(p) for p in proc_tree(self.proc.pid))
+
+    def stop(self) -> int:
+        self.proc.terminate()
+        return self.proc.wait(60)
+
+
+def proc_tree(pid: int) -> list[int]:
+    """pid and its descendants (the agent may run delivery in a child process)."""
+    out = [pid]
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return out
+    for c in children:
+        out.extend(proc_tree(int(c)))
+    return out
+
+
+def proc_tree_peak_rss_mb(pid: int) -> float:
+    total = 0
+    for p in proc_tree(pid):
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return round(total / 1024, 1)
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_lines(path: Path, n: int, timeout: float, proc=None) -> float:
+    """Wait until the file holds n lines; returns the time it happened (perf_counter). Reads only what was
+    appended since the last look, so watching a large output file costs the benchmark little CPU."""
+    deadline = time.perf_counter() + timeout
+    seen, offset = 0, 0
+    while True:
+        try:
+            with open(path, "rb") as f:
+                f.seek(offset)
+                for buf in iter(lambda: f.read(1 << 20), b""):
+                    seen += buf.count(b"\n")
+                    offset += len(buf)
+        except FileNotFoundError:
+            pass
+        if seen >= n:
+            return time.perf_counter()
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"agent exited with {proc.returncode}")
+        if time.perf_counter() > deadline:
+            raise TimeoutError(f"{path} did not reach {n} lines in {timeout}s (has {seen})")
+        time.sleep(0.05)
+
+
+def pg_recvlogical_drain(cluster: PgCluster, dbname: str, slot: str, publication: str, endpos: str) -> float:
+    """Seconds pg_recvlogical takes to stream the slot up to `endpos` (pgoutput, output discarded)."""
+    cmd = [str(PG_BIN / "pg_recvlogical"), "-d", cluster.dsn(dbname), "-S", slot, "--start", "-E", endpos,
+           "-o", "proto_version=1", "-o", f"publication_names={publication}", "-f", "/dev/null",
+           "--no-loop", "-s", "1"]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, capture_output=True, timeout=3600)
+    return time.perf_counter() - t0
+
+
+class Profiler:
+    """py-spy sampling the agent's process tree (capture and delivery processes) while a scenario runs;
+    `top()` sums the samples of each function where it was on top of the stack (self time)."""
+
+    def __init__(self, pid: int, out: Path, rate: int = 200):
+        self.out = out
+        exe = Path(sys.executable).parent / "py-spy"
+        self.proc = subprocess.Popen([str(exe if exe.exists() else "py-spy"), "record", "--pid", str(pid),
+                                      "--subprocesses", "--nonblocking", *(["--idle", "--threads"] if os.environ.get("BENCH_PROFILE_IDLE") else []), "--rate", str(rate), "--format", "raw",
+                                      "-o", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def stop(self) -> None:
+        self.proc.send_signal(2)      # SIGINT: py-spy writes what it sampled and exits
+        self.proc.wait(60)
+
+    def top(self, n: int = 15) -> list[tuple[str, float]]:
+        self_samples: dict[str, int] = {}
+        total = 0
+        for line in self.out.read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            leaf = stack.rsplit(";", 1)[-1]
+            self_samples[leaf] = self_samples.get(leaf, 0) + int(count)
+            total += int(count)
+        ranked = sorted(self_samples.items(), key=lambda kv: -kv[1])[:n]
+        return [(name, round(100 * c / max(1, total), 1)) for name, c in ranked]
+
+
+def emit(figures: dict) -> None:
+    print(json.dumps(figures), flush=True)
+
+
+def table(rows: list[tuple], headers: tuple) -> None:
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
+    for r in (headers, *rows):
+        print("  ".join(str(x).ljust(w) for x, w in zip(r, widths)))
+
+
+def tmpdir(prefix: str) -> Path:
+    return Path(tempfile.mkdtemp(prefix=prefix))

@@ -1,0 +1,69 @@
+"""Scenario 1 — drain: N changes (inserts, updates, deletes over a 12-column mixed-type table) are written
+while the agent is stopped; then pg_recvlogical drains a slot created at the same point, and the agent
+drains its own slot into the file target. Same cluster, same data, same run; one after the other so they do
+not compete for the two cores.
+
+    python -m bench.drain [--changes 1000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from bench.common import (setup_capture, AgentRun, Profiler, agent_config, bench_cluster, emit, pg_recvlogical_drain, table,
+                          tmpdir, wait_lines, write_mixed_changes, MIXED_DDL)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--changes", type=int, default=1_000_000)
+    ap.add_argument("--batch-size", type=int, default=None, help="source.batch_size for the agent")
+    ap.add_argument("--delivery", choices=["process", "thread"], default=None, help="[agent] delivery")
+    ap.add_argument("--profile", action="store_true", help="sample the agent with py-spy; print the top functions")
+    args = ap.parse_args()
+    work = tmpdir("cdc-bench-drain-")
+    cluster = bench_cluster()
+    try:
+        db = cluster.create_database("bench")
+        db.execute(MIXED_DDL)
+        extra = f"batch_size = {args.batch_size}" if args.batch_size else ""
+        cfg = agent_config(work / "agent.toml", db.dsn, ["public.bench_items"], extra_source=extra,
+                           extra_agent=f'delivery = "{args.delivery}"' if args.delivery else "")
+        setup_capture(cfg)
+        db.execute("SELECT pg_create_logical_replication_slot('recv_ref', 'pgoutput')")
+        written = write_mixed_changes(db, args.changes)
+        endpos = db.execute("SELECT pg_current_wal_lsn()::text")[0][0]
+
+        ref_s = pg_recvlogical_drain(cluster, "bench", "recv_ref", "cdc_bench", endpos)
+        ref_rate = args.changes / ref_s
+
+        agent = AgentRun(cfg, work / "agent.log").start()
+        profiler = Profiler(agent.proc.pid, work / "profile.txt") if args.profile else None
+        done = wait_lines(work / "out" / "events.jsonl", args.changes, timeout=3600, proc=agent.proc)
+        if profiler:
+            profiler.stop()
+        agent_s = done - agent.t0
+        rss = agent.peak_rss_mb()
+        cpu = agent.cpu_seconds()
+        agent.stop()
+        rate = args.changes / agent_s
+        fig = {"scenario": "drain", "changes": args.changes, **written,
+               "pg_recvlogical_seconds": round(ref_s, 2), "pg_recvlogical_changes_per_s": round(ref_rate),
+               "agent_seconds": round(agent_s, 2), "agent_changes_per_s": round(rate),
+               "ratio_vs_pg_recvlogical": round(rate / ref_rate, 3), "agent_peak_rss_mb": rss,
+               "agent_cpu_seconds": round(cpu, 1)}
+        emit(fig)
+        table([("pg_recvlogical (pgoutput → /dev/null)", f"{ref_s:.2f}", f"{ref_rate:,.0f}", ""),
+               ("cdc-agent (→ file target, fsynced)", f"{agent_s:.2f}", f"{rate:,.0f}", f"{rss} MB")],
+              ("drain of %d changes" % args.changes, "seconds", "changes/s", "peak RSS"))
+        print(f"ratio agent / pg_recvlogical: {rate / ref_rate:.2f}")
+        if profiler:
+            top = profiler.top()
+            emit({"scenario": "drain_profile", "self_percent": top})
+            table(top, ("function (py-spy, self time, all processes)", "% of samples"))
+    finally:
+        cluster.destroy()
+
+
+if __name__ == "__main__":
+    main()

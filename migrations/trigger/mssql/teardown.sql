@@ -1,0 +1,3 @@
+DROP TABLE IF EXISTS {{qcl}}
+;
+DROP TABLE IF EXISTS {{qversion}}

@@ -1,0 +1,5 @@
+DROP FUNCTION IF EXISTS {{qfn}}()
+;
+DROP TABLE IF EXISTS {{qcl}}
+;
+DROP TABLE IF EXISTS {{qversion}}

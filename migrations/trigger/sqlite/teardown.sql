@@ -1,0 +1,5 @@
+DROP TABLE IF EXISTS {{qorigin}}
+;
+DROP TABLE IF EXISTS {{qcl}}
+;
+DROP TABLE IF EXISTS {{qversion}}
