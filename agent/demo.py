@@ -27,8 +27,8 @@ from . import config as config_mod
 from . import logs
 from .errors import CdcError, ConfigError
 from .secrets import redact
+from .shipped import is_installed_copy, shipped
 
-ROOT = Path(__file__).resolve().parent.parent
 DDL = Path(__file__).resolve().parent / "demo_erp.sql"
 APP_ID = 1128547137                  # PRAGMA application_id of a database the demo created ('CDCA')
 
@@ -46,8 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cdc-agent demo",
                                 description="Sample ERP in SQLite + trigger capture + a business workload; "
                                             "prints the domain events as they land.")
-    p.add_argument("-c", "--config", default=str(ROOT / "agent.toml"),
-                   help="the demo config (default: agent.toml at the top of the project)")
+    p.add_argument("-c", "--config", default=None,
+                   help="the demo config (default: the example agent.toml; from an installed package, a copy "
+                        "of it in ./cdc-agent-demo/)")
     p.add_argument("--seconds", type=float, default=12.0, help="how long the workload runs (default 12)")
     p.add_argument("--quiet", action="store_true", help="print only the summary, not every event")
     return p
@@ -68,6 +69,20 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # ---------------------------------------------------------------- preparing the demo folder
+
+
+def _default_config() -> Path:
+    """The example agent.toml. Its paths are relative to it, so an installed copy (in the read-only share
+    directory) is copied to ./cdc-agent-demo/ first and the demo's files land beside that copy."""
+    example = shipped("agent.toml")
+    if not is_installed_copy(example):
+        return example
+    here = Path.cwd() / "cdc-agent-demo" / "agent.toml"
+    if not here.exists():
+        here.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(example, here)
+        print(f"cdc-agent demo: copied the example config to {here}")
+    return here
 
 
 def _demo_paths(cfg) -> tuple[Path, Path, Path]:
@@ -289,7 +304,7 @@ def _run(args) -> int:
     from .pipeline import run_agent
     from .sources.trigger import TriggerAdmin
 
-    cfg = config_mod.load(args.config)
+    cfg = config_mod.load(args.config or _default_config())
     db, state, out = _demo_paths(cfg)
     logs.setup(cfg.agent.log_format, "warning")          # the demo prints events, not the agent's log
     listen = _free_listen(cfg.health.listen)

@@ -20,8 +20,9 @@ from pathlib import Path
 from .errors import SpoolError
 from .interfaces import SpooledEvent
 from .mapping import MappedEvent, MappingFailure
+from .shipped import shipped
 
-MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations" / "state"
+MIGRATIONS = shipped("migrations/state")
 
 
 @dataclass(slots=True)

@@ -41,10 +41,11 @@ from ..config import Config
 from ..errors import ConfigError, SourceError, SourceFatal, SourceUnavailable
 from ..pgvalues import interval_text_to_iso
 from ..secrets import redact
+from ..shipped import shipped
 
 log = logging.getLogger("cdc_agent.trigger")
 
-MIGRATIONS = Path(__file__).resolve().parent.parent.parent / "migrations" / "trigger"
+MIGRATIONS = shipped("migrations/trigger")
 DIALECTS = ("postgresql", "mysql", "sqlite", "mssql")
 OPS = {"I": "insert", "U": "update", "D": "delete"}
 PG_EMPTY_SNAPSHOT = "1:1:"          # nothing is visible in it: the lower bound of the very first window
