@@ -85,6 +85,14 @@ def _default_config() -> Path:
     return here
 
 
+def _shown(path: Path) -> str:
+    """The config's path as the user would type it: relative when it is below the current directory."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def _demo_paths(cfg) -> tuple[Path, Path, Path]:
     from .sources.trigger import parse_dsn
     t = parse_dsn(cfg.source.dsn, str(cfg.path))
@@ -363,7 +371,8 @@ def _run(args) -> int:
     say(f"{work.actions} business transactions → {total} events in {out}:")
     for typ, n in sorted(tail.counts.items(), key=lambda kv: (kv[0].startswith("row."), kv[0])):
         say(f"  {n:5d}  {typ}")
-    say(f"\nnext: `cdc-agent status -c {args.config}`, `cdc-agent run -c {args.config}` (the database and its "
+    shown = _shown(cfg.path)
+    say(f"\nnext: `cdc-agent status -c {shown}`, `cdc-agent run -c {shown}` (the database and its "
         f"triggers stay in {db.parent})")
     if total == 0:
         print("cdc-agent demo: no events arrived; see the messages above", file=sys.stderr)

@@ -79,6 +79,7 @@ def test_demo_from_a_fresh_clone(tmp_path):
     r = run_demo(clone, clone / "agent.toml", "--seconds", "3")
     assert r.returncode == 0, r.stdout + r.stderr
     assert all(t in r.stdout for t in ("customer.order.placed", "order.status.changed"))
+    assert "`cdc-agent status -c agent.toml`" in r.stdout
     assert (clone / "demo-state" / "out" / "events.jsonl").exists()
 
 
@@ -107,6 +108,7 @@ def test_demo_from_an_installed_wheel(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert str(site) in r.stderr                          # the installed copy ran, not the checkout
     assert "order.status.changed" in r.stdout and "Traceback" not in r.stderr
+    assert "`cdc-agent run -c cdc-agent-demo/agent.toml`" in r.stdout      # where the config copy is
     events = read_events(work / "cdc-agent-demo" / "demo-state" / "out" / "events.jsonl")
     assert {e["type"] for e in events} >= {"customer.order.placed", "order.status.changed"}
     assert sorted(p.name for p in (prefix / "share" / "cdc-agent").iterdir()) == ["agent.toml", "migrations"]
