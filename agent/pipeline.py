@@ -36,6 +36,7 @@ DRAIN_SECONDS = 10.0          # on shutdown, how long targets may keep deliverin
 READ_WAIT_SECONDS = 0.2       # how long one source read waits for a first change
 PRUNE_EVERY_SECONDS = 30.0
 PRUNE_STEP = 5000             # events deleted per spool transaction
+SCAN_LIMIT = 5000             # spool rows a target with event patterns looks at per batch
 
 
 class TargetWorker(threading.Thread):
@@ -54,6 +55,7 @@ class TargetWorker(threading.Thread):
             circuit_open_seconds=getattr(opts, "circuit_open_seconds", 30.0),
         )
         self._wants: dict[str, bool] = {}
+        self.takes_all = "*" in settings.events
         self.caught_up = threading.Event()
 
     def wants(self, event_type: str) -> bool:
@@ -99,16 +101,26 @@ class TargetWorker(threading.Thread):
                 spool.close()
 
     def _next_batch(self, spool: Spool, cursor: int) -> tuple[list[SpooledEvent], int]:
+        """Up to batch_size events this target wants after `cursor`, and the last seq looked at (skipped
+        events count as passed). A target that takes every event type reads exactly one batch of rows; one
+        with event patterns reads on in chunks until its batch is full, looking at most SCAN_LIMIT rows."""
         size = self.settings.batch_size
+        takes_all = self.takes_all
+        chunk = size if takes_all else max(size, 500)
         batch: list[SpooledEvent] = []
         upto = cursor
-        for ev in spool.fetch(cursor, max(size * 4, 1000)):
-            if self.wants(ev.type):
-                if len(batch) == size:
-                    break
-                batch.append(ev)
-            upto = ev.seq
-        return batch, upto
+        while True:
+            rows = spool.fetch(upto, chunk)
+            if takes_all:
+                return rows, (rows[-1].seq if rows else cursor)
+            for ev in rows:
+                if self.wants(ev.type):
+                    if len(batch) == size:
+                        return batch, upto
+                    batch.append(ev)
+                upto = ev.seq
+            if len(rows) < chunk or len(batch) == size or upto - cursor >= SCAN_LIMIT:
+                return batch, upto
 
     def _deliver(self, spool: Spool, target, batch: list[SpooledEvent], upto: int,
                  drain_deadline: float | None) -> bool:

@@ -5,7 +5,11 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
+import orjson
+
+from agent import config
 from agent.mapping import MappedEvent, MappingFailure
 from agent.spool import Spool
 
@@ -112,3 +116,45 @@ def test_prune_respects_retention_and_goes_in_small_steps(tmp_path, monkeypatch)
     assert [e.seq for e in sp.fetch(0, 100)] == list(range(11, 21))
     clock[0] = 3500.0
     assert sp.prune(1000, limit=100) == 10 and sp.fetch(0, 100) == []
+
+
+def test_targets_with_event_patterns_get_their_types_and_pass_the_rest(tmp_path):
+    """Two workers on one spool: one takes every type, one only `customer.*`, which is rare (runs of
+    non-matching events longer than what one batch scans). Each gets exactly its events, in spool order,
+    and both cursors reach the end of the spool."""
+    import threading
+
+    from agent.monitor import Monitor
+    from agent.pipeline import SCAN_LIMIT, TargetWorker
+    cfg = config.parse({"agent": {"name": "a", "state_dir": "state"},
+                        "source": {"kind": "postgres", "dsn": "postgresql://x@h/d", "tables": ["public.t"]},
+                        "targets": [{"name": "all", "kind": "file", "path": "all.jsonl", "batch_size": 700},
+                                    {"name": "cust", "kind": "file", "path": "cust.jsonl", "batch_size": 3,
+                                     "events": ["customer.*"]}]}, base=tmp_path)
+    spool = Spool(cfg.agent.state_dir)
+    spool.ensure_targets(["all", "cust"])
+    n = 3 * SCAN_LIMIT
+    wanted = [i for i in range(n) if i % 2500 == 7 or 100 <= i < 110]
+    evs = [MappedEvent(f"id{i}", "customer.x" if i in wanted else "row.public.t", str(i), f"{i:08d}", 1.0,
+                       orjson.dumps({"id": f"id{i}", "n": i})) for i in range(n)]
+    for k in range(0, n, 1000):
+        spool.append(evs[k:k + 1000], [], f"cp{k}")
+    stop = threading.Event()
+    workers = [TargetWorker(cfg, t, Monitor("a", "postgres"), stop) for t in cfg.targets]
+    for w in workers:
+        w.start()
+    try:
+        deadline = time.monotonic() + 30
+        while spool.max_pending() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        for w in workers:
+            w.wake.set()
+            w.join(15)
+    got = {name: [orjson.loads(x)["n"] for x in (tmp_path / f"{name}.jsonl").read_bytes().splitlines()]
+           for name in ("all", "cust")}
+    assert got["all"] == list(range(n))
+    assert got["cust"] == wanted
+    assert spool.counters("cust").cursor == spool.counters("all").cursor == spool.last_seq()
+    spool.close()
