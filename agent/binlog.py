@@ -259,17 +259,21 @@ def format_timestamp(sec: int, usec: int = 0) -> str:
 # Each takes (bytes, offset) and returns (value, new offset).
 
 
+def _decimal_layout(precision: int, scale: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]], int]:
+    """DECIMAL's binary layout: the integer and fraction pieces as (bytes, digits), most significant first
+    (full groups of 9 digits take 4 bytes, a partial group fewer), and the total size in bytes."""
+    dig2bytes = (0, 1, 1, 2, 2, 3, 3, 4, 4, 4)
+    intg0, intg0x = divmod(precision - scale, 9)
+    frac0, frac0x = divmod(scale, 9)
+    int_pieces = ([(dig2bytes[intg0x], intg0x)] if intg0x else []) + [(4, 9)] * intg0
+    frac_pieces = [(4, 9)] * frac0 + ([(dig2bytes[frac0x], frac0x)] if frac0x else [])
+    return int_pieces, frac_pieces, sum(n for n, _ in int_pieces) + sum(n for n, _ in frac_pieces)
+
+
 def _decimal_decoder(precision: int, scale: int) -> tuple[Callable, int]:
     """DECIMAL(precision, scale) in MySQL's binary format: groups of 9 digits in 4 bytes, big-endian,
     sign bit flipped, every byte inverted for negative numbers. Returns the exact digits as a string."""
-    dig2bytes = (0, 1, 1, 2, 2, 3, 3, 4, 4, 4)
-    intg = precision - scale
-    intg0, intg0x = divmod(intg, 9)
-    frac0, frac0x = divmod(scale, 9)
-    # pieces from most significant: (bytes, digits)
-    int_pieces = ([(dig2bytes[intg0x], intg0x)] if intg0x else []) + [(4, 9)] * intg0
-    frac_pieces = [(4, 9)] * frac0 + ([(dig2bytes[frac0x], frac0x)] if frac0x else [])
-    size = sum(n for n, _ in int_pieces) + sum(n for n, _ in frac_pieces)
+    int_pieces, frac_pieces, size = _decimal_layout(precision, scale)
     bits = size * 8
     sign_bit = 1 << (bits - 1)
     all_ones = (1 << bits) - 1
@@ -731,13 +735,7 @@ def _frac_code(fsp: int, off: int) -> tuple[str, int]:
 
 def _decimal_code(precision: int, scale: int) -> list[str]:
     """Inline code for DECIMAL(precision, scale): the same format as _decimal_decoder, unrolled."""
-    dig2bytes = (0, 1, 1, 2, 2, 3, 3, 4, 4, 4)
-    intg = precision - scale
-    intg0, intg0x = divmod(intg, 9)
-    frac0, frac0x = divmod(scale, 9)
-    int_pieces = ([(dig2bytes[intg0x], intg0x)] if intg0x else []) + [(4, 9)] * intg0
-    frac_pieces = [(4, 9)] * frac0 + ([(dig2bytes[frac0x], frac0x)] if frac0x else [])
-    size = sum(n for n, _ in int_pieces) + sum(n for n, _ in frac_pieces)
+    int_pieces, frac_pieces, size = _decimal_layout(precision, scale)
     bits = size * 8
     sign = 1 << (bits - 1)
     shift = bits

@@ -139,3 +139,16 @@ def check_delivery(events: list[dict]) -> dict[str, list[dict]]:
         positions = [e["position"] for e in evs]
         assert positions == sorted(positions), f"events of subject {subject} out of order"
     return firsts
+
+
+def check_random_transactions(events: list[dict], expected: list[dict]) -> None:
+    """What `random_transactions` writers did (one `expected` dict per writer) is exactly what arrived: per
+    subject, the first deliveries are the writer's (op, version) history, in order; nothing missing, nothing
+    extra."""
+    firsts = check_delivery(events)
+    got = {key.split("#", 1)[1]: [(e["data"]["op"], (e["data"]["after"] or {}).get("version")) for e in evs]
+           for key, evs in firsts.items()}
+    want = {k: v for exp in expected for k, v in exp.items()}
+    missing = [k for k in want if got.get(k) != want[k]]
+    assert not missing, f"{len(missing)} subjects differ, e.g. {missing[0]}: got {got.get(missing[0])}, want {want[missing[0]]}"
+    assert set(got) == set(want)

@@ -10,8 +10,6 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-import pytest
-
 from tests.agentproc import ROOT, check_delivery, read_events
 
 DOMAIN = ("customer.pricing.updated", "customer.address.changed", "customer.order.placed", "order.status.changed")

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import re
-import ssl as ssl_mod
 import time
 import uuid
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ from ..changes import CheckItem, RowChange, SourceBatch, SourceStatus
 from ..config import Config
 from ..errors import ConfigError, SourceError, SourceFatal, SourceUnavailable
 from ..secrets import redact
-from .mysqlwire import AuthError, Connection, ServerError, WireError
+from .mysqlwire import AuthError, Connection, ServerError, WireError, tls_context
 
 log = logging.getLogger("cdc_agent")
 
@@ -105,16 +104,7 @@ def parse_dsn(dsn: str, file: str = "agent.toml") -> MysqlDsn:
 def _ssl_context(d: MysqlDsn):
     if d.ssl_mode == "disabled":
         return None
-    if d.ssl_mode in ("verify_ca", "verify_identity"):
-        ctx = ssl_mod.create_default_context(cafile=d.ssl_ca)
-        ctx.check_hostname = d.ssl_mode == "verify_identity"
-    else:
-        ctx = ssl_mod.SSLContext(ssl_mod.PROTOCOL_TLS_CLIENT)
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl_mod.CERT_NONE
-    if d.ssl_cert:
-        ctx.load_cert_chain(d.ssl_cert, d.ssl_key)
-    return ctx
+    return tls_context(d.ssl_mode, d.ssl_ca, d.ssl_cert, d.ssl_key)
 
 
 def _where(d: MysqlDsn) -> str:

@@ -36,6 +36,21 @@ MAX_PACKET = 0xFFFFFF
 UTF8MB4_GENERAL_CI = 45
 
 
+def tls_context(mode: str, ca: str | None, cert: str | None, key: str | None) -> ssl_mod.SSLContext:
+    """The TLS context for an ssl_mode as MySQL clients name them: `verify_ca` / `verify_identity` check the
+    server's certificate (and its name), `required` / `preferred` encrypt without checking."""
+    if mode in ("verify_ca", "verify_identity"):
+        ctx = ssl_mod.create_default_context(cafile=ca)
+        ctx.check_hostname = mode == "verify_identity"
+    else:
+        ctx = ssl_mod.SSLContext(ssl_mod.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl_mod.CERT_NONE
+    if cert:
+        ctx.load_cert_chain(cert, key)
+    return ctx
+
+
 class WireError(Exception):
     """Connection-level problem (refused, closed, timeout, protocol): the caller may retry."""
 
@@ -324,15 +339,7 @@ class Connection:
         self._auth_loop(plugin, salt)
 
     def _start_tls(self) -> None:
-        if self.ssl_mode in ("verify_ca", "verify_identity"):
-            ctx = ssl_mod.create_default_context(cafile=self.ssl_ca)
-            ctx.check_hostname = self.ssl_mode == "verify_identity"
-        else:
-            ctx = ssl_mod.SSLContext(ssl_mod.PROTOCOL_TLS_CLIENT)
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl_mod.CERT_NONE
-        if self.ssl_cert:
-            ctx.load_cert_chain(self.ssl_cert, self.ssl_key)
+        ctx = tls_context(self.ssl_mode, self.ssl_ca, self.ssl_cert, self.ssl_key)
         try:
             self._set_timeout(self.connect_timeout)
             self.sock = ctx.wrap_socket(self.sock, server_hostname=self.host if ctx.check_hostname else None)
