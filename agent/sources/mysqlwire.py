@@ -102,7 +102,7 @@ def _rsa_encrypt(password: bytes, salt: bytes, pem: bytes) -> bytes:
     try:
         from cryptography.hazmat.primitives import hashes, serialization
         from cryptography.hazmat.primitives.asymmetric import padding
-    except ImportError:      # optional: only this path needs it (the test extras install it)
+    except ImportError:      # a dependency of the agent; only an install that skipped it gets here
         raise AuthError(2061, "HY000", "the server needs RSA password exchange (caching_sha2_password without TLS) "
                                        "and the 'cryptography' package is not installed; use TLS or install it")
     key = serialization.load_pem_public_key(pem)
