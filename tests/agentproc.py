@@ -104,10 +104,16 @@ def pid_running(pid: int) -> bool:
         return False
 
 
-def read_events(path: Path) -> list[dict]:
+def read_events(path: Path, final: bool = False) -> list[dict]:
+    """The events in a file target's output. While the agent runs, the last line may be unterminated (a
+    write in progress, or a kill mid-write that the file target cuts on its next open): it is left out.
+    `final=True`, for reads after the agent stopped: every line must be whole."""
     if not Path(path).exists():
         return []
-    return [orjson.loads(line) for line in Path(path).read_bytes().splitlines() if line.strip()]
+    data = Path(path).read_bytes()
+    if not final:
+        data = data[:data.rfind(b"\n") + 1]
+    return [orjson.loads(line) for line in data.splitlines() if line.strip()]
 
 
 def wait_for(predicate, timeout: float, interval: float = 0.1, what: str = "condition"):

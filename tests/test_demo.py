@@ -29,7 +29,7 @@ def test_demo_prints_domain_events_of_every_kind(tmp_path):
     printed = Counter(t for line in r.stdout.splitlines() for t in DOMAIN if f"  {t} " in line)
     assert all(printed[t] >= 1 for t in DOMAIN), r.stdout
     assert "row.main.order_lines" in r.stdout           # the table without a rule still arrives
-    events = read_events(tmp_path / "demo-state" / "out" / "events.jsonl")
+    events = read_events(tmp_path / "demo-state" / "out" / "events.jsonl", final=True)
     check_delivery(events)
     types = Counter(e["type"] for e in events)
     assert all(types[t] >= 1 for t in DOMAIN)
@@ -107,6 +107,6 @@ def test_demo_from_an_installed_wheel(tmp_path):
     assert str(site) in r.stderr                          # the installed copy ran, not the checkout
     assert "order.status.changed" in r.stdout and "Traceback" not in r.stderr
     assert "`cdc-agent run -c cdc-agent-demo/agent.toml`" in r.stdout      # where the config copy is
-    events = read_events(work / "cdc-agent-demo" / "demo-state" / "out" / "events.jsonl")
+    events = read_events(work / "cdc-agent-demo" / "demo-state" / "out" / "events.jsonl", final=True)
     assert {e["type"] for e in events} >= {"customer.order.placed", "order.status.changed"}
     assert sorted(p.name for p in (prefix / "share" / "cdc-agent").iterdir()) == ["agent.toml", "migrations"]

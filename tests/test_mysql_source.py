@@ -473,7 +473,7 @@ listen = "off"
     finally:
         stop.set()
         agent.kill()
-    events = read_events(out)
+    events = read_events(out, final=True)
     check_random_transactions(events, expected)
     want = {k: v for exp in expected for k, v in exp.items()}
     assert sum(len(v) for v in want.values()) == writers * per_writer

@@ -111,7 +111,7 @@ def test_domain_events_from_postgres(pg_db, tmp_path):
         wait_for(lambda: "'X'" in cli("dlq", "list", "-c", str(cfg)).stdout, 30, interval=0.5,
                  what="the unmapped status code in dead letters")
         assert agent.stop() == 0, agent.log()
-    events = read_events(out)
+    events = read_events(out, final=True)
     assert [e["type"] for e in events] == [
         "customer.pricing.updated",            # the insert: no customer rule is on insert; the name change: none
         "customer.address.changed",
@@ -218,7 +218,7 @@ def test_sigkill_during_concurrent_writes_loses_nothing(pg_db, tmp_path, kills):
     finally:
         stop.set()
         agent.kill()
-    events = read_events(out)
+    events = read_events(out, final=True)
     check_random_transactions(events, expected)
     want = {k: v for exp in expected for k, v in exp.items()}
     assert len(events) >= total and sum(len(v) for v in want.values()) == total

@@ -742,7 +742,7 @@ listen = "off"
         assert agent.stop() == 0
     finally:
         agent.kill()
-    events = read_events(out)
+    events = read_events(out, final=True)
     firsts = check_delivery(events)
     got: Counter = Counter()
     for evs in firsts.values():
