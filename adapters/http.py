@@ -22,7 +22,6 @@ bytes after the prefix; any other secret is used as its UTF-8 bytes.
 from __future__ import annotations
 
 import base64
-import binascii
 import email.utils
 import hashlib
 import hmac
@@ -34,22 +33,12 @@ import httpx
 from agent.config import TargetSettings
 from agent.errors import TargetError, TargetRejected, TargetUnavailable
 from agent.interfaces import DeliveryResult, SpooledEvent
-from agent.secrets import redact
+from agent.secrets import redact, signing_key
 
 CONTENT_TYPE = "application/cloudevents-batch+json"
 BODY_EXCERPT = 300                        # characters of a rejecting response kept in the dead letter
 RETRIABLE_STATUS = {408, 425, 429}        # plus every 5xx
 ENDPOINT_STATUS = {401, 403, 404, 405, 407}   # the endpoint refuses us: retry, never dead-letter events
-
-
-def signing_key(secret: str) -> bytes:
-    """The HMAC key for a signing secret: "whsec_<base64>" is decoded, anything else is taken as UTF-8."""
-    if secret.startswith("whsec_"):
-        try:
-            return base64.b64decode(secret[6:], validate=True)
-        except (binascii.Error, ValueError):
-            raise ValueError("starts with whsec_ but what follows is not base64") from None
-    return secret.encode()
 
 
 def sign(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:

@@ -1038,6 +1038,15 @@ class BinlogParser:
     # -- entry point
 
     def parse(self, ev: bytes) -> Event:
+        """One event's bytes -> an Event. A malformed event raises BinlogError, whatever part of it is bad."""
+        try:
+            return self._parse(ev)
+        except BinlogError:
+            raise
+        except (IndexError, struct.error, KeyError, ValueError, zlib.error) as err:
+            raise BinlogError(f"malformed binlog event: {type(err).__name__}: {err}") from None
+
+    def _parse(self, ev: bytes) -> Event:
         if len(ev) < HEADER_LEN:
             raise BinlogError(f"event of {len(ev)} bytes is shorter than its header")
         h = HEADER.unpack_from(ev, 0)
@@ -1046,7 +1055,10 @@ class BinlogParser:
             return self._format_description(ev, h)
         end = self._body_end(ev)
         if etype in ROWS_OP:
-            return self._rows(ev, h, end)
+            e = self._rows(ev, h, end)
+            if e.stmt_end:
+                self.tables.clear()       # table ids are valid for one statement; the next one maps again
+            return e
         if etype == TABLE_MAP:
             return self._table_map(ev, h, end)
         if etype == MARIA_GTID:
@@ -1087,6 +1099,11 @@ class BinlogParser:
             e = _fill(Heartbeat(), h)
             e.filename = ev[19:end].decode("utf-8", "replace") if etype == HEARTBEAT else None
             return e
+        if etype == INCIDENT:
+            # the server marks a gap in its own log (e.g. LOST_EVENTS): what follows misses changes
+            raise BinlogError("the binlog holds an INCIDENT event (the server lost events here, e.g. after a "
+                              "failed write to the binlog): changes are missing from this point; re-snapshot "
+                              "the captured tables, then reset the agent's checkpoint past it")
         if etype == TRANSACTION_PAYLOAD:
             raise BinlogError("the server writes compressed transactions (binlog_transaction_compression=ON), "
                               "which this agent cannot read; set binlog_transaction_compression=OFF")
@@ -1180,8 +1197,6 @@ class BinlogParser:
             if len(self._shapes) > 4096:
                 self._shapes.clear()
             self._shapes[shape] = tm
-        if len(self.tables) > 65536:
-            self.tables.clear()
         self.tables[table_id] = tm
         e.table_map = tm
         return e

@@ -400,14 +400,10 @@ def _target(file: str, i: int, raw: Any, base: Path) -> TargetSettings:
             _refuse_literal_secret(r, "signing_secret", sig, "secret")
             sig = r.expand("signing_secret", sig)
             secrets.register(sig)
-            if sig.startswith("whsec_"):      # Standard Webhooks form: base64 key after the prefix
-                import base64
-                import binascii
-                try:
-                    base64.b64decode(sig[6:], validate=True)
-                except (binascii.Error, ValueError):
-                    raise r.fail("signing_secret", "starts with whsec_ but what follows is not base64 "
-                                                   "(write whsec_<base64 key>, or a secret without the prefix)")
+            try:
+                secrets.signing_key(sig)
+            except ValueError as e:
+                raise r.fail("signing_secret", f"{e} (write whsec_<base64 key>, or a secret without the prefix)")
         options = HttpOptions(
             url=url, headers=hdrs, signing_secret=sig,
             timeout_seconds=r.positive("timeout_seconds", float, 10.0),

@@ -24,12 +24,12 @@ import threading
 import time
 
 from .config import Config
-from .interfaces import SpooledEvent
 from .monitor import Monitor
 
 log = logging.getLogger("cdc_agent")
 
 RELAY_SECONDS = 0.1
+RESPAWN_SECONDS = 2.0
 
 
 class DeliveryProcess:
@@ -42,6 +42,7 @@ class DeliveryProcess:
         self.wake_event = self.ctx.Event()
         self.reports = self.ctx.Queue()
         self.proc = None
+        self._spawned_at = 0.0
         self._relay = threading.Thread(target=self._relay_reports, name="delivery-relay", daemon=True)
         self._closing = False
 
@@ -55,13 +56,17 @@ class DeliveryProcess:
                                            os.getpid()),
                                      daemon=False)
         self.proc.start()
+        self._spawned_at = time.monotonic()
 
     def wake(self) -> None:
         self.wake_event.set()
 
     def ensure_alive(self) -> None:
-        """Called from the capture loop: a delivery child that died is replaced (cursors are in the spool)."""
+        """Called from the capture loop: a delivery child that died is replaced (cursors are in the spool),
+        at most every RESPAWN_SECONDS so that a child dying at start does not spin."""
         if self.proc is not None and not self._closing and not self.proc.is_alive():
+            if time.monotonic() - self._spawned_at < RESPAWN_SECONDS:
+                return
             log.error("delivery process exited with code %s; starting a new one", self.proc.exitcode)
             self._spawn()
 
@@ -91,11 +96,10 @@ class DeliveryProcess:
             if kind == "live":
                 _, name, fields = msg
                 live = self.monitor.target(name)
-                live.state, live.last_error, live.failed, live.last_delivery = fields
+                live.state, live.last_error, live.failed = fields
             elif kind == "delivered":
-                _, name, commit_times = msg
-                events = [SpooledEvent(0, "", "", "", b"", ts) for ts in commit_times]
-                self.monitor.delivered(name, events)
+                _, name, latencies = msg
+                self.monitor.delivered_latencies(name, latencies)
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -131,7 +135,7 @@ def _child_main(cfg: Config, secret_values: list[str], stop_event, wake_event, r
     logs.setup(cfg.agent.log_format, cfg.agent.log_level)
     tune_gc()
     monitor = Monitor(cfg.agent.name, cfg.source.kind)
-    monitor.observers.append(lambda name, events: reports.put(("delivered", name, [e.commit_ts for e in events])))
+    monitor.observers.append(lambda name, latencies: reports.put(("delivered", name, latencies)))
     stop = threading.Event()
     workers = [TargetWorker(cfg, t, monitor, stop) for t in cfg.targets]
     for w in workers:
@@ -140,7 +144,7 @@ def _child_main(cfg: Config, secret_values: list[str], stop_event, wake_event, r
 
     def relay_live() -> None:
         for name, live in list(monitor.targets.items()):
-            fields = (live.state, live.last_error, live.failed, live.last_delivery)
+            fields = (live.state, live.last_error, live.failed)
             if sent.get(name) != fields:
                 sent[name] = fields
                 reports.put(("live", name, fields))

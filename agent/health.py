@@ -71,13 +71,8 @@ def health_report(cfg: Config, monitor: Monitor | None, spool: Spool) -> dict:
     if status == "ok" and reasons:
         status = "degraded"
     return {"status": status, "agent": cfg.agent.name, "source": source, "targets": targets,
-            "dead_letters": spool.count_dead_letters(), "unmapped_dead_letters": unmapped_dead_letters(spool),
+            "dead_letters": spool.count_dead_letters(), "unmapped_dead_letters": spool.count_unmapped(),
             "reasons": reasons}
-
-
-def unmapped_dead_letters(spool: Spool) -> int:
-    """Changes no rule could map (dead letters without a target)."""
-    return spool.db.execute("SELECT count(*) FROM dead_letters WHERE target IS NULL").fetchone()[0]
 
 
 class HealthServer:

@@ -13,7 +13,6 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from .config import Config
-from .health import unmapped_dead_letters
 from .monitor import Monitor
 from .spool import Spool
 
@@ -75,7 +74,7 @@ class _Collector:
             state = mon.target(name).state if mon else "ok"
             up.add_metric([agent, name], 1 if state == "ok" else 0)
             stored.add_metric([agent, name], spool.count_dead_letters(name))
-        stored.add_metric([agent, ""], unmapped_dead_letters(spool))
+        stored.add_metric([agent, ""], spool.count_unmapped())
         yield from (delivered, failed, dead, pending, up, stored)
 
         if mon is not None:

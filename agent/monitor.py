@@ -54,7 +54,6 @@ class TargetLive:
     state: str = "ok"                 # ok | retrying | circuit_open | stopped
     last_error: str | None = None
     failed: int = 0                   # failed attempts since start
-    last_delivery: float | None = None
 
 
 @dataclass
@@ -70,7 +69,7 @@ class Monitor:
     targets: dict[str, TargetLive] = field(default_factory=dict)
     latency: dict[str, LatencyHistogram] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
-    observers: list = field(default_factory=list)   # callables(target, events) after each delivery
+    observers: list = field(default_factory=list)   # callables(target, latencies) after each delivery
 
     def source_status(self) -> SourceStatus:
         fn = self.source_status_fn
@@ -96,10 +95,14 @@ class Monitor:
             return h
 
     def delivered(self, name: str, events) -> None:
-        t = self.target(name)
         now = time.time()
-        t.state, t.last_error, t.last_delivery = "ok", None, now
-        if events:
-            self.histogram(name).observe_many([now - e.commit_ts for e in events])
+        self.delivered_latencies(name, [now - e.commit_ts for e in events])
+
+    def delivered_latencies(self, name: str, latencies: list[float]) -> None:
+        """A batch was delivered; `latencies` are its events' commit-to-delivery times in seconds."""
+        t = self.target(name)
+        t.state, t.last_error = "ok", None
+        if latencies:
+            self.histogram(name).observe_many(latencies)
         for obs in self.observers:
-            obs(name, events)
+            obs(name, latencies)

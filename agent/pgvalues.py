@@ -79,7 +79,7 @@ def _float(b: bytes) -> Any:
     return float(b)
 
 
-def _frac6(s: str) -> str:
+def frac6(s: str) -> str:
     """'HH:MM:SS.5' -> 'HH:MM:SS.500000'; no fraction stays without one."""
     i = s.find(".")
     if i < 0:
@@ -95,7 +95,7 @@ def _frac6(s: str) -> str:
 
 def _time(b: bytes) -> str:
     s = b.decode()
-    return s if len(s) == 8 or len(s) == 15 else _frac6(s)
+    return s if len(s) == 8 or len(s) == 15 else frac6(s)
 
 
 def _timestamp(b: bytes) -> str:
@@ -103,7 +103,7 @@ def _timestamp(b: bytes) -> str:
     if s[10:11] != " " or s.endswith(" BC"):
         return s                                    # infinity, -infinity, BC, or a non-ISO DateStyle
     s = s[:10] + "T" + s[11:]
-    return s if len(s) in (19, 26) else _frac6(s)
+    return s if len(s) in (19, 26) else frac6(s)
 
 
 _TZ_RE = re.compile(r"^(\d{4,}-\d\d-\d\d) (\d\d:\d\d:\d\d)(?:\.(\d{1,6}))?([+-]\d\d)(?::?(\d\d))?(?::?(\d\d))?$")
@@ -142,10 +142,10 @@ def _timetz(b: bytes) -> str:
     if not m:
         return s
     clock, oh, om, osec = m.groups()
-    return f"{_frac6(clock)}{oh}:{om or '00'}" + (f":{osec}" if osec else "")
+    return f"{frac6(clock)}{oh}:{om or '00'}" + (f":{osec}" if osec else "")
 
 
-def _bytea(b: bytes) -> str:
+def bytea_to_base64(b: bytes) -> str:
     if b[:2] == b"\\x":
         raw = binascii.a2b_hex(b[2:])
     else:                                           # bytea_output = escape: \\ and \ooo octal escapes
@@ -296,7 +296,7 @@ SCALARS: dict[int, Converter] = {
     NUMERIC: _decode, FLOAT4: _float, FLOAT8: _float, BOOL: _bool,
     TEXT: _decode, VARCHAR: _decode, BPCHAR: _decode, CHAR: _decode, NAME: _decode,
     DATE: _decode, TIME: _time, TIMETZ: _timetz, TIMESTAMP: _timestamp, TIMESTAMPTZ: _timestamptz,
-    INTERVAL: _interval, BYTEA: _bytea, JSON: _json, JSONB: _json, UUID: _decode,
+    INTERVAL: _interval, BYTEA: bytea_to_base64, JSON: _json, JSONB: _json, UUID: _decode,
 }
 
 # built-in array types -> element type, for when no catalog information is at hand

@@ -14,6 +14,7 @@ import fcntl
 import gc
 import logging
 import os
+import sqlite3
 import threading
 import time
 
@@ -90,7 +91,9 @@ class TargetWorker(threading.Thread):
                     continue
                 if not self._deliver(spool, target, batch, upto, drain_deadline) and drain_deadline is not None:
                     break     # the target still fails while draining: the rest stays spooled for next time
-        except CdcError as e:
+        except (CdcError, sqlite3.Error) as e:
+            # a spool error (disk full, a corrupt file) ends this worker visibly: health reports the target
+            # stopped with the reason; its cursor has not moved past anything undelivered
             log.error("target %s stopped: %s", self.settings.name, redact(str(e)))
             self.live.state, self.live.last_error = "stopped", redact(str(e))
         finally:
@@ -215,7 +218,6 @@ class Agent:
         else:
             self.workers = [TargetWorker(cfg, t, self.monitor, stop) for t in cfg.targets]
         self.source = None
-        self.captured = 0
         self._setup_done = False
 
     def run(self) -> int:
@@ -234,6 +236,8 @@ class Agent:
         failures = 0
         try:
             while not self.stop.is_set():
+                if self.delivery:
+                    self.delivery.ensure_alive()      # also while paused: only delivery can end a pause
                 if self._backpressure():
                     self.stop.wait(0.5)
                     continue
@@ -245,15 +249,14 @@ class Agent:
                 except SourceError as e:
                     failures += 1
                     self._source_failed(e, failures)
-                if self.delivery:
-                    self.delivery.ensure_alive()
                 now = time.monotonic()
                 if now - last_prune > PRUNE_EVERY_SECONDS:
                     # one small step per loop until nothing is left to prune: capture never waits long
                     if self.spool.prune(self.cfg.agent.spool_retention_seconds, PRUNE_STEP) < PRUNE_STEP:
                         last_prune = now
                 if now - last_ckpt_log > self.cfg.agent.checkpoint_log_seconds:
-                    log.info("checkpoint %s, %d changes captured since start", self.spool.checkpoint(), self.captured)
+                    log.info("checkpoint %s, %d changes captured since start", self.spool.checkpoint(),
+                             self.monitor.captured)
                     last_ckpt_log = now
         finally:
             self._close_source()
@@ -317,7 +320,6 @@ class Agent:
         for f in failures:
             log.warning("change at %s cannot become %s: %s; it is in dead letters", f.position, f.event_type, f.reason)
         added = self.spool.append(events, failures, batch.checkpoint)
-        self.captured += len(batch.changes)
         self.monitor.captured += len(batch.changes)
         if added:
             self._wake_targets()

@@ -15,8 +15,7 @@ so retries of many agents spread out but never come sooner than half the backoff
 from __future__ import annotations
 
 import random
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 RETRY_AFTER_CAP = 900.0
@@ -29,7 +28,6 @@ class RetryPolicy:
     circuit_failures: int = 5
     circuit_open_seconds: float = 30.0
     attempt: int = 0                       # consecutive failures so far
-    opened_at: float | None = field(default=None)
 
     def bounds(self, attempt: int) -> tuple[float, float]:
         """The [low, high] delay range after the `attempt`-th consecutive failure, without Retry-After."""
@@ -42,8 +40,6 @@ class RetryPolicy:
     def next_delay(self, retry_after: float | None = None) -> float:
         """Delay before the next try, after a failure."""
         self.attempt += 1
-        if self.attempt >= self.circuit_failures and self.opened_at is None:
-            self.opened_at = time.monotonic()
         low, high = self.bounds(self.attempt)
         delay = random.uniform(low, high)
         if retry_after is not None and retry_after > 0:
@@ -52,8 +48,8 @@ class RetryPolicy:
 
     @property
     def circuit_open(self) -> bool:
-        return self.opened_at is not None
+        """After circuit_failures failures in a row, retries wait circuit_open_seconds (see bounds)."""
+        return self.attempt >= self.circuit_failures
 
     def success(self) -> None:
         self.attempt = 0
-        self.opened_at = None

@@ -7,6 +7,8 @@ every error text that leaves the process pass through `redact`.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 import threading
 
@@ -57,3 +59,14 @@ def dsn_password(dsn: str) -> str | None:
             pw = pw[1:-1]
         return pw
     return None
+
+
+def signing_key(secret: str) -> bytes:
+    """The HMAC key for a webhook signing secret: "whsec_<base64>" (Standard Webhooks) is decoded, anything
+    else is taken as UTF-8. Config validation and the HTTP target both call this, so they cannot disagree."""
+    if secret.startswith("whsec_"):
+        try:
+            return base64.b64decode(secret[6:], validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("starts with whsec_ but what follows is not base64") from None
+    return secret.encode()

@@ -165,18 +165,15 @@ class Spool:
             (after_seq, limit))]
 
     def pending(self, name: str) -> int:
-        """Events after the target's cursor (including those its event patterns will skip)."""
-        return max(0, self._end_seq() - self.counters(name).cursor)
+        """Events after the target's cursor (including those its event patterns will skip). An upper bound:
+        seq has gaps where a replayed change was ignored (INSERT OR IGNORE still takes a number), but never
+        after the newest event, so a target that caught up has 0 pending."""
+        return max(0, self.last_seq() - self.counters(name).cursor)
 
     def max_pending(self) -> int:
-        """Undelivered events of the target furthest behind. Seqs are contiguous (AUTOINCREMENT, a rolled
-        back append gives its numbers back), so this is a subtraction, not a count over a large backlog."""
-        row = self.db.execute("SELECT min(cursor) FROM targets").fetchone()
-        return max(0, self._end_seq() - (row[0] or 0))
-
-    def _end_seq(self) -> int:
-        row = self.db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
-        return row[0] if row else 0
+        """Undelivered events of the target furthest behind (an upper bound, see `pending`): a subtraction,
+        not a count over a large backlog."""
+        return max(0, self.last_seq() - self._oldest_cursor_or_start())
 
     def advance(self, name: str, cursor: int, delivered: int, dead: list[tuple[SpooledEvent, str]],
                 error: str | None = None) -> None:
@@ -203,31 +200,14 @@ class Spool:
     def prune(self, retention_seconds: float, limit: int = 5000) -> int:
         """Drop up to `limit` of the oldest events that every target has passed and that are older than the
         retention; returns how many. Call again while it returns `limit`: small steps keep each write
-        transaction short, so capture never stalls behind a large delete."""
-        row = self.db.execute("SELECT min(cursor) FROM targets").fetchone()
-        if not row or row[0] is None:
-            return 0
+        transaction short, so capture never stalls behind a large delete. The range is bounded by seq (the
+        key), so no step scans the spool."""
         first = self.db.execute("SELECT min(seq) FROM events").fetchone()[0]
         if first is None:
             return 0
-        upto = min(row[0], self._last_seq_spooled_before(time.time() - retention_seconds), first + limit - 1)
-        if upto < first:
-            return 0
-        return self.db.execute("DELETE FROM events WHERE seq BETWEEN ? AND ?", (first, upto)).rowcount
-
-    def _last_seq_spooled_before(self, cutoff: float) -> int:
-        """The last seq spooled before `cutoff`, by binary search on seq (spooled_at grows with seq; a clock
-        step back only moves the boundary a little). A scan of spooled_at would read the whole spool."""
-        lo, hi, found = 0, self._end_seq(), 0
-        while lo <= hi:
-            mid = (lo + hi) // 2
-            r = self.db.execute("SELECT seq, spooled_at FROM events WHERE seq >= ? ORDER BY seq LIMIT 1",
-                                (mid,)).fetchone()
-            if r is not None and r[1] < cutoff:
-                found, lo = r[0], r[0] + 1
-            else:
-                hi = mid - 1
-        return found
+        upto = min(self._oldest_cursor_or_start(), first + limit - 1)
+        return self.db.execute("DELETE FROM events WHERE seq BETWEEN ? AND ? AND spooled_at < ?",
+                               (first, upto, time.time() - retention_seconds)).rowcount
 
     def rewind(self, name: str, to_seq: int) -> None:
         """Replay: the target receives again everything after `to_seq` that is still spooled."""
@@ -254,6 +234,10 @@ class Spool:
         if target is None:
             return self.db.execute("SELECT count(*) FROM dead_letters").fetchone()[0]
         return self.db.execute("SELECT count(*) FROM dead_letters WHERE target = ?", (target,)).fetchone()[0]
+
+    def count_unmapped(self) -> int:
+        """Dead letters no rule could map (stored without a target)."""
+        return self.db.execute("SELECT count(*) FROM dead_letters WHERE target IS NULL").fetchone()[0]
 
     def resolve_dead_letter(self, dl_id: int, delivered_to: str | None = None) -> None:
         """A retried dead letter went through: remove it, and count the delivery for its target."""

@@ -253,8 +253,8 @@ def table_map(table_id: int, schema: str, table: str, cols: list[tuple], *, name
 
 
 def rows_event(etype: int, table_id: int, ncols: int, images: list[bytes], present: list[bool] | None = None,
-               present2: list[bool] | None = None, extra: bytes = b"") -> bytes:
-    body = table_id.to_bytes(6, "little") + struct.pack("<H", binlog.STMT_END_F)
+               present2: list[bool] | None = None, extra: bytes = b"", stmt_end: bool = True) -> bytes:
+    body = table_id.to_bytes(6, "little") + struct.pack("<H", binlog.STMT_END_F if stmt_end else 0)
     if etype in (binlog.WRITE_ROWS_V2, binlog.UPDATE_ROWS_V2, binlog.DELETE_ROWS_V2):
         body += struct.pack("<H", 2 + len(extra)) + extra
     present = present or [True] * ncols
@@ -484,10 +484,11 @@ def test_update_delete_and_partial_images():
     tm = table_map(10, "db", "t", cols, charsets={})
     full_before = image([(1).to_bytes(4, "little"), b"\x01a", (5).to_bytes(2, "little")])
     full_after = image([(1).to_bytes(4, "little"), b"\x01b", (65535).to_bytes(2, "little")])
-    upd = rows_event(binlog.UPDATE_ROWS_V2, 10, 3, [full_before + full_after])
+    # three rows events of one statement (one TABLE_MAP serves them; the last ends the statement)
+    upd = rows_event(binlog.UPDATE_ROWS_V2, 10, 3, [full_before + full_after], stmt_end=False)
     # binlog_row_image=MINIMAL: before = key only, after = changed columns only
     minimal = rows_event(binlog.UPDATE_ROWS_V2, 10, 3, [image([(1).to_bytes(4, "little")]) + image([None])],
-                         present=[True, False, False], present2=[False, True, False])
+                         present=[True, False, False], present2=[False, True, False], stmt_end=False)
     dele = rows_event(binlog.DELETE_ROWS_V2, 10, 3, [full_before, full_after])
     p = BinlogParser()
     for raw in (fde(), tm):
@@ -537,6 +538,30 @@ def test_rotate_before_format_description_and_events_without_checksums():
     assert x.xid == 77 and x.log_pos == 500
     q = p.parse(event(binlog.QUERY, struct.pack("<IIBHH", 1, 0, 2, 0, 0) + b"db\x00BEGIN", checksum=False))
     assert (q.schema, q.query) == ("db", "BEGIN")
+
+
+def test_table_ids_live_for_one_statement():
+    """A statement maps all its tables first, then sends their rows; only the statement's last rows event
+    ends the mapping (MySQL reuses table ids freely across statements)."""
+    cols = [("id", binlog.T_LONG, b"", False)]
+    p = BinlogParser()
+    p.parse(fde())
+    p.parse(table_map(21, "db", "a", cols))
+    p.parse(table_map(22, "db", "b", cols))
+    one = p.parse(rows_event(binlog.WRITE_ROWS_V2, 21, 1, [image([(1).to_bytes(4, "little")])], stmt_end=False))
+    two = p.parse(rows_event(binlog.WRITE_ROWS_V2, 22, 1, [image([(2).to_bytes(4, "little")])]))
+    assert (one.table_map.name, one.rows, two.table_map.name, two.rows) == ("db.a", [{"id": 1}], "db.b", [{"id": 2}])
+    with pytest.raises(BinlogError, match="without a preceding TABLE_MAP"):
+        p.parse(rows_event(binlog.WRITE_ROWS_V2, 21, 1, [image([(3).to_bytes(4, "little")])]))
+
+
+def test_incidents_and_malformed_events_are_binlog_errors():
+    p = BinlogParser()
+    p.parse(fde())
+    with pytest.raises(BinlogError, match="INCIDENT"):
+        p.parse(event(binlog.INCIDENT, b"\x01\x00\x00"))
+    with pytest.raises(BinlogError, match="malformed"):
+        p.parse(event(binlog.TABLE_MAP, b"\x15\x00\x00\x00\x00\x00\x01\x00\x09db"))     # cut short
 
 
 def test_unsupported_mysql_features_are_named():

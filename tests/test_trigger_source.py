@@ -548,6 +548,26 @@ def test_restart_deletes_what_the_spool_holds_when_nothing_new_comes(backend, tm
 # ---------------------------------------------------------------- install, upgrade, teardown
 
 
+def test_two_installs_on_one_server_leave_each_other_alone(mariadb_db, mariadb_server, tmp_path):
+    """Two ERP databases on one MariaDB server, each captured by its own agent with the default changelog
+    name: setting up, re-running setup and tearing down one never touches the other's triggers."""
+    other = MariaBackend(mariadb_server.create_database(), odbc=False)
+    mine = MariaBackend(mariadb_db, odbc=False)
+    for be in (mine, other):
+        be.write("CREATE TABLE items (id int PRIMARY KEY, v int)")
+    cfg_other = make_config(tmp_path / "o", other, ["items"])
+    TriggerAdmin(cfg_other).setup()
+    theirs = other.catalog()
+    cfg_mine = make_config(tmp_path / "m", mine, ["items"])
+    TriggerAdmin(cfg_mine).setup()
+    TriggerAdmin(cfg_mine).setup()                   # what `run` does at every start
+    assert other.catalog() == theirs
+    TriggerAdmin(cfg_mine).teardown()
+    assert other.catalog() == theirs
+    other.write("INSERT INTO items VALUES (1, 1)")
+    assert changelog_count(cfg_other) == 1           # the other install still captures
+
+
 @pytest.mark.parametrize("kind", ["sqlite", "pg", "mariadb"])
 def test_setup_upgrade_teardown_leaves_the_catalog_as_it_was(kind, request, tmp_path):
     if kind == "sqlite":
@@ -844,8 +864,9 @@ def test_pg_interval_and_bytea_forms():
     assert f("-1 years -2 mons") == "P-1Y-2M" and f("838:00:00") == "PT838H"
     assert f("3 days") == "P3D" and f("P1Y2M") == "P1Y2M"
     assert f("00:00:00.000001") == "PT0.000001S"
-    assert trg._pg_bytea("\\x00ff10") == "AP8Q" and trg._pg_bytea("\\000\\377\\020") == "AP8Q"
-    assert trg._pg_bytea("a\\\\b") == "YVxi"
+    bytea = trg._PG_CONV["bytea"]          # the trigger source's bytea text -> base64
+    assert bytea("\\x00ff10") == "AP8Q" and bytea("\\000\\377\\020") == "AP8Q"
+    assert bytea("a\\\\b") == "YVxi"
     assert trg._utc_z("2026-11-23T10:15:02.5+05:30") == "2026-11-23T04:45:02.500000Z"
     assert trg._utc_z("infinity") == "infinity"
 

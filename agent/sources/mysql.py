@@ -32,7 +32,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from .. import binlog
 from ..changes import CheckItem, RowChange, SourceBatch, SourceStatus
 from ..config import Config
-from ..errors import ConfigError, SourceError, SourceFatal, SourceUnavailable
+from ..errors import ConfigError, SourceError, SourceFatal, SourceUnavailable, SpoolError
 from ..secrets import redact
 from .mysqlwire import AuthError, Connection, ServerError, WireError, tls_context
 
@@ -779,24 +779,38 @@ class MysqlAdmin:
             items.append(CheckItem("binlog retention", True, f"binlogs are kept {secs / 86400:.1f} days: the agent may "
                                                              f"be stopped that long without losing its position"))
         # the spooled checkpoint, if any, must still be on the server
+        import sqlite3
+
+        import pymysql
+
+        from ..spool import Spool
+        ckpt = None
         try:
-            from ..spool import Spool
             if (self.cfg.agent.state_dir / "spool.db").exists():
                 spool = Spool(self.cfg.agent.state_dir, readonly=True)
                 try:
                     ckpt = spool.checkpoint()
                 finally:
                     spool.close()
-                if ckpt:
-                    file = parse_checkpoint(ckpt)["file"]
-                    logs = [r[0] for r in _query(ctl, "SHOW BINARY LOGS")]
-                    ok = file in logs
-                    items.append(CheckItem("checkpoint binlog", ok,
-                                           f"the agent resumes in {file}, " + ("which the server still has" if ok else
-                                           f"which the server no longer has (oldest: {logs[0] if logs else '-'})"),
-                                           "" if ok else PURGED_HELP))
-        except Exception:
-            pass                                         # no spool yet, or not readable: nothing to compare
+        except (SpoolError, sqlite3.Error):
+            pass                                         # a spool being created, or unreadable: nothing to compare
+        if not ckpt:
+            return
+        try:
+            file = parse_checkpoint(ckpt)["file"]
+            logs = [r[0] for r in _query(ctl, "SHOW BINARY LOGS")]
+        except SourceFatal as e:             # not a MySQL checkpoint: the source kind changed under this state_dir
+            items.append(CheckItem("checkpoint binlog", False, str(e), "reset the agent's state_dir"))
+            return
+        except pymysql.MySQLError as e:
+            items.append(CheckItem("checkpoint binlog", False, f"cannot list the binary logs: {redact(str(e))}",
+                                   f"GRANT REPLICATION CLIENT ON *.* TO '{self.dsn.user}'@'%'"))
+            return
+        ok = file in logs
+        items.append(CheckItem("checkpoint binlog", ok,
+                               f"the agent resumes in {file}, " + ("which the server still has" if ok else
+                               f"which the server no longer has (oldest: {logs[0] if logs else '-'})"),
+                               "" if ok else PURGED_HELP))
 
     def _tables(self, ctl, items: list[CheckItem]) -> None:
         rules_with_key = {r.table for r in self.cfg.events if r.key}

@@ -22,7 +22,6 @@ Never missing a change (a transaction that took a lower changelog id may commit 
 
 from __future__ import annotations
 
-import binascii
 import datetime as _dt
 import hashlib
 import json
@@ -39,7 +38,8 @@ from typing import Any, Callable
 from ..changes import CheckItem, RowChange, SourceBatch, SourceStatus
 from ..config import Config
 from ..errors import ConfigError, SourceError, SourceFatal, SourceUnavailable
-from ..pgvalues import interval_text_to_iso
+from ..binlog import _b64, format_timestamp
+from ..pgvalues import bytea_to_base64, frac6, interval_text_to_iso
 from ..secrets import redact
 from ..shipped import shipped
 
@@ -603,7 +603,7 @@ def installed_triggers(db: Db, names: Names) -> dict[tuple[str, str], str]:
                 "SELECT EVENT_OBJECT_SCHEMA, EVENT_OBJECT_TABLE, TRIGGER_NAME, ACTION_STATEMENT "
                 "FROM information_schema.TRIGGERS WHERE TRIGGER_NAME LIKE :p",
                 {"p": names.cl.replace("_", "\\_") + "\\_%"}):
-            if names.cl in _s(body):
+            if names.qcl in _s(body):        # ours: it writes to this schema's changelog, not another's
                 out[(f"{_s(s)}.{_s(t)}", _s(name))] = _s(body)
     elif d == "sqlite":
         for name, t, sql in db.query(
@@ -617,7 +617,7 @@ def installed_triggers(db: Db, names: Names) -> dict[tuple[str, str], str]:
                 "SELECT OBJECT_SCHEMA_NAME(tr.parent_id), OBJECT_NAME(tr.parent_id), tr.name, m.definition "
                 "FROM sys.triggers tr JOIN sys.sql_modules m ON m.object_id = tr.object_id "
                 "WHERE tr.name LIKE :p", {"p": names.cl.replace("_", "[_]") + "[_]%"}):
-            if names.cl in (body or ""):
+            if names.qcl in (body or ""):
                 out[(f"{s}.{t}", name)] = body
     return out
 
@@ -635,6 +635,17 @@ def _trigger_body(dialect: str, stmt: str) -> str:
 
 
 # ================================================================== admin
+
+
+def _catalog_read(fn: Callable, *args: Any) -> Any:
+    """Run a catalog-reading step; a driver error becomes SourceUnavailable (the agent retries), an error
+    of ours passes unchanged."""
+    try:
+        return fn(*args)
+    except SourceError:
+        raise
+    except Exception as e:
+        raise SourceUnavailable(f"cannot read the catalog: {_friendly(e)}") from None
 
 
 def _seed() -> int:
@@ -655,7 +666,11 @@ class TriggerAdmin:
     # -------------------------------------------------------------- planning
 
     def plan(self, db: Db, upto: int | None = None) -> tuple[list[tuple[str, str, int | None]], int, int]:
-        """(statements as (sql, what, version recorded after it)), installed version, version after."""
+        """What `setup` would run: (statement, what it does, version it records), installed and target
+        version. A catalog error becomes SourceUnavailable, so `run` retries instead of stopping."""
+        return _catalog_read(self._plan, db, upto)
+
+    def _plan(self, db: Db, upto: int | None = None) -> tuple[list[tuple[str, str, int | None]], int, int]:
         names, d = self.names, self.dialect
         have = installed_version(db, names)
         newest = newest_version(d)
@@ -753,10 +768,6 @@ class TriggerAdmin:
         db = self._connect()
         try:
             stmts, have, after = self.plan(db)
-        except SourceError:
-            raise
-        except Exception as e:
-            raise SourceUnavailable(f"cannot read the catalog: {_friendly(e)}") from None
         finally:
             db.close()
         return [s for s, _, _ in stmts]
@@ -804,6 +815,9 @@ class TriggerAdmin:
             db.close()
 
     def _teardown_plan(self, db: Db) -> list[str]:
+        return _catalog_read(self._teardown_stmts, db)
+
+    def _teardown_stmts(self, db: Db) -> list[str]:
         names, d = self.names, self.dialect
         stmts = []
         for (table, trig) in installed_triggers(db, names):
@@ -994,22 +1008,6 @@ def _unraw(v: Any) -> Any:
     return v
 
 
-def _b64(b: bytes) -> str:
-    return binascii.b2a_base64(b, newline=False).decode("ascii")
-
-
-def _pad_frac(s: str) -> str:
-    """'HH:MM:SS.5' -> 'HH:MM:SS.500000' (6 digits when there is a fraction at all)."""
-    i = s.find(".")
-    if i < 0:
-        return s
-    j = i + 1
-    while j < len(s) and s[j].isdigit():
-        j += 1
-    frac = s[i + 1:j]
-    return s[:i + 1] + (frac + "000000")[:6] + s[j:] if len(frac) != 6 else s
-
-
 _UTC = _dt.timezone.utc
 
 
@@ -1032,26 +1030,6 @@ def _utc_z(s: str) -> str:
     return dt.astimezone(_UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _pg_bytea(s: str) -> str:
-    if s.startswith("\\x"):
-        return _b64(bytes.fromhex(s[2:]))
-    out = bytearray()        # bytea_output = escape
-    i = 0
-    while i < len(s):
-        c = s[i]
-        if c == "\\":
-            if s[i + 1:i + 2] == "\\":
-                out.append(92)
-                i += 2
-            else:
-                out.append(int(s[i + 1:i + 4], 8))
-                i += 4
-        else:
-            out += c.encode("utf-8")
-            i += 1
-    return _b64(bytes(out))
-
-
 def _float(v: Any) -> Any:
     return v if type(v) is str else float(v)         # "NaN" / "Infinity" / "-Infinity" stay strings
 
@@ -1070,7 +1048,8 @@ def _arr(fn: Callable) -> Callable:
 
 _PG_CONV: dict[str, Callable] = {
     "numeric": _numeric, "float4": _float, "float8": _float, "timestamptz": lambda v: _utc_z(v),
-    "timestamp": _pad_frac, "time": _pad_frac, "interval": interval_text_to_iso, "bytea": _pg_bytea,
+    "timestamp": frac6, "time": frac6, "interval": interval_text_to_iso,
+    "bytea": lambda v: bytea_to_base64(v.encode()),
     "json": _unraw, "jsonb": _unraw,
 }
 _PG_PLAIN = {"int2", "int4", "int8", "oid", "bool", "text", "varchar", "bpchar", "char", "name", "date", "uuid",
@@ -1088,7 +1067,6 @@ def _pg_converter(c: Column) -> Callable | None:
 
 
 def _my_timestamp(v: str) -> str:
-    from ..binlog import format_timestamp
     if v in ("0", "0.000000") or v.startswith("0."):
         return "0000-00-00T00:00:00.000000Z"
     d = Decimal(v)
@@ -1115,9 +1093,9 @@ def _my_converter(c: Column) -> Callable | None:
     if t in ("double", "real"):
         return lambda v: float(v)
     if t == "datetime":
-        return lambda v: _pad_frac(v.replace(" ", "T", 1))
+        return lambda v: frac6(v.replace(" ", "T", 1))
     if t == "time":
-        return _pad_frac
+        return frac6
     if t == "timestamp":
         return _my_timestamp
     if t == "json":
@@ -1173,9 +1151,9 @@ def _ms_converter(c: Column) -> Callable | None:
     if t == "float":
         return lambda v: float(v)
     if t in ("datetime2", "datetime", "smalldatetime"):
-        return lambda v: _pad_frac(re.sub(r"(\.\d{6})\d+", r"\1", v))
+        return lambda v: frac6(re.sub(r"(\.\d{6})\d+", r"\1", v))
     if t == "time":
-        return lambda v: _pad_frac(re.sub(r"(\.\d{6})\d+", r"\1", v))
+        return lambda v: frac6(re.sub(r"(\.\d{6})\d+", r"\1", v))
     if t == "datetimeoffset":
         return _utc_z
     if t in ("geometry", "geography"):
@@ -1221,6 +1199,7 @@ class TriggerSource:
         self.max_wait = cfg.source.max_wait_seconds
         self.db: Db | None = None
         self._tables: dict[str, _Table] = {}
+        self._gone: set[str] = set()        # captured tables the catalog no longer has
         self._due = threading.Event()
         self._scheduler = None
         self._more = True
@@ -1249,6 +1228,8 @@ class TriggerSource:
         self.db = Db(self.target, "source database")
         try:
             self._version = installed_version(self.db, self.names)
+            if self.dialect == "postgresql":
+                self._commit_ts = _s(self.db.query("SELECT current_setting('track_commit_timestamp')")[0][0]) == "on"
         except Exception as e:
             self.close()
             raise self._error(e)
@@ -1256,8 +1237,6 @@ class TriggerSource:
             self.close()
             raise SourceFatal(f"trigger capture is not installed in {self.dialect} database (no "
                               f"{self.names.schema}.{self.names.cl}): run `cdc-agent setup -c {self.file}`")
-        if self.dialect == "postgresql":
-            self._commit_ts = _s(self.db.query("SELECT current_setting('track_commit_timestamp')")[0][0]) == "on"
         self._restore(checkpoint)
         if checkpoint and self.dialect == "postgresql":
             # the spool holds everything up to the checkpoint, but the agent may have died before deleting
@@ -1366,8 +1345,13 @@ class TriggerSource:
         t = self._tables.get(name)
         if t is not None and (row_keys is None or row_keys <= t.names):
             return t
+        if t is None and name in self._gone:
+            return None
         info = load_table(self.db, name)
         if info is None:
+            self._gone.add(name)          # dropped: look no more (until a restart), not once per row
+            log.warning("changelog rows for %s: the table no longer exists; its columns are passed on "
+                        "without type conversion", name)
             return None
         t = _Table(info, converters(self.dialect, info), frozenset(c.name for c in info.columns),
                    tuple(c.name for c in info.columns if self.dialect == "mssql" and c.type in _MS_SKIP))
@@ -1381,8 +1365,6 @@ class TriggerSource:
         b, a = _loads(before), _loads(after)
         t = self._table(tbl, frozenset((a or b or {}).keys()))
         if t is None:
-            log.warning("changelog row for %s at %s: the table no longer exists; its columns are passed on "
-                        "without type conversion", tbl, position)
             conv, key, unavailable = [], (), ()
         else:
             conv, key, unavailable = t.convs, t.info.key, t.unavailable
@@ -1621,4 +1603,4 @@ def _ts_text(epoch: float) -> str:
     us = int(round((epoch - sec) * 1_000_000))
     if us >= 1_000_000:
         sec, us = sec + 1, us - 1_000_000
-    return _dt.datetime.fromtimestamp(sec, _UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{us:06d}Z"
+    return format_timestamp(sec, us)
