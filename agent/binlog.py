@@ -1024,7 +1024,7 @@ class BinlogParser:
             return len(ev)
         if self.checksum:
             end = len(ev) - 4
-            if self.verify_checksums and zlib.crc32(ev[:end]) != int.from_bytes(ev[end:], "little"):
+            if self.verify_checksums and zlib.crc32(memoryview(ev)[:end]) != int.from_bytes(ev[end:], "little"):
                 raise BinlogError(f"event checksum mismatch (type {ev[4]}, end position "
                                   f"{int.from_bytes(ev[13:17], 'little')})")
             return end

@@ -272,12 +272,9 @@ def _source(file: str, raw: Any, agent_name: str, base: Path) -> SourceSettings:
     _refuse_literal_secret(r, "dsn", raw_dsn, "password")
     dsn = r.expand("dsn", raw_dsn)
     secrets.register(secrets.dsn_password(dsn))
-    if kind == "trigger" and not re.match(r"(?i)^(sqlite|postgres(ql)?(\+psycopg2?)?|mysql(\+pymysql|\+pyodbc)?|"
-                                          r"mariadb(\+pymysql)?|mssql(\+pyodbc)?)://", dsn) \
-            and not re.search(r"(?i)(^|;)\s*driver\s*=", dsn):
-        raise r.fail("dsn", "trigger capture needs a SQLAlchemy URL (sqlite:///erp.db, postgresql+psycopg://..., "
-                            "mysql+pymysql://..., mssql+pyodbc://...) or an ODBC connection string "
-                            "(DRIVER={...};SERVER=...;...)")
+    if kind == "trigger":
+        from .sources.trigger import parse_dsn    # the one place that knows trigger DSNs (lazy: it imports us)
+        parse_dsn(dsn, file)
     if kind == "trigger" and dsn.startswith("sqlite:///"):
         # SQLAlchemy sqlite URLs: a relative path is relative to the config file, like every path in it
         p = dsn[len("sqlite:///"):]

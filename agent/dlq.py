@@ -223,8 +223,7 @@ def _retry_mapping(spool: Spool, mapper, d: DeadLetter) -> bool:
         spool.bump_retries(d.dl_id, reason)
         print(f"{d.dl_id}: still cannot be mapped: {reason}")
         return False
-    added = spool.append(events, [], None)
-    spool.resolve_dead_letter(d.dl_id)      # only once its events are safely spooled
+    added = spool.append(events, [], None, resolves_dead_letter=d.dl_id)     # one transaction: never both, never neither
     print(f"{d.dl_id}: mapped again into {len(events)} event(s) ({', '.join(e.type for e in events) or 'none'}); "
           f"{added} spooled for delivery")
     return True

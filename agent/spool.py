@@ -97,8 +97,10 @@ class Spool:
         row = self.db.execute("SELECT value FROM meta WHERE key = 'source_checkpoint'").fetchone()
         return row[0] if row else None
 
-    def append(self, events: list[MappedEvent], failures: list[MappingFailure], checkpoint: str | None) -> int:
-        """Spool events and mapping failures, and move the checkpoint, in one transaction.
+    def append(self, events: list[MappedEvent], failures: list[MappingFailure], checkpoint: str | None,
+               resolves_dead_letter: int | None = None) -> int:
+        """Spool events and mapping failures, and move the checkpoint, in one transaction (and, for
+        `dlq retry` of a change mapped again, remove its dead letter in the same one).
         Returns how many events were new (a replayed change is ignored by its identity)."""
         now = time.time()
         db = self.db
@@ -117,6 +119,8 @@ class Spool:
                 if not exists:
                     db.execute("INSERT INTO dead_letters (target, type, position, reason, change, created_at) "
                                "VALUES (NULL, ?, ?, ?, ?, ?)", (f.event_type, f.position, f.reason, f.change, now))
+            if resolves_dead_letter is not None:
+                db.execute("DELETE FROM dead_letters WHERE dl_id = ?", (resolves_dead_letter,))
             if checkpoint is not None:
                 db.execute("INSERT INTO meta (key, value) VALUES ('source_checkpoint', ?) "
                            "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (checkpoint,))
@@ -239,14 +243,13 @@ class Spool:
         """Dead letters no rule could map (stored without a target)."""
         return self.db.execute("SELECT count(*) FROM dead_letters WHERE target IS NULL").fetchone()[0]
 
-    def resolve_dead_letter(self, dl_id: int, delivered_to: str | None = None) -> None:
+    def resolve_dead_letter(self, dl_id: int, delivered_to: str) -> None:
         """A retried dead letter went through: remove it, and count the delivery for its target."""
         db = self.db
         db.execute("BEGIN IMMEDIATE")
         try:
             db.execute("DELETE FROM dead_letters WHERE dl_id = ?", (dl_id,))
-            if delivered_to is not None:
-                db.execute("UPDATE targets SET delivered = delivered + 1 WHERE name = ?", (delivered_to,))
+            db.execute("UPDATE targets SET delivered = delivered + 1 WHERE name = ?", (delivered_to,))
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")

@@ -843,7 +843,11 @@ def test_mssql_ddl_is_generated_and_well_formed():
     assert all(_balanced(s) for s in stmts)
     assert trg.render(trg._file("mssql", "teardown.sql"), names.common()) == [
         "DROP TABLE IF EXISTS [dbo].[cdc_changelog]", "DROP TABLE IF EXISTS [dbo].[cdc_changelog_version]"]
-    assert trg.render(trg._file("mssql", "table_drop.sql"), v) == ["DROP TRIGGER IF EXISTS [dbo].[cdc_changelog_order_lines]"]
+    mcfg = config.parse({"agent": {"name": "t"},
+                         "source": {"kind": "trigger", "dsn": "mssql+pyodbc://u@erp-host/erp", "tables": ["dbo.order_lines"]},
+                         "targets": [{"name": "f", "kind": "file", "path": "o.jsonl"}]})
+    assert TriggerAdmin(mcfg)._drop_trigger_sql("dbo.order_lines", "cdc_changelog_order_lines") == \
+        "DROP TRIGGER IF EXISTS [dbo].[cdc_changelog_order_lines]"         # what teardown runs per trigger
     # the values SQL Server's FOR JSON writes, in the contract's forms
     conv = dict(trg.converters("mssql", info))
     assert conv["shipped_at"]("2026-11-23T10:15:02.1234567") == "2026-11-23T10:15:02.123456"

@@ -22,6 +22,7 @@ with the spool's checkpoint. A position the server no longer has (binlogs purged
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import time
@@ -206,6 +207,7 @@ def _gtid_state(s: str) -> dict[int, str]:
     return out
 
 
+@functools.lru_cache(maxsize=16)        # called per transaction; the file changes once per binlog rotation
 def _file_number(name: str) -> int:
     m = re.search(r"\.(\d+)$", name)
     return int(m.group(1)) if m else 0

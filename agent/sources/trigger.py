@@ -486,6 +486,10 @@ def _split(table: str) -> tuple[str, str]:
     return s, t
 
 
+def _is_mariadb(db: Db) -> bool:
+    return "mariadb" in _s(db.query("SELECT VERSION()")[0][0]).lower()
+
+
 def load_table(db: Db, table: str) -> TableInfo | None:
     """Columns (in order, with base types) and primary key of one table; None if it does not exist."""
     schema, name = _split(table)
@@ -522,15 +526,13 @@ def load_table(db: Db, table: str) -> TableInfo | None:
             "SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE WHERE TABLE_SCHEMA = :s "
             "AND TABLE_NAME = :t AND CONSTRAINT_NAME = 'PRIMARY' ORDER BY ORDINAL_POSITION", {"s": schema, "t": name})
         json_cols = set()
-        try:       # MariaDB: JSON is LONGTEXT with CHECK (json_valid(col))
+        if _is_mariadb(db):        # MariaDB: JSON is LONGTEXT with CHECK (json_valid(col)); MySQL has a json type
             for (cname, clause) in db.query(
                     "SELECT CONSTRAINT_NAME, CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS "
                     "WHERE CONSTRAINT_SCHEMA = :s AND TABLE_NAME = :t", {"s": schema, "t": name}):
                 m = re.search(r"json_valid\(`?([^`)]+)`?\)", str(clause), re.I)
                 if m:
                     json_cols.add(m.group(1))
-        except Exception:
-            pass
         cols = [Column(_s(r[0]), "json" if _s(r[0]) in json_cols else _s(r[1]).lower()) for r in rows]
         return TableInfo(table, cols, tuple(_s(r[0]) for r in keyrows))
     if d == "sqlite":
@@ -687,7 +689,7 @@ class TriggerAdmin:
         if after == 0:
             return stmts, have, after
         installed = installed_triggers(db, names) if have else {}
-        mariadb = d == "mysql" and self._is_mariadb(db)
+        mariadb = d == "mysql" and _is_mariadb(db)
         tmpl = table_template(d, after)
         for table in self.cfg.source.tables:
             info = load_table(db, table)
@@ -752,12 +754,6 @@ class TriggerAdmin:
             ts = "SYSUTCDATETIME()"
         return (f"INSERT INTO {self.names.qversion} (version, name, applied_at) "
                 f"VALUES ({v}, {literal(self.dialect, name)}, {ts})")
-
-    def _is_mariadb(self, db: Db) -> bool:
-        try:
-            return "mariadb" in _s(db.query("SELECT VERSION()")[0][0]).lower()
-        except Exception:
-            return False
 
     def _transactional(self) -> bool:
         return self.dialect in ("postgresql", "sqlite", "mssql")
@@ -1356,14 +1352,14 @@ class TriggerSource:
         t = _Table(info, converters(self.dialect, info), frozenset(c.name for c in info.columns),
                    tuple(c.name for c in info.columns if self.dialect == "mssql" and c.type in _MS_SKIP))
         if row_keys is not None and not row_keys <= t.names:
-            t.names = t.names | row_keys      # a column the catalog no longer has: do not look again per row
+            t.names = t.names | frozenset(row_keys)     # a column the catalog no longer has: do not look again per row
         self._tables[name] = t
         return t
 
     def _change(self, tbl: str, op: str, before: str | None, after: str | None, position: str,
                 commit_ts: float, txid: str | None) -> RowChange | None:
         b, a = _loads(before), _loads(after)
-        t = self._table(tbl, frozenset((a or b or {}).keys()))
+        t = self._table(tbl, (a or b or {}).keys())      # a keys view compares like a set, without building one
         if t is None:
             conv, key, unavailable = [], (), ()
         else:
@@ -1373,7 +1369,13 @@ class TriggerSource:
                 for col, fn in conv:
                     v = img.get(col)
                     if v is not None:
-                        img[col] = fn(v)
+                        try:
+                            img[col] = fn(v)
+                        except (ValueError, TypeError, KeyError, ArithmeticError) as e:
+                            # a bug or a value form we do not know: stop at this row (it stays in the
+                            # changelog) with where and what, rather than retry as if the database were down
+                            raise SourceFatal(f"changelog row {position} of {tbl}: cannot convert column {col} "
+                                              f"value {str(v)[:80]!r}: {e}") from None
         return RowChange(table=tbl, op=OPS[op.strip()], before=b, after=a, position=position,
                          commit_time=_ts_text(commit_ts), commit_ts=commit_ts, txid=txid,
                          key_columns=key, unavailable=unavailable)
