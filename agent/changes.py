@@ -25,6 +25,44 @@ class RowChange:
     unavailable: tuple[str, ...] = ()   # columns whose new value the log does not carry (unchanged TOAST)
 
 
+# ---------------------------------------------------------------- what a source yields to the capture core
+# A source's `poll` returns a list of these, in stream order; `agent/capture.py` assembles them into
+# SourceBatches (batching, carrying an open transaction over, checkpoints) once for every source kind.
+
+
+@dataclass(slots=True, frozen=True)
+class Begin:
+    """A source transaction starts; the RowChanges that follow belong to it until its Commit."""
+
+    txid: str | None = None
+    commit_ts: float = 0.0              # its commit time as epoch seconds, when known at Begin (lag)
+
+
+@dataclass(slots=True, frozen=True)
+class Commit:
+    """The transaction ends. Resuming from `checkpoint` replays nothing before it and skips nothing after.
+    A Commit with no changes before it (DDL, a rollback, a position learnt at start) is still a checkpoint."""
+
+    checkpoint: str
+
+
+@dataclass(slots=True, frozen=True)
+class Keepalive:
+    """The stream is alive and nothing is in flight (caught up): a batch in hand need not wait longer."""
+
+
+@dataclass(slots=True, frozen=True)
+class Watermark:
+    """A marker the agent wrote through the log (snapshot windows, DBLog): `name` identifies the window,
+    `kind` is "low" or "high"."""
+
+    name: str
+    kind: str
+
+
+Item = Begin | RowChange | Commit | Keepalive | Watermark
+
+
 @dataclass(slots=True)
 class SourceBatch:
     """What one `Source.read` call returns.

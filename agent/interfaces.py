@@ -9,19 +9,25 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from .changes import CheckItem, SourceBatch, SourceStatus
+from .changes import CheckItem, Item, SourceStatus
 
 
 class Source(Protocol):
-    """Yields row changes with positions. Implementations translate driver errors into
-    SourceUnavailable (retriable: the pipeline reconnects and resumes from *its* checkpoint) or
-    SourceFatal (not retriable: needs a person)."""
+    """Yields typed items (Begin, RowChange, Commit, Keepalive, Watermark; agent/changes.py) in stream
+    order to the shared capture core (agent/capture.py), which batches them and owns checkpoints.
+    Implementations translate driver errors into SourceUnavailable (retriable: the pipeline reconnects and
+    resumes from *its* checkpoint, never the driver's) or SourceFatal (not retriable: needs a person)."""
 
     def start(self, checkpoint: str | None) -> None:
         """Connect and resume strictly after `checkpoint` (None: from the capture's own start)."""
 
-    def read(self, max_changes: int, max_wait: float) -> SourceBatch:
-        """Up to `max_changes` changes, waiting at most `max_wait` seconds for the first one."""
+    def poll(self, max_items: int, timeout: float) -> list[Item]:
+        """What the stream has, up to about `max_items` items, waiting at most `timeout` seconds for the first
+        one; an empty list when nothing arrived. Never blocks longer than `timeout`."""
+
+    def keepalive(self) -> None:
+        """Capture is paused (backpressure): service the connection so the server does not drop it
+        (PostgreSQL's wal_sender_timeout), without reading changes."""
 
     def confirm(self, checkpoint: str) -> None:
         """Everything up to `checkpoint` is durable in the spool; the database may release it."""
