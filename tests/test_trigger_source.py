@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from agent import config
+from agent.changes import Commit, RowChange
 from agent.errors import ConfigError, SourceFatal
 from agent.mapping import EventMapper
 from agent.sources import trigger as trg
@@ -544,6 +545,36 @@ def test_restart_deletes_what_the_spool_holds_when_nothing_new_comes(backend, tm
         src.close()
     assert {c.position for c in again} <= {c.position for c in got}      # replays only, same positions
     assert changelog_count(cfg) == 0
+
+
+def test_poll_gives_changes_then_the_commit_that_ends_them(backend, tmp_path):
+    """The capture core's interface: a poll is the changes of whole windows (PostgreSQL) or of a gap-tracked
+    set of ids, then one Commit whose checkpoint covers them; caught up, a poll is an empty list."""
+    backend.write("CREATE TABLE items (id int PRIMARY KEY, v int NOT NULL)")
+    cfg = make_config(tmp_path, backend, ["items"])
+    TriggerAdmin(cfg).setup()
+    for i in range(1, 8):
+        backend.write(f"INSERT INTO items VALUES ({i}, {i})")
+    src = started(cfg)
+    got: list = []
+    try:
+        for _ in range(30):
+            items = src.poll(3, 1)
+            if not items:
+                if len(got) == 7:
+                    break
+                continue
+            commit = items[-1]
+            assert isinstance(commit, Commit), items
+            assert all(isinstance(i, RowChange) for i in items[:-1]) and len(items) <= 4
+            got += items[:-1]
+            src.keepalive()                   # paused capture services the source: changes nothing here
+            src.confirm(commit.checkpoint)
+        assert src.poll(3, 0.2) == []
+    finally:
+        src.close()
+    assert [c.after["id"] for c in got] == list(range(1, 8))
+    assert changelog_count(cfg) == 0          # the Commits' checkpoints covered every row
 
 
 # ---------------------------------------------------------------- install, upgrade, teardown
