@@ -34,7 +34,9 @@ _EXPORTS = {
     "render": "install", "table_template": "install", "table_values": "install", "trigger_names": "install",
     "TriggerSource": "reader", "converters": "reader",
 }
-__all__ = sorted(_EXPORTS)
+__all__ = ["DIALECTS", "Column", "Db", "Names", "TableInfo", "Target", "TriggerAdmin", "TriggerSource", "converters",
+           "installed_triggers", "installed_version", "load_table", "migrations", "newest_version", "parse_dsn",
+           "render", "table_template", "table_values", "trigger_names"]
 
 
 def __getattr__(name: str) -> Any:

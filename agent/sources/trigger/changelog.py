@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ...errors import SourceFatal
+from ...errors import SourceFatal, SourceUnavailable
 from .db import Db, text_of, text_or_none
 
 if TYPE_CHECKING:
@@ -54,6 +54,13 @@ class ChangelogReader:
 
     late = 0           # rows that committed after their gap had timed out (gap tracking)
     gap_waits = 0      # reads that held rows back behind a missing id (gap tracking)
+    _db: Db | None = None
+
+    @property
+    def db(self) -> Db:
+        if self._db is None:
+            raise SourceUnavailable("the changelog reader is not started")
+        return self._db
 
     def start(self, db: Db, version: int, checkpoint: str | None) -> None:
         """Resume strictly after `checkpoint` (None: from the start of the changelog)."""
@@ -72,7 +79,6 @@ class GapReader(ChangelogReader):
 
     def __init__(self, dialect: Dialect, names: Names, max_wait: float):
         self.sql, self.names, self.max_wait = dialect, names, max_wait
-        self.db: Db | None = None
         self.version = 0
         self._hw: int | None = None            # highest id emitted (everything up to it is passed)
         self._replay_upto = 0                  # ids up to here were spooled before the restart: a replay
@@ -83,7 +89,7 @@ class GapReader(ChangelogReader):
         self.gap_waits = 0
 
     def start(self, db: Db, version: int, checkpoint: str | None) -> None:
-        self.db, self.version = db, version
+        self._db, self.version = db, version
         self._hw = None
         if checkpoint:
             p = checkpoint.split("/")

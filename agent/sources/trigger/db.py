@@ -53,6 +53,7 @@ class Db:
                 import pyodbc
                 self._odbc = pyodbc.connect(target.odbc, autocommit=True, timeout=10)
             else:
+                assert target.url is not None, "parse_dsn gives a URL or an ODBC string"
                 self.sql.before_connect(target)
                 from sqlalchemy import create_engine
                 from sqlalchemy.pool import NullPool

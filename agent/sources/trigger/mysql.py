@@ -92,7 +92,7 @@ class MysqlDialect(Dialect):
             "AND TABLE_NAME = :t AND CONSTRAINT_NAME = 'PRIMARY' ORDER BY ORDINAL_POSITION", {"s": schema, "t": name})
         json_cols = set()
         if _is_mariadb(db):        # MariaDB: JSON is LONGTEXT with CHECK (json_valid(col)); MySQL has a json type
-            for (cname, clause) in db.query(
+            for (_name, clause) in db.query(
                     "SELECT CONSTRAINT_NAME, CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS "
                     "WHERE CONSTRAINT_SCHEMA = :s AND TABLE_NAME = :t", {"s": schema, "t": name}):
                 m = re.search(r"json_valid\(`?([^`)]+)`?\)", str(clause), re.I)

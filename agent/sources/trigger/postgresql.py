@@ -162,7 +162,6 @@ class WindowReader(ChangelogReader):
 
     def __init__(self, names: Names):
         self.names = names
-        self.db: Db | None = None
         self.version = 0
         self._commit_ts = False             # track_commit_timestamp is on: rows carry their commit time
         self._win_t = 0
@@ -172,7 +171,7 @@ class WindowReader(ChangelogReader):
         self._last = 0
 
     def start(self, db: Db, version: int, checkpoint: str | None) -> None:
-        self.db, self.version = db, version
+        self._db, self.version = db, version
         self._commit_ts = text_of(db.query("SELECT current_setting('track_commit_timestamp')")[0][0]) == "on"
         self._win_t, self._base, self._lo, self._hi, self._last = 0, PG_EMPTY_SNAPSHOT, None, None, 0
         if checkpoint:

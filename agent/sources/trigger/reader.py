@@ -96,7 +96,7 @@ class TriggerSource:
             self._changelog.start(self.db, self._version, checkpoint)
         except Exception as e:
             self.close()
-            raise self._error(e)
+            raise self._error(e) from None
         self._more = True
         self._due.set()
         from apscheduler.schedulers.background import BackgroundScheduler
@@ -203,6 +203,7 @@ class TriggerSource:
             return t
         if t is None and name in self._gone:
             return None
+        assert self.db is not None, "table shapes are read only while the source is started"
         info = load_table(self.db, name)
         if info is None:
             self._gone.add(name)          # dropped: look no more (until a restart), not once per row
@@ -220,6 +221,9 @@ class TriggerSource:
         tbl, position = row.table, row.position
         b, a = loads(row.before), loads(row.after)
         t = self._table(tbl, (a or b or {}).keys())      # a keys view compares like a set, without building one
+        conv: list[tuple[str, Callable]]
+        key: tuple[str, ...]
+        unavailable: tuple[str, ...]
         if t is None:
             conv, key, unavailable = [], (), ()
         else:

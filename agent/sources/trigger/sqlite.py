@@ -63,8 +63,9 @@ class SqliteDialect(Dialect):
     begin_sql = "BEGIN IMMEDIATE"
 
     def before_connect(self, target: Target) -> None:
-        if target.sqlite_path not in (":memory:", "") and not Path(target.sqlite_path).exists():
-            raise SourceFatal(f"SQLite database {target.sqlite_path} does not exist")
+        path = target.sqlite_path or ""          # a sqlite URL always has one (":memory:" at least)
+        if path not in (":memory:", "") and not Path(path).exists():
+            raise SourceFatal(f"SQLite database {path} does not exist")
 
     def connect_args(self, target: Target) -> dict[str, Any]:
         return {"timeout": 30}
