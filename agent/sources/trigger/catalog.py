@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .db import Db
 from .dialect import Dialect, TableInfo, dialect_named
+from .dsn import parse_dsn
+
+if TYPE_CHECKING:
+    from ...config import Config
 
 
 def short(name: str, limit: int) -> str:
@@ -89,3 +94,16 @@ def installed_version(db: Db, names: Names) -> int:
 def installed_triggers(db: Db, names: Names) -> dict[tuple[str, str], str]:
     """(table "schema.table", trigger name) -> definition text, for every trigger this capture installed."""
     return db.sql.installed_triggers(db, names)
+
+
+class ConfiguredCapture:
+    """What the source and the admin both take from the config: the dsn's target and dialect, and the
+    changelog's names (in the schema of the first captured table)."""
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.file = str(cfg.path)
+        self.target = parse_dsn(cfg.source.dsn, self.file)
+        self.dialect = self.target.dialect
+        self.sql = dialect_named(self.dialect)
+        self.names = Names(self.dialect, split_table(cfg.source.tables[0])[0], cfg.source.changelog_table)

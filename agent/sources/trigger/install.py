@@ -11,10 +11,9 @@ from ...changes import CheckItem
 from ...errors import SourceError, SourceFatal, SourceUnavailable
 from ...secrets import redact
 from ...shipped import shipped
-from .catalog import Names, installed_triggers, installed_version, load_table, split_table
+from .catalog import ConfiguredCapture, Names, installed_triggers, installed_version, load_table
 from .db import Db, friendly
-from .dialect import TableInfo, dialect_named
-from .dsn import parse_dsn
+from .dialect import TableInfo
 
 if TYPE_CHECKING:
     from ...config import Config
@@ -111,14 +110,9 @@ def _seed() -> int:
 # ================================================================== admin
 
 
-class TriggerAdmin:
+class TriggerAdmin(ConfiguredCapture):
     def __init__(self, cfg: Config):
-        self.cfg = cfg
-        self.file = str(cfg.path)
-        self.target = parse_dsn(cfg.source.dsn, self.file)
-        self.dialect = self.target.dialect
-        self.sql = dialect_named(self.dialect)
-        self.names = Names(self.dialect, split_table(cfg.source.tables[0])[0], cfg.source.changelog_table)
+        super().__init__(cfg)
 
     def _connect(self) -> Db:
         return Db(self.target)

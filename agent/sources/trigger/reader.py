@@ -15,11 +15,10 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from ...changes import Commit, Item, RowChange, SourceBatch, SourceStatus
 from ...errors import SourceError, SourceFatal, SourceUnavailable
-from .catalog import Names, installed_version, load_table, split_table
+from .catalog import ConfiguredCapture, installed_version, load_table
 from .changelog import ChangelogRow
 from .db import MISSING_RE, Db, friendly
 from .dialect import TableInfo, dialect_named
-from .dsn import parse_dsn
 from .values import created_epoch, loads, ts_text
 
 if TYPE_CHECKING:
@@ -49,16 +48,11 @@ class _Table:
     unavailable: tuple[str, ...] = ()
 
 
-class TriggerSource:
+class TriggerSource(ConfiguredCapture):
     """Reads the changelog (see changelog.py and postgresql.py for the no-missed-change argument)."""
 
     def __init__(self, cfg: Config):
-        self.cfg = cfg
-        self.file = str(cfg.path)
-        self.target = parse_dsn(cfg.source.dsn, self.file)
-        self.dialect = self.target.dialect
-        self.sql = dialect_named(self.dialect)
-        self.names = Names(self.dialect, split_table(cfg.source.tables[0])[0], cfg.source.changelog_table)
+        super().__init__(cfg)
         self.tables = set(cfg.source.tables)
         self.origin = f"cdc-agent/{cfg.agent.name}"       # the agent's own writes carry this marker
         self.poll_interval = cfg.source.poll_interval_seconds
