@@ -25,6 +25,7 @@ import adapters
 from . import secrets
 from .errors import ConfigError
 from .options import ConfigPath, OptionError, Secret, Url
+from .sources.trigger.dsn import parse_dsn
 
 NAME_RE = re.compile(r"^[a-z0-9_-]+$")
 ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -272,8 +273,7 @@ def _source(file: str, raw: Any, agent_name: str, base: Path) -> SourceSettings:
     dsn = r.expand("dsn", raw_dsn)
     secrets.register(secrets.dsn_password(dsn))
     if kind == "trigger":
-        from .sources.trigger import parse_dsn    # the one place that knows trigger DSNs (lazy: it imports us)
-        parse_dsn(dsn, file)
+        parse_dsn(dsn, file)                      # the one place that knows trigger DSNs
     if kind == "trigger" and dsn.startswith("sqlite:///"):
         # SQLAlchemy sqlite URLs: a relative path is relative to the config file, like every path in it
         p = dsn[len("sqlite:///"):]

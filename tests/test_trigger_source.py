@@ -17,9 +17,11 @@ from pathlib import Path
 import pytest
 
 from agent import config
+from agent.changes import Commit, RowChange
 from agent.errors import ConfigError, SourceFatal
 from agent.mapping import EventMapper
 from agent.sources import trigger as trg
+from agent.sources.trigger import install as trg_install, postgresql as trg_pg, values as trg_values
 from agent.sources.trigger import TriggerAdmin, TriggerSource
 from tests.agentproc import AgentProcess, check_delivery, read_events, wait_for
 
@@ -545,6 +547,36 @@ def test_restart_deletes_what_the_spool_holds_when_nothing_new_comes(backend, tm
     assert changelog_count(cfg) == 0
 
 
+def test_poll_gives_changes_then_the_commit_that_ends_them(backend, tmp_path):
+    """The capture core's interface: a poll is the changes of whole windows (PostgreSQL) or of a gap-tracked
+    set of ids, then one Commit whose checkpoint covers them; caught up, a poll is an empty list."""
+    backend.write("CREATE TABLE items (id int PRIMARY KEY, v int NOT NULL)")
+    cfg = make_config(tmp_path, backend, ["items"])
+    TriggerAdmin(cfg).setup()
+    for i in range(1, 8):
+        backend.write(f"INSERT INTO items VALUES ({i}, {i})")
+    src = started(cfg)
+    got: list = []
+    try:
+        for _ in range(30):
+            items = src.poll(3, 1)
+            if not items:
+                if len(got) == 7:
+                    break
+                continue
+            commit = items[-1]
+            assert isinstance(commit, Commit), items
+            assert all(isinstance(i, RowChange) for i in items[:-1]) and len(items) <= 4
+            got += items[:-1]
+            src.keepalive()                   # paused capture services the source: changes nothing here
+            src.confirm(commit.checkpoint)
+        assert src.poll(3, 0.2) == []
+    finally:
+        src.close()
+    assert [c.after["id"] for c in got] == list(range(1, 8))
+    assert changelog_count(cfg) == 0          # the Commits' checkpoints covered every row
+
+
 # ---------------------------------------------------------------- install, upgrade, teardown
 
 
@@ -841,7 +873,7 @@ def test_mssql_ddl_is_generated_and_well_formed():
     assert "id      bigint IDENTITY(1795000000000000, 1) NOT NULL PRIMARY KEY" in stmts[1]
     assert stmts[-1] == "ALTER TABLE [dbo].[cdc_changelog] ADD origin nvarchar(200) NULL"
     assert all(_balanced(s) for s in stmts)
-    assert trg.render(trg._file("mssql", "teardown.sql"), names.common()) == [
+    assert trg.render(trg_install.template_file("mssql", "teardown.sql"), names.common()) == [
         "DROP TABLE IF EXISTS [dbo].[cdc_changelog]", "DROP TABLE IF EXISTS [dbo].[cdc_changelog_version]"]
     mcfg = config.parse({"agent": {"name": "t"},
                          "source": {"kind": "trigger", "dsn": "mssql+pyodbc://u@erp-host/erp", "tables": ["dbo.order_lines"]},
@@ -861,18 +893,18 @@ def test_mssql_ddl_is_generated_and_well_formed():
 
 
 def test_pg_interval_and_bytea_forms():
-    f = trg.interval_text_to_iso
+    f = trg_pg.interval_text_to_iso
     assert f("1 year 2 mons -3 days +04:05:06.5") == "P1Y2M-3DT4H5M6.5S"
     assert f("1 day 02:03:04.5") == "P1DT2H3M4.5S"
     assert f("00:00:00") == "PT0S" and f("-00:00:01.25") == "PT-1.25S"
     assert f("-1 years -2 mons") == "P-1Y-2M" and f("838:00:00") == "PT838H"
     assert f("3 days") == "P3D" and f("P1Y2M") == "P1Y2M"
     assert f("00:00:00.000001") == "PT0.000001S"
-    bytea = trg._PG_CONV["bytea"]          # the trigger source's bytea text -> base64
+    bytea = trg_pg._PG_CONV["bytea"]          # the trigger source's bytea text -> base64
     assert bytea("\\x00ff10") == "AP8Q" and bytea("\\000\\377\\020") == "AP8Q"
     assert bytea("a\\\\b") == "YVxi"
-    assert trg._utc_z("2026-11-23T10:15:02.5+05:30") == "2026-11-23T04:45:02.500000Z"
-    assert trg._utc_z("infinity") == "infinity"
+    assert trg_values.utc_z("2026-11-23T10:15:02.5+05:30") == "2026-11-23T04:45:02.500000Z"
+    assert trg_values.utc_z("infinity") == "infinity"
 
 
 def test_dsn_forms():

@@ -4,9 +4,12 @@
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
-from ..config import Config
 from ..interfaces import CaptureAdmin, Source
+
+if TYPE_CHECKING:       # only a type here: agent.config imports agent.sources.trigger.dsn
+    from ..config import Config
 
 _MODULES = {"postgres": "postgres", "mysql": "mysql", "trigger": "trigger"}
 _CLASSES = {"postgres": ("PostgresSource", "PostgresAdmin"),

@@ -1,0 +1,189 @@
+"""MySQL and MariaDB: three row triggers per table writing JSON_OBJECT(), swapped under a table lock (MySQL)
+or with CREATE OR REPLACE (MariaDB); the changelog read with gap tracking (changelog.py)."""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Callable
+
+from ...binlog import _b64, _float32, format_timestamp
+from ...changes import CheckItem
+from ...pgvalues import frac6
+from .catalog import split_table
+from .db import Db, text_of
+from .dialect import Column, Dialect, TableInfo
+from .values import json_text
+
+if TYPE_CHECKING:
+    from .catalog import Names
+    from .dsn import Target
+
+_MY_BINARY = {"binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob", "geometry", "point",
+              "linestring", "polygon", "multipoint", "multilinestring", "multipolygon", "geometrycollection"}
+
+
+def _is_mariadb(db: Db) -> bool:
+    return "mariadb" in text_of(db.query("SELECT VERSION()")[0][0]).lower()
+
+
+def _column_expr(ref: str, col: Column) -> str:
+    """How a MySQL/MariaDB trigger puts one column in JSON_OBJECT so the reader can give its exact value:
+    decimals as text (no double rounding), binary as hex, TIMESTAMP as epoch seconds (independent of the
+    writer's session time zone), date/time types as text."""
+    t = col.type
+    if t in ("decimal", "numeric"):
+        return f"CAST({ref} AS CHAR)"
+    if t in _MY_BINARY:
+        return f"HEX({ref})"
+    if t == "timestamp":
+        return f"CAST(UNIX_TIMESTAMP({ref}) AS CHAR)"
+    if t in ("datetime", "date", "time"):
+        return f"CAST({ref} AS CHAR)"
+    if t == "bit":
+        return f"({ref} + 0)"
+    if t == "double" or t == "real":
+        # MariaDB's JSON_OBJECT prints doubles with 15 significant digits: pass 17 through text
+        return f"CAST({ref} AS CHAR)"
+    if t == "float":
+        return f"CAST({ref} AS DOUBLE)"
+    return ref
+
+
+def _timestamp(v: str) -> str:
+    if v in ("0", "0.000000") or v.startswith("0."):
+        return "0000-00-00T00:00:00.000000Z"
+    d = Decimal(v)
+    sec = int(d)
+    return format_timestamp(sec, int((d - sec) * 1_000_000))
+
+
+class MysqlDialect(Dialect):
+    name = "mysql"
+    name_limit = 64
+    transactional_ddl = False       # DDL commits implicitly
+    # session_id marks the writing session, not its transaction: MySQL gives a trigger no
+    # transaction id, so changes carry no txid there
+    created_select = "CAST(created AS CHAR)"
+
+    def connect_args(self, target: Target) -> dict[str, Any]:
+        return {"connect_timeout": 10} if "pymysql" in (target.url or "") else {}
+
+    def quote(self, ident: str) -> str:
+        return "`" + ident.replace("`", "``") + "`"
+
+    def literal(self, s: str) -> str:
+        return "'" + s.replace("'", "''").replace("\\", "\\\\") + "'"
+
+    def now_sql(self) -> str:
+        return "UTC_TIMESTAMP(6)"
+
+    # -------------------------------------------------------------- catalog
+
+    def load_table(self, db: Db, table: str) -> TableInfo | None:
+        schema, name = split_table(table)
+        rows = db.query(
+            "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_KEY, COLUMN_TYPE FROM information_schema.COLUMNS "
+            "WHERE TABLE_SCHEMA = :s AND TABLE_NAME = :t ORDER BY ORDINAL_POSITION", {"s": schema, "t": name})
+        if not rows:
+            return None
+        keyrows = db.query(
+            "SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE WHERE TABLE_SCHEMA = :s "
+            "AND TABLE_NAME = :t AND CONSTRAINT_NAME = 'PRIMARY' ORDER BY ORDINAL_POSITION", {"s": schema, "t": name})
+        json_cols = set()
+        if _is_mariadb(db):        # MariaDB: JSON is LONGTEXT with CHECK (json_valid(col)); MySQL has a json type
+            for (_name, clause) in db.query(
+                    "SELECT CONSTRAINT_NAME, CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS "
+                    "WHERE CONSTRAINT_SCHEMA = :s AND TABLE_NAME = :t", {"s": schema, "t": name}):
+                m = re.search(r"json_valid\(`?([^`)]+)`?\)", str(clause), re.I)
+                if m:
+                    json_cols.add(m.group(1))
+        cols = [Column(text_of(r[0]), "json" if text_of(r[0]) in json_cols else text_of(r[1]).lower()) for r in rows]
+        return TableInfo(table, cols, tuple(text_of(r[0]) for r in keyrows))
+
+    def installed_triggers(self, db: Db, names: Names) -> dict[tuple[str, str], str]:
+        out: dict[tuple[str, str], str] = {}
+        for s, t, name, body in db.query(
+                "SELECT EVENT_OBJECT_SCHEMA, EVENT_OBJECT_TABLE, TRIGGER_NAME, ACTION_STATEMENT "
+                "FROM information_schema.TRIGGERS WHERE TRIGGER_NAME LIKE :p",
+                {"p": names.cl.replace("_", "\\_") + "\\_%"}):
+            if names.qcl in text_of(body):        # ours: it writes to this schema's changelog, not another's
+                out[(f"{text_of(s)}.{text_of(t)}", text_of(name))] = text_of(body)
+        return out
+
+    # -------------------------------------------------------------- rendering
+
+    def json_object(self, alias: str, cols: list[Column]) -> str:
+        parts = [f"{self.literal(c.name)}, {_column_expr(f'{alias}.{self.quote(c.name)}', c)}" for c in cols]
+        return "JSON_OBJECT(" + ", ".join(parts) + ")"
+
+    def table_values(self, names: Names, info: TableInfo) -> dict[str, str]:
+        schema = info.name.split(".", 1)[0]
+        v = {f"qtrigger_{s}": names.q(schema, names.trigger(info.name, s)) for s in "iud"}
+        v["new_json"] = self.json_object("NEW", info.columns)
+        v["old_json"] = self.json_object("OLD", info.columns)
+        return v
+
+    def trigger_body(self, stmt: str) -> str:
+        m = re.search(r"(?is)\bFOR\s+EACH\s+ROW\s+(.*)$", stmt)
+        return m.group(1) if m else stmt
+
+    def replace_triggers(self, db: Db, names: Names, info: TableInfo, rendered: list[str],
+                         current: dict[str, str | None]) -> list[str]:
+        if any(current.values()) and _is_mariadb(db):
+            # CREATE OR REPLACE swaps a trigger atomically: no write slips through uncaptured
+            return [re.sub(r"(?i)^CREATE TRIGGER", "CREATE OR REPLACE TRIGGER", s) for s in rendered]
+        drops = [self.drop_trigger_sql(names, info.name, n) for n, body in current.items() if body]
+        if not drops:
+            return rendered
+        # MySQL has no CREATE OR REPLACE TRIGGER: hold the table's write lock while swapping
+        qt = names.q(*split_table(info.name))
+        return [f"LOCK TABLES {qt} WRITE, {names.qcl} WRITE", *drops, *rendered, "UNLOCK TABLES"]
+
+    def recover_failed_setup(self, db: Db) -> None:
+        try:
+            db.script("UNLOCK TABLES")
+        except Exception:
+            pass
+
+    # -------------------------------------------------------------- check
+
+    def privileges(self, db: Db, names: Names, tables: tuple[str, ...], target: Target,
+                   installed: int) -> list[CheckItem]:
+        grants = " ".join(text_of(r[0]) for r in db.query("SHOW GRANTS")).upper()
+        allp = "ALL PRIVILEGES" in grants
+        missing = [p for p in ("TRIGGER", "CREATE", "SELECT", "INSERT", "DELETE") if not allp and p not in grants]
+        items = [CheckItem("privileges", not missing,
+                           "TRIGGER, CREATE, SELECT, INSERT, DELETE" if not missing else
+                           "missing (in SHOW GRANTS): " + ", ".join(missing),
+                           f"GRANT {', '.join(missing)} ON {names.schema}.* TO <agent user>;" if missing else "")]
+        logbin = db.query("SELECT @@log_bin, @@log_bin_trust_function_creators")[0]
+        if int(logbin[0] or 0) and not int(logbin[1] or 0) and not allp and "SUPER" not in grants:
+            items.append(CheckItem("trigger creation with binary logging", False,
+                                   "log_bin is on and log_bin_trust_function_creators is off: creating "
+                                   "triggers needs SUPER", "SET GLOBAL log_bin_trust_function_creators = 1; "
+                                   "(or run `cdc-agent setup` as a user with SUPER)"))
+        return items
+
+    # -------------------------------------------------------------- values
+
+    def converter(self, col: Column) -> Callable[[Any], Any] | None:
+        t = col.type
+        if t in _MY_BINARY:
+            return lambda v: _b64(bytes.fromhex(v))
+        if t == "float":
+            return lambda v: _float32(float(v))
+        if t in ("double", "real"):
+            return lambda v: float(v)
+        if t == "datetime":
+            return lambda v: frac6(v.replace(" ", "T", 1))
+        if t == "time":
+            return frac6
+        if t == "timestamp":
+            return _timestamp
+        if t == "json":
+            return json_text
+        return None
+
+
+DIALECT = MysqlDialect()

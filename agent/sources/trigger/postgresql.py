@@ -1,0 +1,255 @@
+"""PostgreSQL: one generic trigger function (row_to_json), and the changelog read in snapshot windows.
+
+Never missing a change (a transaction that took a lower changelog id may commit after a higher id was read):
+every row records its transaction (txid_current()). The reader takes snapshots (txid_current_snapshot()) and
+reads, window by window, exactly the rows whose transaction is visible in the window's upper snapshot and
+not in its lower one (as PgQ does). Every committed transaction becomes visible in exactly one window, so
+none is skipped and none read twice; windows follow commit order. The window bounds travel in the
+checkpoint, so a replay after a crash re-reads the same windows and gives the same positions (and event ids).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable
+
+from ...changes import CheckItem
+from ...errors import SourceFatal
+from ...pgvalues import bytea_to_base64, frac6, interval_text_to_iso
+from .catalog import split_table
+from .changelog import ChangelogRead, ChangelogReader, ChangelogRow
+from .db import Db, text_of, truthy
+from .dialect import Column, Dialect, TableInfo
+from .values import array_of, float_value, numeric, unraw, utc_z
+
+if TYPE_CHECKING:
+    from .catalog import Names
+    from .dsn import Target
+
+PG_EMPTY_SNAPSHOT = "1:1:"          # nothing is visible in it: the lower bound of the very first window
+
+_PG_CONV: dict[str, Callable] = {
+    "numeric": numeric, "float4": float_value, "float8": float_value, "timestamptz": lambda v: utc_z(v),
+    "timestamp": frac6, "time": frac6, "interval": interval_text_to_iso,
+    "bytea": lambda v: bytea_to_base64(v.encode()),
+    "json": unraw, "jsonb": unraw,
+}
+_PG_PLAIN = {"int2", "int4", "int8", "oid", "bool", "text", "varchar", "bpchar", "char", "name", "date", "uuid",
+             "inet", "cidr", "macaddr", "macaddr8", "money", "bit", "varbit", "xml", "citext", "timetz"}
+
+
+class PostgresqlDialect(Dialect):
+    name = "postgresql"
+    name_limit = 63
+    generic_trigger = True          # the trigger writes row_to_json(): it follows column changes by itself
+
+    def connect_args(self, target: Target) -> dict[str, Any]:
+        return {"connect_timeout": 10}
+
+    def now_sql(self) -> str:
+        return "now()"
+
+    # -------------------------------------------------------------- catalog
+
+    def load_table(self, db: Db, table: str) -> TableInfo | None:
+        schema, name = split_table(table)
+        rows = db.query(
+            "SELECT a.attname, "
+            "  CASE WHEN t.typtype = 'd' THEN bt.typname ELSE t.typname END, "
+            "  CASE WHEN t.typtype = 'd' THEN bet.typname ELSE et.typname END, a.attnum "
+            "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
+            "JOIN pg_type t ON t.oid = a.atttypid "
+            "LEFT JOIN pg_type bt ON bt.oid = t.typbasetype "
+            "LEFT JOIN pg_type et ON et.oid = t.typelem AND t.typcategory = 'A' "
+            "LEFT JOIN pg_type bet ON bet.oid = bt.typelem AND bt.typcategory = 'A' "
+            "WHERE n.nspname = :s AND c.relname = :t AND c.relkind IN ('r', 'p') ORDER BY a.attnum",
+            {"s": schema, "t": name})
+        if not rows:
+            return None
+        cols = [Column(text_of(r[0]), text_of(r[1]), None if r[2] is None else text_of(r[2])) for r in rows]
+        pk = db.query("SELECT i.indkey::text FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid "
+                      "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                      "WHERE n.nspname = :s AND c.relname = :t AND i.indisprimary", {"s": schema, "t": name})
+        by_num = {int(r[3]): text_of(r[0]) for r in rows}
+        key = tuple(by_num[int(k)] for k in text_of(pk[0][0]).split() if int(k) in by_num) if pk else ()
+        return TableInfo(table, cols, key)
+
+    def table_exists(self, db: Db, schema: str, name: str) -> bool:
+        return bool(db.query("SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                             "WHERE n.nspname = :s AND c.relname = :t", {"s": schema, "t": name}))
+
+    def installed_triggers(self, db: Db, names: Names) -> dict[tuple[str, str], str]:
+        out: dict[tuple[str, str], str] = {}
+        for s, t, name, ddl in db.query(
+                "SELECT n.nspname, c.relname, tg.tgname, pg_get_triggerdef(tg.oid) FROM pg_trigger tg "
+                "JOIN pg_class c ON c.oid = tg.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "JOIN pg_proc p ON p.oid = tg.tgfoid JOIN pg_namespace pn ON pn.oid = p.pronamespace "
+                "WHERE NOT tg.tgisinternal AND p.proname = :fn AND pn.nspname = :s",
+                {"fn": names.fn, "s": names.schema}):
+            out[(f"{s}.{t}", name)] = ddl
+        return out
+
+    def server_version(self, db: Db) -> str:
+        return text_of(db.query("SHOW server_version")[0][0])
+
+    # -------------------------------------------------------------- rendering
+
+    def table_values(self, names: Names, info: TableInfo) -> dict[str, str]:
+        return {"trigger": self.quote(names.fn)}     # one trigger per table, named like the function it calls
+
+    def trigger_names(self, names: Names, table: str) -> list[str]:
+        return [names.fn]
+
+    def replace_triggers(self, db: Db, names: Names, info: TableInfo, rendered: list[str],
+                         current: dict[str, str | None]) -> list[str]:
+        return rendered
+
+    def drop_trigger_sql(self, names: Names, table: str, trigger: str) -> str:
+        return f"DROP TRIGGER IF EXISTS {self.quote(trigger)} ON {names.q(*split_table(table))}"
+
+    # -------------------------------------------------------------- check
+
+    def privileges(self, db: Db, names: Names, tables: tuple[str, ...], target: Target,
+                   installed: int) -> list[CheckItem]:
+        missing: list[str] = []
+        for table in tables:
+            s, t = split_table(table)
+            r = db.query("SELECT has_table_privilege(c.oid, 'TRIGGER') FROM pg_class c JOIN pg_namespace n "
+                         "ON n.oid = c.relnamespace WHERE n.nspname = :s AND c.relname = :t", {"s": s, "t": t})
+            if r and not truthy(r[0][0]):
+                missing.append(f"TRIGGER on {table}")
+        if not installed:
+            r = db.query("SELECT has_schema_privilege(:s, 'CREATE')", {"s": names.schema})
+            if r and not truthy(r[0][0]):
+                missing.append(f"CREATE on schema {names.schema}")
+        else:
+            r = db.query("SELECT has_table_privilege(:t, 'SELECT,DELETE')",
+                         {"t": f"{self.quote(names.schema)}.{self.quote(names.cl)}"})
+            if r and not truthy(r[0][0]):
+                missing.append(f"SELECT, DELETE on {names.schema}.{names.cl}")
+        fix = "\n".join(f"GRANT {m.replace(' on schema ', ' ON SCHEMA ').replace(' on ', ' ON ')} "
+                        f"TO <agent user>;" for m in missing)
+        return [CheckItem("privileges", not missing, "TRIGGER on the tables, CREATE in the schema "
+                          "(or own them)" if not missing else "missing: " + ", ".join(missing),
+                          fix + "\n(or run `cdc-agent setup` once as the tables' owner)" if missing else "")]
+
+    def server_checks(self, db: Db) -> list[CheckItem]:
+        on = text_of(db.query("SELECT current_setting('track_commit_timestamp')")[0][0]) == "on"
+        return [CheckItem("commit time", on, "track_commit_timestamp = on: events carry the commit time"
+                          if on else "track_commit_timestamp = off: events carry the time of the change "
+                          "inside its transaction, not its commit time",
+                          "ALTER SYSTEM SET track_commit_timestamp = on; then restart PostgreSQL",
+                          warning=True)]
+
+    # -------------------------------------------------------------- values and the changelog
+
+    def converter(self, col: Column) -> Callable[[Any], Any] | None:
+        if col.elem:
+            fn = _PG_CONV.get(col.elem)
+            return array_of(fn) if fn else (None if col.elem in _PG_PLAIN else unraw)
+        fn = _PG_CONV.get(col.type)
+        if fn:
+            return fn
+        return None if col.type in _PG_PLAIN else unraw
+
+    def changelog(self, names: Names, max_wait: float) -> ChangelogReader:
+        return WindowReader(names)
+
+
+class WindowReader(ChangelogReader):
+    """Snapshot windows (module docstring). Checkpoints: "c/<window>/<upper snapshot>" after a whole window,
+    "o/<window>/<last id>/<lower>/<upper>" inside one (a big window is read in pieces)."""
+
+    def __init__(self, names: Names):
+        self.names = names
+        self.version = 0
+        self._commit_ts = False             # track_commit_timestamp is on: rows carry their commit time
+        self._win_t = 0
+        self._base = PG_EMPTY_SNAPSHOT       # upper snapshot of the last finished window
+        self._lo: str | None = None          # open window: (lo, hi], last id read
+        self._hi: str | None = None
+        self._last = 0
+
+    def start(self, db: Db, version: int, checkpoint: str | None) -> None:
+        self._db, self.version = db, version
+        self._commit_ts = text_of(db.query("SELECT current_setting('track_commit_timestamp')")[0][0]) == "on"
+        self._win_t, self._base, self._lo, self._hi, self._last = 0, PG_EMPTY_SNAPSHOT, None, None, 0
+        if checkpoint:
+            p = checkpoint.split("/")
+            try:
+                if p[0] == "c" and len(p) == 3:
+                    self._win_t, self._base = int(p[1]), p[2]
+                elif p[0] == "o" and len(p) == 5:
+                    self._win_t, self._last, self._lo, self._hi = int(p[1]), int(p[2]), p[3], p[4]
+                    self._base = self._lo
+                else:
+                    raise ValueError
+            except ValueError:
+                raise SourceFatal(f"checkpoint {checkpoint!r} is not a trigger-capture checkpoint for "
+                                  "PostgreSQL (was the source kind changed? reset the agent's state_dir)") from None
+            # the spool holds everything up to the checkpoint, but the agent may have died before deleting
+            # it; windows already passed are never read again, so delete now or those rows stay forever
+            self.confirm(checkpoint)
+
+    def _select(self) -> str:
+        cts = ("EXTRACT(EPOCH FROM pg_xact_commit_timestamp(((txid % 4294967296)::text)::xid))::float8"
+               if self._commit_ts else "NULL::float8")
+        origin = "origin" if self.version >= 2 else "NULL::text"
+        return (f"SELECT id, txid, tbl, op, before::text, after::text, {origin}, "
+                f"EXTRACT(EPOCH FROM created)::float8, {cts} FROM {self.names.qcl} ")
+
+    def read(self, n: int) -> ChangelogRead:
+        db, cl = self.db, self.names.qcl
+        if self._hi is None:
+            # open the next window: (base, now]. Only when it holds something, so an idle database
+            # does not advance windows (and positions) for nothing.
+            snap, has = db.query(
+                "WITH s AS (SELECT txid_current_snapshot() AS snap) "
+                f"SELECT snap::text, EXISTS (SELECT 1 FROM {cl} WHERE "
+                "  txid >= txid_snapshot_xmin(CAST(:base AS txid_snapshot)) AND txid < txid_snapshot_xmax(snap) "
+                "  AND txid_visible_in_snapshot(txid, snap) "
+                "  AND NOT txid_visible_in_snapshot(txid, CAST(:base AS txid_snapshot))) FROM s",
+                {"base": self._base})[0]
+            if not truthy(has):
+                return ChangelogRead()
+            self._lo, self._hi, self._last = self._base, text_of(snap), 0
+            self._win_t += 1
+        rows = db.query(
+            self._select() +
+            "WHERE txid >= txid_snapshot_xmin(CAST(:lo AS txid_snapshot)) "
+            "  AND txid < txid_snapshot_xmax(CAST(:hi AS txid_snapshot)) "
+            "  AND txid_visible_in_snapshot(txid, CAST(:hi AS txid_snapshot)) "
+            "  AND NOT txid_visible_in_snapshot(txid, CAST(:lo AS txid_snapshot)) "
+            "  AND id > :last ORDER BY id LIMIT :n",
+            {"lo": self._lo, "hi": self._hi, "last": self._last, "n": n})
+        wt = self._win_t
+        out = [ChangelogRow(f"{wt:016x}:{rid:016x}", tbl, op, before, after, origin,
+                            cts if cts is not None else created, str(txid))
+               for rid, txid, tbl, op, before, after, origin, created, cts in rows]
+        if rows:
+            self._last = rows[-1][0]
+        if len(rows) < n:
+            # the window is exhausted: its upper snapshot is the next window's lower bound
+            self._base, self._lo, self._hi = self._hi, None, None
+            checkpoint = f"c/{wt}/{self._base}"
+        else:
+            checkpoint = f"o/{wt}/{self._last}/{self._lo}/{self._hi}"
+        # look for the next window at once
+        return ChangelogRead(out, checkpoint, more=True, behind=len(rows) == n)
+
+    def confirm(self, checkpoint: str) -> None:
+        p = checkpoint.split("/")
+        cl = self.names.qcl
+        if p[0] == "c":
+            self.db.execute(f"DELETE FROM {cl} WHERE txid < txid_snapshot_xmax(CAST(:b AS txid_snapshot)) "
+                            "AND txid_visible_in_snapshot(txid, CAST(:b AS txid_snapshot))", {"b": p[2]})
+        else:
+            last, lo, hi = int(p[2]), p[3], p[4]
+            self.db.execute(
+                f"DELETE FROM {cl} WHERE txid < txid_snapshot_xmax(CAST(:hi AS txid_snapshot)) AND ("
+                "  txid_visible_in_snapshot(txid, CAST(:lo AS txid_snapshot)) OR "
+                "  (id <= :last AND txid_visible_in_snapshot(txid, CAST(:hi AS txid_snapshot))))",
+                {"lo": lo, "hi": hi, "last": last})
+
+
+DIALECT = PostgresqlDialect()
