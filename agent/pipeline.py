@@ -21,6 +21,7 @@ import time
 from adapters import build_target
 
 from .config import Config, TargetSettings
+from .dlq import resend_dead_letters
 from .errors import CdcError, SourceError, SourceFatal, SpoolError, TargetError, TargetRejected
 from .formats import render
 from .interfaces import SpooledEvent
@@ -76,6 +77,7 @@ class TargetWorker(threading.Thread):
                     drain_deadline = drain_deadline or time.monotonic() + DRAIN_SECONDS
                     if time.monotonic() > drain_deadline:
                         break
+                resend_dead_letters(spool, self.settings, target)      # what `dlq retry` handed over
                 cursor = spool.counters(self.settings.name).cursor
                 batch, upto = self._next_batch(spool, cursor)
                 if not batch and upto == cursor:

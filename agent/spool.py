@@ -348,6 +348,29 @@ class Spool:
     def bump_retries(self, dl_id: int, reason: str) -> None:
         self.db.execute("UPDATE dead_letters SET retries = retries + 1, reason = ? WHERE dl_id = ?", (reason, dl_id))
 
+    # `dlq retry` while the agent runs hands target rejections to the target's worker: a request per dead
+    # letter in meta ('dlq_retry:ID' = 'requested'), which the worker replaces by the outcome
+
+    def request_retries(self, dl_ids: list[int]) -> None:
+        self.db.executemany("INSERT INTO meta (key, value) VALUES (?, 'requested') ON CONFLICT (key) DO UPDATE "
+                            "SET value = 'requested'", [(f"dlq_retry:{i}",) for i in dl_ids])
+
+    def requested_retries(self, target: str) -> list[DeadLetter]:
+        return [DeadLetter(*r) for r in self.db.execute(
+            "SELECT d.* FROM meta m JOIN dead_letters d ON m.key = 'dlq_retry:' || d.dl_id "
+            "WHERE m.key >= 'dlq_retry:' AND m.key < 'dlq_retry;' AND m.value = 'requested' AND d.target = ? "
+            "ORDER BY d.dl_id", (target,))]
+
+    def retry_outcome(self, dl_id: int) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (f"dlq_retry:{dl_id}",)).fetchone()
+        return row[0] if row else None
+
+    def set_retry_outcome(self, dl_id: int, outcome: str) -> None:
+        self.db.execute("UPDATE meta SET value = ? WHERE key = ?", (outcome, f"dlq_retry:{dl_id}"))
+
+    def clear_retry(self, dl_id: int) -> None:
+        self.db.execute("DELETE FROM meta WHERE key = ?", (f"dlq_retry:{dl_id}",))
+
 
 def _rollback(db: sqlite3.Connection) -> None:
     """Roll back what is left of a failed transaction. SQLite may already have rolled it back itself (a
