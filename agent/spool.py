@@ -356,10 +356,14 @@ class Spool:
                             "SET value = 'requested'", [(f"dlq_retry:{i}",) for i in dl_ids])
 
     def requested_retries(self, target: str) -> list[DeadLetter]:
+        # asked by every worker between two batches: a range of meta's key, nearly always empty
+        ids = [int(r[0][len("dlq_retry:"):]) for r in self.db.execute(
+            "SELECT key FROM meta WHERE key >= 'dlq_retry:' AND key < 'dlq_retry;' AND value = 'requested'")]
+        if not ids:
+            return []
         return [DeadLetter(*r) for r in self.db.execute(
-            "SELECT d.* FROM meta m JOIN dead_letters d ON m.key = 'dlq_retry:' || d.dl_id "
-            "WHERE m.key >= 'dlq_retry:' AND m.key < 'dlq_retry;' AND m.value = 'requested' AND d.target = ? "
-            "ORDER BY d.dl_id", (target,))]
+            f"SELECT * FROM dead_letters WHERE dl_id IN ({','.join('?' * len(ids))}) AND target = ? ORDER BY dl_id",
+            (*ids, target))]
 
     def retry_outcome(self, dl_id: int) -> str | None:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (f"dlq_retry:{dl_id}",)).fetchone()
