@@ -68,6 +68,9 @@ class Spool:
     def __init__(self, state_dir: Path, *, readonly: bool = False):
         self.path = Path(state_dir) / "spool.db"
         self._seen_rewinds: dict[str, str | None] = {}
+        # the config's targets, once ensure_targets told them; until then every cursor counts (the safe
+        # side for pruning)
+        self.configured: tuple[str, ...] | None = None
         try:
             if readonly:
                 if not self.path.exists():
@@ -153,13 +156,11 @@ class Spool:
         A new target starts at the oldest cursor of the configured targets already there (0 when none):
         it gets what is still spooled and undelivered, not a replay of what was pruned."""
         start = self._oldest_cursor_or_start(names)
-        self.configured: tuple[str, ...] | None = tuple(names)
+        self.configured = tuple(names)
         for name in names:
             self.db.execute("INSERT OR IGNORE INTO targets (name, cursor) VALUES (?, ?)", (name, start))
 
-    configured = None     # until ensure_targets: every cursor counts (the safe side for pruning)
-
-    def _oldest_cursor_or_start(self, names: "list[str] | tuple[str, ...] | None" = None) -> int:
+    def _oldest_cursor_or_start(self, names: list[str] | tuple[str, ...] | None = None) -> int:
         names = self.configured if names is None else names
         if names is None:
             row = self.db.execute("SELECT min(cursor) FROM targets").fetchone()
