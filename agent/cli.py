@@ -46,6 +46,15 @@ def _parser() -> argparse.ArgumentParser:
     dlq.add_argument("action", choices=["list", "show", "retry", "drop"])
     dlq.add_argument("id", nargs="?", type=int, help="dead letter id (show, drop; retry: all when omitted)")
     dlq.add_argument("--json", action="store_true", help="list: one JSON object per line")
+    rp = cmd("replay", "send a target again what the spool still holds from a point (same ids)")
+    rp.add_argument("--target", required=True, help="the target to send to again")
+    point = rp.add_mutually_exclusive_group(required=True)
+    point.add_argument("--since", metavar="TIME", help="RFC 3339 time with zone, or how long ago: 90s, 15m, 2h, 1d")
+    point.add_argument("--from", dest="from_position", metavar="POSITION",
+                       help="a source position as events carry it (the `position` attribute)")
+    tg = cmd("targets", "target cursors in the spool")
+    tg.add_argument("action", choices=["forget"])
+    tg.add_argument("name", help="a target no longer in the config whose cursor the spool still keeps")
     sub.add_parser("demo", help="run the embedded SQLite demo: sample ERP, workload, events printed "
                                 "(cdc-agent demo --help for its options)")
     return p
@@ -199,7 +208,39 @@ def _dlq(cfg, args) -> int:
     return dlq_command(cfg, args)
 
 
-_COMMANDS = {"check": _check, "setup": _setup, "run": _run, "status": _status, "teardown": _teardown, "dlq": _dlq}
+def _replay(cfg, args) -> int:
+    from .replay import replay_command
+    return replay_command(cfg, args)
+
+
+def _targets(cfg, args) -> int:
+    """`targets forget NAME`: drop the cursor of a target removed from the config. A configured target's
+    name is refused (exit 2: it would start again from the oldest cursor); a name the spool has no cursor
+    for is exit 1."""
+    from .spool import Spool
+    name = args.name
+    if name in {t.name for t in cfg.targets}:
+        print(f"cdc-agent: target {name} is in {cfg.path}: `targets forget` drops the cursor of a target that is "
+              "no longer configured; remove it from the config first", file=sys.stderr)
+        return 2
+    Spool(cfg.agent.state_dir, readonly=True).close()
+    spool = Spool(cfg.agent.state_dir)
+    try:
+        if not spool.forget_target(name):
+            stale = spool.stale_targets([t.name for t in cfg.targets])
+            print(f"cdc-agent: the spool has no cursor for target {name} (cursors of targets not in the config: "
+                  f"{', '.join(stale) or 'none'})", file=sys.stderr)
+            return 1
+        dead = spool.count_dead_letters(name)
+    finally:
+        spool.close()
+    print(f"forgot target {name}: its cursor is gone from the spool"
+          + (f"; its {dead} dead letter(s) stay until dropped (`cdc-agent dlq list`)" if dead else ""))
+    return 0
+
+
+_COMMANDS = {"check": _check, "setup": _setup, "run": _run, "status": _status, "teardown": _teardown, "dlq": _dlq,
+             "replay": _replay, "targets": _targets}
 
 
 if __name__ == "__main__":

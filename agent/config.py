@@ -547,6 +547,13 @@ def parse(raw: dict, *, file: str = "agent.toml", base: Path | None = None) -> C
     if not isinstance(rules_raw, list):
         raise ConfigError(file, "events", "must be an array of tables: write [[events]]")
     rules = tuple(_rule(file, i, r, source.tables) for i, r in enumerate(rules_raw))
+    for i, rule in enumerate(rules):
+        # an event id is (agent, position, type): two such rules would give two events one id
+        first = next(j for j, other in enumerate(rules) if (other.table, other.type) == (rule.table, rule.type))
+        if first != i:
+            raise ConfigError(file, f"events[{i}].type", f"{rule.type!r} is already the type of events[{first}] on "
+                              f"table {rule.table}: two rules on one table need different types (an event's id "
+                              "is derived from its change and its type)")
     targets_raw = raw.get("targets")
     if targets_raw is None:
         raise ConfigError(file, "targets", "at least one [[targets]] is required")

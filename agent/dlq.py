@@ -6,8 +6,10 @@ Two kinds of dead letters live in the spool:
   code, a missing key), with the raw change.
 
 `retry` works whether the agent runs or not:
-- a target rejection is sent again right now, directly through the target's adapter (same event, same id,
-  rendered in the target's format). Accepted → removed from the store and counted as delivered; rejected
+- a target rejection is sent again right now (same event, same id, rendered in the target's format): by the
+  running agent's worker for that target, between two of its batches, so nothing else writes to the target
+  at the same time (the command waits up to 30 s for the outcome); when no agent runs, by the command
+  itself, holding the agent's lock so that no agent starts meanwhile. Accepted → removed from the store and counted as delivered; rejected
   again → stays, with the new answer as its reason and `retries` + 1; target unreachable → stays, and the
   remaining dead letters of that target are not tried this time.
 - an unmappable change is mapped again with the *current* config; the events it now gives are spooled
@@ -20,16 +22,20 @@ Exit codes: 0 done, 1 something could not be done (unknown ID, retry failed), 2 
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 
 import orjson
 
 from .config import Config
-from .errors import CdcError, TargetError, TargetRejected
+from .errors import CdcError, SpoolError, TargetError, TargetRejected
 from .interfaces import SpooledEvent
 from .secrets import redact
 from .spool import DeadLetter, Spool
+from .statelock import unless_agent_runs
+
+log = logging.getLogger(__name__)
 
 
 def dlq_command(cfg: Config, args) -> int:
@@ -135,6 +141,9 @@ def _drop(spool: Spool, dl_id: int) -> int:
     return 0
 
 
+RETRY_WAIT_SECONDS = 30.0     # how long `dlq retry` waits for a running agent to send what it handed over
+
+
 def _retry(cfg: Config, spool: Spool, dl_id: int | None) -> int:
     if dl_id is not None:
         d = _get(spool, dl_id)
@@ -147,49 +156,121 @@ def _retry(cfg: Config, spool: Spool, dl_id: int | None) -> int:
             print("no dead letters")
             return 0
     done = failed = 0
-    targets: dict[str, object] = {}
-    unreachable: set[str] = set()
     mapper = None
-    try:
+    with unless_agent_runs(cfg.agent.state_dir) as agent_pid:
         for d in letters:
-            if d.target is None:
+            if d.target is None:        # spooling events again is safe next to a running agent
                 if mapper is None:
                     from .mapping import EventMapper
                     mapper = EventMapper(cfg)
                 ok = _retry_mapping(spool, mapper, d)
-            elif d.target in unreachable:
+                done += ok
+                failed += not ok
+        rejections = [d for d in letters if d.target is not None]
+        if rejections:
+            ok_n, failed_n = (_retry_here(cfg, spool, rejections) if agent_pid is None
+                              else _retry_by_agent(cfg, spool, rejections, agent_pid))
+            done += ok_n
+            failed += failed_n
+    print(f"{done} retried successfully, {failed} still in dead letters")
+    return 0 if failed == 0 else 1
+
+
+def _configured(cfg: Config, d: DeadLetter):
+    try:
+        return cfg.target(d.target)
+    except KeyError:
+        print(f"{d.dl_id}: target {d.target!r} is no longer in the config; add it back or `dlq drop {d.dl_id}`")
+        return None
+
+
+def _print_outcome(d: DeadLetter, kind: str, text: str) -> None:
+    if kind == "delivered":
+        print(f"{d.dl_id}: delivered event {d.event_id} to {d.target}")
+    elif kind == "rejected":
+        print(f"{d.dl_id}: {d.target} rejected it again: {text}")
+    elif kind == "unreachable":
+        print(f"{d.dl_id}: {d.target} is unreachable, try again later: {text}")
+    else:
+        print(f"{d.dl_id}: {text}")
+
+
+def _retry_here(cfg: Config, spool: Spool, letters: list[DeadLetter]) -> tuple[int, int]:
+    """No agent runs (and none can start: we hold its lock): send through the targets from here."""
+    from adapters import build_target
+    done = failed = 0
+    targets: dict[str, object] = {}
+    unreachable: set[str] = set()
+    try:
+        for d in letters:
+            settings = _configured(cfg, d)
+            if settings is None or d.target in unreachable:
                 failed += 1
                 continue
-            else:
-                ok = _retry_delivery(cfg, spool, targets, unreachable, d)
-            done += ok
-            failed += not ok
+            try:
+                target = targets.get(d.target)
+                if target is None:
+                    target = targets[d.target] = build_target(settings)
+                kind, text = send_dead_letter(spool, settings, target, d)
+            except CdcError as e:
+                kind, text = "failed", redact(str(e))
+            if kind == "unreachable":
+                unreachable.add(d.target)
+            _print_outcome(d, kind, text)
+            done += kind == "delivered"
+            failed += kind != "delivered"
     finally:
         for t in targets.values():
             try:
                 t.close()
             except Exception:
                 pass
-    print(f"{done} retried successfully, {failed} still in dead letters")
-    return 0 if failed == 0 else 1
+    return done, failed
 
 
-def _retry_delivery(cfg: Config, spool: Spool, targets: dict, unreachable: set, d: DeadLetter) -> bool:
-    from adapters import build_target
+def _retry_by_agent(cfg: Config, spool: Spool, letters: list[DeadLetter], pid: str) -> tuple[int, int]:
+    """An agent runs: sending from here could interleave with its delivery (the file target cuts a line it
+    is writing), so its target workers send them, between two batches; we wait for their outcomes."""
+    waiting: dict[int, DeadLetter] = {}
+    failed = 0
+    for d in letters:
+        if _configured(cfg, d) is None:
+            failed += 1
+        else:
+            waiting[d.dl_id] = d
+    if not waiting:
+        return 0, failed
+    spool.request_retries(list(waiting))
+    print(f"the agent (pid {pid}) is running: its delivery sends {len(waiting)} dead letter(s) between two batches")
+    done = 0
+    deadline = time.monotonic() + RETRY_WAIT_SECONDS
+    while waiting and time.monotonic() < deadline:
+        for dl_id, d in list(waiting.items()):
+            outcome = spool.retry_outcome(dl_id)
+            if outcome is not None and outcome != "requested":
+                kind, _, text = outcome.partition("\t")
+                _print_outcome(d, kind, text)
+                done += kind == "delivered"
+                failed += kind != "delivered"
+                spool.clear_retry(dl_id)
+                del waiting[dl_id]
+        if waiting:
+            time.sleep(0.2)
+    for dl_id, d in waiting.items():
+        spool.clear_retry(dl_id)
+        print(f"{dl_id}: the running agent (pid {pid}) did not send it within {RETRY_WAIT_SECONDS:.0f} s (its "
+              f"delivery to {d.target} is busy or retrying: see `cdc-agent status`); try again later")
+        failed += 1
+    return done, failed
 
+
+def send_dead_letter(spool: Spool, settings, target, d: DeadLetter) -> tuple[str, str]:
+    """Send one dead letter through an open target (same event, same id, in the target's format) and record
+    the result: ("delivered" | "rejected" | "unreachable" | "failed", detail)."""
     from .formats import render
-    try:
-        settings = cfg.target(d.target)
-    except KeyError:
-        print(f"{d.dl_id}: target {d.target!r} is no longer in the config; add it back or `dlq drop {d.dl_id}`")
-        return False
     if not d.body:
-        print(f"{d.dl_id}: no event body stored; nothing to send")
-        return False
+        return "failed", "no event body stored; nothing to send"
     try:
-        target = targets.get(d.target)
-        if target is None:
-            target = targets[d.target] = build_target(settings)
         ev = orjson.loads(d.body)
         body = render(d.body, settings.format)
         target.send([SpooledEvent(0, d.event_id or ev.get("id", ""), d.type, str(ev.get("subject", "")), body,
@@ -197,19 +278,31 @@ def _retry_delivery(cfg: Config, spool: Spool, targets: dict, unreachable: set, 
     except TargetRejected as e:
         reason = redact(str(e))
         spool.bump_retries(d.dl_id, reason)
-        print(f"{d.dl_id}: {d.target} rejected it again: {reason}")
-        return False
+        return "rejected", reason
     except (TargetError, OSError) as e:
-        unreachable.add(d.target)
         spool.bump_retries(d.dl_id, d.reason)
-        print(f"{d.dl_id}: {d.target} is unreachable, try again later: {redact(str(e))}")
-        return False
-    except CdcError as e:
-        print(f"{d.dl_id}: {redact(str(e))}")
-        return False
-    spool.resolve_dead_letter(d.dl_id, d.target)
-    print(f"{d.dl_id}: delivered event {d.event_id} to {d.target}")
-    return True
+        return "unreachable", redact(str(e))
+    spool.resolve_dead_letter(d.dl_id, settings.name)
+    return "delivered", ""
+
+
+def resend_dead_letters(spool: Spool, settings, target) -> None:
+    """In a target's worker, between two batches: send the dead letters `dlq retry` handed to the running
+    agent, and leave each outcome for the command to print."""
+    unreachable = False
+    for d in spool.requested_retries(settings.name):
+        if unreachable:       # like a retry from the command: the rest of this target waits for next time
+            kind, text = "unreachable", "not tried: the target was unreachable for the dead letter before"
+        else:
+            try:
+                kind, text = send_dead_letter(spool, settings, target, d)
+            except SpoolError:
+                raise
+            except Exception as e:  # a bug: in the log with its traceback; the worker goes on delivering
+                log.error("dlq retry of dead letter %d failed unexpectedly (a bug)", d.dl_id, exc_info=e)
+                kind, text = "failed", f"unexpected error (a bug; see the agent's log): {type(e).__name__}: {e}"
+        unreachable = kind == "unreachable"
+        spool.set_retry_outcome(d.dl_id, f"{kind}\t{redact(text)}")
 
 
 def _retry_mapping(spool: Spool, mapper, d: DeadLetter) -> bool:

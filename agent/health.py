@@ -31,7 +31,8 @@ def health_report(cfg: Config, monitor: Monitor | None, spool: Spool) -> dict:
               "retained_wal_bytes": src.retained_wal_bytes if src else None,
               "checkpoint": spool.checkpoint(),
               "changes_captured": monitor.captured if monitor else None,
-              "capture_paused": bool(monitor and monitor.backpressure)}
+              "capture_paused": bool(monitor and monitor.backpressure),
+              "capture_stopped": bool(monitor and monitor.capture_error)}
     if src and src.error:
         source["error"] = redact(src.error)
     status = "ok"
@@ -46,6 +47,9 @@ def health_report(cfg: Config, monitor: Monitor | None, spool: Spool) -> dict:
             and src.retained_wal_bytes > h.max_retained_wal_bytes:
         reasons.append(f"slot retains {src.retained_wal_bytes} bytes of WAL, over max_retained_wal_bytes "
                        f"{h.max_retained_wal_bytes}")
+    if monitor and monitor.capture_error:
+        status = "failing"
+        reasons.append("capture stopped: " + redact(monitor.capture_error))
     if monitor and monitor.backpressure:
         reasons.append(f"spool is full ({cfg.agent.spool_max_events} undelivered events): capture paused")
     targets = {}
@@ -68,9 +72,14 @@ def health_report(cfg: Config, monitor: Monitor | None, spool: Spool) -> dict:
         if h.max_pending_events is not None and pending > h.max_pending_events:
             reasons.append(f"target {t.name} has {pending} pending events, over max_pending_events "
                            f"{h.max_pending_events}")
+    stale = spool.stale_targets([t.name for t in cfg.targets])
+    for name in stale:
+        reasons.append(f"the spool keeps a cursor for target {name}, which is not in the config (it no longer "
+                       f"holds back pruning); if it is gone for good: cdc-agent targets forget {name} -c {cfg.path}")
     if status == "ok" and reasons:
         status = "degraded"
     return {"status": status, "agent": cfg.agent.name, "source": source, "targets": targets,
+            "stale_targets": stale,
             "dead_letters": spool.count_dead_letters(), "unmapped_dead_letters": spool.count_unmapped(),
             "reasons": reasons}
 

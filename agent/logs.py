@@ -1,4 +1,5 @@
-"""Logging: one line per event of note, text or JSON, with secrets redacted on the way out."""
+"""Logging: one line per event of note, text or JSON, with secrets redacted on the way out. A bug logged
+with its exception carries the traceback (text: the lines after the message; JSON: an `exc` field)."""
 
 from __future__ import annotations
 
@@ -18,16 +19,16 @@ class _RedactingFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         msg = redact(record.getMessage())
-        # an exception logged with its traceback is a bug: keep the traceback (redacted), it is what a fix needs
-        trace = redact(self.formatException(record.exc_info)) if record.exc_info else None
+        # a record with exc_info is a bug being reported: its traceback is what a maintainer needs
+        exc = redact(self.formatException(record.exc_info)) if record.exc_info else None
         ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
         if self.json_lines:
-            line = {"time": ts, "level": record.levelname.lower(), "logger": record.name, "msg": msg}
-            if trace:
-                line["traceback"] = trace
-            return orjson.dumps(line).decode()
-        text = f"{ts} {record.levelname.lower():7} {record.name}: {msg}"
-        return text + "\n" + trace if trace else text
+            out = {"time": ts, "level": record.levelname.lower(), "logger": record.name, "msg": msg}
+            if exc:
+                out["exc"] = exc
+            return orjson.dumps(out).decode()
+        line = f"{ts} {record.levelname.lower():7} {record.name}: {msg}"
+        return f"{line}\n{exc}" if exc else line
 
 
 def setup(log_format: str = "text", level: str = "info", stream=None) -> None:

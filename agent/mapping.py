@@ -121,9 +121,8 @@ class EventMapper:
                     events.append(self._event(rule, ch, changed_cols))
                 except _Unmappable as e:
                     failures.append(MappingFailure(rule.type, ch.position, str(e), change_to_json(ch)))
-                except Exception as e:  # a malformed row must not stop capture: it goes to dead letters
-                    failures.append(MappingFailure(rule.type, ch.position, f"cannot map change: {e!r}",
-                                                   change_to_json(ch)))
+                # any other exception is a bug in the rules' evaluation, not a bad row: it propagates, and
+                # the capture loop stops with its traceback instead of dead-lettering every change
         return events, failures
 
     def _event(self, rule: _CompiledRule, ch: RowChange, changed_cols: set[str] | None) -> MappedEvent:

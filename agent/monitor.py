@@ -64,6 +64,8 @@ class Monitor:
     source_error: str | None = None
     source_fatal: bool = False
     backpressure: bool = False
+    capture_error: str | None = None  # why capture is stopped: a spool write error (retried), or a bug
+    capture_stopped: bool = False     # a bug stopped capture until a restart
     captured: int = 0                 # row changes read from the source since start
     source_status_fn: object = None   # callable returning SourceStatus, set while a source is open
     targets: dict[str, TargetLive] = field(default_factory=dict)

@@ -18,7 +18,7 @@ import time
 
 from .config import Config
 from .delivery import DeliveryProcess
-from .errors import CdcError, SourceError, SourceFatal
+from .errors import CdcError, SourceError, SourceFatal, SpoolError
 from .mapping import EventMapper
 from .monitor import Monitor
 from .secrets import redact, registered
@@ -54,6 +54,9 @@ class Agent:
             self.workers = [TargetWorker(cfg, t, self.monitor, stop) for t in cfg.targets]
         self.source = None
         self._setup_done = False
+        # a batch read from the source that the spool has not accepted yet (a full disk): kept, appended
+        # again until it goes in, and only then is the source confirmed
+        self._unspooled: tuple | None = None
 
     def run(self) -> int:
         from .health import HealthServer    # local import: the health module pulls in prometheus_client
@@ -68,32 +71,51 @@ class Agent:
         log.info("agent %s started: source %s, targets %s", self.cfg.agent.name, self.cfg.source.kind,
                  ", ".join(t.name for t in self.cfg.targets))
         last_prune = last_ckpt_log = time.monotonic()
-        failures = 0
+        failures = spool_failures = 0
         try:
             while not self.stop.is_set():
                 if self.delivery:
                     self.delivery.ensure_alive()      # also while paused: only delivery can end a pause
-                if self._backpressure():
-                    self.stop.wait(0.5)
+                if self.monitor.capture_stopped:
+                    self.stop.wait(0.5)               # a bug stopped capture: health says so until a restart
                     continue
                 try:
-                    if self.source is None:
-                        self._open_source()
-                    self._capture_once()
-                    failures = 0
-                except SourceError as e:
-                    failures += 1
-                    self._source_failed(e, failures)
-                now = time.monotonic()
-                if now - last_prune > PRUNE_EVERY_SECONDS:
-                    # one small step per loop until nothing is left to prune: capture never waits long
-                    if self.spool.prune(self.cfg.agent.spool_retention_seconds, PRUNE_STEP) < PRUNE_STEP:
-                        last_prune = now
-                if now - last_ckpt_log > self.cfg.agent.checkpoint_log_seconds:
-                    log.info("checkpoint %s, %d changes captured since start", self.spool.checkpoint(),
-                             self.monitor.captured)
-                    last_ckpt_log = now
+                    if self._backpressure():
+                        self.stop.wait(0.5)
+                        continue
+                    try:
+                        if self._unspooled is not None:
+                            self._spool_batch()
+                        else:
+                            if self.source is None:
+                                self._open_source()
+                            self._capture_once()
+                        failures = 0
+                    except SourceError as e:
+                        failures += 1
+                        self._source_failed(e, failures)
+                    now = time.monotonic()
+                    if now - last_prune > PRUNE_EVERY_SECONDS:
+                        # one small step per loop until nothing is left to prune: capture never waits long
+                        if self.spool.prune(self.cfg.agent.spool_retention_seconds, PRUNE_STEP) < PRUNE_STEP:
+                            last_prune = now
+                    if now - last_ckpt_log > self.cfg.agent.checkpoint_log_seconds:
+                        log.info("checkpoint %s, %d changes captured since start", self.spool.checkpoint(),
+                                 self.monitor.captured)
+                        last_ckpt_log = now
+                    spool_failures = 0
+                except SpoolError as e:
+                    spool_failures += 1
+                    self._spool_failed(e, spool_failures)
+                except CdcError:
+                    raise
+                except Exception as e:
+                    self._capture_bug(e)
         finally:
+            if self._unspooled is not None:
+                log.warning("stopping with a batch the spool did not accept; it is read again from checkpoint "
+                            "%s on the next start (the source was not confirmed past it)",
+                            self._checkpoint_or_unknown())
             self._close_source()
             for w in self.workers:
                 w.wake.set()
@@ -103,7 +125,7 @@ class Agent:
                 self.delivery.stop(DRAIN_SECONDS + 5)
             if health:
                 health.stop()
-            log.info("agent %s stopped at checkpoint %s", self.cfg.agent.name, self.spool.checkpoint())
+            log.info("agent %s stopped at checkpoint %s", self.cfg.agent.name, self._checkpoint_or_unknown())
             self.spool.close()
             os.close(self._lock_fd)
         return 0
@@ -154,12 +176,50 @@ class Agent:
         events, failures = self.mapper.map(batch.changes)
         for f in failures:
             log.warning("change at %s cannot become %s: %s; it is in dead letters", f.position, f.event_type, f.reason)
-        added = self.spool.append(events, failures, batch.checkpoint)
         self.monitor.captured += len(batch.changes)
+        self._unspooled = (events, failures, batch.checkpoint)
+        self._spool_batch()
+
+    def _spool_batch(self) -> None:
+        """Append the batch in hand; on a SpoolError it stays in hand (the source is not read further and not
+        confirmed) and the capture loop tries again after a pause."""
+        events, failures, checkpoint = self._unspooled
+        added = self.spool.append(events, failures, checkpoint)
+        self._unspooled = None
+        if self.monitor.capture_error is not None:
+            log.info("the spool accepts writes again: capture resumes")
+            self.monitor.capture_error = None
         if added:
             self._wake_targets()
-        if batch.checkpoint is not None:
-            self.source.confirm(batch.checkpoint)      # only now: the spool holds everything up to it
+        if checkpoint is not None:
+            self.source.confirm(checkpoint)      # only now: the spool holds everything up to it
+
+    def _spool_failed(self, e: SpoolError, failures: int) -> None:
+        msg = redact(str(e))
+        if self.monitor.capture_error != msg:
+            log.error("capture stopped: %s", msg)
+        self.monitor.capture_error = msg
+        delay = min(10.0, 0.5 * 2 ** min(failures - 1, 5))
+        log.warning("spool write failed (attempt %d); trying again in %.1fs", failures, delay)
+        self.stop.wait(delay)
+
+    def _capture_bug(self, e: Exception) -> None:
+        """An unexpected exception in capture (reading, mapping) is a bug: retrying would hit it again, and
+        treating the change as unmappable would dead-letter every change. Capture stops, the traceback goes
+        to the log, health reports failing; the source is not confirmed past the batch, so a restart after
+        the fix reads it again."""
+        log.error("capture stopped by an unexpected error (a bug, please report it): %r", e, exc_info=e)
+        self.monitor.capture_error = (f"capture stopped by an unexpected error (a bug; the traceback is in the "
+                                      f"log; restart the agent once fixed): {type(e).__name__}: {redact(str(e))}")
+        self.monitor.capture_stopped = True
+        self._unspooled = None
+        self._close_source()
+
+    def _checkpoint_or_unknown(self) -> str | None:
+        try:
+            return self.spool.checkpoint()
+        except SpoolError:
+            return "(spool unreadable)"
 
     def _wake_targets(self) -> None:
         for w in self.workers:

@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import gc
 import logging
-import sqlite3
 import threading
 import time
 
 from adapters import build_target
 
 from .config import Config, TargetSettings
-from .errors import CdcError, TargetError, TargetRejected
+from .dlq import resend_dead_letters
+from .errors import CdcError, SpoolError, TargetError, TargetRejected
 from .formats import render
 from .interfaces import SpooledEvent, Target
 from .monitor import Monitor
@@ -69,10 +69,26 @@ class TargetWorker(threading.Thread):
         spool: Spool | None = None
         target: Target | None = None
         try:
-            spool = Spool(self.cfg.agent.state_dir)
             target = build_target(self.settings)
-            self._deliver_all(spool, target)
-        except (CdcError, sqlite3.Error) as e:
+            spool_failures = 0
+            while True:
+                try:
+                    spool = spool or Spool(self.cfg.agent.state_dir)
+                    self._deliver_all(spool, target)
+                    break
+                except SpoolError as e:
+                    # the state_dir's disk is full (or briefly unreadable): nothing was confirmed past what the
+                    # spool holds, so wait and go on by itself when it accepts writes again
+                    spool_failures += 1
+                    reason = redact(str(e))
+                    log.error("target %s: %s; delivery resumes when the spool accepts writes again", name, reason)
+                    self.live.state, self.live.last_error = "retrying", reason
+                    if spool is not None:
+                        spool.close()
+                        spool = None
+                    if self.stop.wait(min(10.0, 0.5 * 2 ** min(spool_failures - 1, 5))):
+                        break
+        except CdcError as e:
             # a spool error (disk full, a corrupt file) ends this worker visibly; its cursor has not moved
             # past anything undelivered
             log.error("target %s stopped: %s", name, redact(str(e)))
@@ -109,6 +125,7 @@ class TargetWorker(threading.Thread):
                     if drain_deadline is not None or self.stop.is_set():
                         return
                     continue
+            resend_dead_letters(spool, self.settings, target)      # what `dlq retry` handed over
             cursor = spool.counters(self.settings.name).cursor
             batch, upto = self._next_batch(spool, cursor)
             if self.applied is not None:
