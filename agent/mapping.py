@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from . import rawjson
 from .changes import RowChange
 from .config import Config, EventRule
 
@@ -52,11 +53,11 @@ def change_to_json(change: RowChange) -> bytes:
         "table": change.table, "op": change.op, "before": change.before, "after": change.after,
         "position": change.position, "commit_time": change.commit_time, "commit_ts": change.commit_ts,
         "txid": change.txid, "key_columns": list(change.key_columns), "unavailable": list(change.unavailable),
-    })
+    }, default=rawjson.default)
 
 
 def change_from_json(raw: bytes) -> RowChange:
-    d = orjson.loads(raw)
+    d = rawjson.loads_exact(raw)          # json values keep their digits through a dead letter
     return RowChange(table=d["table"], op=d["op"], before=d["before"], after=d["after"], position=d["position"],
                      commit_time=d["commit_time"], commit_ts=d["commit_ts"], txid=d["txid"],
                      key_columns=tuple(d["key_columns"]), unavailable=tuple(d["unavailable"]))
@@ -164,7 +165,7 @@ class EventMapper:
             "specversion": "1.0", "id": eid, "source": rule.source, "type": rule.type, "subject": subject,
             "time": ch.commit_time, "datacontenttype": "application/json", "position": ch.position,
             "txid": ch.txid, "data": data,
-        })
+        }, default=rawjson.default)       # json/jsonb values (RawJson) go in as the database wrote them
         return MappedEvent(eid, rule.type, subject, ch.position, ch.commit_ts, body)
 
     @staticmethod
