@@ -28,7 +28,8 @@ import uuid
 import zlib
 from typing import Any, Callable
 
-import orjson
+from . import myvalues
+from .rawjson import RawJson
 
 # ------------------------------------------------------------------ event types
 
@@ -313,18 +314,7 @@ def decode_decimal(raw: bytes, precision: int, scale: int) -> str:
     return _decimal_decoder(precision, scale)[0](raw, 0)[0]
 
 
-def _float32(v: float) -> float:
-    """The shortest decimal that reads back as the same 32-bit float: what the column holds, without the
-    noise digits a float32 shows as a double (0.1 and not 0.10000000149011612)."""
-    if v != v or v in (float("inf"), float("-inf")):
-        return v
-    pack = struct.pack
-    want = pack("<f", v)
-    for digits in range(6, 10):
-        r = float(f"{v:.{digits}g}")
-        if pack("<f", r) == want:
-            return r
-    return v
+_float32 = myvalues.float32_shortest     # (the trigger source imports it under this name)
 
 
 def _datetime_str(ymdhms: int, usec: int, fsp: int) -> str:
@@ -443,6 +433,14 @@ def _fixed_binary(field_len: int):
     return conv
 
 
+def _padded(field_len: int, conv: Callable[[bytes], Any]):
+    def pad(raw: bytes) -> Any:
+        if len(raw) < field_len:
+            raw = raw + b"\x00" * (field_len - len(raw))
+        return conv(raw)
+    return pad
+
+
 # ------------------------------------------------------------------ MySQL binary JSON
 
 _JSONB_SMALL_OBJ, _JSONB_LARGE_OBJ, _JSONB_SMALL_ARR, _JSONB_LARGE_ARR = 0, 1, 2, 3
@@ -525,8 +523,8 @@ def _jsonb_container(t: int, b: bytes, start: int) -> Any:
 
 def _jsonb_opaque(ftype: int, data: bytes) -> Any:
     if ftype == T_NEWDECIMAL and len(data) >= 2:
-        s = decode_decimal(data[2:], data[0], data[1])
-        return float(s)
+        # a JSON number with the decimal's exact digits, never through a float
+        return RawJson(decode_decimal(data[2:], data[0], data[1]))
     if ftype in (T_DATE, T_DATETIME, T_TIMESTAMP, T_DATETIME2, T_TIMESTAMP2) and len(data) >= 8:
         packed = int.from_bytes(data[:8], "little", signed=True)
         s = _datetime_str(packed >> 24, packed & 0xFFFFFF, 6)
@@ -545,7 +543,7 @@ def _jsonb_opaque(ftype: int, data: bytes) -> Any:
 
 class Column:
     __slots__ = ("index", "name", "type", "meta", "nullable", "unsigned", "collation", "charset", "values",
-                 "json")
+                 "json", "logical")
 
     def __init__(self, index: int, type_: int, meta: Any, nullable: bool):
         self.index, self.type, self.meta, self.nullable = index, type_, meta, nullable
@@ -555,6 +553,7 @@ class Column:
         self.charset: str | None = None       # MySQL charset name, once known
         self.values: list[str] | None = None  # ENUM / SET members
         self.json = False                     # MariaDB: a LONGTEXT column declared JSON
+        self.logical: str | None = None       # what the catalog says the column is (myvalues.LOGICAL_TYPES)
 
     def __repr__(self) -> str:
         return f"Column({self.name!r}, {TYPE_NAMES.get(self.type, self.type)}, meta={self.meta!r})"
@@ -711,6 +710,23 @@ def parse_table_map(body: bytes, table_id_len: int = 6, collations: dict[int, st
     return TableMap(table_id, schema, table, columns, primary_key, has_names, bytes(shape))
 
 
+def apply_logical_types(tm: TableMap, hints) -> None:
+    """Marks the columns the catalog knows more about: `hints` is a set of JSON column names or a mapping
+    column -> logical type. A hint that does not fit the column's binlog type is ignored (the column was
+    altered since the catalog was read: its bytes decide)."""
+    if not hints:
+        return
+    mapping = hints if isinstance(hints, dict) else dict.fromkeys(hints, myvalues.JSON)
+    for c in tm.columns:
+        lt = mapping.get(c.name)
+        if lt == myvalues.JSON and c.type in _BLOBS:
+            c.json, c.logical = True, lt
+        elif lt in (myvalues.UUID, myvalues.INET6) and c.type == T_STRING and c.meta == 16:
+            c.logical = lt
+        elif lt == myvalues.INET4 and c.type == T_STRING and c.meta == 4:
+            c.logical = lt
+
+
 # ------------------------------------------------------------------ rows decoder generation
 
 _I16 = struct.Struct("<h").unpack_from
@@ -848,9 +864,12 @@ def _column_decoder(c: Column) -> tuple[list[str] | None, Callable | None]:
         if c.json and codec is not None:
             ln = {1: "n = b[p]; p += 1", 2: "n = b[p] | b[p+1] << 8; p += 2"}.get(
                 lenbytes, f"n = int.from_bytes(b[p:p+{lenbytes}], 'little'); p += {lenbytes}")
-            return [ln, "try: $v = JL(b[p:p+n])", "except JE: $v = b[p:p+n].decode('utf-8', 'replace')",
-                    "p += n"], None
+            jcodec, jerrors = codec_for(c.charset)
+            return [ln, f"$v = JT(b[p:p+n].decode({jcodec or 'utf-8'!r}, {jerrors!r})); p += n"], None
         if codec is None:
+            conv = myvalues.binary_converter(c.logical) if t == T_STRING else None
+            if conv is not None:                          # MariaDB UUID / INET4 / INET6
+                return None, _lenprefixed(lenbytes, _padded(m, conv))
             if t == T_STRING:
                 return None, _lenprefixed(lenbytes, _fixed_binary(m))
             return None, _lenprefixed(lenbytes, _b64)
@@ -867,8 +886,7 @@ def _column_decoder(c: Column) -> tuple[list[str] | None, Callable | None]:
 
 
 _GLOBALS = {"I32": _I32, "U32": _U32, "I64": _I64, "U64": _U64, "F32": _F32, "F64": _F64, "F32R": _float32_cached,
-            "F32C": _f32_cache, "DC": _day_cache, "DAY": _day, "JL": orjson.loads,
-            "JE": orjson.JSONDecodeError}
+            "F32C": _f32_cache, "DC": _day_cache, "DAY": _day, "JT": myvalues.json_text}
 
 
 def _image_code(tm: TableMap, present: int, fns: dict[str, Callable], target: str) -> list[str]:
@@ -993,8 +1011,10 @@ class BinlogParser:
 
     `want(schema, table)`: which tables' rows to decode (others are skipped cheaply).
     `collations`: collation id -> charset name (the server's information_schema.COLLATIONS).
-    `json_columns(schema, table)`: names of text columns holding JSON (MariaDB declares JSON as LONGTEXT
-    with a json_valid CHECK; the binlog cannot tell). Called once per new table shape.
+    `json_columns(schema, table)`: what the binlog cannot tell about a table's columns, from the catalog:
+    either a set of the text columns holding JSON (MariaDB declares JSON as LONGTEXT with a json_valid
+    CHECK), or a mapping column -> logical type ("json", "uuid", "inet4", "inet6": MariaDB's UUID/INET4/
+    INET6 arrive as BINARY; myvalues.load_logical_types builds it). Called once per new table shape.
     """
 
     def __init__(self, want: Callable[[str, str], bool] | None = None,
@@ -1190,10 +1210,7 @@ class BinlogParser:
                 return e
             tm = parse_table_map(body, tid_len, self.collations, "mariadb" in self.server_version.lower())
             if self.json_columns is not None:
-                jc = self.json_columns(schema, table)
-                for c in tm.columns:
-                    if c.name in jc and c.type in _BLOBS:
-                        c.json = True
+                apply_logical_types(tm, self.json_columns(schema, table))
             if len(self._shapes) > 4096:
                 self._shapes.clear()
             self._shapes[shape] = tm

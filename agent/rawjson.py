@@ -13,6 +13,7 @@ JSON lines). Nothing else in the text changes: key order, duplicate keys and spa
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import orjson
@@ -98,14 +99,37 @@ def _exact_float(s: str) -> Any:
 
 
 def _exact_int(s: str) -> Any:
+    if s == "-0":
+        return RawJson(s)
     if len(s) < 19:
         return int(s)
     n = int(s) if len(s) < 4000 else None
     return n if n is not None and -_F64_MAX_INT <= n < (1 << 64) else RawJson(s)
 
 
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
 def loads_exact(raw: bytes | str) -> Any:
-    """Parse JSON that an encoder wrote with RawJson values in it (an event body, a stored change):
-    numbers that orjson would not write back identically stay their text (RawJson), so rendering the
-    result again gives the same digits. (Python's parser: orjson's cannot hand numbers over as text.)"""
-    return json.loads(raw, parse_float=_exact_float, parse_int=_exact_int, parse_constant=_reject_constant)
+    """Parse JSON that an encoder wrote with RawJson values in it (an event body, a stored change) so that
+    encoding the result again keeps every value: numbers orjson would not write back identically stay
+    their text (RawJson), and so do strings holding a lone surrogate (orjson cannot encode those). Key
+    order is kept; spacing and duplicate keys inside json values are not. (Python's parser: orjson's
+    cannot hand numbers over as text.)"""
+    d = json.loads(raw, parse_float=_exact_float, parse_int=_exact_int, parse_constant=_reject_constant)
+    b = raw.encode() if isinstance(raw, str) else raw
+    return _keep_surrogates(d) if _SURROGATE_ESCAPE.search(b) else d
+
+
+def _keep_surrogates(v: Any) -> Any:
+    if type(v) is str:
+        try:
+            v.encode("utf-8")
+            return v
+        except UnicodeEncodeError:
+            return RawJson(json.dumps(v))          # ensure_ascii: the surrogate stays an escape
+    if type(v) is dict:
+        return {k: _keep_surrogates(x) for k, x in v.items()}   # (a key with one: orjson refuses it)
+    if type(v) is list:
+        return [_keep_surrogates(x) for x in v]
+    return v
