@@ -37,7 +37,7 @@ def inet4_text(raw: bytes) -> str:
 
 def inet6_text(raw: bytes) -> str:
     """16 bytes -> IPv6 text as MariaDB's INET6 prints it: lowercase hex words without leading zeros, the
-    longest run of two or more zero words (the first of equal runs) as '::', and IPv4-compatible
+    longest run of zero words (the first of equal runs; a single zero word too) as '::', and IPv4-compatible
     (::a.b.c.d) and IPv4-mapped (::ffff:a.b.c.d) addresses with a dotted quad."""
     words = struct.unpack(">8H", raw)
     best_pos, best_len = -1, 0
@@ -54,7 +54,7 @@ def inet6_text(raw: bytes) -> str:
             i += 1
     if best_pos == 0 and (best_len == 6 or (best_len == 5 and words[5] == 0xFFFF)):
         return ("::" if best_len == 6 else "::ffff:") + inet4_text(raw[12:])
-    if best_len < 2:
+    if best_len == 0:
         return ":".join(f"{w:x}" for w in words)
     head = ":".join(f"{w:x}" for w in words[:best_pos])
     tail = ":".join(f"{w:x}" for w in words[best_pos + best_len:])
