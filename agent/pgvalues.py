@@ -432,3 +432,30 @@ def converters(type_oids, types: Mapping[int, TypeInfo] | None = None) -> list[C
             c = cache[oid] = converter(oid, types)
         out.append(c)
     return out
+
+
+# ---------------------------------------------------------------- what pgoutput leaves out (for `check`)
+
+# PostgreSQL 15's pgoutput does not send STORED generated columns (neither in Relation nor in row messages;
+# publishing them came with PostgreSQL 18), so events of such tables lack them. `check` names them.
+STORED_GENERATED_SQL = (
+    "SELECT n.nspname::text, c.relname::text, a.attname::text FROM pg_attribute a "
+    "JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE a.attgenerated = 's' AND a.attnum > 0 AND NOT a.attisdropped ORDER BY 1, 2, a.attnum")
+
+
+def stored_generated_columns(rows, tables) -> dict[str, list[str]]:
+    """'schema.table' -> its STORED generated columns, for the captured `tables`, from STORED_GENERATED_SQL rows."""
+    wanted = set(tables)
+    out: dict[str, list[str]] = {}
+    for schema, table, column in rows:
+        name = f"{schema}.{table}"
+        if name in wanted:
+            out.setdefault(name, []).append(column)
+    return out
+
+
+def stored_generated_detail(found: dict[str, list[str]]) -> str:
+    """One line for a `check` warning: which tables' events lack which columns."""
+    return "pgoutput (PostgreSQL 15) does not send STORED generated columns; events lack " + "; ".join(
+        f"{t}: {', '.join(cols)}" for t, cols in sorted(found.items()))

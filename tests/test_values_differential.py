@@ -440,3 +440,20 @@ def test_mariadb_binlog_values_match_the_database(mariadb_db):
             if not ok:
                 problems.append(f"row {i} {col} ({typ}): binlog {have!r}, database {expected[i][k]!r} -> {want!r}")
     assert not problems, f"{len(problems)} values differ (seed {SEED}):\n" + "\n".join(problems[:30])
+
+
+def test_postgres_stored_generated_columns_are_not_in_the_log_and_are_named(pg_db):
+    pg_db.execute("CREATE TABLE g (id int PRIMARY KEY, price numeric, qty int, "
+                  "total numeric GENERATED ALWAYS AS (price * qty) STORED, note text); "
+                  "CREATE TABLE plain (id int PRIMARY KEY); CREATE PUBLICATION pg FOR TABLE g, plain")
+    pg_db.execute("SELECT pg_create_logical_replication_slot('gen_slot', 'pgoutput')")
+    pg_db.execute("INSERT INTO g (id, price, qty, note) VALUES (1, 2.50, 4, 'x')")
+    rows = pg_db.execute("SELECT data FROM pg_logical_slot_get_binary_changes('gen_slot', NULL, NULL, "
+                         "'proto_version', '1', 'publication_names', 'pg')")
+    pg_db.execute("SELECT pg_drop_replication_slot('gen_slot')")
+    dec = pgoutput.Decoder()
+    rel = next(m for m in (dec.decode(bytes(r[0])) for r in rows) if isinstance(m, pgoutput.Relation))
+    assert rel.names == ("id", "price", "qty", "note")                  # no "total": what the docs say
+    found = pgvalues.stored_generated_columns(pg_db.execute(pgvalues.STORED_GENERATED_SQL), ["public.g", "public.plain"])
+    assert found == {"public.g": ["total"]}
+    assert "public.g: total" in pgvalues.stored_generated_detail(found)
