@@ -25,6 +25,7 @@ import time
 
 import orjson
 
+from . import rawjson
 from .config import Config
 from .errors import CdcError, TargetError, TargetRejected
 from .interfaces import SpooledEvent
@@ -120,8 +121,8 @@ def _show(spool: Spool, dl_id: int) -> int:
     raw, label = (d.body, "event") if d.body else (d.change, "change (mapped again on retry)")
     if raw:
         try:
-            text = orjson.dumps(orjson.loads(raw), option=orjson.OPT_INDENT_2).decode()
-        except orjson.JSONDecodeError:
+            text = rawjson.dumps(rawjson.loads_exact(raw), option=orjson.OPT_INDENT_2).decode()   # exact digits
+        except ValueError:
             text = raw.decode(errors="replace")
         print(f"{label}:\n{redact(text)}")
     return 0
@@ -190,7 +191,7 @@ def _retry_delivery(cfg: Config, spool: Spool, targets: dict, unreachable: set, 
         target = targets.get(d.target)
         if target is None:
             target = targets[d.target] = build_target(settings)
-        ev = orjson.loads(d.body)
+        ev = rawjson.loads_exact(d.body)            # a json value's 1e400 is valid JSON, not a double
         body = render(d.body, settings.format)
         target.send([SpooledEvent(0, d.event_id or ev.get("id", ""), d.type, str(ev.get("subject", "")), body,
                                   0.0)])

@@ -16,20 +16,22 @@ settings where that is cheap (a non-UTC offset, 'postgres' interval style, escap
     real/double precision     number; "NaN", "Infinity", "-Infinity" as strings (JSON has no such numbers)
     boolean                   true/false
     text/varchar/char/name    string (char(n) keeps its blank padding, as PostgreSQL stores it)
-    date                      "YYYY-MM-DD" ("infinity", "-infinity" and BC dates as PostgreSQL prints them)
+    date                      "YYYY-MM-DD"; "infinity", "-infinity"; BC / above 9999: ISO 8601 expanded years
     time                      "HH:MM:SS[.ffffff]"
     timetz                    "HH:MM:SS[.ffffff]+HH:MM"
-    timestamp                 "YYYY-MM-DDTHH:MM:SS[.ffffff]" (no offset)
-    timestamptz               "YYYY-MM-DDTHH:MM:SS.ffffffZ" (UTC)
+    timestamp                 "YYYY-MM-DDTHH:MM:SS[.ffffff]" (no offset; expanded years, infinities as date)
+    timestamptz               "YYYY-MM-DDTHH:MM:SS.ffffffZ" (UTC; expanded years, infinities as date)
     interval                  ISO 8601 duration as PostgreSQL's iso_8601 style writes it ("P1DT2H3M4.5S")
     bytea                     base64
-    json/jsonb                embedded JSON
+    json/jsonb                RawJson: embedded as the database wrote it (agent/rawjson.py)
     uuid                      string
     enum                      its label
     domain                    as its base type
     array                     JSON array (nested for several dimensions), NULL elements as null
     anything else             PostgreSQL's text form, as a string
 Fractions of a second have 6 digits when there is a fraction at all (the same as the trigger source).
+docs/values.md has the whole table with the edge cases. The date/time formatting functions below are public
+so that the trigger source produces the same forms from PostgreSQL's ISO text or from parsed parts.
 """
 
 from __future__ import annotations

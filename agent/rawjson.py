@@ -89,9 +89,6 @@ def raw_json(text: str | bytes) -> RawJson | None:
     return RawJson(text)
 
 
-_F64_MAX_INT = 1 << 63
-
-
 def _exact_float(s: str) -> Any:
     f = float(s)
     # a float the encoder wrote keeps being a float; anything else keeps its text
@@ -104,7 +101,7 @@ def _exact_int(s: str) -> Any:
     if len(s) < 19:
         return int(s)
     n = int(s) if len(s) < 4000 else None
-    return n if n is not None and -_F64_MAX_INT <= n < (1 << 64) else RawJson(s)
+    return n if n is not None and -(1 << 63) <= n < (1 << 64) else RawJson(s)     # what orjson can write
 
 
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
