@@ -141,3 +141,36 @@ def test_logical_types_from_catalog_rows():
         [("db", "t", "u", "uuid"), ("db", "t", "ip", "INET6"), ("db", "t", "x", "int")],
         [("db", "t", "json_valid(`doc`)"), ("db", "u", "json_valid(`a``b`) and json_valid(`c`)")])
     assert got == {("db", "t"): {"u": "uuid", "ip": "inet6", "doc": "json"}, ("db", "u"): {"a`b": "json", "c": "json"}}
+
+
+def test_dead_letters_show_and_retry_keep_json_as_written(tmp_path, capsys):
+    from agent import dlq
+    from agent.mapping import MappingFailure
+    from agent.spool import Spool
+    cfg = config.parse({"agent": {"name": "a", "state_dir": str(tmp_path / "state")},
+                        "source": {"kind": "postgres", "dsn": "postgresql://x@h/db", "tables": ["public.t"]},
+                        "targets": [{"name": "f", "kind": "file", "path": str(tmp_path / "out.jsonl")}]})
+    doc = '{"e": 1e400, "pi": 3.14159265358979323846, "a": 1, "a": 2}'
+    ch = RowChange("public.t", "insert", None, {"id": 1, "doc": RawJson(doc)}, "0000000000000001:000001",
+                   "2026-11-23T10:15:02.000000Z", 1.0, "7", ("id",))
+    events, _ = EventMapper(cfg).map([ch])
+    spool = Spool(tmp_path / "state")
+    try:
+        spool.ensure_targets(["f"])
+        # a rejected event (a target said no) and an unmapped change (e.g. a missing status mapping)
+        spool.append(events, [MappingFailure("row.public.t", ch.position, "no mapping", change_to_json(ch))], None)
+        spooled = spool.fetch(0, 10)
+        spool.advance("f", spooled[-1].seq, 0, [(spooled[0], "rejected")])
+        letters = spool.dead_letters()
+        assert len(letters) == 2
+        for d in letters:
+            dlq._show(spool, d.dl_id)
+            assert "1e400" in capsys.readouterr().out
+        assert dlq._retry(cfg, spool, None) == 0
+        assert "mapped again into 1 event(s)" in capsys.readouterr().out and spool.dead_letters() == []
+        delivered = (tmp_path / "out.jsonl").read_bytes()
+        assert delivered.count(b'"doc":' + doc.encode()) == 1              # the rejected event, sent again as is
+        # the change mapped again gives the same bytes (so the spool knows it by its identity)
+        assert EventMapper(cfg).map([change_from_json(letters[0].change or letters[1].change)])[0][0].body == events[0].body
+    finally:
+        spool.close()
