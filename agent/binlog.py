@@ -20,15 +20,22 @@ MariaDB's knowledge base (GTID_EVENT, GTID_LIST_EVENT); everything here was chec
 
 from __future__ import annotations
 
-import binascii
 import codecs
-import datetime as _dt
 import struct
 import uuid
 import zlib
 from typing import Any, Callable
 
-import orjson
+from . import myvalues
+from .myvalues import (  # noqa: F401  (some only re-exported, for the trigger source and tests)
+    TYPE_NAMES, T_BIT, T_BLOB, T_DATE, T_DATETIME, T_DATETIME2, T_DECIMAL, T_DOUBLE,
+    T_ENUM, T_FLOAT, T_GEOMETRY, T_INT24, T_JSON, T_LONG, T_LONGLONG, T_LONG_BLOB, T_MEDIUM_BLOB, T_NEWDATE,
+    T_NEWDECIMAL, T_NULL, T_SET, T_SHORT, T_STRING, T_TIME, T_TIME2, T_TIMESTAMP, T_TIMESTAMP2, T_TINY,
+    T_TINY_BLOB, T_VARCHAR, T_VAR_STRING, T_YEAR, _b64, _bit, _day, _day_cache, _decimal_decoder,
+    _decimal_layout, _enum, _fixed_binary, _lenprefixed, _old_datetime, _old_time, _old_timestamp, _padded,
+    _set, _time2, _year, decode_decimal, decode_json_binary, float32_shortest, format_timestamp,
+)
+_float32 = float32_shortest     # (the trigger source imports it under this name)
 
 # ------------------------------------------------------------------ event types
 
@@ -93,50 +100,6 @@ FL_COMPLETED_XA = 128
 
 HEADER = struct.Struct("<IBIIIH")  # timestamp, type, server_id, event_size, log_pos, flags
 HEADER_LEN = 19
-
-# ------------------------------------------------------------------ column types
-
-T_DECIMAL = 0
-T_TINY = 1
-T_SHORT = 2
-T_LONG = 3
-T_FLOAT = 4
-T_DOUBLE = 5
-T_NULL = 6
-T_TIMESTAMP = 7
-T_LONGLONG = 8
-T_INT24 = 9
-T_DATE = 10
-T_TIME = 11
-T_DATETIME = 12
-T_YEAR = 13
-T_NEWDATE = 14
-T_VARCHAR = 15
-T_BIT = 16
-T_TIMESTAMP2 = 17
-T_DATETIME2 = 18
-T_TIME2 = 19
-T_JSON = 245
-T_NEWDECIMAL = 246
-T_ENUM = 247
-T_SET = 248
-T_TINY_BLOB = 249
-T_MEDIUM_BLOB = 250
-T_LONG_BLOB = 251
-T_BLOB = 252
-T_VAR_STRING = 253
-T_STRING = 254
-T_GEOMETRY = 255
-
-TYPE_NAMES = {
-    T_DECIMAL: "decimal(old)", T_TINY: "tinyint", T_SHORT: "smallint", T_LONG: "int", T_FLOAT: "float",
-    T_DOUBLE: "double", T_NULL: "null", T_TIMESTAMP: "timestamp(old)", T_LONGLONG: "bigint",
-    T_INT24: "mediumint", T_DATE: "date", T_TIME: "time(old)", T_DATETIME: "datetime(old)",
-    T_YEAR: "year", T_NEWDATE: "date", T_VARCHAR: "varchar", T_BIT: "bit", T_TIMESTAMP2: "timestamp",
-    T_DATETIME2: "datetime", T_TIME2: "time", T_JSON: "json", T_NEWDECIMAL: "decimal", T_ENUM: "enum",
-    T_SET: "set", T_TINY_BLOB: "blob", T_MEDIUM_BLOB: "blob", T_LONG_BLOB: "blob", T_BLOB: "blob",
-    T_VAR_STRING: "varchar", T_STRING: "char", T_GEOMETRY: "geometry",
-}
 
 # Optional metadata field types (TABLE_MAP, binlog_row_metadata=FULL)
 OM_SIGNEDNESS = 1
@@ -229,323 +192,12 @@ def packed_int(b: bytes, p: int) -> tuple[int, int]:
     raise BinlogError(f"bad length-encoded integer prefix 0x{c:02x}")
 
 
-def _b64(x: bytes) -> str:
-    return binascii.b2a_base64(x, newline=False).decode("ascii")
-
-
-_FRAC_BYTES = (0, 1, 1, 2, 2, 3, 3)
-_EPOCH_ORDINAL = _dt.date(1970, 1, 1).toordinal()
-_day_cache: dict[int, str] = {}
-
-
-def _day(days: int) -> str:
-    s = _day_cache.get(days)
-    if s is None:
-        if len(_day_cache) > 20000:
-            _day_cache.clear()
-        s = _day_cache[days] = _dt.date.fromordinal(_EPOCH_ORDINAL + days).isoformat()
-    return s
-
-
-def format_timestamp(sec: int, usec: int = 0) -> str:
-    """Epoch seconds (UTC) -> 'YYYY-MM-DDTHH:MM:SS.ffffffZ' (the CONTRACT's timestamp-with-time-zone form)."""
-    days, rem = divmod(sec, 86400)
-    h, rem = divmod(rem, 3600)
-    m, s = divmod(rem, 60)
-    return f"{_day(days)}T{h:02d}:{m:02d}:{s:02d}.{usec:06d}Z"
-
-
-# ------------------------------------------------------------------ value decoders (the non-inlined ones)
-# Each takes (bytes, offset) and returns (value, new offset).
-
-
-def _decimal_layout(precision: int, scale: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]], int]:
-    """DECIMAL's binary layout: the integer and fraction pieces as (bytes, digits), most significant first
-    (full groups of 9 digits take 4 bytes, a partial group fewer), and the total size in bytes."""
-    dig2bytes = (0, 1, 1, 2, 2, 3, 3, 4, 4, 4)
-    intg0, intg0x = divmod(precision - scale, 9)
-    frac0, frac0x = divmod(scale, 9)
-    int_pieces = ([(dig2bytes[intg0x], intg0x)] if intg0x else []) + [(4, 9)] * intg0
-    frac_pieces = [(4, 9)] * frac0 + ([(dig2bytes[frac0x], frac0x)] if frac0x else [])
-    return int_pieces, frac_pieces, sum(n for n, _ in int_pieces) + sum(n for n, _ in frac_pieces)
-
-
-def _decimal_decoder(precision: int, scale: int) -> tuple[Callable, int]:
-    """DECIMAL(precision, scale) in MySQL's binary format: groups of 9 digits in 4 bytes, big-endian,
-    sign bit flipped, every byte inverted for negative numbers. Returns the exact digits as a string."""
-    int_pieces, frac_pieces, size = _decimal_layout(precision, scale)
-    bits = size * 8
-    sign_bit = 1 << (bits - 1)
-    all_ones = (1 << bits) - 1
-    # shifts from the right end
-    layout_int, layout_frac = [], []
-    shift = bits
-    for n, d in int_pieces:
-        shift -= n * 8
-        layout_int.append((shift, (1 << n * 8) - 1, d))
-    for n, d in frac_pieces:
-        shift -= n * 8
-        layout_frac.append((shift, (1 << n * 8) - 1, d))
-    frac_fmt = [f"0{d}d" for _, _, d in layout_frac]
-
-    def dec(b: bytes, p: int) -> tuple[str, int]:
-        x = int.from_bytes(b[p:p + size], "big")
-        neg = not x & sign_bit
-        x ^= sign_bit
-        if neg:
-            x ^= all_ones
-        ip = 0
-        for sh, mask, d in layout_int:
-            ip = ip * 10 ** d + (x >> sh & mask)
-        if layout_frac:
-            fs = "".join(format(x >> sh & mask, f) for (sh, mask, _), f in zip(layout_frac, frac_fmt))
-            s = f"{ip}.{fs}"
-            if neg and (ip or fs.strip("0")):
-                s = "-" + s
-        else:
-            s = f"-{ip}" if neg and ip else str(ip)
-        return s, p + size
-
-    return dec, size
-
-
-def decode_decimal(raw: bytes, precision: int, scale: int) -> str:
-    return _decimal_decoder(precision, scale)[0](raw, 0)[0]
-
-
-def _float32(v: float) -> float:
-    """The shortest decimal that reads back as the same 32-bit float: what the column holds, without the
-    noise digits a float32 shows as a double (0.1 and not 0.10000000149011612)."""
-    if v != v or v in (float("inf"), float("-inf")):
-        return v
-    pack = struct.pack
-    want = pack("<f", v)
-    for digits in range(6, 10):
-        r = float(f"{v:.{digits}g}")
-        if pack("<f", r) == want:
-            return r
-    return v
-
-
-def _datetime_str(ymdhms: int, usec: int, fsp: int) -> str:
-    ymd = ymdhms >> 17
-    ym = ymd >> 5
-    hms = ymdhms & 0x1FFFF
-    s = (f"{ym // 13:04d}-{ym % 13:02d}-{ymd & 31:02d}T"
-         f"{hms >> 12:02d}:{hms >> 6 & 63:02d}:{hms & 63:02d}")
-    return f"{s}.{usec:06d}" if fsp else s
-
-
-def _time_str(packed: int, fsp: int) -> str:
-    """MySQL's packed time (int part << 24 | microseconds, negative for negative times) -> [-]HH:MM:SS[.ffffff]."""
-    sign = ""
-    if packed < 0:
-        sign, packed = "-", -packed
-    hms, usec = packed >> 24, packed & 0xFFFFFF
-    s = f"{sign}{hms >> 12 & 0x3FF:02d}:{hms >> 6 & 63:02d}:{hms & 63:02d}"
-    return f"{s}.{usec:06d}" if fsp else s
-
-
-def _time2(fsp: int):
-    def dec(b: bytes, p: int) -> tuple[str, int]:
-        if fsp >= 5:
-            packed = int.from_bytes(b[p:p + 6], "big") - 0x800000000000
-            return _time_str(packed, fsp), p + 6
-        intpart = (b[p] << 16 | b[p + 1] << 8 | b[p + 2]) - 0x800000
-        p += 3
-        frac = 0
-        # negative times store the fraction in reverse order (unsigned), for binary sort order
-        if fsp >= 3:
-            frac = b[p] << 8 | b[p + 1]
-            p += 2
-            if intpart < 0 and frac:
-                intpart += 1
-                frac -= 0x10000
-            frac *= 100
-        elif fsp >= 1:
-            frac = b[p]
-            p += 1
-            if intpart < 0 and frac:
-                intpart += 1
-                frac -= 0x100
-            frac *= 10000
-        return _time_str((intpart << 24) + frac, fsp), p
-    return dec
-
-
-def _date(b: bytes, p: int) -> tuple[str, int]:
-    x = b[p] | b[p + 1] << 8 | b[p + 2] << 16
-    return f"{x >> 9:04d}-{x >> 5 & 15:02d}-{x & 31:02d}", p + 3
-
-
-def _year(b: bytes, p: int) -> tuple[int, int]:
-    y = b[p]
-    return (1900 + y if y else 0), p + 1
-
-
-def _old_datetime(b: bytes, p: int) -> tuple[str, int]:
-    v = int.from_bytes(b[p:p + 8], "little")          # YYYYMMDDhhmmss as a decimal number
-    d, t = divmod(v, 1000000)
-    return (f"{d // 10000:04d}-{d // 100 % 100:02d}-{d % 100:02d}T"
-            f"{t // 10000:02d}:{t // 100 % 100:02d}:{t % 100:02d}"), p + 8
-
-
-def _old_timestamp(b: bytes, p: int) -> tuple[str, int]:
-    sec = int.from_bytes(b[p:p + 4], "little")
-    return ("0000-00-00T00:00:00.000000Z" if sec == 0 else format_timestamp(sec)), p + 4
-
-
-def _old_time(b: bytes, p: int) -> tuple[str, int]:
-    v = int.from_bytes(b[p:p + 3], "little", signed=True)   # [-]HHMMSS as a decimal number
-    sign = "-" if v < 0 else ""
-    v = abs(v)
-    return f"{sign}{v // 10000:02d}:{v // 100 % 100:02d}:{v % 100:02d}", p + 3
-
-
-def _bit(nbytes: int):
-    def dec(b: bytes, p: int) -> tuple[int, int]:
-        return int.from_bytes(b[p:p + nbytes], "big"), p + nbytes
-    return dec
-
-
-def _enum(values: list[str], nbytes: int):
-    vals = [""] + list(values)                        # index 0: the empty "error" value
-
-    def dec(b: bytes, p: int) -> tuple[str, int]:
-        i = b[p] if nbytes == 1 else b[p] | b[p + 1] << 8
-        return (vals[i] if i < len(vals) else str(i)), p + nbytes
-    return dec
-
-
-def _set(values: list[str], nbytes: int):
-    members = list(values)
-
-    def dec(b: bytes, p: int) -> tuple[str, int]:
-        mask = int.from_bytes(b[p:p + nbytes], "little")
-        return ",".join(m for i, m in enumerate(members) if mask >> i & 1), p + nbytes
-    return dec
-
-
-def _lenprefixed(lenbytes: int, conv: Callable[[bytes], Any]):
-    def dec(b: bytes, p: int) -> tuple[Any, int]:
-        n = int.from_bytes(b[p:p + lenbytes], "little")
-        p += lenbytes
-        return conv(b[p:p + n]), p + n
-    return dec
-
-
-def _fixed_binary(field_len: int):
-    """BINARY(n): the binlog drops trailing zero bytes; the column holds them (SELECT shows them)."""
-    def conv(raw: bytes) -> str:
-        if len(raw) < field_len:
-            raw = raw + b"\x00" * (field_len - len(raw))
-        return _b64(raw)
-    return conv
-
-
-# ------------------------------------------------------------------ MySQL binary JSON
-
-_JSONB_SMALL_OBJ, _JSONB_LARGE_OBJ, _JSONB_SMALL_ARR, _JSONB_LARGE_ARR = 0, 1, 2, 3
-_JSONB_LITERAL, _JSONB_INT16, _JSONB_UINT16, _JSONB_INT32, _JSONB_UINT32 = 4, 5, 6, 7, 8
-_JSONB_INT64, _JSONB_UINT64, _JSONB_DOUBLE, _JSONB_STRING, _JSONB_OPAQUE = 9, 10, 11, 12, 15
-
-
-def decode_json_binary(b: bytes) -> Any:
-    """MySQL 5.7+/8 binary JSON (the JSON column's storage format) -> Python value."""
-    if not b:
-        return None
-    return _jsonb_value(b[0], b, 1)
-
-
-def _jsonb_varlen(b: bytes, p: int) -> tuple[int, int]:
-    n = shift = 0
-    while True:
-        c = b[p]
-        p += 1
-        n |= (c & 0x7F) << shift
-        if not c & 0x80:
-            return n, p
-        shift += 7
-
-
-def _jsonb_value(t: int, b: bytes, p: int) -> Any:
-    """The value of type t whose data starts at b[p]."""
-    if t in (_JSONB_SMALL_OBJ, _JSONB_LARGE_OBJ, _JSONB_SMALL_ARR, _JSONB_LARGE_ARR):
-        return _jsonb_container(t, b, p)
-    if t == _JSONB_LITERAL:
-        return {0: None, 1: True, 2: False}[b[p]]
-    if t == _JSONB_INT16:
-        return int.from_bytes(b[p:p + 2], "little", signed=True)
-    if t == _JSONB_UINT16:
-        return int.from_bytes(b[p:p + 2], "little")
-    if t == _JSONB_INT32:
-        return int.from_bytes(b[p:p + 4], "little", signed=True)
-    if t == _JSONB_UINT32:
-        return int.from_bytes(b[p:p + 4], "little")
-    if t == _JSONB_INT64:
-        return int.from_bytes(b[p:p + 8], "little", signed=True)
-    if t == _JSONB_UINT64:
-        return int.from_bytes(b[p:p + 8], "little")
-    if t == _JSONB_DOUBLE:
-        return struct.unpack_from("<d", b, p)[0]
-    if t == _JSONB_STRING:
-        n, p = _jsonb_varlen(b, p)
-        return b[p:p + n].decode("utf-8", "replace")
-    if t == _JSONB_OPAQUE:
-        ftype = b[p]
-        n, p = _jsonb_varlen(b, p + 1)
-        return _jsonb_opaque(ftype, b[p:p + n])
-    raise BinlogError(f"unknown binary JSON value type {t}")
-
-
-def _jsonb_container(t: int, b: bytes, start: int) -> Any:
-    large = t in (_JSONB_LARGE_OBJ, _JSONB_LARGE_ARR)
-    w = 4 if large else 2
-    count = int.from_bytes(b[start:start + w], "little")
-    p = start + 2 * w                                  # skip count and byte size
-    is_obj = t in (_JSONB_SMALL_OBJ, _JSONB_LARGE_OBJ)
-    keys = []
-    if is_obj:
-        for _ in range(count):
-            ko = int.from_bytes(b[p:p + w], "little")
-            kl = b[p + w] | b[p + w + 1] << 8
-            keys.append(b[start + ko:start + ko + kl].decode("utf-8", "replace"))
-            p += w + 2
-    values = []
-    for _ in range(count):
-        vt = b[p]
-        if vt in (_JSONB_LITERAL, _JSONB_INT16, _JSONB_UINT16) or (large and vt in (_JSONB_INT32, _JSONB_UINT32)):
-            values.append(_jsonb_value(vt, b, p + 1))   # inlined in the value entry
-        else:
-            off = int.from_bytes(b[p + 1:p + 1 + w], "little")
-            values.append(_jsonb_value(vt, b, start + off))
-        p += 1 + w
-    return dict(zip(keys, values)) if is_obj else values
-
-
-def _jsonb_opaque(ftype: int, data: bytes) -> Any:
-    if ftype == T_NEWDECIMAL and len(data) >= 2:
-        s = decode_decimal(data[2:], data[0], data[1])
-        return float(s)
-    if ftype in (T_DATE, T_DATETIME, T_TIMESTAMP, T_DATETIME2, T_TIMESTAMP2) and len(data) >= 8:
-        packed = int.from_bytes(data[:8], "little", signed=True)
-        s = _datetime_str(packed >> 24, packed & 0xFFFFFF, 6)
-        if ftype == T_DATE:
-            return s[:10]
-        return s if packed & 0xFFFFFF else s[:19]
-    if ftype in (T_TIME, T_TIME2) and len(data) >= 8:
-        packed = int.from_bytes(data[:8], "little", signed=True)
-        s = _time_str(packed, 6)
-        return s if packed & 0xFFFFFF else s[:-7]
-    return _b64(data)
-
-
 # ------------------------------------------------------------------ TABLE_MAP
 
 
 class Column:
     __slots__ = ("index", "name", "type", "meta", "nullable", "unsigned", "collation", "charset", "values",
-                 "json")
+                 "json", "logical")
 
     def __init__(self, index: int, type_: int, meta: Any, nullable: bool):
         self.index, self.type, self.meta, self.nullable = index, type_, meta, nullable
@@ -555,6 +207,7 @@ class Column:
         self.charset: str | None = None       # MySQL charset name, once known
         self.values: list[str] | None = None  # ENUM / SET members
         self.json = False                     # MariaDB: a LONGTEXT column declared JSON
+        self.logical: str | None = None       # what the catalog says the column is (myvalues.LOGICAL_TYPES)
 
     def __repr__(self) -> str:
         return f"Column({self.name!r}, {TYPE_NAMES.get(self.type, self.type)}, meta={self.meta!r})"
@@ -711,6 +364,23 @@ def parse_table_map(body: bytes, table_id_len: int = 6, collations: dict[int, st
     return TableMap(table_id, schema, table, columns, primary_key, has_names, bytes(shape))
 
 
+def apply_logical_types(tm: TableMap, hints) -> None:
+    """Marks the columns the catalog knows more about: `hints` is a set of JSON column names or a mapping
+    column -> logical type. A hint that does not fit the column's binlog type is ignored (the column was
+    altered since the catalog was read: its bytes decide)."""
+    if not hints:
+        return
+    mapping = hints if isinstance(hints, dict) else dict.fromkeys(hints, myvalues.JSON)
+    for c in tm.columns:
+        lt = mapping.get(c.name)
+        if lt == myvalues.JSON and c.type in _BLOBS:
+            c.json, c.logical = True, lt
+        elif lt in (myvalues.UUID, myvalues.INET6) and c.type == T_STRING and c.meta == 16:
+            c.logical = lt
+        elif lt == myvalues.INET4 and c.type == T_STRING and c.meta == 4:
+            c.logical = lt
+
+
 # ------------------------------------------------------------------ rows decoder generation
 
 _I16 = struct.Struct("<h").unpack_from
@@ -848,9 +518,12 @@ def _column_decoder(c: Column) -> tuple[list[str] | None, Callable | None]:
         if c.json and codec is not None:
             ln = {1: "n = b[p]; p += 1", 2: "n = b[p] | b[p+1] << 8; p += 2"}.get(
                 lenbytes, f"n = int.from_bytes(b[p:p+{lenbytes}], 'little'); p += {lenbytes}")
-            return [ln, "try: $v = JL(b[p:p+n])", "except JE: $v = b[p:p+n].decode('utf-8', 'replace')",
-                    "p += n"], None
+            jcodec, jerrors = codec_for(c.charset)
+            return [ln, f"$v = JT(b[p:p+n].decode({jcodec or 'utf-8'!r}, {jerrors!r})); p += n"], None
         if codec is None:
+            conv = myvalues.binary_converter(c.logical) if t == T_STRING else None
+            if conv is not None:                          # MariaDB UUID / INET4 / INET6
+                return None, _lenprefixed(lenbytes, _padded(m, conv))
             if t == T_STRING:
                 return None, _lenprefixed(lenbytes, _fixed_binary(m))
             return None, _lenprefixed(lenbytes, _b64)
@@ -867,8 +540,7 @@ def _column_decoder(c: Column) -> tuple[list[str] | None, Callable | None]:
 
 
 _GLOBALS = {"I32": _I32, "U32": _U32, "I64": _I64, "U64": _U64, "F32": _F32, "F64": _F64, "F32R": _float32_cached,
-            "F32C": _f32_cache, "DC": _day_cache, "DAY": _day, "JL": orjson.loads,
-            "JE": orjson.JSONDecodeError}
+            "F32C": _f32_cache, "DC": _day_cache, "DAY": _day, "JT": myvalues.json_text}
 
 
 def _image_code(tm: TableMap, present: int, fns: dict[str, Callable], target: str) -> list[str]:
@@ -993,8 +665,10 @@ class BinlogParser:
 
     `want(schema, table)`: which tables' rows to decode (others are skipped cheaply).
     `collations`: collation id -> charset name (the server's information_schema.COLLATIONS).
-    `json_columns(schema, table)`: names of text columns holding JSON (MariaDB declares JSON as LONGTEXT
-    with a json_valid CHECK; the binlog cannot tell). Called once per new table shape.
+    `json_columns(schema, table)`: what the binlog cannot tell about a table's columns, from the catalog:
+    either a set of the text columns holding JSON (MariaDB declares JSON as LONGTEXT with a json_valid
+    CHECK), or a mapping column -> logical type ("json", "uuid", "inet4", "inet6": MariaDB's UUID/INET4/
+    INET6 arrive as BINARY; myvalues.load_logical_types builds it). Called once per new table shape.
     """
 
     def __init__(self, want: Callable[[str, str], bool] | None = None,
@@ -1190,10 +864,7 @@ class BinlogParser:
                 return e
             tm = parse_table_map(body, tid_len, self.collations, "mariadb" in self.server_version.lower())
             if self.json_columns is not None:
-                jc = self.json_columns(schema, table)
-                for c in tm.columns:
-                    if c.name in jc and c.type in _BLOBS:
-                        c.json = True
+                apply_logical_types(tm, self.json_columns(schema, table))
             if len(self._shapes) > 4096:
                 self._shapes.clear()
             self._shapes[shape] = tm

@@ -28,6 +28,7 @@ import time
 
 import orjson
 
+from . import rawjson
 from .config import Config
 from .errors import CdcError, SpoolError, TargetError, TargetRejected
 from .interfaces import SpooledEvent
@@ -126,8 +127,8 @@ def _show(spool: Spool, dl_id: int) -> int:
     raw, label = (d.body, "event") if d.body else (d.change, "change (mapped again on retry)")
     if raw:
         try:
-            text = orjson.dumps(orjson.loads(raw), option=orjson.OPT_INDENT_2).decode()
-        except orjson.JSONDecodeError:
+            text = rawjson.dumps(rawjson.loads_exact(raw), option=orjson.OPT_INDENT_2).decode()   # exact digits
+        except ValueError:
             text = raw.decode(errors="replace")
         print(f"{label}:\n{redact(text)}")
     return 0
@@ -271,10 +272,10 @@ def send_dead_letter(spool: Spool, settings, target, d: DeadLetter) -> tuple[str
     if not d.body:
         return "failed", "no event body stored; nothing to send"
     try:
-        ev = orjson.loads(d.body)
+        ev = rawjson.loads_exact(d.body)            # a json value's 1e400 is valid JSON, not a double
         body = render(d.body, settings.format)
         target.send([SpooledEvent(0, d.event_id or ev.get("id", ""), d.type, str(ev.get("subject", "")), body,
-                                  0.0)])
+                                  0.0, d.position)])
     except TargetRejected as e:
         reason = redact(str(e))
         spool.bump_retries(d.dl_id, reason)

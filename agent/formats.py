@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import orjson
 
+from . import rawjson
+
 _DEBEZIUM_OP = {"insert": "c", "update": "u", "delete": "d", "read": "r"}
 
 
@@ -15,7 +17,7 @@ def render(body: bytes, fmt: str) -> bytes:
 
 def to_debezium(body: bytes) -> bytes:
     """Debezium's change-event envelope (value part, without schema), for consumers written for it."""
-    ev = orjson.loads(body)
+    ev = rawjson.loads_exact(body)          # numbers keep their digits (json/jsonb values)
     data = ev["data"]
     _, _, table = ev["source"].rpartition("/")
     schema, _, tbl = table.partition(".")
@@ -25,7 +27,7 @@ def to_debezium(body: bytes) -> bytes:
         "source": {"connector": "cdc-agent", "name": ev["source"].split("/")[2], "ts_ms": ts_ms,
                    "schema": schema, "table": tbl, "txId": ev.get("txid"), "position": ev["position"],
                    "event_id": ev["id"], "event_type": ev["type"]},
-    })
+    }, default=rawjson.default)
 
 
 def _ts_ms(rfc3339: str) -> int:

@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from . import rawjson
 from .changes import RowChange
 from .config import Config, EventRule
 
@@ -48,18 +49,42 @@ _blake2b = hashlib.blake2b
 
 
 def change_to_json(change: RowChange) -> bytes:
-    return orjson.dumps({
-        "table": change.table, "op": change.op, "before": change.before, "after": change.after,
+    before, after, raw = change.before, change.after, []
+    if _has_raw_json(before) or _has_raw_json(after):
+        # json values go in as their text, listed in raw_json, so a retried dead letter keeps them as written
+        before, after = _raw_json_as_text(before, "before", raw), _raw_json_as_text(after, "after", raw)
+    d = {
+        "table": change.table, "op": change.op, "before": before, "after": after,
         "position": change.position, "commit_time": change.commit_time, "commit_ts": change.commit_ts,
         "txid": change.txid, "key_columns": list(change.key_columns), "unavailable": list(change.unavailable),
-    })
+    }
+    if raw:
+        d["raw_json"] = raw
+    return orjson.dumps(d, default=rawjson.default)
 
 
 def change_from_json(raw: bytes) -> RowChange:
-    d = orjson.loads(raw)
+    d = rawjson.loads_exact(raw)          # numbers keep their digits
+    for side, col in d.get("raw_json", ()):
+        d[side][col] = rawjson.RawJson(d[side][col])
     return RowChange(table=d["table"], op=d["op"], before=d["before"], after=d["after"], position=d["position"],
                      commit_time=d["commit_time"], commit_ts=d["commit_ts"], txid=d["txid"],
                      key_columns=tuple(d["key_columns"]), unavailable=tuple(d["unavailable"]))
+
+
+def _has_raw_json(row: dict[str, Any] | None) -> bool:
+    return row is not None and any(type(v) is rawjson.RawJson for v in row.values())
+
+
+def _raw_json_as_text(row: dict[str, Any] | None, side: str, raw: list) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    out = dict(row)
+    for c, v in row.items():
+        if type(v) is rawjson.RawJson:
+            out[c] = v.text
+            raw.append([side, c])
+    return out
 
 
 def _subject_part(v: Any) -> str:
@@ -163,7 +188,7 @@ class EventMapper:
             "specversion": "1.0", "id": eid, "source": rule.source, "type": rule.type, "subject": subject,
             "time": ch.commit_time, "datacontenttype": "application/json", "position": ch.position,
             "txid": ch.txid, "data": data,
-        })
+        }, default=rawjson.default)       # json/jsonb values (RawJson) go in as the database wrote them
         return MappedEvent(eid, rule.type, subject, ch.position, ch.commit_ts, body)
 
     @staticmethod

@@ -16,20 +16,22 @@ settings where that is cheap (a non-UTC offset, 'postgres' interval style, escap
     real/double precision     number; "NaN", "Infinity", "-Infinity" as strings (JSON has no such numbers)
     boolean                   true/false
     text/varchar/char/name    string (char(n) keeps its blank padding, as PostgreSQL stores it)
-    date                      "YYYY-MM-DD" ("infinity", "-infinity" and BC dates as PostgreSQL prints them)
+    date                      "YYYY-MM-DD"; "infinity", "-infinity"; BC / above 9999: ISO 8601 expanded years
     time                      "HH:MM:SS[.ffffff]"
     timetz                    "HH:MM:SS[.ffffff]+HH:MM"
-    timestamp                 "YYYY-MM-DDTHH:MM:SS[.ffffff]" (no offset)
-    timestamptz               "YYYY-MM-DDTHH:MM:SS.ffffffZ" (UTC)
+    timestamp                 "YYYY-MM-DDTHH:MM:SS[.ffffff]" (no offset; expanded years, infinities as date)
+    timestamptz               "YYYY-MM-DDTHH:MM:SS.ffffffZ" (UTC; expanded years, infinities as date)
     interval                  ISO 8601 duration as PostgreSQL's iso_8601 style writes it ("P1DT2H3M4.5S")
     bytea                     base64
-    json/jsonb                embedded JSON
+    json/jsonb                RawJson: embedded as the database wrote it (agent/rawjson.py)
     uuid                      string
     enum                      its label
     domain                    as its base type
     array                     JSON array (nested for several dimensions), NULL elements as null
     anything else             PostgreSQL's text form, as a string
 Fractions of a second have 6 digits when there is a fraction at all (the same as the trigger source).
+docs/values.md has the whole table with the edge cases. The date/time formatting functions below are public
+so that the trigger source produces the same forms from PostgreSQL's ISO text or from parsed parts.
 """
 
 from __future__ import annotations
@@ -37,10 +39,9 @@ from __future__ import annotations
 import binascii
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any, Callable, Mapping
 
-import orjson
+from .rawjson import RawJson, raw_json  # noqa: F401  (RawJson: the type json values have)
 
 Converter = Callable[[bytes], Any]
 
@@ -98,39 +99,135 @@ def _time(b: bytes) -> str:
     return s if len(s) == 8 or len(s) == 15 else frac6(s)
 
 
-def _timestamp(b: bytes) -> str:
-    s = b.decode()
-    if s[10:11] != " " or s.endswith(" BC"):
-        return s                                    # infinity, -infinity, BC, or a non-ISO DateStyle
-    s = s[:10] + "T" + s[11:]
-    return s if len(s) in (19, 26) else frac6(s)
+# ---------------------------------------------------------------- dates and times beyond RFC 3339
+# RFC 3339 has years 0000-9999 only. Beyond that the contract form is ISO 8601's expanded years, in
+# astronomical numbering (1 BC is year 0000, 44 BC is -0043): a sign and at least four digits, "+" only above
+# 9999 ("+10000-01-01T00:00:00.000000Z", "-0043-03-15"). PostgreSQL's infinities are the strings "infinity"
+# and "-infinity". These functions are the one place both PostgreSQL sources (log and trigger) format them.
 
 
-_TZ_RE = re.compile(r"^(\d{4,}-\d\d-\d\d) (\d\d:\d\d:\d\d)(?:\.(\d{1,6}))?([+-]\d\d)(?::?(\d\d))?(?::?(\d\d))?$")
+def iso_year(year: int) -> str:
+    """Astronomical year -> ISO 8601 year: '2026', '0000' (1 BC), '-0043' (44 BC), '+10000'."""
+    if 0 <= year <= 9999:
+        return f"{year:04d}"
+    return f"+{year}" if year > 0 else f"-{-year:04d}"
 
 
-def _timestamptz(b: bytes) -> str:
-    s = b.decode()
+def format_date(year: int, month: int, day: int) -> str:
+    """A date from its parts (astronomical year) -> the contract form."""
+    return f"{iso_year(year)}-{month:02d}-{day:02d}"
+
+
+def format_timestamp(year: int, month: int, day: int, hour: int, minute: int, second: int,
+                     usec: int | None = None) -> str:
+    """timestamp without time zone: 'YYYY-MM-DDTHH:MM:SS', '.ffffff' when there is a fraction (usec not None/0)."""
+    s = f"{iso_year(year)}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}"
+    return f"{s}.{usec:06d}" if usec else s
+
+
+def format_timestamptz(year: int, month: int, day: int, hour: int, minute: int, second: int,
+                       usec: int = 0, offset_seconds: int = 0) -> str:
+    """timestamp with time zone: the instant in UTC, 'YYYY-MM-DDTHH:MM:SS.ffffffZ'. The parts are local
+    time at `offset_seconds` east of UTC (0 when they are UTC already)."""
+    if offset_seconds:
+        days = days_from_civil(year, month, day)
+        secs = hour * 3600 + minute * 60 + second - offset_seconds
+        d, secs = divmod(secs, 86400)
+        year, month, day = civil_from_days(days + d)
+        hour, rem = divmod(secs, 3600)
+        minute, second = divmod(rem, 60)
+    return (f"{iso_year(year)}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}.{usec:06d}Z")
+
+
+def days_from_civil(y: int, m: int, d: int) -> int:
+    """Days since 1970-01-01 of a proleptic Gregorian date (astronomical year, any sign)."""
+    y -= m <= 2
+    era = y // 400
+    yoe = y - era * 400
+    doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146097 + doe - 719468
+
+
+def civil_from_days(z: int) -> tuple[int, int, int]:
+    """The inverse of days_from_civil."""
+    z += 719468
+    era = z // 146097
+    doe = z - era * 146097
+    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    d = doy - (153 * mp + 2) // 5 + 1
+    m = mp + (3 if mp < 10 else -9)
+    return yoe + era * 400 + (m <= 2), m, d
+
+
+_PG_DATE_RE = re.compile(r"^(\d{4,})-(\d\d)-(\d\d)( BC)?$")
+_PG_TS_RE = re.compile(r"^(\d{4,})-(\d\d)-(\d\d)[ T](\d\d):(\d\d):(\d\d)(?:\.(\d{1,6}))?"
+                       r"(?:([+-])(\d\d)(?::?(\d\d))?(?::?(\d\d))?)?( BC)?$")
+
+
+def _pg_year(digits: str, bc: str | None) -> int:
+    y = int(digits)
+    return 1 - y if bc else y                       # PostgreSQL counts 1 BC, 2 BC, ...; ISO 8601 0, -1, ...
+
+
+def date_text(s: str) -> str:
+    """PostgreSQL's date text (DateStyle ISO) -> the contract form ('2026-11-23', '-0043-03-15',
+    '+10000-01-01', 'infinity'). Text in another form is returned unchanged."""
+    if len(s) == 10 and s[4] == "-":
+        return s
+    m = _PG_DATE_RE.match(s)
+    if not m:
+        return s                                    # infinity, -infinity, or a non-ISO DateStyle
+    return format_date(_pg_year(m.group(1), m.group(4)), int(m.group(2)), int(m.group(3)))
+
+
+def timestamp_text(s: str) -> str:
+    """PostgreSQL's timestamp text (DateStyle ISO) -> 'YYYY-MM-DDTHH:MM:SS[.ffffff]' (extended years as
+    in date_text); infinities and other forms unchanged."""
     n = len(s)
-    if s[n - 3:] == "+00" and s[10:11] == " ":       # the usual case (TimeZone=UTC, 4-digit year): no regex
+    if s[10:11] == " " and s[4:5] == "-" and (n == 19 or (20 < n < 27 and s[19] == "." and s[n - 1] != "C")):   # usual
+        s = s[:10] + "T" + s[11:]
+        return s if n in (19, 26) else frac6(s)
+    m = _PG_TS_RE.match(s)
+    if not m or m.group(8):
+        return s
+    y, mo, d, h, mi, sec, frac = m.groups()[:7]
+    usec = int(frac.ljust(6, "0")) if frac else None
+    return format_timestamp(_pg_year(y, m.group(12)), int(mo), int(d), int(h), int(mi), int(sec), usec)
+
+
+def timestamptz_text(s: str) -> str:
+    """PostgreSQL's timestamptz text (DateStyle ISO, any TimeZone) -> the instant in UTC,
+    'YYYY-MM-DDTHH:MM:SS.ffffffZ' (extended years as in date_text); infinities unchanged."""
+    n = len(s)
+    if s[n - 3:] == "+00" and s[10:11] == " " and s[4:5] == "-":   # TimeZone=UTC, 4-digit year: no regex
         if n == 29:
             return f"{s[:10]}T{s[11:26]}Z"
         if n == 22:
             return f"{s[:10]}T{s[11:19]}.000000Z"
         if 23 < n < 29 and s[19] == ".":
             return f"{s[:10]}T{s[11:n - 3]}{'000000'[:29 - n]}Z"
-    m = _TZ_RE.match(s)
-    if not m:
-        return s                                    # infinity, -infinity, BC: as PostgreSQL prints them
-    date, clock, frac, oh, om, osec = m.groups()
-    frac = (frac or "").ljust(6, "0")
-    if oh in ("+00", "-00") and not om and not osec:
-        return f"{date}T{clock}.{frac}Z"
-    try:                                            # a session TimeZone other than UTC: shift to UTC
-        dt = datetime.fromisoformat(f"{date}T{clock}.{frac}{oh}:{om or '00'}" + (f":{osec}" if osec else ""))
-    except ValueError:
-        return s
-    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    m = _PG_TS_RE.match(s)
+    if not m or not m.group(8):
+        return s                                    # infinity, -infinity, or not PostgreSQL's ISO text
+    y, mo, d, h, mi, sec, frac, sign, oh, om, osec, bc = m.groups()
+    off = int(oh) * 3600 + int(om or 0) * 60 + int(osec or 0)
+    return format_timestamptz(_pg_year(y, bc), int(mo), int(d), int(h), int(mi), int(sec),
+                              int(frac.ljust(6, "0")) if frac else 0, -off if sign == "-" else off)
+
+
+def _date(b: bytes) -> str:
+    return date_text(b.decode())
+
+
+def _timestamp(b: bytes) -> str:
+    return timestamp_text(b.decode())
+
+
+def _timestamptz(b: bytes) -> str:
+    return timestamptz_text(b.decode())
 
 
 _TIMETZ_RE = re.compile(r"^(\d\d:\d\d:\d\d(?:\.\d+)?)([+-]\d\d)(?::?(\d\d))?(?::?(\d\d))?$")
@@ -172,12 +269,9 @@ def _unescape_bytea(b: bytes) -> bytes:
 
 
 def _json(b: bytes) -> Any:
-    # numbers beyond 64-bit integers become floats, as in most JSON parsers (the event encoder could not
-    # write them as integers anyway)
-    try:
-        return orjson.loads(b)
-    except orjson.JSONDecodeError:
-        return b.decode()                   # not JSON after all (cannot happen for json/jsonb columns)
+    # embedded as the database wrote it, never through a float (agent/rawjson.py)
+    r = raw_json(b)
+    return r if r is not None else b.decode("utf-8", "replace")   # not JSON: cannot happen for json/jsonb
 
 
 _IV_RE = re.compile(r"([+-]?\d+) (year|mon|day)s?|([+-])?(\d+):(\d\d):(\d\d)(?:\.(\d+))?")
@@ -295,7 +389,7 @@ SCALARS: dict[int, Converter] = {
     INT2: int, INT4: int, INT8: int, OID: int, XID: int, CID: int, XID8: int,
     NUMERIC: _decode, FLOAT4: _float, FLOAT8: _float, BOOL: _bool,
     TEXT: _decode, VARCHAR: _decode, BPCHAR: _decode, CHAR: _decode, NAME: _decode,
-    DATE: _decode, TIME: _time, TIMETZ: _timetz, TIMESTAMP: _timestamp, TIMESTAMPTZ: _timestamptz,
+    DATE: _date, TIME: _time, TIMETZ: _timetz, TIMESTAMP: _timestamp, TIMESTAMPTZ: _timestamptz,
     INTERVAL: _interval, BYTEA: bytea_to_base64, JSON: _json, JSONB: _json, UUID: _decode,
 }
 
@@ -340,3 +434,30 @@ def converters(type_oids, types: Mapping[int, TypeInfo] | None = None) -> list[C
             c = cache[oid] = converter(oid, types)
         out.append(c)
     return out
+
+
+# ---------------------------------------------------------------- what pgoutput leaves out (for `check`)
+
+# PostgreSQL 15's pgoutput does not send STORED generated columns (neither in Relation nor in row messages;
+# publishing them came with PostgreSQL 18), so events of such tables lack them. `check` names them.
+STORED_GENERATED_SQL = (
+    "SELECT n.nspname::text, c.relname::text, a.attname::text FROM pg_attribute a "
+    "JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE a.attgenerated = 's' AND a.attnum > 0 AND NOT a.attisdropped ORDER BY 1, 2, a.attnum")
+
+
+def stored_generated_columns(rows, tables) -> dict[str, list[str]]:
+    """'schema.table' -> its STORED generated columns, for the captured `tables`, from STORED_GENERATED_SQL rows."""
+    wanted = set(tables)
+    out: dict[str, list[str]] = {}
+    for schema, table, column in rows:
+        name = f"{schema}.{table}"
+        if name in wanted:
+            out.setdefault(name, []).append(column)
+    return out
+
+
+def stored_generated_detail(found: dict[str, list[str]]) -> str:
+    """One line for a `check` warning: which tables' events lack which columns."""
+    return "pgoutput (PostgreSQL 15) does not send STORED generated columns; events lack " + "; ".join(
+        f"{t}: {', '.join(cols)}" for t, cols in sorted(found.items()))

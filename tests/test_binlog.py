@@ -14,6 +14,7 @@ import pytest
 
 from agent import binlog
 from agent.binlog import BinlogError, BinlogParser
+from agent.rawjson import RawJson
 
 DATA = Path(__file__).parent / "data" / "mariadb-10.11-types.events"
 
@@ -147,8 +148,8 @@ def test_captured_mariadb_control_events():
 def test_mariadb_json_hint_parses_longtext_json():
     p = BinlogParser(json_columns=lambda schema, table: {"j"} if table == "t" else set())
     rows = rows_of(captured(), p)
-    assert rows[0][2]["j"] == {"a": [1, 2.5, "x"]}
-    assert rows[5][2]["j"] == [1, {"b": None}, True, 1.5e300]
+    assert rows[0][2]["j"] == RawJson('{"a": [1, 2.5, "x"]}')              # embedded as written
+    assert rows[5][2]["j"] == RawJson('[1, {"b": null}, true, 1.5e300]')
     assert rows[0][2]["tx"] == "text"                      # other text columns stay text
 
 
@@ -595,3 +596,89 @@ def test_captured_mariadb_compressed_events():
     assert rows_of(raw) == [("x.cz", "insert", {"id": 1, "t": "abc" * 300}), ("x.cz", "insert", {"id": 2, "t": "x"}),
                             ("x.cz", "update", ({"id": 2, "t": "x"}, {"id": 2, "t": "y"})),
                             ("x.cz", "delete", {"id": 1, "t": "abc" * 300})]
+
+
+# ---------------------------------------------------------------- MariaDB types the binlog cannot tell apart
+
+
+def test_mariadb_uuid_inet4_inet6_by_the_catalog_hint():
+    # MariaDB 10.11 writes UUID / INET6 as BINARY(16) and INET4 as BINARY(4) (binary collation 63); the
+    # binlog drops trailing zero bytes of BINARY values
+    cols = [("id", binlog.T_LONG, b"", False), ("u", binlog.T_STRING, b"\xfe\x10", False),
+            ("i4", binlog.T_STRING, b"\xfe\x04", False), ("i6", binlog.T_STRING, b"\xfe\x10", False),
+            ("j", binlog.T_BLOB, b"\x04", False), ("raw", binlog.T_STRING, b"\xfe\x04", False)]
+    tm = table_map(20, "db", "t", cols, charsets={1: 63, 2: 63, 3: 63, 4: 45, 5: 63}, mariadb=True)
+
+    def row(i, u, i4, i6, j):
+        jb = j.encode()
+        return image([i.to_bytes(4, "little"), bytes([len(u.rstrip(b"\0"))]) + u.rstrip(b"\0"),
+                      bytes([len(i4.rstrip(b"\0"))]) + i4.rstrip(b"\0"), bytes([len(i6.rstrip(b"\0"))]) + i6.rstrip(b"\0"),
+                      len(jb).to_bytes(4, "little") + jb, b"\x02\x01\x02"])
+    u1 = bytes.fromhex("6ccd780cbaba102695645b8c656024db")
+    rows_ev = rows_event(binlog.WRITE_ROWS_V2, 20, 6, [
+        row(1, u1, bytes([1, 2, 3, 4]), bytes.fromhex("00000000000000000000ffff01020304"), '{"a":1e400}'),
+        row(2, bytes(15) + b"\x01", bytes([255, 0, 0, 0]), bytes.fromhex("20010db8000000000000000000000001"), "[3.14159265358979323846]"),
+        row(3, bytes(16), bytes(4), bytes(16), "not json {"),
+    ])
+    hints = {"u": "uuid", "i4": "inet4", "i6": "inet6", "j": "json"}
+    p = BinlogParser(json_columns=lambda schema, table: hints)
+    got = [r[2] for r in rows_of([fde("10.11.6-MariaDB-log"), tm, rows_ev], p)]
+    assert got[0]["u"] == "6ccd780c-baba-1026-9564-5b8c656024db" and got[0]["i4"] == "1.2.3.4"
+    assert got[0]["i6"] == "::ffff:1.2.3.4" and got[0]["j"] == RawJson('{"a":1e400}')
+    assert got[1]["u"] == "00000000-0000-0000-0000-000000000001" and got[1]["i4"] == "255.0.0.0"
+    assert got[1]["i6"] == "2001:db8::1" and got[1]["j"] == RawJson("[3.14159265358979323846]")
+    assert got[2]["u"] == "00000000-0000-0000-0000-000000000000" and got[2]["i4"] == "0.0.0.0"
+    assert got[2]["i6"] == "::" and got[2]["j"] == "not json {"        # not JSON: a string, never broken bytes
+    assert got[0]["raw"] == "AQIAAA=="                                  # plain BINARY(4) stays base64
+    # without the hint (or a hint that does not fit the column) the bytes decide: base64
+    plain = [r[2] for r in rows_of([fde("10.11.6-MariaDB-log"), tm, rows_ev],
+                                   BinlogParser(json_columns=lambda s, t: {"i4": "uuid", "raw": "inet6"}))]
+    assert plain[0]["u"] == "bM14DLq6ECaVZFuMZWAk2w==" and plain[0]["i4"] == "AQIDBA==" and plain[0]["raw"] == "AQIAAA=="
+
+
+def test_mysql_binary_json_decimal_keeps_its_digits():
+    # an opaque DECIMAL(20,18) 3.141592653589793238 inside a JSON array
+    dec = bytes([20, 18]) + bytes.fromhex(encode_decimal_hex("3.141592653589793238", 20, 18))
+    opaque = bytes([binlog.T_NEWDECIMAL]) + bytes([len(dec)]) + dec
+    arr = struct.pack("<HH", 1, 4 + 3 + len(opaque)) + bytes([15]) + struct.pack("<H", 7) + opaque
+    assert binlog.decode_json_binary(bytes([2]) + arr) == [RawJson("3.141592653589793238")]
+
+
+def encode_decimal_hex(text: str, precision: int, scale: int) -> str:
+    """MySQL's binary DECIMAL, positive values: 9-digit groups in 4 bytes, a partial group in fewer bytes,
+    the top bit set."""
+    ip, fp = text.split(".")
+    ip = ip.rjust(precision - scale, "0")
+    fp = fp.ljust(scale, "0")
+    size_of = {0: 0, 1: 1, 2: 1, 3: 2, 4: 2, 5: 3, 6: 3, 7: 4, 8: 4, 9: 4}
+    out = b""
+    lead = len(ip) % 9
+    if lead:
+        out += int(ip[:lead]).to_bytes(size_of[lead], "big")
+    for i in range(lead, len(ip), 9):
+        out += int(ip[i:i + 9]).to_bytes(4, "big")
+    for i in range(0, len(fp) - len(fp) % 9, 9):
+        out += int(fp[i:i + 9]).to_bytes(4, "big")
+    if len(fp) % 9:
+        out += int(fp[len(fp) - len(fp) % 9:]).to_bytes(size_of[len(fp) % 9], "big")
+    out = bytes([out[0] | 0x80]) + out[1:]
+    return out.hex()
+
+
+def test_float32_shortest_form_also_for_subnormals():
+    smallest = struct.unpack("<f", struct.pack("<I", 1))[0]                 # 1.401298464324817e-45
+    assert binlog._float32(smallest) == 1e-45                               # not 1.4013e-45
+    assert binlog._float32(struct.unpack("<f", struct.pack("<I", 3))[0]) == 4e-45
+    rng = random.Random(12)
+    for _ in range(3000):
+        bits = rng.getrandbits(32)
+        v = struct.unpack("<f", struct.pack("<I", bits))[0]
+        if v != v or math.isinf(v):
+            continue
+        got = binlog._float32(v)
+        assert struct.pack("<f", got) == struct.pack("<f", v)
+        digits = len(f"{got:e}".split("e")[0].replace("-", "").replace(".", "").rstrip("0"))
+        # no decimal with fewer significant digits reads back as the same float32
+        if digits > 1:
+            shorter = float(f"{v:.{digits - 2}e}")
+            assert struct.pack("<f", shorter) != struct.pack("<f", v), (v, got)
