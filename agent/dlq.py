@@ -211,8 +211,12 @@ def _retry_here(cfg: Config, spool: Spool, letters: list[DeadLetter]) -> tuple[i
             try:
                 target = targets.get(d.target)
                 if target is None:
-                    target = targets[d.target] = build_target(settings)
+                    target = build_target(settings)
+                    target.open()           # as the worker does: a target may connect or check itself here
+                    targets[d.target] = target
                 kind, text = send_dead_letter(spool, settings, target, d)
+            except TargetError as e:
+                kind, text = "unreachable", redact(str(e))
             except CdcError as e:
                 kind, text = "failed", redact(str(e))
             if kind == "unreachable":
