@@ -31,7 +31,7 @@ else changes (config.py knows no kind by name). The module holds, in this order:
   own position, like `sql`): the worker then skips spooled events at or before it. Return None otherwise.
 - Any exception that is not a TargetError (or OSError) is taken for a bug: the worker logs its traceback
   and stops with state "stopped" and the reason in health. Translate the client library's errors.
-- A module whose name starts with "_" is a helper, not a kind.
+- A module without `KIND` (or whose name starts with "_") is a helper, not a kind.
 """
 
 from __future__ import annotations
@@ -62,8 +62,10 @@ class TargetKind:
 
 
 def kinds() -> list[str]:
-    """The target kinds built, by module name."""
-    return sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
+    """The target kinds built: the modules that declare `KIND` (helpers shared by several kinds, like
+    envelope.py, declare none)."""
+    return sorted(m.name for m in pkgutil.iter_modules(__path__)
+                  if not m.name.startswith("_") and hasattr(importlib.import_module(f"{__name__}.{m.name}"), "KIND"))
 
 
 def target_kind(kind: Any) -> TargetKind:
