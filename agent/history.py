@@ -5,7 +5,7 @@
 - `LatencyTracker`: one reservoir per target for the current chart step, and per event type a ring of
   reservoirs covering the SLA window (the last `SLA_WINDOW_SECONDS`).
 - `History`: one point per `step` seconds per series over the last `span` seconds (a ring: 360 points for
-  an hour at 10 s), so the page shows an hour whatever the uptime.
+  an hour at 5 s: 720 points), so the page shows an hour whatever the uptime.
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ class LatencyTracker:
 class History:
     """Ring buffers of chart points. `record(now, report, step_latency)` adds one point per series."""
 
-    def __init__(self, step: float = 10.0, span: float = 3600.0):
+    def __init__(self, step: float = 5.0, span: float = 3600.0):
         self.step, self.span = step, span
         self.points = int(span / step)
         self.lock = threading.Lock()
