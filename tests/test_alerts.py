@@ -215,3 +215,34 @@ def _get(cfg, path: str) -> bytes:
         return urllib.request.urlopen(f"http://{listen}{path}", timeout=5).read()
     except urllib.error.HTTPError as e:
         return e.read()
+
+
+def test_an_event_type_over_its_sla_degrades_health(tmp_path):
+    from agent.health import health_report
+    from agent.monitor import Monitor
+    from agent.spool import Spool
+
+    cfg_file = tmp_path / "agent.toml"
+    cfg_file.write_text('[agent]\nname = "m"\n[source]\nkind = "postgres"\ndsn = "postgresql://u@127.0.0.1/db"\n'
+                        'tables = ["public.orders"]\n'
+                        '[[events]]\ntype = "order.status.changed"\ntable = "public.orders"\nsla_ms = 2000\n'
+                        'priority = "high"\n'
+                        '[[events]]\ntype = "order.placed"\ntable = "public.orders"\nsla_ms = 2000\n'
+                        '[[targets]]\nname = "f"\nkind = "file"\npath = "o.jsonl"\n')
+    cfg = config_mod.load(cfg_file)
+    from agent.changes import SourceStatus
+    monitor = Monitor("m", "postgres")
+    monitor.source_status_fn = lambda: SourceStatus(connected=True)
+    monitor.tracker.observe("f", [0.1] * 90 + [3.0] * 10, ["order.status.changed"] * 100)
+    monitor.tracker.observe("f", [0.1] * 100, ["order.placed"] * 100)
+    spool = Spool(cfg.agent.state_dir)
+    try:
+        report = health_report(cfg, monitor, spool)
+    finally:
+        spool.close()
+    assert report["event_types"]["order.status.changed"] == {"p95_ms": 3000.0, "sla_ms": 2000, "events": 100,
+                                                             "priority": "high"}
+    assert report["event_types"]["order.placed"]["p95_ms"] == 100.0
+    over = [r for r in report["reasons"] if "sla_ms" in r]
+    assert report["status"] == "degraded"
+    assert over == ["event type order.status.changed: p95 commit-to-delivery latency 3000 ms is over its sla_ms 2000"]
