@@ -7,11 +7,14 @@ always say the same thing.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import orjson
 
+from . import dashboard
+from .alerts import AlertBook, AlertNotifier
 from .config import Config
 from .errors import CdcError
 from .monitor import Monitor
@@ -76,12 +79,42 @@ def health_report(cfg: Config, monitor: Monitor | None, spool: Spool) -> dict:
     for name in stale:
         reasons.append(f"the spool keeps a cursor for target {name}, which is not in the config (it no longer "
                        f"holds back pruning); if it is gone for good: cdc-agent targets forget {name} -c {cfg.path}")
+    event_types = _event_types(cfg, monitor, reasons)
+    by_priority = _dead_letters_by_priority(cfg, spool)
     if status == "ok" and reasons:
         status = "degraded"
-    return {"status": status, "agent": cfg.agent.name, "source": source, "targets": targets,
-            "stale_targets": stale,
-            "dead_letters": spool.count_dead_letters(), "unmapped_dead_letters": spool.count_unmapped(),
-            "reasons": reasons}
+    report = {"status": status, "agent": cfg.agent.name, "source": source, "targets": targets,
+              "stale_targets": stale, "dead_letters": spool.count_dead_letters(), "unmapped_dead_letters": spool.count_unmapped(),
+              "dead_letters_by_priority": by_priority, "event_types": event_types, "reasons": reasons}
+    if monitor is not None and monitor.alerts is not None:
+        report["alerts"] = monitor.alerts.firing()
+    return report
+
+
+def _event_types(cfg: Config, monitor: Monitor | None, reasons: list[str]) -> dict:
+    """Per event type: p95 commit-to-delivery latency over the last 5 minutes (any target), its `sla_ms` and
+    priority. A type over its SLA degrades health with the reason."""
+    sla: dict[str, int] = {}
+    for r in cfg.events:
+        if r.sla_ms is not None:
+            sla[r.type] = min(r.sla_ms, sla.get(r.type, r.sla_ms))
+    seen = monitor.tracker.type_p95() if monitor else {}
+    out = {}
+    for t in sorted(set(sla) | set(seen)):
+        p95, n = seen.get(t, (None, 0))
+        p95_ms = None if p95 is None else round(p95 * 1000, 1)
+        out[t] = {"p95_ms": p95_ms, "sla_ms": sla.get(t), "events": n, "priority": cfg.priority_of(t)}
+        if t in sla and p95_ms is not None and p95_ms > sla[t]:
+            reasons.append(f"event type {t}: p95 commit-to-delivery latency {p95_ms:g} ms is over its "
+                           f"sla_ms {sla[t]}")
+    return out
+
+
+def _dead_letters_by_priority(cfg: Config, spool: Spool) -> dict[str, int]:
+    out = {"high": 0, "normal": 0, "low": 0}
+    for typ, n in spool.db.execute("SELECT type, count(*) FROM dead_letters GROUP BY type"):
+        out[cfg.priority_of(typ)] += n
+    return out
 
 
 class HealthServer:
@@ -115,11 +148,22 @@ class HealthServer:
                            f"(set [health] listen to a free host:port, or \"off\")") from None
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, name="health", daemon=True)
+        # the dashboard's history and the alert rules run beside the endpoint, reading the same report
+        book = AlertBook(cfg.alerts.rules, cfg.agent.name) if cfg.alerts.rules else None
+        monitor.alerts = book
+        notifier = AlertNotifier(cfg.agent.name, cfg.alerts.external_url) if book else None
+        self.observer: dashboard.Observer | None = dashboard.Observer(monitor, self._observed_report, book, notifier)
 
     def respond(self, path: str) -> tuple[int, str, bytes]:
         path = path.split("?", 1)[0]
-        if path not in ("/health", "/", "/metrics"):
-            return 404, "application/json", b'{"error": "not found: try /health or /metrics"}'
+        if path == "/":
+            return 200, "text/html; charset=utf-8", dashboard.page()
+        if path == "/dashboard.json" and self.observer is not None:
+            return 200, "application/json", orjson.dumps(self.observer.dashboard_json())
+        if path.startswith("/events/"):
+            return self._event(path[len("/events/"):])
+        if path not in ("/health", "/metrics"):
+            return 404, "application/json", b'{"error": "not found: try /, /health or /metrics"}'
         # one spool connection for all requests (each request has its own thread), used one at a time
         with self.lock:
             if self.spool is None:
@@ -131,11 +175,34 @@ class HealthServer:
             report = health_report(self.cfg, self.monitor, self.spool)
         return (503 if report["status"] == "failing" else 200), "application/json", orjson.dumps(report)
 
+    def _event(self, event_id: str) -> tuple[int, str, bytes]:
+        if not re.fullmatch(r"[0-9a-fA-F]{8,64}", event_id):
+            return 400, "application/json", b'{"error": "an event id is 8 to 64 hex digits"}'
+        with self.lock:
+            if self.spool is None:
+                self.spool = Spool(self.cfg.agent.state_dir)
+            trace = dashboard.event_trace(self.spool, self.cfg, event_id.lower())
+        if trace is None:
+            return 404, "application/json", orjson.dumps(
+                {"error": f"no event {event_id} in the spool or the dead letters (pruned after "
+                          f"{self.cfg.agent.spool_retention_seconds:g}s, or never captured)"})
+        return 200, "application/json", orjson.dumps(trace)
+
+    def _observed_report(self) -> dict:
+        with self.lock:
+            if self.spool is None:
+                self.spool = Spool(self.cfg.agent.state_dir)
+            return health_report(self.cfg, self.monitor, self.spool)
+
     def start(self) -> None:
+        if self.observer is not None:
+            self.observer.start()
         self.thread.start()
         log.info("health endpoint on http://%s/health", self.cfg.health.listen)
 
     def stop(self) -> None:
+        if self.observer is not None:
+            self.observer.stop()
         self.httpd.shutdown()
         self.httpd.server_close()
         with self.lock:
