@@ -20,6 +20,7 @@ from typing import Any, Callable
 from .alerts import AlertBook, AlertNotifier
 from .history import History
 from .monitor import Monitor
+from .secrets import redact
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ def event_trace(spool: Any, cfg: Any, event_id: str) -> dict[str, Any] | None:
     targets: dict[str, dict[str, Any]] = {}
     for t in cfg.targets:
         if t.name in dead:
-            targets[t.name] = {"state": "dead-lettered", "reason": dead[t.name]}
+            targets[t.name] = {"state": "dead-lettered", "reason": redact(dead[t.name])}
         elif not t.wants(typ):
             targets[t.name] = {"state": "not sent (not in this target's events)"}
         elif seq is None:

@@ -246,3 +246,37 @@ def test_an_event_type_over_its_sla_degrades_health(tmp_path):
     over = [r for r in report["reasons"] if "sla_ms" in r]
     assert report["status"] == "degraded"
     assert over == ["event type order.status.changed: p95 commit-to-delivery latency 3000 ms is over its sla_ms 2000"]
+
+
+def test_dlq_list_puts_high_priority_first_and_show_traces_each_target(tmp_path):
+    from agent.mapping import MappedEvent
+    from agent.spool import Spool
+    from tests.test_pg_pipeline import cli as run_cli
+
+    cfg_file = tmp_path / "agent.toml"
+    cfg_file.write_text('[agent]\nname = "m"\n[source]\nkind = "postgres"\ndsn = "postgresql://u@127.0.0.1/db"\n'
+                        'tables = ["public.orders"]\n'
+                        '[[events]]\ntype = "order.low"\ntable = "public.orders"\npriority = "low"\n'
+                        '[[events]]\ntype = "order.high"\ntable = "public.orders"\npriority = "high"\n'
+                        '[[events]]\ntype = "order.normal"\ntable = "public.orders"\n'
+                        '[[targets]]\nname = "a"\nkind = "file"\npath = "a.jsonl"\n'
+                        '[[targets]]\nname = "b"\nkind = "file"\npath = "b.jsonl"\n')
+    cfg = config_mod.load(cfg_file)
+    spool = Spool(cfg.agent.state_dir)
+    try:
+        spool.ensure_targets(["a", "b"])
+        types = ["order.low", "order.normal", "order.high", "order.low"]
+        spool.append([MappedEvent(f"{i:032x}", t, str(i), f"{i:016X}:00000001", 0.0,
+                                  orjson.dumps({"id": f"{i:032x}", "type": t, "subject": str(i)}))
+                      for i, t in enumerate(types)], [], "0000000000000009")
+        rows = spool.fetch(0, 10)
+        spool.advance("a", rows[-1].seq, 0, [(e, f"refused {e.type}") for e in rows])
+        spool.advance("b", rows[-1].seq, len(rows), [])
+    finally:
+        spool.close()
+    listed = [orjson.loads(line) for line in run_cli("dlq", "list", "--json", "-c", str(cfg_file)).stdout.splitlines()]
+    assert [d["priority"] for d in listed] == ["high", "normal", "low", "low"]
+    assert [d["type"] for d in listed] == ["order.high", "order.normal", "order.low", "order.low"]
+    shown = run_cli("dlq", "show", str(listed[0]["id"]), "-c", str(cfg_file)).stdout
+    assert "priority:  high" in shown
+    assert "  a: dead-lettered (refused order.high)" in shown and "  b: delivered" in shown
