@@ -148,3 +148,10 @@ def test_shipped_rules_and_grafana_name_only_metrics_the_agent_serves(tmp_path):
     missing = {w for w in wanted if w not in served and w.removesuffix("_total") not in served}
     # lag and retained WAL are only served while a source is connected; the others must be there
     assert missing <= {"cdc_agent_lag_seconds", "cdc_agent_retained_wal_bytes"}, missing
+
+
+def test_version_flag():
+    import agent
+    r = subprocess.run([sys.executable, "-m", "agent.cli", "--version"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == f"cdc-agent {agent.__version__}"
