@@ -19,7 +19,7 @@ class FileTarget:
     def open(self) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)   # events are row data: private
             self._drop_torn_tail()
         except OSError as e:
             raise TargetUnavailable(f"cannot open {self.path}: {e.strerror}") from None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import unquote
+
 import orjson
 
 _DEBEZIUM_OP = {"insert": "c", "update": "u", "delete": "d", "read": "r"}
@@ -18,7 +20,7 @@ def to_debezium(body: bytes) -> bytes:
     ev = orjson.loads(body)
     data = ev["data"]
     _, _, table = ev["source"].rpartition("/")
-    schema, _, tbl = table.partition(".")
+    schema, _, tbl = unquote(table).partition(".")      # the source percent-encodes awkward table names
     ts_ms = _ts_ms(ev["time"])
     return orjson.dumps({
         "before": data["before"], "after": data["after"], "op": _DEBEZIUM_OP[data["op"]], "ts_ms": ts_ms,
