@@ -103,6 +103,9 @@ class HealthServer:
             timeout = idle                      # socket timeout: a silent client cannot hold a thread
             server_version = "cdc-agent"        # never BaseHTTP/0.6 Python/3.x
             sys_version = ""
+            default_request_version = "HTTP/1.0"    # a garbled request line still gets a status line
+            error_message_format = "%(code)d %(message)s\n"
+            error_content_type = "text/plain; charset=utf-8"
 
             def version_string(self):
                 return self.server_version
