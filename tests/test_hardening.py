@@ -29,7 +29,8 @@ from agent.errors import SpoolError, TargetRejected
 from agent.formats import to_debezium
 from agent.health import HealthServer
 from agent.interfaces import SpooledEvent
-from agent.mapping import EventMapper, event_source, subject_part
+from agent import mapping
+from agent.mapping import EventMapper
 from agent.monitor import Monitor
 from agent.statefiles import create_private_file, private_state_dir
 from tests.agentproc import AgentProcess, read_events, wait_for
@@ -73,12 +74,12 @@ SOURCES = [
 
 @pytest.mark.parametrize("table, source", SOURCES)
 def test_source_is_a_uri_reference_for_every_table_name(table, source):
-    assert event_source("erp-east", table) == source
+    assert mapping.event_source("erp-east", table) == source
     assert validate_rfc3986(source, rule="URI_reference")
 
 
 def test_debezium_envelope_names_the_table_as_it_is_called():
-    body = orjson.dumps({"specversion": "1.0", "id": "1", "source": event_source("erp", "main.Order Items"),
+    body = orjson.dumps({"specversion": "1.0", "id": "1", "source": mapping.event_source("erp", "main.Order Items"),
                          "type": "t", "subject": "1", "time": "2026-11-23T10:15:02.123456Z", "position": "1",
                          "data": {"op": "insert", "before": None, "after": {"id": 1}}})
     src = orjson.loads(to_debezium(body))["source"]
@@ -122,7 +123,7 @@ def test_every_mapped_event_of_awkward_tables_and_keys_is_a_valid_cloudevent():
                 assert not failures and len(events) == 1, failures
                 ev = valid_cloudevent(events[0].body)
                 assert ev["subject"] == events[0].subject
-                assert ev["source"] == event_source("erp-east", table)
+                assert ev["source"] == mapping.event_source("erp-east", table)
                 subjects.setdefault(ev["subject"], set()).add(key)
         collisions = {s: k for s, k in subjects.items() if len(k) > 1}
         assert not collisions, f"{table}: different keys, one subject: {collisions}"
@@ -134,7 +135,7 @@ def test_every_mapped_event_of_awkward_tables_and_keys_is_a_valid_cloudevent():
     (True, "true"), ("Grüße", "Grüße"),
 ])
 def test_subject_part_encoding_is_the_documented_one(value, part):
-    assert subject_part(value) == part
+    assert mapping.subject_part(value) == part
 
 
 def test_a_real_trigger_capture_run_over_awkward_names_gives_valid_cloudevents(tmp_path):
