@@ -112,8 +112,9 @@ def workdir(tmp_path):
 
 
 def check(cfg: Path, cwd: Path, timeout: float = 60, env: dict | None = None) -> subprocess.CompletedProcess:
+    """From the checkout (paths in a config are relative to the config file, not to the working directory)."""
     return subprocess.run([sys.executable, "-m", "agent.cli", "check", "-c", str(cfg)], capture_output=True,
-                          text=True, cwd=cwd, timeout=timeout, env={**os.environ, **(env or {})})
+                          text=True, cwd=ROOT, timeout=timeout, env={**os.environ, **(env or {})})
 
 
 def assert_refused(r: subprocess.CompletedProcess, cfg: Path, key: str | None) -> None:

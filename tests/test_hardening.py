@@ -33,7 +33,7 @@ from agent import mapping
 from agent.mapping import EventMapper
 from agent.monitor import Monitor
 from agent.statefiles import create_private_file, private_state_dir
-from tests.agentproc import AgentProcess, read_events, wait_for
+from tests.agentproc import ROOT, AgentProcess, read_events, wait_for
 from tests.plugins import free_port
 
 
@@ -156,7 +156,7 @@ def test_a_real_trigger_capture_run_over_awkward_names_gives_valid_cloudevents(t
     import subprocess
     import sys
     r = subprocess.run([sys.executable, "-m", "agent.cli", "setup", "-c", str(cfg)], capture_output=True, text=True,
-                       timeout=60)
+                       cwd=ROOT, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
     db = sqlite3.connect(tmp_path / "erp.db")
     db.executescript("""
