@@ -219,7 +219,7 @@ REDACTION = [
     # (registered, urls, text, must be gone, must stay)
     (["s3cr3t-token"], [], "error: s3cr3t-token refused; again s3cr3t-token.", ["s3cr3t-token"], ["error:", "again"]),
     (["abcdef", "defghi"], [], "x abcdefghi y", ["abc", "def", "ghi"], ["x ", " y"]),        # overlapping
-    (["abcde", "bcd"], [], "1 abcde 2 bcd 3 abcd", ["abcde", "bcd"], ["1 ", " 2 ", " 3 a"]),           # one inside another
+    (["abcde", "bcd"], [], "1 abcde 2 bcd 3 abcd", ["abcde", "bcd"], ["1 ", " 2 ", " 3 a"]),     # one inside another
     (["aaa"], [], "xaaaaaaay", ["aa"], ["x", "y"]),                                            # overlapping itself
     (["a.b*c(d)"], [], "re: a.b*c(d) aXbbc", ["a.b*c(d)"], ["aXbbc"]),                          # regex characters
     (["pw1", "pw12345"], [], "pw12345 then pw1", ["pw1"], ["then"]),                            # prefix of another
