@@ -18,7 +18,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import adapters
 
@@ -507,7 +507,8 @@ def _url(r: _Reader, k: str, schemes: tuple[str, ...]) -> str:
         _refuse_literal_secret(r, k, written.password, "secret")
     url = r.expand(k, raw)
     p = urlsplit(url)
-    secrets.register(p.password)
+    env_keys = frozenset(qk for qk, qv in parse_qsl(written.query, keep_blank_values=True) if ENV_RE.search(qv))
+    secrets.register_url(url, env_keys)
     allowed = " or ".join(f"{s}://" for s in schemes)
     if p.scheme not in schemes or not p.hostname:
         raise r.fail(k, f"must be {_article_for(allowed)} {allowed} URL with a host, got {secrets.redact(url)!r}")
@@ -560,6 +561,7 @@ def _alerts(file: str, raw: Any, health: HealthSettings) -> AlertSettings:
         except AlertSyntaxError as e:
             raise r.fail("when", str(e)) from None
         webhook = r.get("webhook", str)
+        secrets.register_url(webhook)
         if not re.match(r"^https?://[^/\s]+", webhook):
             raise r.fail("webhook", f"must be an http:// or https:// URL, got {secrets.redact(webhook)!r}")
         severity = r.get("severity", str, "warning")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import unquote
+
 import orjson
 
 from . import rawjson
@@ -20,7 +22,7 @@ def to_debezium(body: bytes) -> bytes:
     ev = rawjson.loads_exact(body)          # numbers keep their digits (json/jsonb values)
     data = ev["data"]
     _, _, table = ev["source"].rpartition("/")
-    schema, _, tbl = table.partition(".")
+    schema, _, tbl = unquote(table).partition(".")      # the source percent-encodes awkward table names
     ts_ms = _ts_ms(ev["time"])
     return orjson.dumps({
         "before": data["before"], "after": data["after"], "op": _DEBEZIUM_OP[data["op"]], "ts_ms": ts_ms,

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import re
+import socket
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -117,15 +119,57 @@ def _dead_letters_by_priority(cfg: Config, spool: Spool) -> dict[str, int]:
     return out
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        """A client that goes away mid-answer is normal; anything else is a bug, logged (one line, with
+        the exception) instead of socketserver's traceback on stderr."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            return
+        log.error("health endpoint: unexpected error answering %s: %r", client_address[0], exc, exc_info=exc)
+
+
 class HealthServer:
-    def __init__(self, cfg: Config, monitor: Monitor):
+    IDLE_SECONDS = 10.0       # a connection that sends nothing for this long is closed
+
+    def __init__(self, cfg: Config, monitor: Monitor, idle_seconds: float | None = None):
         self.cfg, self.monitor = cfg, monitor
         self.lock = threading.Lock()
         self.spool: Spool | None = None
         server = self
+        idle = idle_seconds or self.IDLE_SECONDS
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 (http.server naming)
+            timeout = idle                      # socket timeout: a silent client cannot hold a thread
+            server_version = "cdc-agent"        # never BaseHTTP/0.6 Python/3.x
+            sys_version = ""
+            default_request_version = "HTTP/1.0"    # a garbled request line still gets a status line
+            error_message_format = "%(code)d %(message)s\n"
+            error_content_type = "text/plain; charset=utf-8"
+
+            def version_string(self):
+                return self.server_version
+
+            def handle(self):
+                # a client trickling one byte now and then defeats the socket timeout: every connection
+                # also has a deadline, after which its socket is shut down (the read returns, the thread ends)
+                deadline = threading.Timer(3 * idle, self._expire)
+                deadline.daemon = True
+                deadline.start()
+                try:
+                    super().handle()
+                finally:
+                    deadline.cancel()
+
+            def _expire(self):
+                try:
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+            def do_GET(self, head: bool = False):  # noqa: N802 (http.server naming)
                 try:
                     code, ctype, body = server.respond(self.path)
                 except Exception as e:  # the endpoint must answer, whatever broke
@@ -135,18 +179,33 @@ class HealthServer:
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
+                if not head:
+                    self.wfile.write(body)
+
+            def do_HEAD(self):  # noqa: N802
+                self.do_GET(head=True)
+
+            def _not_allowed(self):
+                body = b'{"error": "method not allowed: use GET"}'
+                self.send_response(405)
+                self.send_header("Allow", "GET, HEAD")
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Connection", "close")
+                self.end_headers()
                 self.wfile.write(body)
+
+            do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = _not_allowed  # noqa: N815
 
             def log_message(self, *args):  # request lines are noise in the agent's log
                 pass
 
         host, port = cfg.health.host_port
         try:
-            self.httpd = ThreadingHTTPServer((host, port), Handler)
+            self.httpd = _Server((host, port), Handler)
         except OSError as e:
             raise CdcError(f"health endpoint cannot listen on {cfg.health.listen}: {e.strerror or e} "
                            f"(set [health] listen to a free host:port, or \"off\")") from None
-        self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, name="health", daemon=True)
         # the dashboard's history and the alert rules run beside the endpoint, reading the same report
         book = AlertBook(cfg.alerts.rules, cfg.agent.name) if cfg.alerts.rules else None

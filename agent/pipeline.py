@@ -24,6 +24,7 @@ from .monitor import Monitor
 from .secrets import redact, registered
 from .sources import capture_admin, open_source
 from .spool import Spool
+from .statefiles import private_state_dir
 from .worker import DRAIN_SECONDS, TargetWorker
 
 log = logging.getLogger("cdc_agent")
@@ -252,7 +253,7 @@ def _lock_state_dir(cfg: Config) -> int:
     """One running agent per state_dir: two would capture the same slot and deliver the same spool twice.
     The lock is released by the kernel when the process ends, however it ends."""
     path = cfg.agent.state_dir / "agent.lock"
-    cfg.agent.state_dir.mkdir(parents=True, exist_ok=True)
+    private_state_dir(cfg.agent.state_dir)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
