@@ -1,7 +1,7 @@
 """Wires a source, the mapper, the spool and the targets, and owns every checkpoint.
 
 The order that keeps data safe:
-  capture:  source.read → map → spool.append(events + checkpoint, one transaction) → source.confirm
+  capture:  source.poll → CaptureCore.read (batches, checkpoints) → map → spool.append(events + checkpoint, one transaction) → source.confirm
   delivery: spool.fetch → target.send → target confirms → spool.advance(cursor)
 Each target runs in its own thread with its own cursor, so a slow or broken target holds back nothing but
 itself; the spool absorbs its backlog up to `agent.spool_max_events`, then capture pauses (backpressure)
@@ -20,6 +20,7 @@ import time
 
 from adapters import build_target
 
+from .capture import CaptureCore
 from .config import Config, TargetSettings
 from .errors import CdcError, SourceError, SourceFatal, TargetError, TargetRejected
 from .formats import render
@@ -218,6 +219,7 @@ class Agent:
         else:
             self.workers = [TargetWorker(cfg, t, self.monitor, stop) for t in cfg.targets]
         self.source = None
+        self.capture: CaptureCore | None = None
         self._setup_done = False
 
     def run(self) -> int:
@@ -239,6 +241,7 @@ class Agent:
                 if self.delivery:
                     self.delivery.ensure_alive()      # also while paused: only delivery can end a pause
                 if self._backpressure():
+                    self._keep_source_alive()
                     self.stop.wait(0.5)
                     continue
                 try:
@@ -308,12 +311,13 @@ class Agent:
                 pass
             raise
         self.source = source
+        self.capture = CaptureCore(source)
         self.monitor.source_status_fn = source.status
         self.monitor.source_error, self.monitor.source_fatal = None, False
         log.info("source %s connected, resuming after %s", self.cfg.source.kind, checkpoint or "the start of capture")
 
     def _capture_once(self) -> None:
-        batch = self.source.read(self.cfg.source.batch_size, READ_WAIT_SECONDS)
+        batch = self.capture.read(self.cfg.source.batch_size, READ_WAIT_SECONDS)
         if not batch.changes and batch.checkpoint is None:
             return
         events, failures = self.mapper.map(batch.changes)
@@ -325,6 +329,15 @@ class Agent:
             self._wake_targets()
         if batch.checkpoint is not None:
             self.source.confirm(batch.checkpoint)      # only now: the spool holds everything up to it
+
+    def _keep_source_alive(self) -> None:
+        """Paused by backpressure: the source's connection must outlive the pause (wal_sender_timeout)."""
+        if self.capture is None:
+            return
+        try:
+            self.capture.keepalive()
+        except SourceError as e:
+            self._source_failed(e, 1)
 
     def _wake_targets(self) -> None:
         for w in self.workers:
@@ -350,7 +363,7 @@ class Agent:
                 self.source.close()
             except Exception:
                 pass
-            self.source = None
+            self.source = self.capture = None
 
 
 def tune_gc() -> None:

@@ -15,6 +15,7 @@ from agent import config
 from agent.errors import SourceFatal, SourceUnavailable
 from agent.sources.mysql import MysqlAdmin, MysqlSource, parse_checkpoint, parse_dsn
 from tests.agentproc import ROOT, AgentProcess, check_random_transactions, random_transactions, read_events, wait_for
+from tests.capturing import read
 from tests.plugins.leaks import secret
 
 
@@ -29,7 +30,7 @@ def drain(src: MysqlSource, max_changes: int = 1000, idle_reads: int = 2, wait: 
     """Read until `idle_reads` reads in a row bring nothing; returns [(changes, checkpoint)] per batch."""
     out, idle = [], 0
     while idle < idle_reads:
-        b = src.read(max_changes, wait)
+        b = read(src, max_changes, wait)
         if b.changes or b.checkpoint:
             out.append((b.changes, b.checkpoint))
         idle = 0 if b.changes else idle + 1
@@ -41,7 +42,7 @@ def started(cfg, checkpoint=None) -> tuple[MysqlSource, str]:
     src = MysqlSource(cfg)
     src.start(checkpoint)
     if checkpoint is None:
-        first = src.read(10, 0.5)
+        first = read(src, 10, 0.5)
         assert first.changes == [] and first.checkpoint
         checkpoint = first.checkpoint
     return src, checkpoint
@@ -220,7 +221,7 @@ def test_server_restart_mid_stream_resumes_without_loss_or_duplicates(make_maria
     server.restart()
     with pytest.raises(SourceUnavailable):
         for _ in range(50):
-            src.read(100, 0.2)
+            read(src, 100, 0.2)
     assert not src.status().connected
     src.close()
     for i in range(21, 41):
@@ -229,7 +230,7 @@ def test_server_restart_mid_stream_resumes_without_loss_or_duplicates(make_maria
     src2 = MysqlSource(cfg)
     src2.start(ckpt)
     try:
-        first = src2.read(1000, 1.0)
+        first = read(src2, 1000, 1.0)
         assert first.changes and min(c.position for c in first.changes) > max(spooled)
         take([(first.changes, first.checkpoint)])
         take(drain(src2))
@@ -275,7 +276,7 @@ def test_purged_binlogs_are_fatal_with_a_clear_message(make_mariadb_server, tmp_
     cfg = make_config(tmp_path, db.url, ["erp.t"])
     src, ckpt = started(cfg)
     db.execute("INSERT INTO t VALUES (1)")
-    b = src.read(10, 1.0)
+    b = read(src, 10, 1.0)
     ckpt = b.checkpoint or ckpt
     src.close()                                              # the agent is stopped...
     for i in range(2, 5):
@@ -291,7 +292,7 @@ def test_purged_binlogs_are_fatal_with_a_clear_message(make_mariadb_server, tmp_
         src2 = MysqlSource(cfg)
         with pytest.raises(SourceFatal) as err:
             src2.start(checkpoint)
-            src2.read(10, 1.0)
+            read(src2, 10, 1.0)
         src2.close()
         msg = str(err.value)
         assert "purged" in msg and "reset the agent's checkpoint" in msg and "snapshot" in msg
