@@ -269,6 +269,50 @@ def test_alter_table_mid_stream_keeps_names_right(mariadb_db, tmp_path):
     assert replay == want
 
 
+def test_xa_transactions_are_emitted_at_commit_and_never_after_rollback(mariadb_db, tmp_path):
+    mariadb_db.execute("CREATE TABLE t (id int PRIMARY KEY)")
+    cfg = make_config(tmp_path, mariadb_db.url, [f"{mariadb_db.name}.t"])
+    src, start = started(cfg)
+    conn = mariadb_db.connect()
+
+    def run(*statements):
+        with conn.cursor() as cur:
+            for q in statements:
+                cur.execute(q)
+
+    def ids(batches):
+        return [c.after["id"] for changes, _ in batches for c in changes]
+
+    try:
+        run("XA START 'gone'", "INSERT INTO t VALUES (1)", "XA END 'gone'", "XA PREPARE 'gone'")
+        mariadb_db.execute("INSERT INTO t VALUES (10)")  # commits while 'gone' is prepared
+        run("XA ROLLBACK 'gone'")
+        run("XA START 'kept', 'b', 7", "INSERT INTO t VALUES (2)", "INSERT INTO t VALUES (3)",
+            "XA END 'kept', 'b', 7", "XA PREPARE 'kept', 'b', 7")
+        mariadb_db.execute("INSERT INTO t VALUES (11)")
+        first = drain(src)
+        # nothing of a prepared transaction before its outcome; the checkpoint stays before 'kept'
+        assert ids(first) == [10, 11]
+        held = [ck for _, ck in first if ck][-1]
+        src.close()
+        run("XA COMMIT 'kept', 'b', 7")
+        run("XA START 'one'", "INSERT INTO t VALUES (4)", "XA END 'one'", "XA COMMIT 'one' ONE PHASE")
+    finally:
+        conn.close()
+        for row in mariadb_db.execute("XA RECOVER FORMAT='SQL'"):  # a prepared transaction outlives its
+            mariadb_db.execute(f"XA ROLLBACK {row[3]}")                # session: end it
+    # a restart from that checkpoint reads 'kept' again: its changes come once, at its commit
+    src2, _ = started(cfg, held)
+    try:
+        again = drain(src2)
+    finally:
+        src2.close()
+    assert ids(again) == [11, 2, 3, 4]
+    replayed = {c.after["id"]: c.position for changes, _ in first + again for c in changes}
+    assert replayed[11] == [c.position for c in again[0][0]][0]     # same position: the spool drops the copy
+    assert replayed[11] < replayed[2] < replayed[3] < replayed[4]    # positions in commit order
+
+
 def test_purged_binlogs_are_fatal_with_a_clear_message(make_mariadb_server, tmp_path):
     server = make_mariadb_server()
     db = server.create_database("erp")
