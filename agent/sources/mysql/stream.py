@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 2.0          # the server sends a heartbeat after this long without events
 DEAD_AFTER_SECONDS = 20.0        # nothing at all (not even a heartbeat) for this long: the connection is gone
 MARIA_SLAVE_CAPABILITY_GTID = 4
+PAUSED_WRITE_TIMEOUT_SECONDS = 86400  # how long the server waits for a paused agent to read again
 MAX_PREPARED_XA_CHANGES = 200_000   # changes of prepared, unresolved XA transactions held in memory
 
 # ---------------------------------------------------------------- the source
@@ -157,6 +158,9 @@ class MysqlSource:
             conn.connect()
             conn.execute("SET @master_binlog_checksum = @@global.binlog_checksum, "
                          "@source_binlog_checksum = @@global.binlog_checksum")
+            # the server gives up on a dump it cannot write to after net_write_timeout (60 s by default):
+            # while backpressure pauses capture nothing reads, so allow a long pause (a reconnect after it)
+            conn.execute(f"SET @@session.net_write_timeout = {PAUSED_WRITE_TIMEOUT_SECONDS}")
             period = int(HEARTBEAT_SECONDS * 1_000_000_000)
             conn.execute(f"SET @master_heartbeat_period = {period}, @source_heartbeat_period = {period}")
             replica_uuid = uuid.uuid5(uuid.NAMESPACE_URL, f"cdc-agent:{self.cfg.agent.name}:{self.server_id}")
@@ -332,8 +336,8 @@ class MysqlSource:
         return out
 
     def keepalive(self) -> None:
-        """Nothing to do while capture is paused: the server keeps a binlog dump that is not read open (its
-        writes wait; the dump connection's net_write_timeout is raised in _open_stream)."""
+        """Nothing to send while capture is paused: the server's writes to the dump just wait, for as long as
+        the session's net_write_timeout, which _open_stream raises to PAUSED_WRITE_TIMEOUT_SECONDS."""
 
     def _resume_checkpoint(self) -> str | None:
         """Where a restart must resume: after the last boundary read, unless an XA transaction is prepared
