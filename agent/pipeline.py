@@ -1,7 +1,8 @@
 """Wires a source, the mapper, the spool and the targets, and owns every checkpoint.
 
 The order that keeps data safe:
-  capture:  source.poll → CaptureCore.read (batches, checkpoints) → map → spool.append(events + checkpoint, one transaction) → source.confirm
+  capture:  source.poll → CaptureCore.read (batches, checkpoints) → map → spool.append(events + checkpoint,
+            one transaction) → source.confirm
   delivery: spool.fetch → target.send → target confirms → spool.advance(cursor)
 Each target runs in its own thread with its own cursor, so a slow or broken target holds back nothing but
 itself; the spool absorbs its backlog up to `agent.spool_max_events`, then capture pauses (backpressure)

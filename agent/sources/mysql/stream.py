@@ -1,4 +1,5 @@
-"""Source kind `mysql`: MySQL 8 / MariaDB 10.5+ row binlog, read as a replica.
+"""Source kind `mysql`, the stream part: MySQL 8 / MariaDB 10.5+ row binlog, read as a replica. `poll`
+yields Begin / RowChange / Commit / Keepalive items; agent/capture.py batches them.
 
 The agent connects like a replica (COM_REGISTER_SLAVE + COM_BINLOG_DUMP over its own small client,
 agent/sources/mysqlwire.py) and decodes the stream with the pure decoder agent/binlog.py. Ordinary
@@ -15,6 +16,12 @@ Position of a change: "FFFFFFFF:OOOOOOOOOOOO:NNNNNNNN" — binlog file number (8
 transaction's first event in that file (12 digits), ordinal of the change in the transaction (8 digits).
 The binlog is written in commit order, so transaction starts sort in commit order; the value depends only
 on the binlog, so a replay after a restart gives the same positions (and the same event ids).
+
+XA: the binlog holds a prepared transaction at XA PREPARE and its outcome in a later group (XA COMMIT /
+XA ROLLBACK xid; MariaDB writes XA COMMIT ... ONE PHASE as an ordinary transaction). Its changes are kept
+in memory, bounded by MAX_PREPARED_XA_CHANGES, and emitted at XA COMMIT with the positions of the commit
+group; a rollback drops them. While one is unresolved, checkpoints stay before its XA PREPARE, so a restart
+reads it again (what follows is read again with the same positions and the spool drops the copies).
 
 No silent reconnects: a lost connection raises SourceUnavailable and the pipeline calls start() again
 with the spool's checkpoint. A position the server no longer has (binlogs purged) raises SourceFatal.

@@ -1,5 +1,6 @@
-"""Source kind `postgres`: logical decoding with the built-in `pgoutput` plugin, read over the streaming
-replication protocol (docs/postgres-source.md says why streaming and not the SQL decoding functions).
+"""Source kind `postgres`, the stream part: logical decoding with the built-in `pgoutput` plugin, read over
+the streaming replication protocol (docs/postgres-source.md says why streaming and not the SQL decoding
+functions). `poll` yields Begin / RowChange / Commit / Keepalive items; agent/capture.py batches them.
 
 Connections:
   - a replication connection (`replication=database`) running `START_REPLICATION SLOT ... LOGICAL`; its
@@ -20,7 +21,8 @@ Positions and checkpoints:
                (even if the server sends it again), so nothing is read twice and nothing is skipped.
 The slot is confirmed (standby status update, flush = checkpoint) only when the pipeline says the spool
 holds everything up to it. When idle with everything confirmed, the keepalive's WAL position is confirmed
-too, so the slot advances over WAL that holds nothing for it.
+too, so the slot advances over WAL that holds nothing for it. While capture is paused (backpressure),
+`keepalive` sends standby status updates so that wal_sender_timeout does not end the connection.
 """
 
 from __future__ import annotations
