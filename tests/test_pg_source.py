@@ -466,3 +466,14 @@ def test_admin_errors_are_cdc_errors(pg_db, tmp_path):
         PostgresAdmin(cfg).setup()
     with pytest.raises(psycopg.Error):       # sanity: the table really is missing
         pg_db.execute("SELECT 1 FROM public.missing")
+
+
+def test_server_errors_read_well_and_are_classified_by_their_sqlstate():
+    from agent.sources.postgres.common import translate_result
+    quiet = translate_result("", "", "replication stream ended")
+    assert isinstance(quiet, SourceUnavailable)
+    assert str(quiet) == "replication stream ended: the server gave no reason"      # no internal class names
+    gone = translate_result("42704", 'replication slot "x" does not exist', "START_REPLICATION failed")
+    assert isinstance(gone, SourceFatal) and str(gone).endswith('"x" does not exist')
+    assert isinstance(translate_result("57P01", "terminating connection", "lost"), SourceUnavailable)
+    assert isinstance(translate_result("ZZ999", "odd", "lost"), SourceUnavailable)
