@@ -53,10 +53,11 @@ class CaptureCore:
     def read(self, max_changes: int, max_wait: float) -> SourceBatch:
         """Changes up to about `max_changes`, waiting at most `max_wait` for the first item."""
         poll = getattr(self.source, "poll", None)
-        if poll is None:
-            # TEMPORARY: the trigger source still batches in its own read(); remove this path when it
-            # yields items through poll() like the others
-            return self.source.read(max_changes, max_wait)  # type: ignore[attr-defined]
+        if not callable(poll):
+            # TEMPORARY: the trigger source still batches in its own read() (and its `poll` attribute is a
+            # number, its poll interval); remove this path when it yields items through poll() like the others
+            batch: SourceBatch = self.source.read(max_changes, max_wait)  # type: ignore[attr-defined]
+            return batch
         out = self._carry
         self._carry = []
         boundary = 0                # out[:boundary] are whole transactions
@@ -140,5 +141,5 @@ class CaptureCore:
     def keepalive(self) -> None:
         """Capture is paused (backpressure): let the source keep its connection without reading changes."""
         keep = getattr(self.source, "keepalive", None)
-        if keep is not None:        # TEMPORARY: the trigger source has none yet (and needs none: it polls)
+        if callable(keep):        # TEMPORARY: the trigger source has none yet (and needs none: it polls)
             keep()

@@ -175,6 +175,8 @@ def test_keepalive_reaches_the_source():
 
 def test_a_source_with_only_read_still_works():
     class OldStyle:
+        poll = 1.0                         # the trigger source's poll interval: not a poll() method
+
         def read(self, max_changes, max_wait):
             return SourceBatch([change(1)], "c1")
 
