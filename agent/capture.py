@@ -122,12 +122,10 @@ class CaptureCore:
                 self._backlog = False           # the source says nothing more is in flight: do not linger
                 break
             now = time.monotonic()
-        if self._in_txn and boundary < len(out):
-            if checkpoint is not None:          # end the batch at the last commit; the open transaction waits
-                self._carry = out[boundary:]
-                del out[boundary:]
-            else:                               # one piece of a large transaction: no checkpoint inside it
-                checkpoint = None
+        if self._in_txn and boundary < len(out) and checkpoint is not None:
+            self._carry = out[boundary:]        # end the batch at the last commit; the open transaction waits
+            del out[boundary:]
+        # (no commit in it while a transaction is open: one piece of a large transaction, checkpoint None)
         return SourceBatch(out, checkpoint)
 
     def _watermark(self, mark: Watermark, out: list[RowChange]) -> None:
