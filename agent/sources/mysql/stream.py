@@ -30,11 +30,10 @@ with the spool's checkpoint. A position the server no longer has (binlogs purged
 from __future__ import annotations
 
 import logging
-import re
 import time
 import uuid
 
-from ... import binlog
+from ... import binlog, myvalues
 from ...changes import Begin, Commit, Item, Keepalive, RowChange, SourceStatus
 from ...config import Config
 from ...errors import SourceError, SourceFatal, SourceUnavailable
@@ -92,7 +91,7 @@ class MysqlSource:
         self._xa_changes: list[RowChange] = []
         self._prepared: dict[str, tuple[str | None, list[RowChange]]] = {}   # xid -> (checkpoint before, changes)
         self._last_packet = time.monotonic()
-        self._json_cols: dict[tuple[str, str], set[str]] = {}
+        self._json_cols: dict[tuple[str, str], dict[str, str]] = {}
         self._json_seen: set[tuple[str, str]] = set()
         self._names: dict[str, str] = {}
         self._lower_names = False
@@ -256,14 +255,9 @@ class MysqlSource:
         return name in self._tables
 
     def _load_json_columns(self, ctl) -> None:
-        """MariaDB's JSON is LONGTEXT with a json_valid() CHECK; the binlog cannot tell it from text."""
-        rows = run_query(ctl, "SELECT CONSTRAINT_SCHEMA, TABLE_NAME, CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS "
-                           "WHERE CHECK_CLAUSE LIKE %s", ("%json_valid(%",))
-        cols: dict[tuple[str, str], set[str]] = {}
-        for schema, table, clause in rows:
-            for col in re.findall(r"json_valid\(`((?:[^`]|``)+)`\)", clause):
-                cols.setdefault((schema, table), set()).add(col.replace("``", "`"))
-        self._json_cols = cols
+        """What the binlog cannot tell apart, from the catalog: MariaDB's JSON (LONGTEXT with a json_valid()
+        CHECK) from text, and UUID / INET4 / INET6 from BINARY(16) / BINARY(4) (agent/myvalues.py)."""
+        self._json_cols = myvalues.load_logical_types(lambda sql: run_query(ctl, sql))
 
     def _json_columns(self, schema: str, table: str) -> set[str]:
         key = (schema, table)
@@ -277,7 +271,7 @@ class MysqlSource:
             finally:
                 ctl.close()
         self._json_seen.add(key)
-        return self._json_cols.get(key, set())
+        return self._json_cols.get(key, {})
 
     # -- streaming
 
