@@ -477,3 +477,13 @@ def test_server_errors_read_well_and_are_classified_by_their_sqlstate():
     assert isinstance(gone, SourceFatal) and str(gone).endswith('"x" does not exist')
     assert isinstance(translate_result("57P01", "terminating connection", "lost"), SourceUnavailable)
     assert isinstance(translate_result("ZZ999", "odd", "lost"), SourceUnavailable)
+
+
+def test_check_warns_that_stored_generated_columns_are_not_in_the_log(pg_db, tmp_path):
+    pg_db.execute("""CREATE TABLE priced (id int PRIMARY KEY, net numeric(12,2),
+                                         gross numeric(12,2) GENERATED ALWAYS AS (net * 1.19) STORED);
+                     CREATE TABLE other (id int PRIMARY KEY, g int GENERATED ALWAYS AS (id * 2) STORED);""")
+    items = {i.name: i for i in PostgresAdmin(make_config(pg_db.dsn, tmp_path, ["public.priced"])).check()}
+    gen = items["generated columns"]
+    assert not gen.ok and gen.warning
+    assert "public.priced: gross" in gen.detail and "other" not in gen.detail     # only captured tables

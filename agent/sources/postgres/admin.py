@@ -10,6 +10,7 @@ import psycopg
 from psycopg import errors as pgerr
 from psycopg import pq
 
+from ... import pgvalues
 from ...changes import CheckItem
 from ...config import Config
 from ...errors import CdcError, SourceFatal
@@ -290,6 +291,12 @@ class PostgresAdmin:
                                        full_fix, warning=True))
             if not i["owner"] and not sup:
                 not_owned.append(t)
+        generated = pgvalues.stored_generated_columns(conn.execute(pgvalues.STORED_GENERATED_SQL).fetchall(),
+                                                      self.tables)
+        if generated:
+            items.append(CheckItem("generated columns", False, pgvalues.stored_generated_detail(generated),
+                                   "compute them from the other columns downstream, or capture those tables with "
+                                   "source kind \"trigger\" (docs/postgres-source.md)", warning=True))
 
         pub_sql = self._pub_sql(st)
         can_publish = not not_owned
