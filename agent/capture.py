@@ -52,12 +52,6 @@ class CaptureCore:
 
     def read(self, max_changes: int, max_wait: float) -> SourceBatch:
         """Changes up to about `max_changes`, waiting at most `max_wait` for the first item."""
-        poll = getattr(self.source, "poll", None)
-        if not callable(poll):
-            # TEMPORARY: the trigger source still batches in its own read() (and its `poll` attribute is a
-            # number, its poll interval); remove this path when it yields items through poll() like the others
-            batch: SourceBatch = self.source.read(max_changes, max_wait)  # type: ignore[attr-defined]
-            return batch
         out = self._carry
         self._carry = []
         boundary = 0                # out[:boundary] are whole transactions
@@ -83,7 +77,7 @@ class CaptureCore:
                     if wait <= 0:
                         self._backlog = False
                         break
-                items = poll(max(1, max_changes - len(out)), wait)
+                items = self.source.poll(max(1, max_changes - len(out)), wait)
                 if not items:
                     self._backlog = False       # the stream paused: caught up, keep batches short again
                     break
@@ -138,6 +132,4 @@ class CaptureCore:
 
     def keepalive(self) -> None:
         """Capture is paused (backpressure): let the source keep its connection without reading changes."""
-        keep = getattr(self.source, "keepalive", None)
-        if callable(keep):        # TEMPORARY: the trigger source has none yet (and needs none: it polls)
-            keep()
+        self.source.keepalive()

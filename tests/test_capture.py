@@ -171,16 +171,3 @@ def test_keepalive_reaches_the_source():
     src = Scripted()
     CaptureCore(src).keepalive()
     assert src.kept_alive == 1
-
-
-def test_a_source_with_only_read_still_works():
-    class OldStyle:
-        poll = 1.0                         # the trigger source's poll interval: not a poll() method
-
-        def read(self, max_changes, max_wait):
-            return SourceBatch([change(1)], "c1")
-
-    core = CaptureCore(OldStyle())
-    b = core.read(10, 0.1)
-    assert ids(b) == [1] and b.checkpoint == "c1"
-    core.keepalive()                       # nothing to call: no error
