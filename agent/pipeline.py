@@ -24,6 +24,7 @@ from .errors import CdcError, SourceError, SourceFatal, SpoolError
 from .mapping import EventMapper
 from .monitor import Monitor
 from .secrets import redact, registered
+from .service import Notifier
 from .sources import capture_admin, open_source
 from .spool import Spool
 from .statefiles import private_state_dir
@@ -74,10 +75,14 @@ class Agent:
             self.delivery.start()
         log.info("agent %s started: source %s, targets %s", self.cfg.agent.name, self.cfg.source.kind,
                  ", ".join(t.name for t in self.cfg.targets))
+        systemd = Notifier()          # Type=notify under systemd (packaging/cdc-agent.service); else nothing
+        systemd.ready(f"capturing from {self.cfg.source.kind}, delivering to "
+                      + ", ".join(t.name for t in self.cfg.targets))
         last_prune = last_ckpt_log = time.monotonic()
         failures = spool_failures = 0
         try:
             while not self.stop.is_set():
+                systemd.watchdog()        # every turn of this loop: a hung capture loop gets restarted
                 if self.delivery:
                     self.delivery.ensure_alive()      # also while paused: only delivery can end a pause
                 if self.monitor.capture_stopped:
@@ -117,6 +122,7 @@ class Agent:
                 except Exception as e:
                     self._capture_bug(e)
         finally:
+            systemd.stopping()
             if self._unspooled is not None:
                 log.warning("stopping with a batch the spool did not accept; it is read again from checkpoint "
                             "%s on the next start (the source was not confirmed past it)",
