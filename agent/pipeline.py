@@ -21,7 +21,7 @@ from .capture import CaptureCore
 from .config import Config
 from .delivery import DeliveryProcess
 from .errors import CdcError, SourceError, SourceFatal, SpoolError
-from .mapping import EventMapper
+from .mapping import EventMapper, event_id
 from .monitor import Monitor
 from .secrets import redact, registered
 from .service import Notifier
@@ -187,7 +187,8 @@ class Agent:
             return
         events, failures = self.mapper.map(batch.changes)
         for f in failures:
-            log.warning("change at %s cannot become %s: %s; it is in dead letters", f.position, f.event_type, f.reason)
+            log.warning("change at %s cannot become %s (event %s): %s; it is in dead letters", f.position,
+                        f.event_type, event_id(self.cfg.agent.name, f.position, f.event_type), f.reason)
         self.monitor.captured += len(batch.changes)
         self._unspooled = (events, failures, batch.checkpoint)
         self._spool_batch()
