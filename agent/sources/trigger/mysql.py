@@ -28,7 +28,8 @@ def _is_mariadb(db: Db) -> bool:
     return "mariadb" in text_of(db.query("SELECT VERSION()")[0][0]).lower()
 
 
-_MY_TEXT = {"char", "varchar", "tinytext", "text", "mediumtext", "longtext", "enum", "set", "json"}
+_MY_TEXT = {"char", "varchar", "tinytext", "text", "mediumtext", "longtext", "enum", "set"}
+_JSON_HEX_MARK = "\x00"      # a JSON column's text as hex after this mark (version 3); older triggers embedded it
 
 
 def _utf8(expr: str) -> str:
@@ -45,12 +46,17 @@ def _column_expr(ref: str, col: Column) -> str:
     t = col.type
     if t in _MY_TEXT:
         return _utf8(ref)
+    if t == "json":
+        # JSON_OBJECT embeds a JSON column as JSON (trimmed, and its null indistinguishable from NULL);
+        # its exact text travels as hex
+        return _utf8(f"CONCAT(CHAR(0), HEX({ref}))")
     if t in ("decimal", "numeric"):
         return _utf8(f"CAST({ref} AS CHAR)")
     if t in _MY_BINARY:
         return _utf8(f"HEX({ref})")
     if t == "timestamp":
-        return _utf8(f"CAST(UNIX_TIMESTAMP({ref}) AS CHAR)")
+        # UNIX_TIMESTAMP of the zero TIMESTAMP is NULL when the column has fractional seconds
+        return _utf8(f"CASE WHEN {ref} + 0 = 0 THEN '0' ELSE CAST(UNIX_TIMESTAMP({ref}) AS CHAR) END")
     if t in ("datetime", "date", "time", "uuid", "inet4", "inet6"):
         return _utf8(f"CAST({ref} AS CHAR)")
     if t in ("bit", "year"):
@@ -67,7 +73,10 @@ def _json_column(span: str) -> Any:
     """A JSON column's value in the row image: the trigger writes its text as a string (version 3); older
     triggers let JSON_OBJECT embed it. Either way: RawJson of the text."""
     if span[:1] == '"':
-        return json_text(json.loads(span))
+        s = json.loads(span)
+        if s[:1] == _JSON_HEX_MARK:
+            return json_text(bytes.fromhex(s[1:]).decode("utf-8", "replace"))
+        return json_text(s)
     r = raw_json(span)
     return r if r is not None else span
 

@@ -31,7 +31,7 @@ class RawNum(str):
 def _lossless_int(s: str) -> Any:
     # int() refuses more than 4,300 digits, and orjson anything beyond 64 bits: keep those as text
     if len(s) < 19:
-        return int(s)
+        return int(s) if s != "-0" else RawNum(s)       # -0: a float column's negative zero
     if len(s) <= 20:
         n = int(s)
         if -(1 << 63) <= n < (1 << 64):
