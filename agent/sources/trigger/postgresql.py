@@ -23,7 +23,7 @@ from .catalog import split_table
 from .changelog import ChangelogRead, ChangelogReader, ChangelogRow
 from .db import Db, text_of, truthy
 from .dialect import Column, Dialect, TableInfo
-from .values import array_of, finish, float_value, numeric
+from .values import array_of, float_value, numeric
 
 if TYPE_CHECKING:
     from .catalog import Names
@@ -62,8 +62,6 @@ _PG_CONV: dict[str, Callable] = {
     "time": _str_of(frac6), "timetz": _str_of(timetz_text), "interval": _str_of(interval_text_to_iso),
     "bytea": lambda v: bytea_to_base64(v.encode()),
 }
-_PG_PLAIN = {"int2", "int4", "int8", "bool", "text", "varchar", "bpchar", "char", "name", "uuid",
-             "inet", "cidr", "macaddr", "macaddr8", "money", "bit", "varbit", "xml", "citext"}
 
 # pg_type rows of the columns' types, and of what they are made of (domains, array elements)
 _TYPES_SQL = (
@@ -217,18 +215,18 @@ class PostgresqlDialect(Dialect):
 
     def converter(self, col: Column) -> Callable[[Any], Any] | None:
         if col.text_form:
-            return finish               # written without its text (an older trigger): as to_json wrote it
+            return _json_span           # written without its text (an older trigger): as to_json wrote it
         if col.elem:
             if col.elem in ("json", "jsonb"):
                 return _json_span
             fn = _PG_CONV.get(col.elem)
-            return array_of(fn) if fn else (None if col.elem in _PG_PLAIN else finish)
+            return array_of(fn) if fn else None     # strings as to_json wrote them
         if col.type in ("json", "jsonb"):
             return _json_span
         fn = _PG_CONV.get(col.type)
         if fn:
             return fn
-        return None if col.type in _PG_PLAIN else finish
+        return None                     # text, enums, ranges, inet, ...: strings as to_json wrote them
 
     def text_converter(self, col: Column) -> Callable[[str], Any] | None:
         if not col.text_form:

@@ -19,6 +19,7 @@ from .catalog import ConfiguredCapture, installed_version, load_table
 from .changelog import ChangelogRow
 from .db import MISSING_RE, Db, friendly
 from .dialect import TableInfo, dialect_named
+from ...rawjson import raw_json
 from .values import RawNum, created_epoch, finish, loads, ts_text
 
 if TYPE_CHECKING:
@@ -251,7 +252,7 @@ class TriggerSource(ConfiguredCapture):
                 self._text_forms(img, text_img, texts, position, tbl)
             for col, v in img.items():
                 if col not in claimed and type(v) in _UNCLAIMED:
-                    img[col] = finish(v)
+                    img[col] = self._unclaimed(img, col, v)
         commit_ts = created_epoch(row.created)
         if type(b) is not dict and b is not None:
             b = dict(b) if isinstance(b, dict) else {"$value": b}
@@ -273,6 +274,16 @@ class TriggerSource(ConfiguredCapture):
             log.warning("changelog row %s of %s: cannot convert column %s value %s; sent as written",
                         position, tbl, col, str(v)[:80], exc_info=True)
             return finish(v) if type(v) in _UNCLAIMED else v
+
+    @staticmethod
+    def _unclaimed(img: Any, col: str, v: Any) -> Any:
+        """A value no converter claimed that is not a plain JSON scalar: an object goes out as the exact text
+        the trigger wrote (every digit, every escape); lossless numbers as JSON numbers."""
+        if type(v) is dict and hasattr(img, "spans"):
+            r = raw_json(img.spans.get(col, ""))
+            if r is not None:
+                return r
+        return finish(v)
 
     @staticmethod
     def _text_forms(img: Any, text_img: str, texts: dict[str, Callable], position: str, tbl: str) -> None:

@@ -13,11 +13,11 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import re
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any, Callable
 
 from ...binlog import format_timestamp
-from ...rawjson import RawJson, raw_json
+from ...rawjson import raw_json
 from .db import text_of
 
 UTC = _dt.timezone.utc
@@ -150,8 +150,7 @@ def unraw(v: Any) -> Any:
             f = float(v)
         except ValueError:
             return str(v)
-        return f if repr(f) == v or (f == f and f not in (float("inf"), float("-inf")) and float(repr(f)) == f
-                                     and _same_number(v, f)) else finish(v)
+        return f if f == f and abs(f) != float("inf") and _same_number(v, f) else finish(v)
     if t is dict or t is RowImage:
         return {k: unraw(x) for k, x in v.items()}
     if t is list:
@@ -160,7 +159,6 @@ def unraw(v: Any) -> Any:
 
 
 def _same_number(text: str, f: float) -> bool:
-    from decimal import Decimal, InvalidOperation
     try:
         return Decimal(text) == Decimal(f)
     except InvalidOperation:
