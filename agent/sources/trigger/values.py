@@ -16,7 +16,7 @@ import re
 from decimal import Decimal, InvalidOperation
 from typing import Any, Callable
 
-from ...binlog import format_timestamp
+from ...myvalues import format_timestamp
 from ...rawjson import raw_json
 from .db import text_of
 
