@@ -46,6 +46,7 @@ class AgentSettings:
     spool_max_events: int = 1_000_000        # undelivered events; at the limit capture pauses (backpressure)
     checkpoint_log_seconds: float = 30.0     # how often a "checkpoint" line is logged
     delivery: str = "process"                # "process": targets in a child process (both cores); "thread"
+    catalog: Path | None = None              # the accepted event catalog (docs/catalog.md): check/run compare
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,18 @@ class EventRule:
     key: tuple[str, ...] | None = None
     fields: tuple[tuple[str, str], ...] | None = None          # (output name, column)
     values: dict[str, dict[str, str]] = field(default_factory=dict)  # column -> raw code -> canonical
+
+
+@dataclass(frozen=True)
+class OutboxRule:
+    """An application's outbox table: each inserted row becomes one event (agent/outbox.py)."""
+    table: str
+    type_column: str = "event_type"
+    key_column: str = "aggregate_id"
+    payload_column: str = "payload"
+    headers_column: str | None = None         # a JSON object of CloudEvents extension attributes
+    types: tuple[str, ...] | None = None      # the event types the table may carry; others are dead letters
+    delete_after: bool = False                # delete the rows once their events are spooled
 
 
 @dataclass(frozen=True)
@@ -119,6 +132,7 @@ class Config:
     events: tuple[EventRule, ...]
     targets: tuple[TargetSettings, ...]
     health: HealthSettings
+    outbox: tuple[OutboxRule, ...] = ()
 
     def target(self, name: str) -> TargetSettings:
         for t in self.targets:
@@ -240,6 +254,7 @@ def _agent(file: str, raw: Any, base: Path) -> AgentSettings:
         spool_max_events=r.positive("spool_max_events", int, 1_000_000),
         checkpoint_log_seconds=r.positive("checkpoint_log_seconds", float, 30.0),
         delivery=delivery,
+        catalog=(base / r.get("catalog", str)).resolve() if r.has("catalog") else None,
     )
 
 
@@ -348,6 +363,37 @@ def _rule(file: str, i: int, raw: Any, tables: tuple[str, ...]) -> EventRule:
                     raise r.fail(f"values.{col}.{code}", f"must be a string, got {_tname(canon)}")
             values[col] = dict(mapping)
     return EventRule(type=typ, table=table, on=frozenset(on), changed=changed, key=key, fields=fields, values=values)
+
+
+EVENT_TYPE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def _outboxes(file: str, raw: Any, tables: tuple[str, ...], rules: tuple[EventRule, ...]) -> tuple[OutboxRule, ...]:
+    """`[[outbox]]` tables: in source.tables, named by no `[[events]]` rule, each at most once."""
+    if not isinstance(raw, list):
+        raise ConfigError(file, "outbox", "must be an array of tables: write [[outbox]]")
+    out: list[OutboxRule] = []
+    for i, item in enumerate(raw):
+        r = _Reader(file, f"outbox[{i}]", item, {f.name for f in dataclasses.fields(OutboxRule)})
+        table = r.get("table", str)
+        if table not in tables:
+            raise r.fail("table", f"{table!r} is not in source.tables ({', '.join(tables)})")
+        if any(o.table == table for o in out):
+            raise r.fail("table", f"{table!r} is already an outbox table")
+        named = next((j for j, rule in enumerate(rules) if rule.table == table), None)
+        if named is not None:
+            raise r.fail("table", f"{table!r} is also the table of events[{named}]: an outbox table emits the events "
+                                  "its rows describe, not row events")
+        cols = {k: r.get(k, str, default) for k, default in
+                (("type_column", "event_type"), ("key_column", "aggregate_id"), ("payload_column", "payload"))}
+        headers = r.get("headers_column", str, None)
+        types = r.str_list("types", None, nonempty=True)
+        for t in types or ():
+            if not EVENT_TYPE_RE.fullmatch(t):
+                raise r.fail("types", f"must list dotted names like order.placed, got {t!r}")
+        out.append(OutboxRule(table=table, headers_column=headers, types=types,
+                              delete_after=r.get("delete_after", bool, False), **cols))
+    return tuple(out)
 
 
 _TARGET_COMMON = {f.name for f in dataclasses.fields(TargetSettings)} - {"options"}
@@ -536,9 +582,9 @@ def load(path: str | os.PathLike) -> Config:
 
 def parse(raw: dict, *, file: str = "agent.toml", base: Path | None = None) -> Config:
     base = base or Path.cwd()
-    unknown = sorted(set(raw) - {"agent", "source", "events", "targets", "health"})
+    unknown = sorted(set(raw) - {"agent", "source", "events", "outbox", "targets", "health"})
     if unknown:
-        raise ConfigError(file, unknown[0], "unknown section (allowed: agent, source, events, targets, health)")
+        raise ConfigError(file, unknown[0], "unknown section (allowed: agent, source, events, outbox, targets, health)")
     if "agent" not in raw:
         raise ConfigError(file, "agent", "required table [agent] is missing")
     agent = _agent(file, raw["agent"], base)
@@ -554,6 +600,7 @@ def parse(raw: dict, *, file: str = "agent.toml", base: Path | None = None) -> C
             raise ConfigError(file, f"events[{i}].type", f"{rule.type!r} is already the type of events[{first}] on "
                               f"table {rule.table}: two rules on one table need different types (an event's id "
                               "is derived from its change and its type)")
+    outbox = _outboxes(file, raw.get("outbox", []), source.tables, rules)
     targets_raw = raw.get("targets")
     if targets_raw is None:
         raise ConfigError(file, "targets", "at least one [[targets]] is required")
@@ -565,4 +612,5 @@ def parse(raw: dict, *, file: str = "agent.toml", base: Path | None = None) -> C
         if n in names[:i]:
             raise ConfigError(file, f"targets[{i}].name", f"target name {n!r} is used twice")
     health = _health(file, raw.get("health", {}))
-    return Config(path=Path(file), agent=agent, source=source, events=rules, targets=targets, health=health)
+    return Config(path=Path(file), agent=agent, source=source, events=rules, targets=targets, health=health,
+                  outbox=outbox)
