@@ -205,7 +205,8 @@ def asyncapi(cfg: Config, catalog: dict[str, dict]) -> dict:
         server, debezium = None, t.format != "cloudevents"
         for key in catalog:
             generic = "const" not in catalog[key]["properties"]["type"]   # an outbox without `types`
-            if not generic and not t.wants(key):
+            # an outbox without `types` may carry any type: listed on the targets that take every type
+            if not (("*" in t.events) if generic else t.wants(key)):
                 continue
             server, address, desc = _target_channel(cfg, t, "{type}" if generic else key, kinds[key])
             servers[_ident(t.name)] = {**server, "description": f"target {t.name} ({t.kind})"}
