@@ -47,7 +47,9 @@ def _envelope(cfg: Config, typ: Any, table: str, data: dict, origin: str, extens
         "additionalProperties": False,
     }
     if extensions:          # outbox headers: CloudEvents extension attributes
-        schema["patternProperties"] = {"^[a-z0-9]{1,20}$": {"type": ["string", "integer", "boolean"]}}
+        # (properties and patternProperties both apply to a name: the standard attributes are excluded)
+        reserved = "|".join(sorted(schema["properties"]) + ["data_base64", "dataschema"])
+        schema["patternProperties"] = {f"^(?!({reserved})$)[a-z0-9]{{1,20}}$": {"type": ["string", "integer", "boolean"]}}
     return schema
 
 
