@@ -310,3 +310,24 @@ def test_run_refuses_a_breaking_change_unless_accepted(pg_db, tmp_path):
         proc.terminate()
         proc.wait(30)
     assert cli("check", "-c", cfg_path).returncode == 0
+
+
+def test_demo_catalog_describes_the_demo_events(tmp_path):
+    from tests.test_demo import run_demo
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text((ROOT / "agent.toml").read_text())
+    r = run_demo(ROOT, cfg, "--seconds", "4", "--quiet")
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = cli("catalog", "-c", cfg, "-o", tmp_path / "events.catalog.json")
+    assert out.returncode == 0, out.stderr
+    catalog = json.loads((tmp_path / "events.catalog.json").read_text())
+    assert sorted(catalog) == ["customer.address.changed", "customer.order.placed", "customer.pricing.updated",
+                               "order.status.changed", "row.main.order_lines"]
+    status = catalog["order.status.changed"]["properties"]["data"]["properties"]["after"]["properties"]["status"]
+    assert set(status["enum"]) >= {"accepted", "shipped", "returned"}
+    events = [json.loads(line) for line in (tmp_path / "demo-state" / "out" / "events.jsonl").read_bytes().splitlines()]
+    assert len({e["type"] for e in events}) == 5
+    assert_all_valid(catalog, events)
+    ev = next(e for e in events if e["type"] == "order.status.changed" and e["data"]["after"])
+    assert_mutation_rejected(catalog, ev, "after", "status", "X")
+    assert_mutation_rejected(catalog, ev, "after", "order_id", "1")
