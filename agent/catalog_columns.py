@@ -229,6 +229,15 @@ def _text(v: Any) -> str:
 def sqlite_form(declared: str) -> dict:
     """SQLite's type affinity rules (https://sqlite.org/datatype3.html §3.1) decide what a value usually is."""
     d = declared.upper()
+    # the trigger source's SQLite converters first (agent/sources/trigger/sqlite.py), then affinity
+    if "DEC" in d or "NUMERIC" in d:
+        return {"type": "string"}                         # exact digits, quantized to the declared scale
+    if "BOOL" in d:
+        return {"type": ["boolean", "integer", "string"]}  # 0/1 become booleans; other stored values pass
+    if "DATETIME" in d or "TIMESTAMP" in d:
+        return STRING
+    if "JSON" in d:
+        return ANY_JSON
     if "INT" in d:
         return {"type": "integer"}
     if any(w in d for w in ("CHAR", "CLOB", "TEXT")):
