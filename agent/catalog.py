@@ -73,9 +73,7 @@ def _row_event(cfg: Config, rule: EventRule, shape: TableShape, origin: str) -> 
             raise CdcError(f"rule {rule.type}: column {col!r} is not a column of {shape.table}")
     props = {out: _field_schema(shape, col, rule) for out, col in fields}
     row = {"type": ["object", "null"], "properties": props, "additionalProperties": False}
-    key_cols = rule.key or shape.key
-    if not key_cols:
-        raise CdcError(f"rule {rule.type}: table {shape.table} has no primary key and the rule sets no key")
+    key_cols = rule.key or shape.key     # none: the mapper dead-letters the changes (no key, no subject)
     key_props = {}
     for k in key_cols:
         c = shape.column(k)

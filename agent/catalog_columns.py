@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from .errors import CdcError, SourceError, SourceUnavailable
+from .errors import CdcError, SourceUnavailable
 
 # ---------------------------------------------------------------- value forms (shared by both engines)
 
@@ -205,10 +205,9 @@ def my_table(query: Query, table: str) -> TableShape:
                        "AND CHECK_CLAUSE LIKE '%json_valid(%'")
         for (clause,) in checks:
             json_cols.update(c.replace("``", "`") for c in re.findall(r"json_valid\(`((?:[^`]|``)+)`\)", str(clause)))
-    except SourceError:
-        raise
-    except Exception:                       # MySQL before 8.0.16 has no CHECK_CONSTRAINTS: no json_valid hints
-        pass
+    except Exception as e:                  # MySQL before 8.0.16 has no CHECK_CONSTRAINTS: no json_valid hints
+        if "check_constraints" not in str(e).lower():
+            raise
     key = query("SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE WHERE "
                 f"{where} AND CONSTRAINT_NAME = 'PRIMARY' ORDER BY ORDINAL_POSITION")
     out = []

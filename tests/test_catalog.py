@@ -12,10 +12,9 @@ import sys
 from pathlib import Path
 
 import jsonschema
-import pytest
 
 from agent import config
-from agent.catalog import asyncapi, build, dumps
+from agent.catalog import build, dumps
 from agent.catalog_diff import compare
 from tests.agentproc import ROOT, AgentProcess, wait_for
 from tests.test_values_differential import MY_COLUMNS, PG_COLUMNS, my_values, pg_values
