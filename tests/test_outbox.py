@@ -266,3 +266,24 @@ def test_outbox_config_errors(outbox, problem):
         config.parse({"agent": {"name": "a"}, "source": {"kind": "postgres", "dsn": "postgresql://u@h/db",
                                                          "tables": ["app.outbox"]},
                       "outbox": [outbox], "targets": [{"name": "f", "kind": "file", "path": "/tmp/x"}]})
+
+
+def test_an_outbox_table_cannot_also_have_event_rules():
+    from agent.errors import ConfigError
+    with pytest.raises(ConfigError, match=r"outbox\[0\]\.table: .*also the table of events\[0\]"):
+        config.parse({"agent": {"name": "a"}, "source": {"kind": "postgres", "dsn": "postgresql://u@h/db",
+                                                         "tables": ["app.outbox"]},
+                      "events": [{"type": "x.y", "table": "app.outbox"}],
+                      "outbox": [{"table": "app.outbox"}], "targets": [{"name": "f", "kind": "file", "path": "/tmp/x"}]})
+
+
+def test_outbox_headers_become_attributes_or_dead_letters():
+    mapper = EventMapper(outbox_config(headers_column="h"))
+    row = {"id": 1, "event_type": "order.placed", "aggregate_id": "a", "payload": RawJson("{}"),
+           "h": RawJson('{"tenant": "east", "attempt": 2}')}
+    (ev,), _ = mapper.map([change("insert", row)])
+    body = json.loads(ev.body)
+    assert body["tenant"] == "east" and body["attempt"] == 2 and body["data"] == {}
+    for bad in ('{"type": "evil"}', '{"Upper": "x"}', '{"nested": {"a": 1}}', '[1]'):
+        events, fails = mapper.map([change("insert", {**row, "h": RawJson(bad)})])
+        assert not events and fails, bad
