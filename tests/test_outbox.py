@@ -23,7 +23,7 @@ from agent.rawjson import RawJson
 from tests.agentproc import AgentProcess, wait_for
 from tests.test_pg_pipeline import pid_running
 
-WRITERS, TXNS, AGGREGATES = 4, 100, 5
+WRITERS, TXNS, AGGREGATES = 4, 150, 5
 PI = "3.14159265358979323846264338327950288"      # more digits than a float: the payload is kept exact
 
 
@@ -110,16 +110,19 @@ def run_workload(cfg_path: Path, tmp_path: Path, connect, insert_sql: str, count
                    for w in range(WRITERS)]
         for t in threads:
             t.start()
+        during: list[bool] = []
         for _ in range(3):
-            time.sleep(rng.uniform(0.3, 1.0))
+            time.sleep(rng.uniform(1.0, 2.0))    # past the delivery process's start (a kill during its spawn handshake leaves a child traceback)
             wait_for(lambda: agent.children(), 20, what="the delivery process")
             kids = agent.children()
+            during.append(any(t.is_alive() for t in threads))
             agent.kill()
             wait_for(lambda: not any(pid_running(k) for k in kids), 10, what="the delivery process to exit")
             agent.start()
         for t in threads:
             t.join(120)
         assert not errors, errors
+        assert sum(during) >= 2, "the kills must fall while the application writes"
         want = {(a, v, p) for a, v, p in committed}
         wait_for(lambda: len({e["id"] for e in events_in(out)}) >= len(want), 120, interval=0.3,
                  what=f"{len(want)} distinct events")
