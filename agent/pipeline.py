@@ -23,6 +23,7 @@ from .delivery import DeliveryProcess
 from .errors import CdcError, SourceError, SourceFatal, SpoolError
 from .mapping import EventMapper, event_id
 from .monitor import Monitor
+from .outbox import OutboxCleaner
 from .secrets import redact, registered
 from .service import Notifier
 from .sources import capture_admin, open_source
@@ -50,6 +51,7 @@ class Agent:
         self.spool = Spool(cfg.agent.state_dir)
         self.spool.ensure_targets([t.name for t in cfg.targets])
         self.mapper = EventMapper(cfg)
+        self.outbox_cleaner = OutboxCleaner(cfg)      # `delete_after` outbox rows, once spooled
         self.delivery = None
         if cfg.agent.delivery == "process":
             self.delivery = DeliveryProcess(cfg, self.monitor, registered())
@@ -128,6 +130,7 @@ class Agent:
                             "%s on the next start (the source was not confirmed past it)",
                             self._checkpoint_or_unknown())
             self._close_source()
+            self.outbox_cleaner.close()
             for w in self.workers:
                 w.wake.set()
             for w in self.workers:
@@ -206,6 +209,8 @@ class Agent:
             self._wake_targets()
         if checkpoint is not None:
             self.source.confirm(checkpoint)      # only now: the spool holds everything up to it
+        if self.outbox_cleaner:                  # after the spool commit, never before
+            self.outbox_cleaner.consumed([e.outbox_row for e in events if e.outbox_row is not None])
 
     def _spool_failed(self, e: SpoolError, failures: int) -> None:
         msg = redact(str(e))
