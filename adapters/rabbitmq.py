@@ -25,6 +25,7 @@ receivers to read both), `datacontenttype` as `content_type`, `data` as the body
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
@@ -119,6 +120,10 @@ class RabbitmqTarget:
     def open(self) -> None:
         import pika
 
+        # pika logs every failed connection attempt as an ERROR with its stack of causes; the worker logs the
+        # outage once per retry already, in one line
+        logging.getLogger("pika").setLevel(logging.CRITICAL)
+
         self.close()
         params = pika.URLParameters(self.url)
         if "heartbeat" not in parse_qs(urlsplit(self.url).query):
@@ -142,7 +147,8 @@ class RabbitmqTarget:
                 params, on_open_callback=lambda conn: conn.channel(on_open_callback=on_channel),
                 on_open_error_callback=on_open_error,
                 on_close_callback=lambda _conn, reason: self._closed("connection", reason))
-            ok = self._run_until(lambda: bool(ready) or self._open_error is not None, self.timeout)
+            self._run_until(lambda: bool(ready) or self._open_error is not None, self.timeout)
+            ok = bool(ready) and self._open_error is None and self.closed_reason is None
         except Exception as e:   # pika raises a zoo of exceptions while connecting; each means "not reachable"
             self.close()
             raise TargetUnavailable(f"cannot connect to {self.where}: {redact(str(e)) or type(e).__name__}") from None
