@@ -71,6 +71,20 @@ def amqp_message(event: SpooledEvent, fmt: str, routing_key) -> AmqpMessage:
     return AmqpMessage(destination(routing_key, event, m.source), m.body, m.content_type, headers)
 
 
+def _cause(err: Any) -> str:
+    """The innermost readable reason of a pika error (they nest: connection error, workflow, socket error)."""
+    while True:
+        if getattr(err, "exceptions", None):            # a connection workflow: its last attempt
+            inner = err.exceptions[-1]
+        elif getattr(err, "exception", None) is not None:  # a failed phase: what failed in it
+            inner = err.exception
+        else:
+            inner = err.args[0] if getattr(err, "args", None) else None
+        if not isinstance(inner, BaseException):
+            return redact(str(err)) or type(err).__name__
+        err = inner
+
+
 def safe_url(url: str) -> str:
     """The URL for messages: scheme, host, port and vhost; never the user's password or query."""
     p = urlsplit(url)
@@ -113,7 +127,7 @@ class RabbitmqTarget:
         return done()
 
     def _closed(self, what: str, reason: Any) -> None:
-        self.closed_reason = f"{what} closed: {redact(str(reason)) or type(reason).__name__}"
+        self.closed_reason = f"{what} closed: {_cause(reason)}"
 
     # ------------------------------------------------------------------ Target
 
@@ -140,7 +154,7 @@ class RabbitmqTarget:
             channel.confirm_delivery(ack_nack_callback=self._on_confirm, callback=lambda _frame: ready.append(True))
 
         def on_open_error(_conn: Any, err: Any) -> None:
-            self._open_error = redact(str(err)) or type(err).__name__
+            self._open_error = _cause(err)
 
         try:
             self.conn = pika.SelectConnection(

@@ -142,4 +142,5 @@ listen = "off"
     check_random_transactions(events, expected)
     log = agent.log()
     assert "Traceback" not in log, log[-3000:]
+    assert "target bus: " in log, "the broker restart went unnoticed: no failed delivery was retried"
     return log
