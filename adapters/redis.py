@@ -82,7 +82,9 @@ class RedisTarget:
         self.close()
         t = self.opts.timeout_seconds
         # no retries inside the client: the worker retries with backoff, and a retried pipeline would duplicate
-        client = redis.Redis.from_url(self.opts.url, socket_timeout=t, socket_connect_timeout=t,
+        # WAIT blocks up to `t` on the server: the socket waits that long and a little more for its answer
+        read_timeout = 2 * t + 1 if self.opts.wait_replicas else t
+        client = redis.Redis.from_url(self.opts.url, socket_timeout=read_timeout, socket_connect_timeout=t,
                                       retry=Retry(NoBackoff(), 0), retry_on_error=[])
         try:
             client.ping()

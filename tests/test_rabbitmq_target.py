@@ -14,6 +14,7 @@ import pytest
 from adapters.envelope import Template
 from adapters.rabbitmq import RabbitmqTarget, amqp_message
 from agent.errors import TargetUnavailable
+from tests.agentproc import wait_for
 from tests.brokers_b_support import check_bad_config, crash_workload, event, settings
 
 os.environ.setdefault("BB_BROKER_PASSWORD", "guest")
@@ -182,9 +183,23 @@ def test_crash_safe_delivery_through_a_broker_restart(pg_db, tmp_path, make_rabb
             c.close()
         return received
 
-    crash_workload(pg_db, tmp_path, f"""name = "bus"
+    def queued() -> int:
+        c = pika.BlockingConnection(pika.URLParameters(server.url))
+        try:
+            return c.channel().queue_declare("items", durable=True, passive=True).method.message_count
+        finally:
+            c.close()
+
+    def crash_server() -> None:
+        before = wait_for(queued, 30, what="the agent's first deliveries")    # mid-stream
+        server.restart(signal.SIGKILL)
+        # what the broker confirmed was on disk: all of it is still queued after the crash
+        assert queued() >= before
+
+    log = crash_workload(pg_db, tmp_path, f"""name = "bus"
 kind = "rabbitmq"
 url = "amqp://guest:${{BB_BROKER_PASSWORD}}@127.0.0.1:{server.port}/%2F"
 exchange = "cdc"
 routing_key = "{{agent}}.{{schema}}.{{table}}"
-timeout_seconds = 10""", consume, lambda: server.restart(signal.SIGKILL))
+timeout_seconds = 10""", consume, crash_server)
+    assert "target bus: cannot connect" in log or "target bus: publish" in log   # the restart was felt, and retried
