@@ -137,6 +137,8 @@ class MosquittoServer(_Server):
                  "persistence_location": f"{self.dir}/", "autosave_interval": "1", "max_queued_messages": "0",
                  "max_inflight_messages": "100", **settings}
         (self.dir / "mosquitto.conf").write_text("".join(f"{k} {v}\n" for k, v in lines.items()))
+        if os.geteuid() == 0:           # as root, mosquitto drops to its own user, which must write the dir
+            shutil.chown(self.dir, "mosquitto")
 
     def command(self):
         return ["mosquitto", "-c", str(self.dir / "mosquitto.conf")], {}
