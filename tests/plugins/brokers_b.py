@@ -100,6 +100,20 @@ class RabbitServer(_Server):
             "RABBITMQ_LOG_BASE": str(d / "log"), "RABBITMQ_CONFIG_FILE": str(d / "rabbitmq.conf"),
             "RABBITMQ_ENABLED_PLUGINS_FILE": str(d / "enabled_plugins"), "RABBITMQ_CONF_ENV_FILE": "/dev/null"}
 
+    def start(self):
+        super().start()
+        # the port opens while the node still boots (it resets connections then): ready when AMQP answers
+        import pika
+        deadline = time.monotonic() + self.start_timeout
+        while True:
+            try:
+                pika.BlockingConnection(pika.URLParameters(self.url)).close()
+                return self
+            except pika.exceptions.AMQPError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
     @property
     def url(self) -> str:
         return f"amqp://guest:guest@127.0.0.1:{self.port}/%2F"
