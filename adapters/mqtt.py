@@ -114,6 +114,7 @@ class MqttTarget:
         self.inflight = 20                        # paho's default, and Mosquitto's Receive Maximum
         self._cond = threading.Condition()
         self._acks: dict[int, Any] = {}           # mid -> PUBACK reason code, for the batch in flight
+        self._expected = 1 << 30                  # PUBACKs the sender waits for (set once the batch is out)
         self._connected = False
         self._lost: str | None = None             # why the connection ended, while a batch waits
         self._connack: Any = None
@@ -135,7 +136,8 @@ class MqttTarget:
     def _on_publish(self, _c: Any, _u: Any, mid: int, reason: Any, _properties: Any) -> None:
         with self._cond:
             self._acks[mid] = reason
-            self._cond.notify_all()
+            if len(self._acks) >= self._expected:      # wake the sender once, when the batch may be complete
+                self._cond.notify_all()
 
     # ------------------------------------------------------------------ Target
 
@@ -189,6 +191,7 @@ class MqttTarget:
         mids: dict[int, int] = {}                   # mid -> seq
         with self._cond:
             self._acks.clear()
+            self._expected = 1 << 30
         for ev in events:
             m = mqtt_message(ev, self.format, self.topic)
             problem = topic_problem(m.topic)
@@ -208,6 +211,7 @@ class MqttTarget:
             mids[info.mid] = ev.seq
         deadline = time.monotonic() + self.opts.timeout_seconds
         with self._cond:
+            self._expected = len(mids)
             done = self._cond.wait_for(
                 lambda: self._lost is not None or all(mid in self._acks for mid in mids),
                 max(0.0, deadline - time.monotonic()))

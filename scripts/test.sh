@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 
 # Debian packages: database servers the tests start privately, and ODBC drivers for trigger capture.
 need=()
-for pkg in postgresql-15 mariadb-server unixodbc odbc-postgresql odbc-mariadb; do
+# rabbitmq-server, redis-server, mosquitto: the broker targets' tests start private instances of them
+for pkg in postgresql-15 mariadb-server unixodbc odbc-postgresql odbc-mariadb rabbitmq-server redis-server mosquitto; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
