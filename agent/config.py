@@ -429,7 +429,9 @@ def _option(r: _Reader, k: str, typ: Any, meta: Any, base: Path) -> Any:
     if typ is ConfigPath:
         return (base / r.get(k, str)).resolve()
     if typ is Url:
-        return _url(r, k, meta.get("schemes") or ("http", "https"))
+        if not meta.get("schemes"):
+            raise TypeError(f"option {k}: a Url needs option(schemes=(...)), the schemes it accepts")
+        return _url(r, k, meta["schemes"])
     origin = typing.get_origin(typ)
     if origin is tuple:
         return r.str_list(k, nonempty=bool(meta.get("nonempty")))
