@@ -203,3 +203,59 @@ exchange = "cdc"
 routing_key = "{{agent}}.{{schema}}.{{table}}"
 timeout_seconds = 10""", consume, crash_server)
     assert "target bus: cannot connect" in log or "target bus: publish" in log   # the restart was felt, and retried
+
+
+def test_through_the_agent_unroutable_events_are_dead_letters_and_nothing_else_is_held_up(
+        pg_db, tmp_path, queue):
+    """Two tables, a routing key per table, a queue bound for one of them only: the other table's events come
+    back unroutable and become dead letters of this target; the first table's arrive in order, and a file
+    target beside it gets everything."""
+    import subprocess
+    import sys
+
+    from tests.agentproc import ROOT, AgentProcess, read_events
+    ch, name = queue
+    ch.queue_bind(name, "amq.direct", routing_key=f"{name}.items")
+    pg_db.execute("CREATE TABLE items (id int PRIMARY KEY, v int); CREATE TABLE notes (id int PRIMARY KEY, v int)")
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text(f"""
+[agent]
+name = "erp-test"
+state_dir = "state"
+[source]
+kind = "postgres"
+dsn = "{pg_db.dsn}"
+tables = ["public.items", "public.notes"]
+[[targets]]
+name = "bus"
+kind = "rabbitmq"
+url = "amqp://{URL_TAIL}:5672/%2F"
+exchange = "amq.direct"
+routing_key = "{name}.{{table}}"
+[[targets]]
+name = "audit"
+kind = "file"
+path = "out/events.jsonl"
+[health]
+listen = "off"
+""")
+    run = lambda *a: subprocess.run([sys.executable, "-m", "agent.cli", *a, "-c", str(cfg)], cwd=ROOT,
+                                    capture_output=True, text=True, timeout=60)
+    assert run("setup").returncode == 0
+    with AgentProcess(cfg, tmp_path / "agent.log") as agent:
+        for i in range(1, 21):
+            pg_db.execute(f"INSERT INTO items VALUES ({i}, 0)")
+            if i % 4 == 0:
+                pg_db.execute(f"INSERT INTO notes VALUES ({i}, 0)")
+        wait_for(lambda: len(read_events(tmp_path / "out" / "events.jsonl")) >= 25, 60, what="25 events in the file")
+        wait_for(lambda: "NO_ROUTE" in run("dlq", "list").stdout and run("dlq", "list").stdout.count("NO_ROUTE") >= 5,
+                 60, what="5 dead letters")
+        assert agent.stop() == 0
+    got = _drain(ch, name)
+    file_events = read_events(tmp_path / "out" / "events.jsonl", final=True)
+    items = [e for e in file_events if e["source"].endswith("public.items")]
+    assert [p.message_id for _, p, _ in got] == [e["id"] for e in items]       # all 20, in order
+    listed = run("dlq", "list").stdout
+    notes = [e["id"] for e in file_events if e["source"].endswith("public.notes")]
+    assert len(notes) == 5 and all(n in listed for n in notes) and listed.count("bus") >= 5
+    assert "Traceback" not in agent.log()
