@@ -226,10 +226,12 @@ class RabbitmqTarget:
         if conn is None:
             return
         try:
-            if conn.is_open:
+            if not (conn.is_closed or conn.is_closing):
                 conn.close()
-                self._run_until(lambda: conn.is_closed, 2.0, conn)
+            self._run_until(lambda: conn.is_closed, 2.0, conn)
         except Exception:   # closing a broken connection: nothing left to save
             pass
+        finally:
+            conn.ioloop.close()      # each connection has its own poller (an epoll fd and a socket pair)
 
 KIND = TargetKind(options=RabbitmqOptions, target=RabbitmqTarget, batch_size=500, binary_format=True)

@@ -195,3 +195,17 @@ timeout_seconds = 10""", received, restart)
     finally:
         sub.close()
     assert "target bus: " in log      # the restart broke the agent's connection, and it delivered again
+
+
+def test_a_refused_login_is_unavailable_without_the_password(make_mosquitto_server, monkeypatch, tmp_path):
+    from tests.plugins.leaks import secret
+    server = make_mosquitto_server(allow_anonymous="false")
+    monkeypatch.setenv("BB_MQTT_PW", secret("not-the-pw-9876"))
+    target = MqttTarget(settings("mqtt", url=f"mqtt://cdc:${{BB_MQTT_PW}}@127.0.0.1:{server.port}", topic="t",
+                                 timeout_seconds=5))
+    try:
+        with pytest.raises(TargetUnavailable, match="refused") as ei:
+            target.send([event(1)])
+    finally:
+        target.close()
+    assert "not-the-pw-9876" not in str(ei.value)

@@ -165,3 +165,20 @@ kind = "redis"
 url = "{server.url}"
 stream = "{{agent}}.{{table}}"
 timeout_seconds = 5""", entries, crash_server)
+
+
+def test_the_password_never_shows_in_errors(make_redis_server, monkeypatch):
+    from tests.plugins.leaks import secret
+    server = make_redis_server(requirepass="right-pw-1234")
+    monkeypatch.setenv("BB_REDIS_PW", secret("wrong-pw-5678"))
+    target = RedisTarget(settings("redis", url=f"redis://:${{BB_REDIS_PW}}@127.0.0.1:{server.port}/0", stream="s"))
+    with pytest.raises(TargetUnavailable) as ei:
+        target.send([event(1)])
+    assert "WRONGPASS" in str(ei.value) or "invalid" in str(ei.value)
+    assert "wrong-pw-5678" not in str(ei.value) and "127.0.0.1" in str(ei.value)
+    monkeypatch.setenv("BB_REDIS_PW", "right-pw-1234")
+    ok = RedisTarget(settings("redis", url=f"redis://:${{BB_REDIS_PW}}@127.0.0.1:{server.port}/0", stream="s"))
+    try:
+        assert ok.send([event(1)]).rejected == []
+    finally:
+        ok.close()
