@@ -6,10 +6,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from adapters.envelope import STRUCTURED_CONTENT_TYPE, Template, TemplateError, binary_parts
+from agent.errors import TargetUnavailable
 from agent.interfaces import SpooledEvent
 from agent.options import OptionError
 
 DEBEZIUM_CONTENT_TYPE = "application/json"
+
+
+def require_client(module: str, kind: str, package: str) -> None:
+    """The broker client a target needs, or TargetUnavailable saying how to install it (health shows it)."""
+    import importlib
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        raise TargetUnavailable(f"the {kind} target needs the {package} package: "
+                                f"pip install 'cdc-agent[{kind}]'") from None
 
 
 def parse_template(key: str, text: str) -> Template:

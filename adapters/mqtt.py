@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from adapters import TargetKind
-from adapters._messages import destination, event_agent, message, parse_template
+from adapters._messages import destination, event_agent, message, parse_template, require_client
 from agent.errors import TargetUnavailable
 from agent.interfaces import DeliveryResult, Rejection, SpooledEvent
 from agent.options import OptionError, Url, option
@@ -142,6 +142,7 @@ class MqttTarget:
     # ------------------------------------------------------------------ Target
 
     def open(self) -> None:
+        require_client("paho.mqtt.client", "mqtt", "paho-mqtt")
         return None        # connected by the first send: the client id needs the agent's name (see above)
 
     def _connect(self, agent: str, retried: bool = False) -> None:
@@ -241,4 +242,4 @@ class MqttTarget:
         self._connected = False
 
 
-KIND = TargetKind(options=MqttOptions, target=MqttTarget, batch_size=500, binary_format=True)
+KIND = TargetKind(options=MqttOptions, target=MqttTarget, batch_size=500, binary_mode=True)

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
 from adapters import TargetKind
-from adapters._messages import destination, message, parse_template
+from adapters._messages import destination, message, parse_template, require_client
 from agent.errors import TargetUnavailable
 from agent.interfaces import DeliveryResult, Rejection, SpooledEvent
 from agent.options import Url, option
@@ -132,6 +132,7 @@ class RabbitmqTarget:
     # ------------------------------------------------------------------ Target
 
     def open(self) -> None:
+        require_client("pika", "rabbitmq", "pika")
         import pika
 
         # pika logs every failed connection attempt as an ERROR with its stack of causes; the worker logs the
@@ -234,4 +235,4 @@ class RabbitmqTarget:
         finally:
             conn.ioloop.close()      # each connection has its own poller (an epoll fd and a socket pair)
 
-KIND = TargetKind(options=RabbitmqOptions, target=RabbitmqTarget, batch_size=500, binary_format=True)
+KIND = TargetKind(options=RabbitmqOptions, target=RabbitmqTarget, batch_size=500, binary_mode=True)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from adapters import TargetKind
-from adapters._messages import destination, message, parse_template
+from adapters._messages import destination, message, parse_template, require_client
 from agent.errors import TargetUnavailable
 from agent.interfaces import DeliveryResult, Rejection, SpooledEvent
 from agent.options import Url, option
@@ -75,6 +75,7 @@ class RedisTarget:
         self.max_bulk = DEFAULT_MAX_BULK
 
     def open(self) -> None:
+        require_client("redis", "redis", "redis")
         import redis
         from redis.backoff import NoBackoff
         from redis.retry import Retry
@@ -141,4 +142,4 @@ class RedisTarget:
                 pass
 
 
-KIND = TargetKind(options=RedisOptions, target=RedisTarget, batch_size=500, binary_format=True)
+KIND = TargetKind(options=RedisOptions, target=RedisTarget, batch_size=500, binary_mode=True)

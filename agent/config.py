@@ -373,9 +373,10 @@ def _target(file: str, i: int, raw: Any, base: Path) -> TargetSettings:
     if not NAME_RE.match(name):
         raise r.fail("name", f"must match [a-z0-9_-]+, got {name!r}")
     fmt = r.get("format", str, "cloudevents")
-    if fmt not in TARGET_FORMATS or (fmt == "cloudevents-binary" and not spec.binary_format):
-        allowed = " or ".join(f'"{f}"' for f in TARGET_FORMATS if spec.binary_format or f != "cloudevents-binary")
-        raise r.fail("format", f"must be {allowed} for kind {kind}, got {fmt!r}")
+    formats = [f for f in TARGET_FORMATS if f != "cloudevents-binary" or spec.binary_mode]
+    if fmt not in formats:
+        allowed = " or ".join(f'"{f}"' for f in formats)
+        raise r.fail("format", f"must be {allowed} for a {kind} target, got {fmt!r}")
     return TargetSettings(
         name=name, kind=kind, format=fmt,
         events=r.str_list("events", ("*",), nonempty=True),

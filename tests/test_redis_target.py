@@ -182,3 +182,42 @@ def test_the_password_never_shows_in_errors(make_redis_server, monkeypatch):
         assert ok.send([event(1)]).rejected == []
     finally:
         ok.close()
+
+
+def test_parsing_a_config_with_these_brokers_imports_no_broker_client(tmp_path):
+    """The clients are optional extras (cdc-agent[rabbitmq,redis,mqtt]): reading a config must not need them."""
+    import subprocess
+    import sys
+
+    from tests.agentproc import ROOT
+    p = tmp_path / "agent.toml"
+    p.write_text("""
+[agent]
+name = "erp"
+[source]
+kind = "postgres"
+dsn = "postgresql://u@127.0.0.1/db"
+tables = ["public.customers"]
+[[targets]]
+name = "a"
+kind = "rabbitmq"
+url = "amqp://h/"
+routing_key = "{table}"
+[[targets]]
+name = "b"
+kind = "redis"
+url = "redis://h/0"
+stream = "{table}"
+[[targets]]
+name = "c"
+kind = "mqtt"
+url = "mqtt://h"
+topic = "{table}"
+format = "cloudevents-binary"
+""")
+    code = (f"import sys; from agent import config; c = config.load({str(p)!r}); "
+            "from adapters import build_target; [build_target(t) for t in c.targets]; "
+            "print(sorted(m for m in ('pika', 'redis', 'paho') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"
