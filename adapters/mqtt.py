@@ -91,6 +91,13 @@ def _varint_len(n: int) -> int:
     return 1 if n < 128 else 2 if n < 16384 else 3 if n < 2097152 else 4
 
 
+def packet_size_bound(m: MqttMessage) -> int:
+    """At least the PUBLISH packet's size, cheaply (a UTF-8 character is at most 4 bytes): most messages are
+    far below any Maximum Packet Size, and packing paho's properties twice costs a third of the send."""
+    strings = len(m.topic) + len(m.content_type) + sum(len(k) + len(v) for k, v in m.user_properties)
+    return 4 * strings + 5 * len(m.user_properties) + len(m.payload) + 32
+
+
 def packet_size(topic: str, payload: bytes, properties: Any) -> int:
     """Bytes of the PUBLISH packet at QoS 1 (MQTT 5 §3.3): fixed header, topic, packet id, properties, payload."""
     remaining = 2 + len(topic.encode()) + 2 + len(properties.pack()) + len(payload)
@@ -199,9 +206,10 @@ class MqttTarget:
             props = Properties(PacketTypes.PUBLISH)
             props.ContentType = m.content_type
             props.UserProperty = m.user_properties
-            size = packet_size(m.topic, m.payload, props) if problem is None else 0
-            if problem is None and size > self.max_packet:
-                problem = f"the message is {size} bytes, more than the broker's maximum packet size ({self.max_packet})"
+            if problem is None and packet_size_bound(m) > self.max_packet:
+                size = packet_size(m.topic, m.payload, props)
+                if size > self.max_packet:
+                    problem = f"the message is {size} bytes, more than the broker's maximum packet size ({self.max_packet})"
             if problem is not None:
                 rejected.append(Rejection(ev.seq, f"{problem} ({self.where})"))
                 continue

@@ -1,8 +1,10 @@
 """MQTT target benchmark (see bench/broker_bench.py): the target's send next to a bare paho loop with the
 same guarantee (QoS 1, MQTT 5, user property ce_id, every PUBACK of a batch awaited), and commit-to-consumer
-latency at 5,000 changes/s (a paho subscriber). Uses the machine's Mosquitto (127.0.0.1:1883).
+latency at 5,000 changes/s (a paho subscriber). Uses the machine's Mosquitto (127.0.0.1:1883), whose
+Receive Maximum (`max_inflight_messages`, 20 by default) bounds any QoS 1 publisher; `--inflight N` runs the
+same against a private Mosquitto allowing N messages in flight instead.
 
-    python -m bench.mqtt [--events 50000] [--rate 5000] [--seconds 20]
+    python -m bench.mqtt [--events 50000] [--rate 5000] [--seconds 20] [--inflight 1000]
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from bench import broker_bench as bb
 
 HOST, PORT = "127.0.0.1", 1883
 URL = f"mqtt://{HOST}:{PORT}"
+INFLIGHT = 20
 BATCH = 500
 
 
@@ -26,6 +29,7 @@ class BareLoop:
         self.Properties, self.PacketTypes, self.topic = Properties, PacketTypes, topic
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-bare-" + uuid.uuid4().hex[:6],
                                   protocol=mqtt.MQTTv5)
+        self.client.max_inflight_messages_set(INFLIGHT)          # the broker's Receive Maximum, as the target
         self.client.connect(HOST, PORT)
         self.client.loop_start()
 
@@ -61,6 +65,24 @@ class Consumer:
 
 
 def main() -> None:
+    global PORT, URL, INFLIGHT
+    import sys
+    server = None
+    if "--inflight" in sys.argv:
+        i = sys.argv.index("--inflight")
+        INFLIGHT = int(sys.argv[i + 1])
+        del sys.argv[i:i + 2]
+        from tests.plugins.brokers_b import MosquittoServer
+        server = MosquittoServer(max_inflight_messages=str(INFLIGHT), persistence="false").start()
+        PORT, URL = server.port, server.url
+    try:
+        run()
+    finally:
+        if server is not None:
+            server.destroy()
+
+
+def run() -> None:
     a = bb.args()
     base = "cdc-bench/" + uuid.uuid4().hex[:6]
     evs = bb.events(a.events)

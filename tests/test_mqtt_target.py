@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from adapters.envelope import Template
-from adapters.mqtt import MqttTarget, mqtt_message, packet_size
+from adapters.mqtt import MqttTarget, mqtt_message, packet_size, packet_size_bound
 from agent.errors import TargetUnavailable
 from tests.agentproc import wait_for
 from tests.brokers_b_support import check_bad_config, crash_workload, event, settings
@@ -43,6 +43,10 @@ def test_packet_size_is_what_goes_on_the_wire():
     props.UserProperty = [("ce_id", "abc")]
     # fixed header 2, topic 2+3, packet id 2, properties (1 length + 1 id + 2+5 + 2+3), payload 100
     assert packet_size("a/b", b"x" * 100, props) == 2 + 5 + 2 + 14 + 100
+    m = mqtt_message(event(1), "cloudevents-binary", Template.parse("ä/{table}"))
+    full = Properties(PacketTypes.PUBLISH)
+    full.ContentType, full.UserProperty = m.content_type, m.user_properties
+    assert packet_size_bound(m) >= packet_size(m.topic, m.payload, full)
 
 
 class Subscriber:
