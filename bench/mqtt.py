@@ -18,7 +18,9 @@ from bench import broker_bench as bb
 HOST, PORT = "127.0.0.1", 1883
 URL = f"mqtt://{HOST}:{PORT}"
 INFLIGHT = 20
-BATCH = 500
+from adapters.mqtt import KIND  # noqa: E402
+
+BATCH = KIND.batch_size          # the target's default batch size, for the bare loop too
 
 
 class BareLoop:
@@ -91,7 +93,7 @@ def run() -> None:
     from tests.brokers_b_support import settings
     target = MqttTarget(settings("mqtt", url=URL, topic=base + "/target"))
     bare_rate, target_rate = bb.best_rates(a.rounds, lambda: bare.rate(evs), lambda: bb.target_rate(target, evs, BATCH))
-    bare_lat = bb.bare_latency(bare.publish, a.rate, min(a.seconds, 10))
+    bare_lat = bb.bare_latency(bare.publish, a.rate, min(a.seconds, 10), BATCH)
     consumer = Consumer(base + "/latency")
     toml = f"""[[targets]]
 name = "mqtt"

@@ -18,7 +18,9 @@ from bench import broker_bench as bb
 from bench.common import emit
 
 URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
-BATCH = 500
+from adapters.rabbitmq import KIND  # noqa: E402
+
+BATCH = KIND.batch_size          # the target's default batch size, for the bare loop too
 
 
 class BareConfirmLoop:
@@ -116,7 +118,7 @@ def main() -> None:
         ch.queue_purge(queues[2])
         conn.close()
 
-        bare_lat = bb.bare_latency(bare.publish, a.rate, min(a.seconds, 10))
+        bare_lat = bb.bare_latency(bare.publish, a.rate, min(a.seconds, 10), BATCH)
         consumer = Consumer(queues[3])
         consumer.start()
         toml = f"""[[targets]]

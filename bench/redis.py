@@ -16,7 +16,9 @@ from bench import broker_bench as bb
 from bench.common import emit
 
 URL = "redis://127.0.0.1:6379/0"
-BATCH = 500
+from adapters.redis import KIND  # noqa: E402
+
+BATCH = KIND.batch_size          # the target's default batch size, for the bare loop too
 
 
 class Consumer(threading.Thread):
@@ -69,7 +71,7 @@ def main() -> None:
             return r
 
         bare_rate, target_rate = bb.best_rates(a.rounds, bare_round, target_round)
-        bare_lat = bb.bare_latency(bare_publish, a.rate, min(a.seconds, 10))
+        bare_lat = bb.bare_latency(bare.publish, a.rate, min(a.seconds, 10), BATCH)
         client.delete(names[0])
         consumer = Consumer(names[2])
         consumer.start()
