@@ -71,7 +71,7 @@ def main() -> None:
             return r
 
         bare_rate, target_rate = bb.best_rates(a.rounds, bare_round, target_round)
-        bare_lat = bb.bare_latency(bare.publish, a.rate, min(a.seconds, 10), BATCH)
+        bare_lat = bb.bare_latency(bare_publish, a.rate, min(a.seconds, 10), BATCH)
         client.delete(names[0])
         consumer = Consumer(names[2])
         consumer.start()
