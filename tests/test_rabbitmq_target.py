@@ -115,6 +115,22 @@ def test_an_unroutable_message_is_rejected_and_the_rest_delivered(queue):
     assert [p.message_id for _, p, _ in _drain(ch, name)] == [batch[0].id, batch[2].id]
 
 
+def test_a_nack_from_a_full_queue_is_unavailable_not_a_dead_letter(queue):
+    """basic.nack (here: a queue at its length limit refusing publishes) says "not now": the batch is retried."""
+    ch, _ = queue
+    full = "cdc-test-full-" + uuid.uuid4().hex[:8]
+    ch.queue_declare(full, durable=True, arguments={"x-max-length": 2, "x-overflow": "reject-publish"})
+    target = RabbitmqTarget(settings("rabbitmq", url=f"amqp://{URL_TAIL}:5672/%2F", routing_key=full))
+    try:
+        with pytest.raises(TargetUnavailable, match="refused 1 message"):
+            target.send([event(1), event(2), event(3)])
+        ch.queue_purge(full)
+        assert target.send([event(1), event(2)]).rejected == []      # room again: the same target delivers
+    finally:
+        target.close()
+        ch.queue_delete(full)
+
+
 def test_a_missing_exchange_or_a_broker_that_is_down_is_unavailable(queue):
     _, name = queue
     target = RabbitmqTarget(settings("rabbitmq", url=f"amqp://{URL_TAIL}:5672/%2F", exchange="no-such-exchange",
