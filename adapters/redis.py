@@ -109,7 +109,7 @@ class RedisTarget:
         maxlen = self.opts.maxlen
         for ev in events:
             fields, source = stream_fields(ev, self.format)
-            size = max(len(v) for v in fields.values())
+            size = max(len(v) if isinstance(v, bytes) else len(v.encode()) for v in fields.values())
             if size > self.max_bulk:
                 rejected.append(Rejection(ev.seq, f"{size} bytes, more than the server's proto-max-bulk-len "
                                                   f"({self.max_bulk} bytes) at {self.where}"))
