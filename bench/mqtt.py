@@ -94,6 +94,9 @@ def run() -> None:
     target = MqttTarget(settings("mqtt", url=URL, topic=base + "/target"))
     bare_rate, target_rate = bb.best_rates(a.rounds, lambda: bare.rate(evs), lambda: bb.target_rate(target, evs, BATCH))
     bare_lat = bb.bare_latency(bare.publish, a.rate, min(a.seconds, 10), BATCH)
+    target.open()
+    target_lat = bb.bare_latency(target.send, a.rate, min(a.seconds, 10), BATCH)
+    target.close()
     consumer = Consumer(base + "/latency")
     toml = f"""[[targets]]
 name = "mqtt"
@@ -102,7 +105,7 @@ url = "{URL}"
 topic = "{base}/latency"
 """
     lat_fig, lat = bb.agent_latency(toml, consumer, a.rate, a.seconds, "mqtt")
-    bb.report("mqtt", len(evs), bare_rate, target_rate, lat_fig, lat, bare_lat, a.rate)
+    bb.report("mqtt", len(evs), bare_rate, target_rate, lat_fig, lat, bare_lat, a.rate, target_lat)
 
 
 if __name__ == "__main__":

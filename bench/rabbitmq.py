@@ -119,6 +119,10 @@ def main() -> None:
         conn.close()
 
         bare_lat = bb.bare_latency(bare.publish, a.rate, min(a.seconds, 10), BATCH)
+        target.open()
+        target_lat = bb.bare_latency(target.send, a.rate, min(a.seconds, 10), BATCH)
+        target.close()
+        ch.queue_purge(queues[1])
         consumer = Consumer(queues[3])
         consumer.start()
         toml = f"""[[targets]]
@@ -128,7 +132,7 @@ url = "amqp://guest:${{BENCH_RMQ_PASSWORD}}@127.0.0.1:5672/%2F"
 routing_key = "{queues[3]}"
 """
         lat_fig, lat = bb.agent_latency(toml, consumer, a.rate, a.seconds, "rabbitmq")
-        bb.report("rabbitmq", len(evs), bare_rate, target_rate, lat_fig, lat, bare_lat, a.rate)
+        bb.report("rabbitmq", len(evs), bare_rate, target_rate, lat_fig, lat, bare_lat, a.rate, target_lat)
     finally:
         conn = pika.BlockingConnection(pika.URLParameters(URL))    # the first one idled through the latency run
         for q in queues:

@@ -72,6 +72,10 @@ def main() -> None:
 
         bare_rate, target_rate = bb.best_rates(a.rounds, bare_round, target_round)
         bare_lat = bb.bare_latency(bare_publish, a.rate, min(a.seconds, 10), BATCH)
+        target.open()
+        target_lat = bb.bare_latency(target.send, a.rate, min(a.seconds, 10), BATCH)
+        target.close()
+        client.delete(names[1])
         client.delete(names[0])
         consumer = Consumer(names[2])
         consumer.start()
@@ -82,7 +86,7 @@ url = "{URL}"
 stream = "{names[2]}"
 """
         lat_fig, lat = bb.agent_latency(toml, consumer, a.rate, a.seconds, "redis")
-        bb.report("redis", len(evs), bare_rate, target_rate, lat_fig, lat, bare_lat, a.rate)
+        bb.report("redis", len(evs), bare_rate, target_rate, lat_fig, lat, bare_lat, a.rate, target_lat)
     finally:
         client.delete(*names)
 
