@@ -122,7 +122,6 @@ def main() -> None:
         target.open()
         target_lat = bb.bare_latency(target.send, a.rate, min(a.seconds, 10), BATCH)
         target.close()
-        ch.queue_purge(queues[1])
         consumer = Consumer(queues[3])
         consumer.start()
         toml = f"""[[targets]]
