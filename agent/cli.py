@@ -75,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["demo"]:          # the demo parses its own options
         from .demo import main as demo_main
         return demo_main(argv[1:])
+    if argv[:1] == ["run"]:
+        _catch_stop_signals()
     args = _parser().parse_args(argv)
     try:
         cfg = config_mod.load(args.config)
@@ -172,17 +174,28 @@ def _teardown(cfg, args) -> int:
     return 0
 
 
+_STOP = threading.Event()       # set by SIGTERM / SIGINT during `run`
+
+
+def _on_stop_signal(signum, frame) -> None:
+    if _STOP.is_set():
+        return
+    log.info("%s received: draining and stopping", signal.Signals(signum).name)
+    _STOP.set()
+
+
+def _catch_stop_signals() -> None:
+    """As early as `run` is known: a SIGTERM while the agent is still starting (a supervisor restarting it,
+    a test) must stop it cleanly with exit 0, not kill it before its handler exists."""
+    signal.signal(signal.SIGTERM, _on_stop_signal)
+    signal.signal(signal.SIGINT, _on_stop_signal)
+
+
 def _run(cfg, args) -> int:
     from .pipeline import run_agent
     from .worker import tune_gc
-    stop = threading.Event()
-
-    def on_signal(signum, frame):
-        if stop.is_set():
-            return
-        log.info("%s received: draining and stopping", signal.Signals(signum).name)
-        stop.set()
-
+    stop = _STOP
+    _catch_stop_signals()
     if cfg.agent.catalog is not None:
         from .catalog import gate
         try:
@@ -190,8 +203,6 @@ def _run(cfg, args) -> int:
                 return 1
         except SourceError as e:       # the database is down: capture retries it; the catalog waits too
             log.warning("event catalog not checked (%s): the source is not reachable", redact(str(e)))
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     tune_gc()
     return run_agent(cfg, stop)
 

@@ -24,6 +24,7 @@ class AgentProcess:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "AgentProcess":
+        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "run", "-c", str(self.config)],
                                      stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=self.env)
@@ -36,11 +37,24 @@ class AgentProcess:
             self.proc.wait(10)
 
     def stop(self, timeout: float = 30) -> int:
-        """SIGTERM and wait: the agent drains, checkpoints and exits."""
+        """SIGTERM and wait: the agent drains, checkpoints and exits. A process started a moment ago may still
+        be inside the interpreter's start-up, before any of its code runs (SIGTERM then kills it: -15), so
+        wait until it has said it started; from then on its handler turns SIGTERM into a clean stop."""
         assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None and time.monotonic() < deadline and not self._has_started():
+            time.sleep(0.05)
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout)
+
+    def _has_started(self) -> bool:
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(getattr(self, "_log_offset", 0))
+                return b" started: source " in f.read()
+        except OSError:
+            return False
 
     def children(self) -> list[int]:
         """Pids of the agent's child processes (the delivery process)."""

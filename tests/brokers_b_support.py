@@ -136,7 +136,8 @@ listen = "off"
         assert not errors, errors
         wait_for(lambda: len({e["id"] for e in received()}) >= total, 120, interval=0.5,
                  what=f"{total} distinct events at the consumer")
-        assert agent.stop() == 0
+        rc = agent.stop()
+        assert rc == 0, (rc, agent.log()[-3000:])
     finally:
         agent.kill()
     events = received()
