@@ -1,16 +1,84 @@
-"""Target adapters, one module per target system. Each exposes a class built from its TargetSettings
-that implements `agent.interfaces.Target`."""
+"""Target adapters: one module per target kind, found by its name (`kind = "http"` is `adapters/http.py`).
+
+How to add a target kind (say `redis`): write `adapters/redis.py` and `tests/test_redis_target.py`; nothing
+else changes (config.py knows no kind by name). The module holds, in this order:
+
+    @dataclass(frozen=True)
+    class RedisOptions:                       # the keys of its [[targets]] table besides the common ones
+        url: Url = option(schemes=("redis", "rediss"), help="...")
+        stream: str = option(help="...")
+        maxlen: int | None = option(None, above=0)
+        password: Secret | None = None        # written "${ENV}" in the file, redacted everywhere
+
+    class RedisTarget:                        # implements agent.interfaces.Target
+        def __init__(self, settings: TargetSettings): ...   # settings.options is a RedisOptions
+        def open(self) -> str | None:
+            import redis                      # the client library is imported HERE, never at module top:
+            ...                               # parsing a config must work without it installed
+        def send(self, events): ...           # raise TargetUnavailable / TargetRejected (agent/errors.py)
+        def close(self): ...
+
+    KIND = TargetKind(options=RedisOptions, target=RedisTarget, batch_size=100)
+
+- Options use the field types of `agent.options` (str, int, float, bool, tuple[str, ...], dict[str, str],
+  Secret, ConfigPath, Url, `X | None`) and constraints through `option(...)`; the generic reader in
+  agent/config.py reads them, names file, key and problem in every error, and refuses unknown keys.
+  Checks between fields go in `__post_init__`, raising `agent.options.OptionError(key, problem)`.
+- Common to every kind, read by config.py into `TargetSettings` and not declared again: name, kind,
+  events, format, batch_size (the kind's default: `TargetKind.batch_size`), retry_initial_seconds,
+  retry_max_seconds, circuit_failures, circuit_open_seconds (the worker's RetryPolicy).
+- `open()` may return the source position the target already durably applied (a target that stores its
+  own position, like `sql`): the worker then skips spooled events at or before it. Return None otherwise.
+- Any exception that is not a TargetError (or OSError) is taken for a bug: the worker logs its traceback
+  and stops with state "stopped" and the reason in health. Translate the client library's errors.
+- A module whose name starts with "_" is a helper, not a kind.
+"""
 
 from __future__ import annotations
 
 import importlib
+import pkgutil
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, is_dataclass
+from typing import TYPE_CHECKING, Any
 
-from agent.config import TargetSettings
 from agent.interfaces import Target
 
-_CLASSES = {"file": ("file", "FileTarget"), "http": ("http", "HttpTarget")}
+if TYPE_CHECKING:
+    from agent.config import TargetSettings
+
+# kinds of the contract (CONTRACT §7) not built yet: a config naming one is told so
+PLANNED_KINDS = ("kafka", "nats", "rabbitmq", "redis", "mqtt", "sql")
+
+
+@dataclass(frozen=True)
+class TargetKind:
+    """What a target module declares as `KIND`."""
+
+    options: type                                    # the options dataclass, read by agent.config
+    target: Callable[[TargetSettings], Target]       # builds the target (usually the class itself)
+    batch_size: int = 100                            # default `batch_size` for this kind
+
+
+def kinds() -> list[str]:
+    """The target kinds built, by module name."""
+    return sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
+
+
+def target_kind(kind: Any) -> TargetKind:
+    """The declaration of `kind`. LookupError (with a message for a person) when there is none."""
+    built = kinds()
+    if not isinstance(kind, str) or not re.fullmatch(r"[a-z][a-z0-9_]*", kind) or kind not in built:
+        if kind in PLANNED_KINDS:
+            raise LookupError(f"target kind {kind!r} is not supported yet (supported: {', '.join(built)})")
+        raise LookupError(f"must be one of {', '.join(built)}, got {kind!r}")
+    module = importlib.import_module(f"{__name__}.{kind}")
+    spec = getattr(module, "KIND", None)
+    if not isinstance(spec, TargetKind) or not is_dataclass(spec.options):
+        raise TypeError(f"adapters/{kind}.py must declare KIND = TargetKind(options=<dataclass>, target=...)")
+    return spec
 
 
 def build_target(settings: TargetSettings) -> Target:
-    module, cls = _CLASSES[settings.kind]
-    return getattr(importlib.import_module(f"{__name__}.{module}"), cls)(settings)
+    return target_kind(settings.kind).target(settings)

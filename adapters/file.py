@@ -4,10 +4,21 @@ flush and fsync (CONTRACT §7)."""
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from agent.config import TargetSettings
+from adapters import TargetKind
 from agent.errors import TargetUnavailable
 from agent.interfaces import DeliveryResult, SpooledEvent
+from agent.options import ConfigPath, option
+
+if TYPE_CHECKING:
+    from agent.config import TargetSettings
+
+
+@dataclass(frozen=True)
+class FileOptions:
+    path: ConfigPath = option(help="the JSON-lines file events are appended to (relative to agent.toml's folder)")
 
 
 class FileTarget:
@@ -17,6 +28,7 @@ class FileTarget:
         self.fd: int | None = None
 
     def open(self) -> None:
+        """The file holds no position of its own: the spool cursor decides what comes next."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -65,3 +77,7 @@ class FileTarget:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
+
+
+# a file batch costs one fsync, so files take larger batches than network targets
+KIND = TargetKind(options=FileOptions, target=FileTarget, batch_size=1000)

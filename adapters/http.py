@@ -26,19 +26,41 @@ import email.utils
 import hashlib
 import hmac
 import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-import httpx
-
-from agent.config import TargetSettings
+from adapters import TargetKind
 from agent.errors import TargetError, TargetRejected, TargetUnavailable
 from agent.interfaces import DeliveryResult, SpooledEvent
+from agent.options import OptionError, Secret, Url, option
 from agent.secrets import redact, signing_key
+
+if TYPE_CHECKING:
+    from agent.config import TargetSettings
 
 CONTENT_TYPE = "application/cloudevents-batch+json"
 BODY_EXCERPT = 300                        # characters of a rejecting response kept in the dead letter
 RETRIABLE_STATUS = {408, 425, 429}        # plus every 5xx
 ENDPOINT_STATUS = {401, 403, 404, 405, 407}   # the endpoint refuses us: retry, never dead-letter events
+SECRET_HEADERS = r"(?i)authorization|token|secret|key|password|cookie"   # such header values are secrets
+
+
+@dataclass(frozen=True)
+class HttpOptions:
+    url: Url = option(schemes=("http", "https"), help="where each batch is POSTed")
+    headers: dict[str, str] = option({}, secret_keys=SECRET_HEADERS,
+                                     help="added to every request; secret-looking ones must be ${ENV}")
+    signing_secret: Secret | None = option(None, help="Standard Webhooks signing key (whsec_<base64> or text)")
+    timeout_seconds: float = option(10.0, above=0, maximum=3600, help="per request; connect at most 10")
+
+    def __post_init__(self) -> None:
+        if self.signing_secret is not None:
+            try:
+                signing_key(self.signing_secret)
+            except ValueError as e:
+                raise OptionError("signing_secret", f"{e} (write whsec_<base64 key>, or a secret without the "
+                                                    "prefix)") from None
 
 
 def sign(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
@@ -95,7 +117,7 @@ class HttpTarget:
         self.url = opts.url
         self.where = safe_url(opts.url)
         self.headers = {**opts.headers, "Content-Type": CONTENT_TYPE}
-        self.timeout = httpx.Timeout(opts.timeout_seconds, connect=min(opts.timeout_seconds, 10.0))
+        self.timeout = (opts.timeout_seconds, min(opts.timeout_seconds, 10.0))     # (read/write/pool, connect)
         self.key: bytes | None = None
         if opts.signing_secret is not None:
             try:
@@ -103,15 +125,21 @@ class HttpTarget:
             except ValueError as e:
                 # config.load checks this already; a Config built another way still gets a clear message
                 raise TargetError(f"target {settings.name}: signing_secret {e}") from None
-        self.client: httpx.Client | None = None
+        self.client: Any = None                 # an httpx.Client while open
 
     def open(self) -> None:
+        """A webhook holds no position of its own: the spool cursor decides what comes next."""
+        import httpx    # imported here, as every target's client library: parsing a config never needs it
+
         if self.client is None:
             # no redirects: a 3xx means a wrong URL, and following it could resend data elsewhere
-            self.client = httpx.Client(timeout=self.timeout, follow_redirects=False,
+            self.client = httpx.Client(timeout=httpx.Timeout(self.timeout[0], connect=self.timeout[1]),
+                                       follow_redirects=False,
                                        headers={"User-Agent": "cdc-agent"})
 
     def send(self, events: list[SpooledEvent]) -> DeliveryResult:
+        import httpx
+
         if self.client is None:
             self.open()
         body = b"[" + b",".join(e.body for e in events) + b"]"
@@ -149,7 +177,7 @@ class HttpTarget:
             self.client = None
 
 
-def _excerpt(resp: httpx.Response) -> str:
+def _excerpt(resp: Any) -> str:
     try:
         text = resp.text
     except Exception:   # undecodable body: the status says enough
@@ -158,3 +186,6 @@ def _excerpt(resp: httpx.Response) -> str:
     if len(text) > BODY_EXCERPT:
         text = text[:BODY_EXCERPT] + "…"
     return redact(text)
+
+
+KIND = TargetKind(options=HttpOptions, target=HttpTarget, batch_size=100)   # request bodies stay modest

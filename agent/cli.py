@@ -123,7 +123,8 @@ def _teardown(cfg, args) -> int:
 
 
 def _run(cfg, args) -> int:
-    from .pipeline import run_agent, tune_gc
+    from .pipeline import run_agent
+    from .worker import tune_gc
     stop = threading.Event()
 
     def on_signal(signum, frame):

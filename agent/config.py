@@ -9,23 +9,30 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import math
 import os
 import re
 import tomllib
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+
+import adapters
 
 from . import secrets
 from .errors import ConfigError
+from .options import ConfigPath, OptionError, Secret, Url
 
 NAME_RE = re.compile(r"^[a-z0-9_-]+$")
 ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 OPS = ("insert", "update", "delete")
 SOURCE_KINDS = ("postgres", "mysql", "trigger")
-TARGET_KINDS_BUILT = ("file", "http")
-TARGET_KINDS_LATER = ("kafka", "nats", "rabbitmq", "redis", "mqtt", "sql")
-SECRET_HEADER_RE = re.compile(r"(?i)authorization|token|secret|key|password|cookie")
+TARGET_FORMATS = ("cloudevents", "debezium")
+MAX_BATCH_SIZE = 100_000                     # events per target batch; far above any useful size
+MAX_RETRY_SECONDS = 86_400.0                 # a wait longer than a day is a typo, not a policy
 
 
 @dataclass(frozen=True)
@@ -71,30 +78,20 @@ class EventRule:
 
 
 @dataclass(frozen=True)
-class FileOptions:
-    path: Path
-
-
-@dataclass(frozen=True)
-class HttpOptions:
-    url: str
-    headers: dict[str, str] = field(default_factory=dict)
-    signing_secret: str | None = None
-    timeout_seconds: float = 10.0
-    retry_initial_seconds: float = 0.5
-    retry_max_seconds: float = 60.0
-    circuit_failures: int = 5                # consecutive failures that open the circuit
-    circuit_open_seconds: float = 30.0
-
-
-@dataclass(frozen=True)
 class TargetSettings:
+    """What every target has, whatever its kind; `options` is the kind's own options dataclass
+    (declared in its module in adapters/, read by `_options`)."""
     name: str
     kind: str
     events: tuple[str, ...] = ("*",)
     format: str = "cloudevents"              # "cloudevents" | "debezium"
     batch_size: int = 100
-    options: Any = None                      # FileOptions | HttpOptions
+    # retry, backoff and circuit breaker (agent/retry.py), the same for every kind
+    retry_initial_seconds: float = 0.5
+    retry_max_seconds: float = 60.0
+    circuit_failures: int = 5                # consecutive failures that open the circuit
+    circuit_open_seconds: float = 30.0
+    options: Any = None
 
     def wants(self, event_type: str) -> bool:
         return any(fnmatch.fnmatchcase(event_type, p) for p in self.events)
@@ -165,6 +162,8 @@ class _Reader:
         if not isinstance(v, typ) or (typ in (int, float) and isinstance(v, bool)):
             want = typ.__name__ if isinstance(typ, type) else " or ".join(t.__name__ for t in typ)
             raise self.fail(k, f"must be {_article(want)}, got {_tname(v)}")
+        if isinstance(v, float) and not math.isfinite(v):
+            raise self.fail(k, f"must be a finite number, got {v}")
         if isinstance(v, str) and env:
             v = self.expand(k, v)
         return v
@@ -351,65 +350,154 @@ def _rule(file: str, i: int, raw: Any, tables: tuple[str, ...]) -> EventRule:
     return EventRule(type=typ, table=table, on=frozenset(on), changed=changed, key=key, fields=fields, values=values)
 
 
+_TARGET_COMMON = {f.name for f in dataclasses.fields(TargetSettings)} - {"options"}
+
+
 def _target(file: str, i: int, raw: Any, base: Path) -> TargetSettings:
-    if not isinstance(raw, dict):
-        raise ConfigError(file, f"targets[{i}]", "must be a table")
-    kind = raw.get("kind")
+    """The settings every target has, then its kind's options (declared in adapters/<kind>.py)."""
     path = f"targets[{i}]"
+    if not isinstance(raw, dict):
+        raise ConfigError(file, path, "must be a table")
+    kind = raw.get("kind")
     if kind is None:
-        raise ConfigError(file, f"{path}.kind", "required key is missing")
-    if kind in TARGET_KINDS_LATER:
-        raise ConfigError(file, f"{path}.kind", f"target kind {kind!r} is not supported yet "
-                                                f"(supported: {', '.join(TARGET_KINDS_BUILT)})")
-    if kind not in TARGET_KINDS_BUILT:
-        raise ConfigError(file, f"{path}.kind", f"must be one of {', '.join(TARGET_KINDS_BUILT)}, got {kind!r}")
-    common = {"name", "kind", "events", "format", "batch_size"}
-    opt_cls = {"file": FileOptions, "http": HttpOptions}[kind]
-    r = _Reader(file, path, raw, common | {f.name for f in dataclasses.fields(opt_cls)})
+        raise ConfigError(file, f"{path}.kind", f"required key is missing (one of {', '.join(adapters.kinds())})")
+    try:
+        spec = adapters.target_kind(kind)
+    except LookupError as e:
+        raise ConfigError(file, f"{path}.kind", str(e.args[0])) from None
+    own = {f.name for f in dataclasses.fields(spec.options)}
+    if own & _TARGET_COMMON:
+        raise TypeError(f"adapters/{kind}.py redeclares common target settings {sorted(own & _TARGET_COMMON)}")
+    r = _Reader(file, path, raw, _TARGET_COMMON | own)
     name = r.get("name", str)
     if not NAME_RE.match(name):
         raise r.fail("name", f"must match [a-z0-9_-]+, got {name!r}")
     fmt = r.get("format", str, "cloudevents")
-    if fmt not in ("cloudevents", "debezium"):
+    if fmt not in TARGET_FORMATS:
         raise r.fail("format", f'must be "cloudevents" or "debezium", got {fmt!r}')
-    events = r.str_list("events", ("*",), nonempty=True)
-    # a file batch costs one fsync, so files take larger batches; HTTP keeps request bodies modest
-    batch_size = r.positive("batch_size", int, 1000 if kind == "file" else 100)
-    if kind == "file":
-        options: Any = FileOptions(path=(base / r.get("path", str)).resolve())
-    else:
-        url = r.get("url", str)
-        if not re.match(r"^https?://[^/\s]+", url):
-            raise r.fail("url", f"must be an http:// or https:// URL, got {secrets.redact(url)!r}")
-        headers = r.get("headers", dict, {}, env=False)
-        hdrs: dict[str, str] = {}
-        for hk, hv in headers.items():
-            if not isinstance(hv, str):
-                raise r.fail(f"headers.{hk}", f"must be a string, got {_tname(hv)}")
-            if SECRET_HEADER_RE.search(hk):
-                _refuse_literal_secret(r, f"headers.{hk}", hv, "secret")
-            hdrs[hk] = r.expand(f"headers.{hk}", hv)
-            if SECRET_HEADER_RE.search(hk):
-                secrets.register(hdrs[hk])
-                secrets.register(hdrs[hk].split(" ", 1)[-1])
-        sig = r.get("signing_secret", str, None, env=False)
-        if sig is not None:
-            _refuse_literal_secret(r, "signing_secret", sig, "secret")
-            sig = r.expand("signing_secret", sig)
-            secrets.register(sig)
-            try:
-                secrets.signing_key(sig)
-            except ValueError as e:
-                raise r.fail("signing_secret", f"{e} (write whsec_<base64 key>, or a secret without the prefix)")
-        options = HttpOptions(
-            url=url, headers=hdrs, signing_secret=sig,
-            timeout_seconds=r.positive("timeout_seconds", float, 10.0),
-            retry_initial_seconds=r.positive("retry_initial_seconds", float, 0.5),
-            retry_max_seconds=r.positive("retry_max_seconds", float, 60.0),
-            circuit_failures=r.positive("circuit_failures", int, 5),
-            circuit_open_seconds=r.positive("circuit_open_seconds", float, 30.0),
-        )
-    return TargetSettings(name=name, kind=kind, events=events, format=fmt, batch_size=batch_size, options=options)
+    return TargetSettings(
+        name=name, kind=kind, format=fmt,
+        events=r.str_list("events", ("*",), nonempty=True),
+        batch_size=_at_most(r, "batch_size", r.positive("batch_size", int, spec.batch_size), MAX_BATCH_SIZE),
+        retry_initial_seconds=_at_most(r, "retry_initial_seconds", r.positive("retry_initial_seconds", float, 0.5),
+                                       MAX_RETRY_SECONDS),
+        retry_max_seconds=_at_most(r, "retry_max_seconds", r.positive("retry_max_seconds", float, 60.0),
+                                   MAX_RETRY_SECONDS),
+        circuit_failures=r.positive("circuit_failures", int, 5),
+        circuit_open_seconds=_at_most(r, "circuit_open_seconds", r.positive("circuit_open_seconds", float, 30.0),
+                                      MAX_RETRY_SECONDS),
+        options=_options(r, spec.options, base),
+    )
+
+
+def _at_most(r: _Reader, k: str, v: Any, maximum: float) -> Any:
+    if v is not None and v > maximum:
+        raise r.fail(k, f"must be at most {maximum:g}, got {v}")
+    return v
+
+
+# ---------------------------------------------------------------- a target kind's options, read by annotation
+
+
+def _options(r: _Reader, cls: type, base: Path) -> Any:
+    """Read the options dataclass `cls` (agent/options.py vocabulary) from the table `r` reads."""
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if not r.has(f.name):
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise r.fail(f.name, "required key is missing")
+            continue
+        values[f.name] = _option(r, f.name, hints[f.name], f.metadata, base)
+    try:
+        return cls(**values)
+    except OptionError as e:
+        raise r.fail(e.key, e.problem) from None
+
+
+def _option(r: _Reader, k: str, typ: Any, meta: Any, base: Path) -> Any:
+    if typing.get_origin(typ) in (types.UnionType, typing.Union):
+        inner = [a for a in typing.get_args(typ) if a is not type(None)]
+        if len(inner) != 1:
+            raise TypeError(f"option {k}: only `X | None` unions are supported, not {typ}")
+        typ = inner[0]
+    if typ is Secret:
+        raw = r.get(k, str, env=False)
+        _refuse_literal_secret(r, k, raw, "secret")
+        return _register_secret(r.expand(k, raw))
+    if typ is ConfigPath:
+        return (base / r.get(k, str)).resolve()
+    if typ is Url:
+        if not meta.get("schemes"):
+            raise TypeError(f"option {k}: a Url needs option(schemes=(...)), the schemes it accepts")
+        return _url(r, k, meta["schemes"])
+    origin = typing.get_origin(typ)
+    if origin is tuple:
+        return r.str_list(k, nonempty=bool(meta.get("nonempty")))
+    if origin is dict:
+        return _str_table(r, k, meta)
+    if typ not in (str, int, float, bool):
+        raise TypeError(f"option {k}: type {typ} is not one the config reader knows (see agent/options.py)")
+    v = r.get(k, typ)
+    choices = meta.get("choices")
+    if choices and v not in choices:
+        raise r.fail(k, f"must be one of {', '.join(map(str, choices))}, got {v!r}")
+    if typ in (int, float):
+        if meta.get("above") is not None and not v > meta["above"]:
+            bound = "greater than zero" if meta["above"] == 0 else f"more than {meta['above']}"
+            raise r.fail(k, f"must be {bound}, got {v}")
+        if meta.get("minimum") is not None and v < meta["minimum"]:
+            raise r.fail(k, f"must be at least {meta['minimum']}, got {v}")
+        if meta.get("maximum") is not None and v > meta["maximum"]:
+            raise r.fail(k, f"must be at most {meta['maximum']}, got {v}")
+    return v
+
+
+def _register_secret(value: str) -> str:
+    secrets.register(value)
+    secrets.register(value.split(" ", 1)[-1])      # "Bearer <token>": the token alone shows up too
+    return value
+
+
+def _str_table(r: _Reader, k: str, meta: Any) -> dict[str, str]:
+    table = r.get(k, dict, env=False)
+    if meta.get("nonempty") and not table:
+        raise r.fail(k, "must not be empty")
+    secret_re = re.compile(meta["secret_keys"]) if meta.get("secret_keys") else None
+    out: dict[str, str] = {}
+    for tk, tv in table.items():
+        if not isinstance(tv, str):
+            raise r.fail(f"{k}.{tk}", f"must be a string, got {_tname(tv)}")
+        if secret_re is not None and secret_re.search(tk):
+            _refuse_literal_secret(r, f"{k}.{tk}", tv, "secret")
+            out[tk] = _register_secret(r.expand(f"{k}.{tk}", tv))
+        else:
+            out[tk] = r.expand(f"{k}.{tk}", tv)
+    return out
+
+
+def _url(r: _Reader, k: str, schemes: tuple[str, ...]) -> str:
+    raw = r.get(k, str, env=False)
+    written = urlsplit(raw)
+    if written.password:
+        _refuse_literal_secret(r, k, written.password, "secret")
+    url = r.expand(k, raw)
+    p = urlsplit(url)
+    secrets.register(p.password)
+    allowed = " or ".join(f"{s}://" for s in schemes)
+    if p.scheme not in schemes or not p.hostname:
+        raise r.fail(k, f"must be {_article_for(allowed)} {allowed} URL with a host, got {secrets.redact(url)!r}")
+    try:
+        port = p.port
+    except ValueError:
+        port = -1
+    if port is not None and not 1 <= port <= 65535:
+        raise r.fail(k, f"has a port out of range (1-65535): {secrets.redact(url)!r}")
+    return url
+
+
+def _article_for(word: str) -> str:
+    return "an" if word[:1] in "aeiouh" else "a"
 
 
 def _health(file: str, raw: Any) -> HealthSettings:

@@ -23,8 +23,10 @@ import signal
 import threading
 import time
 
+from . import logs, secrets
 from .config import Config
 from .monitor import Monitor
+from .worker import DRAIN_SECONDS, TargetWorker, tune_gc
 
 log = logging.getLogger("cdc_agent")
 
@@ -35,8 +37,8 @@ RESPAWN_SECONDS = 2.0
 class DeliveryProcess:
     """Parent side: starts the child, relays its reports into `monitor`, wakes it after each spool append."""
 
-    def __init__(self, cfg: Config, monitor: Monitor, secrets: list[str]):
-        self.cfg, self.monitor, self.secrets = cfg, monitor, secrets
+    def __init__(self, cfg: Config, monitor: Monitor, secret_values: list[str]):
+        self.cfg, self.monitor, self.secrets = cfg, monitor, secret_values
         self.ctx = mp.get_context("spawn")      # no fork: the parent holds threads and database connections
         self.stop_event = self.ctx.Event()
         self.wake_event = self.ctx.Event()
@@ -121,9 +123,6 @@ def _hold_delivery_lock(cfg: Config) -> int:
 
 
 def _child_main(cfg: Config, secret_values: list[str], stop_event, wake_event, reports, parent_pid: int) -> None:
-    from . import logs, secrets
-    from .pipeline import DRAIN_SECONDS, TargetWorker, tune_gc
-
     _die_with_parent(parent_pid)
     # the parent handles SIGINT/SIGTERM and tells us through stop_event; a Ctrl-C on the terminal
     # reaches the whole process group, and must not kill delivery mid-batch

@@ -61,6 +61,7 @@ class SpooledEvent:
     subject: str
     body: bytes         # the CloudEvent, JSON
     commit_ts: float
+    position: str = ""  # the source position of its change (fixed width, sorts in commit order)
 
 
 @dataclass(slots=True)
@@ -78,11 +79,14 @@ class DeliveryResult:
 
 class Target(Protocol):
     """Accepts a batch and acknowledges it. Raises TargetUnavailable (retriable, with an optional
-    retry_after) when nothing of the batch can be known to have been accepted."""
+    retry_after) when nothing of the batch can be known to have been accepted. Any other exception is a
+    bug: the worker stops with it (adapters/__init__.py says how to write one)."""
 
     name: str
 
-    def open(self) -> None: ...
+    def open(self) -> str | None:
+        """Connect. Returns the source position the target has already durably applied, when it keeps its own
+        (events at or before it are not sent again), else None."""
 
     def send(self, events: list[SpooledEvent]) -> DeliveryResult: ...
 

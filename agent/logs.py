@@ -18,14 +18,16 @@ class _RedactingFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         msg = redact(record.getMessage())
-        if record.exc_info:
-            # a traceback in the log is a bug; keep only the exception line
-            msg += f" ({redact(repr(record.exc_info[1]))})"
+        # an exception logged with its traceback is a bug: keep the traceback (redacted), it is what a fix needs
+        trace = redact(self.formatException(record.exc_info)) if record.exc_info else None
         ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
         if self.json_lines:
-            return orjson.dumps({"time": ts, "level": record.levelname.lower(), "logger": record.name,
-                                 "msg": msg}).decode()
-        return f"{ts} {record.levelname.lower():7} {record.name}: {msg}"
+            line = {"time": ts, "level": record.levelname.lower(), "logger": record.name, "msg": msg}
+            if trace:
+                line["traceback"] = trace
+            return orjson.dumps(line).decode()
+        text = f"{ts} {record.levelname.lower():7} {record.name}: {msg}"
+        return text + "\n" + trace if trace else text
 
 
 def setup(log_format: str = "text", level: str = "info", stream=None) -> None:

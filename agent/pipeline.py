@@ -11,189 +11,26 @@ instead of dropping anything.
 from __future__ import annotations
 
 import fcntl
-import gc
 import logging
 import os
-import sqlite3
 import threading
 import time
 
-from adapters import build_target
-
-from .config import Config, TargetSettings
-from .errors import CdcError, SourceError, SourceFatal, TargetError, TargetRejected
-from .formats import render
-from .interfaces import SpooledEvent
+from .config import Config
+from .delivery import DeliveryProcess
+from .errors import CdcError, SourceError, SourceFatal
 from .mapping import EventMapper
 from .monitor import Monitor
-from .retry import RetryPolicy
-from .secrets import redact
+from .secrets import redact, registered
 from .sources import capture_admin, open_source
 from .spool import Spool
+from .worker import DRAIN_SECONDS, TargetWorker
 
 log = logging.getLogger("cdc_agent")
 
-DRAIN_SECONDS = 10.0          # on shutdown, how long targets may keep delivering what is spooled
 READ_WAIT_SECONDS = 0.2       # how long one source read waits for a first change
 PRUNE_EVERY_SECONDS = 30.0
 PRUNE_STEP = 5000             # events deleted per spool transaction
-SCAN_LIMIT = 5000             # spool rows a target with event patterns looks at per batch
-
-
-class TargetWorker(threading.Thread):
-    """Delivers the spool to one target, in spool order, moving its cursor only after the target confirms."""
-
-    def __init__(self, cfg: Config, settings: TargetSettings, monitor: Monitor, stop: threading.Event):
-        super().__init__(name=f"target-{settings.name}", daemon=True)
-        self.cfg, self.settings, self.monitor, self.stop = cfg, settings, monitor, stop
-        self.wake = threading.Event()
-        self.live = monitor.target(settings.name)
-        opts = settings.options
-        self.policy = RetryPolicy(
-            initial=getattr(opts, "retry_initial_seconds", 0.5),
-            maximum=getattr(opts, "retry_max_seconds", 30.0),
-            circuit_failures=getattr(opts, "circuit_failures", 5),
-            circuit_open_seconds=getattr(opts, "circuit_open_seconds", 30.0),
-        )
-        self._wants: dict[str, bool] = {}
-        self.takes_all = "*" in settings.events
-        self.caught_up = threading.Event()
-
-    def wants(self, event_type: str) -> bool:
-        w = self._wants.get(event_type)
-        if w is None:
-            w = self._wants[event_type] = self.settings.wants(event_type)
-        return w
-
-    def run(self) -> None:
-        spool = Spool(self.cfg.agent.state_dir)
-        target = None
-        drain_deadline: float | None = None
-        try:
-            target = build_target(self.settings)
-            while True:
-                if self.stop.is_set():
-                    drain_deadline = drain_deadline or time.monotonic() + DRAIN_SECONDS
-                    if time.monotonic() > drain_deadline:
-                        break
-                cursor = spool.counters(self.settings.name).cursor
-                batch, upto = self._next_batch(spool, cursor)
-                if not batch and upto == cursor:
-                    self.caught_up.set()
-                    if self.stop.is_set():
-                        break
-                    self.wake.wait(0.5)
-                    self.wake.clear()
-                    continue
-                self.caught_up.clear()
-                if not batch:
-                    spool.advance(self.settings.name, upto, 0, [])
-                    continue
-                if not self._deliver(spool, target, batch, upto, drain_deadline) and drain_deadline is not None:
-                    break     # the target still fails while draining: the rest stays spooled for next time
-        except (CdcError, sqlite3.Error) as e:
-            # a spool error (disk full, a corrupt file) ends this worker visibly: health reports the target
-            # stopped with the reason; its cursor has not moved past anything undelivered
-            log.error("target %s stopped: %s", self.settings.name, redact(str(e)))
-            self.live.state, self.live.last_error = "stopped", redact(str(e))
-        finally:
-            try:
-                if target is not None:
-                    target.close()
-            finally:
-                spool.close()
-
-    def _next_batch(self, spool: Spool, cursor: int) -> tuple[list[SpooledEvent], int]:
-        """Up to batch_size events this target wants after `cursor`, and the last seq looked at (skipped
-        events count as passed). A target that takes every event type reads exactly one batch of rows; one
-        with event patterns reads on in chunks until its batch is full, looking at most SCAN_LIMIT rows."""
-        size = self.settings.batch_size
-        takes_all = self.takes_all
-        chunk = size if takes_all else max(size, 500)
-        batch: list[SpooledEvent] = []
-        upto = cursor
-        while True:
-            rows = spool.fetch(upto, chunk)
-            if takes_all:
-                return rows, (rows[-1].seq if rows else cursor)
-            for ev in rows:
-                if self.wants(ev.type):
-                    if len(batch) == size:
-                        return batch, upto
-                    batch.append(ev)
-                upto = ev.seq
-            if len(rows) < chunk or len(batch) == size or upto - cursor >= SCAN_LIMIT:
-                return batch, upto
-
-    def _deliver(self, spool: Spool, target, batch: list[SpooledEvent], upto: int,
-                 drain_deadline: float | None) -> bool:
-        """Send one batch. A permanent rejection of a batch is narrowed down by splitting it, so only the
-        rejected events go to dead letters. Returns False when interrupted by shutdown."""
-        name = self.settings.name
-        fmt = self.settings.format
-        pending = [batch]
-        while pending:
-            part = pending[0]
-            last_seq = upto if len(pending) == 1 else part[-1].seq
-            to_send = part if fmt == "cloudevents" else [
-                SpooledEvent(e.seq, e.id, e.type, e.subject, render(e.body, fmt), e.commit_ts) for e in part]
-            try:
-                result = target.send(to_send)
-            except TargetRejected as e:
-                if len(part) > 1:
-                    mid = len(part) // 2
-                    pending[0:1] = [part[:mid], part[mid:]]
-                    continue
-                reason = redact(str(e))
-                log.warning("target %s rejected event %s (%s) for good: %s; it is in dead letters",
-                            name, part[0].id, part[0].type, reason)
-                spool.advance(name, last_seq, 0, [(part[0], reason)])
-                self._recovered()
-                self.live.state = "ok"       # it answered: reachable, only this event is refused
-                pending.pop(0)
-                continue
-            except (TargetError, OSError) as e:
-                if not self._wait_retry(spool, e, drain_deadline):
-                    return False
-                continue
-            except Exception as e:  # a bug in an adapter must not kill delivery: retry it like an outage
-                log.error("target %s failed unexpectedly: %r", name, e)
-                if not self._wait_retry(spool, e, drain_deadline):
-                    return False
-                continue
-            rejected = {r.seq: r.reason for r in result.rejected}
-            dead = [(e, redact(rejected[e.seq])) for e in part if e.seq in rejected]
-            for ev, reason in dead:
-                log.warning("target %s rejected event %s (%s) for good: %s; it is in dead letters",
-                            name, ev.id, ev.type, reason)
-            spool.advance(name, last_seq, len(part) - len(dead), dead)
-            self._recovered()
-            self.monitor.delivered(name, [e for e in part if e.seq not in rejected])
-            pending.pop(0)
-        return True
-
-    def _recovered(self) -> None:
-        if self.policy.attempt:
-            log.info("target %s: delivering again after %d failed attempt(s)", self.settings.name,
-                     self.policy.attempt)
-        self.policy.success()
-
-    def _wait_retry(self, spool: Spool, err: Exception, drain_deadline: float | None) -> bool:
-        name = self.settings.name
-        msg = redact(str(err)) or type(err).__name__
-        was_open = self.policy.circuit_open
-        delay = self.policy.next_delay(getattr(err, "retry_after", None))
-        self.live.failed += 1
-        self.live.last_error = msg
-        self.live.state = "circuit_open" if self.policy.circuit_open else "retrying"
-        spool.record_failure(name, msg)
-        if self.policy.circuit_open and not was_open:
-            log.warning("target %s: circuit open after %d consecutive failures; probing every %.0fs or more",
-                        name, self.policy.attempt, self.policy.circuit_open_seconds)
-        log.warning("target %s: %s; retry %d in %.1fs", name, msg, self.policy.attempt, delay)
-        if drain_deadline is not None:
-            return False          # shutting down: what is not delivered stays in the spool for next time
-        return not self.stop.wait(delay)
 
 
 class Agent:
@@ -211,8 +48,6 @@ class Agent:
         self.mapper = EventMapper(cfg)
         self.delivery = None
         if cfg.agent.delivery == "process":
-            from .delivery import DeliveryProcess
-            from .secrets import registered
             self.delivery = DeliveryProcess(cfg, self.monitor, registered())
             self.workers = []
         else:
@@ -351,15 +186,6 @@ class Agent:
             except Exception:
                 pass
             self.source = None
-
-
-def tune_gc() -> None:
-    """The hot path allocates a few containers per change and frees them a batch later; with the default
-    thresholds the cyclic collector runs every 700 allocations and re-scans what lives long (modules,
-    config). Freezing what exists after start and collecting less often made the MySQL drain 15% faster."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
 
 
 def _lock_state_dir(cfg: Config) -> int:

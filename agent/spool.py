@@ -165,7 +165,7 @@ class Spool:
 
     def fetch(self, after_seq: int, limit: int) -> list[SpooledEvent]:
         return [SpooledEvent(*r) for r in self.db.execute(
-            "SELECT seq, id, type, subject, body, commit_ts FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+            "SELECT seq, id, type, subject, body, commit_ts, position FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
             (after_seq, limit))]
 
     def pending(self, name: str) -> int:

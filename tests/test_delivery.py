@@ -22,7 +22,7 @@ from agent.changes import RowChange
 from agent.health import HealthServer
 from agent.mapping import EventMapper
 from agent.monitor import Monitor
-from agent.pipeline import TargetWorker
+from agent.worker import TargetWorker
 from agent.retry import RetryPolicy
 from agent.spool import Spool
 from tests.agentproc import ROOT, check_delivery, read_events, wait_for

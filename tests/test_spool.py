@@ -145,7 +145,7 @@ def test_targets_with_event_patterns_get_their_types_and_pass_the_rest(tmp_path)
     import threading
 
     from agent.monitor import Monitor
-    from agent.pipeline import SCAN_LIMIT, TargetWorker
+    from agent.worker import SCAN_LIMIT, TargetWorker
     cfg = config.parse({"agent": {"name": "a", "state_dir": "state"},
                         "source": {"kind": "postgres", "dsn": "postgresql://x@h/d", "tables": ["public.t"]},
                         "targets": [{"name": "all", "kind": "file", "path": "all.jsonl", "batch_size": 700},
