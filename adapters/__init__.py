@@ -59,6 +59,7 @@ class TargetKind:
     options: type                                    # the options dataclass, read by agent.config
     target: Callable[[TargetSettings], Target]       # builds the target (usually the class itself)
     batch_size: int = 100                            # default `batch_size` for this kind
+    binary_mode: bool = False                        # has a CloudEvents protocol binding: format "cloudevents-binary"
 
 
 def kinds() -> list[str]:

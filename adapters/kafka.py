@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -39,18 +39,7 @@ from agent.secrets import redact
 
 from .envelope import STRUCTURED_CONTENT_TYPE, Template, TemplateError, binary_parts
 
-try:
-    from agent.options import OptionError, option
-except ImportError:    # the target-kind registry is not merged yet: the same shapes, minimal
-    class OptionError(ValueError):  # type: ignore[no-redef]
-        def __init__(self, key: str, problem: str):
-            super().__init__(f"{key}: {problem}")
-            self.key, self.problem = key, problem
-
-    def option(default: Any = None, **_: Any) -> Any:  # type: ignore[no-redef]
-        if isinstance(default, dict):
-            return field(default_factory=dict)
-        return field(default=default)
+from agent.options import OptionError, option
 
 log = logging.getLogger("cdc_agent.kafka")
 
@@ -74,6 +63,7 @@ OWN_PROPERTIES = {
     "message.send.max.retries": "librdkafka must retry (idempotence keeps the order)",
 }
 
+STUCK_ATTEMPTS = 3      # a batch still unacknowledged after this many waits: start a fresh producer
 CONTENT_TYPE_STRUCTURED = STRUCTURED_CONTENT_TYPE + "; charset=UTF-8"
 
 
@@ -177,8 +167,17 @@ def build_message(ev: SpooledEvent, fmt: str, topic: str) -> KafkaMessage:
 def _error_codes():
     from confluent_kafka import KafkaError
     permanent = {KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.INVALID_RECORD, KafkaError.RECORD_LIST_TOO_LARGE,
-                 KafkaError.INVALID_TOPIC_EXCEPTION, KafkaError._INVALID_ARG}
+                 KafkaError.TOPIC_EXCEPTION, KafkaError.INVALID_MSG_SIZE, KafkaError._INVALID_ARG}
     return permanent
+
+
+class _LibrdkafkaLog:
+    """librdkafka's own log lines (one per failed connect while a broker is down) at debug level: what a
+    person needs shows up as the target's last error in health and in the worker's retry line."""
+
+    def log(self, level: int, fmt: str, *args: Any) -> None:
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(redact(fmt % args if args else fmt))
 
 
 class _Batch:
@@ -188,6 +187,7 @@ class _Batch:
         self.ids = [e.id for e in events]
         self.errors: list[Any] = [None] * len(events)
         self.outstanding = 0
+        self.waits = 0                        # how many send() calls waited for these reports in vain
         self.refused: dict[int, str] = {}     # index -> reason, refused by produce() itself
 
     def callback(self, i: int):
@@ -217,7 +217,7 @@ class KafkaTarget:
             "acks": "all",
             "message.timeout.ms": 0,
             "client.id": f"cdc-agent-{self.name}",
-            "logger": log,
+            "logger": log
         })
         return conf
 
@@ -270,7 +270,15 @@ class KafkaTarget:
         self._pending = batch
         producer.flush(timeout)
         if batch.outstanding > 0:
-            raise TargetUnavailable(self._outstanding_message(batch.outstanding, timeout))
+            batch.waits += 1
+            message = self._outstanding_message(batch.outstanding, timeout)
+            if batch.waits >= STUCK_ATTEMPTS:
+                # a producer whose messages stay unacknowledged while the broker answers (e.g. a broker that
+                # lost its producer state) never recovers by itself; a new one sends the batch again, after
+                # every message of the old one (the same ids: duplicates at worst, never a reordering)
+                self._drop_producer()
+                message += "; producer restarted"
+            raise TargetUnavailable(message)
         self._pending = None
         return self._result(events, batch)
 
@@ -342,8 +350,6 @@ class KafkaTarget:
         return lines
 
 
-try:
-    from . import TargetKind
-    KIND = TargetKind(options=KafkaOptions, target=KafkaTarget, batch_size=500)
-except ImportError:     # the target-kind registry is not merged yet
-    pass
+from . import TargetKind  # noqa: E402  (the package imports this module only after it is complete)
+
+KIND = TargetKind(options=KafkaOptions, target=KafkaTarget, batch_size=500, binary_mode=True)

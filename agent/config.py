@@ -30,7 +30,7 @@ NAME_RE = re.compile(r"^[a-z0-9_-]+$")
 ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 OPS = ("insert", "update", "delete")
 SOURCE_KINDS = ("postgres", "mysql", "trigger")
-TARGET_FORMATS = ("cloudevents", "debezium")
+TARGET_FORMATS = ("cloudevents", "cloudevents-binary", "debezium")
 MAX_BATCH_SIZE = 100_000                     # events per target batch; far above any useful size
 MAX_RETRY_SECONDS = 86_400.0                 # a wait longer than a day is a typo, not a policy
 
@@ -373,8 +373,10 @@ def _target(file: str, i: int, raw: Any, base: Path) -> TargetSettings:
     if not NAME_RE.match(name):
         raise r.fail("name", f"must match [a-z0-9_-]+, got {name!r}")
     fmt = r.get("format", str, "cloudevents")
-    if fmt not in TARGET_FORMATS:
-        raise r.fail("format", f'must be "cloudevents" or "debezium", got {fmt!r}')
+    formats = [f for f in TARGET_FORMATS if f != "cloudevents-binary" or spec.binary_mode]
+    if fmt not in formats:
+        allowed = " or ".join(f'"{f}"' for f in formats)
+        raise r.fail("format", f"must be {allowed} for a {kind} target, got {fmt!r}")
     return TargetSettings(
         name=name, kind=kind, format=fmt,
         events=r.str_list("events", ("*",), nonempty=True),

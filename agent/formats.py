@@ -8,7 +8,7 @@ _DEBEZIUM_OP = {"insert": "c", "update": "u", "delete": "d", "read": "r"}
 
 
 def render(body: bytes, fmt: str) -> bytes:
-    if fmt == "cloudevents":
+    if fmt in ("cloudevents", "cloudevents-binary"):    # binary mode: the target splits the CloudEvent itself
         return body
     return to_debezium(body)
 

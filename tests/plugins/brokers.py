@@ -64,9 +64,12 @@ class TansuBroker:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    def consume(self, topics: list[str], count: int, timeout: float = 60.0, group: str = "test") -> list:
-        """Read `count` messages from the start of `topics` (confluent-kafka consumer); returns the Message
-        objects. Tansu needs a session.timeout.ms around 6 s, or JoinGroup hangs."""
+    def consume(self, topics: list[str], count: int | None = None, timeout: float = 60.0, group: str = "test",
+                until=None) -> list:
+        """Read from the start of `topics` (confluent-kafka consumer) until `count` messages arrived or
+        `until(messages)` holds, at most `timeout` seconds; returns the Message objects. Tansu needs a
+        session.timeout.ms around 6 s, or JoinGroup hangs."""
+        done = until or (lambda got: len(got) >= count)
         from confluent_kafka import Consumer
         c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": group, "auto.offset.reset": "earliest",
                       "session.timeout.ms": 6000, "enable.auto.commit": False, "log_level": 3})
@@ -74,7 +77,7 @@ class TansuBroker:
         try:
             c.subscribe(topics)
             deadline = time.monotonic() + timeout
-            while len(out) < count and time.monotonic() < deadline:
+            while not done(out) and time.monotonic() < deadline:
                 m = c.poll(0.5)
                 if m is None:
                     continue
