@@ -323,7 +323,8 @@ def test_bad_bootstrap_in_a_config_file_is_exit_2(tmp_path):
     r = cli("check", "-c", str(cfg))
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [
-        f"{cfg}: targets[0].bootstrap_servers: must be host:port[,host:port...], got 'broker-without-port'"]
+        f"cdc-agent: config error: {cfg}: targets[0].bootstrap_servers: must be host:port[,host:port...], "
+        "got 'broker-without-port'"]
     cfg.write_text(cfg.read_text().replace("broker-without-port", "127.0.0.1:9092").replace("{table}", "{tabel}"))
     r = cli("run", "-c", str(cfg))
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
