@@ -68,8 +68,8 @@ class NatsOptions:
             template = Template.parse(self.subject)
         except TemplateError as e:
             raise OptionError("subject", str(e)) from None
-        literal = "".join(lit for lit, *_ in __import__("string").Formatter().parse(template.text))
-        if re.search(r"[\s*>]", literal) or literal.startswith(".") or literal.endswith(".") or ".." in literal:
+        sample = template.text.format(type="t", table="t", schema="t", agent="t")
+        if not SUBJECT_RE.match(sample):
             raise OptionError("subject", f"is not a NATS subject to publish to (no spaces, no * or >, no empty "
                                          f"tokens), got {self.subject!r}")
         if self.stream is not None and not STREAM_NAME_RE.match(self.stream):
@@ -181,7 +181,7 @@ class NatsTarget:
         from nats.errors import Error as NatsError
         from nats.errors import MaxPayloadError, NoRespondersError
         from nats.errors import TimeoutError as NatsTimeout
-        from nats.js.errors import APIError
+        from nats.js.errors import APIError, NoStreamResponseError
         rejected: list[Rejection] = []
         max_payload = self.nc.max_payload
         for ev, msg in zip(events, msgs):
@@ -198,7 +198,7 @@ class NatsTarget:
                                       stream=self.opts.stream, headers=msg.headers)
             except MaxPayloadError as e:
                 rejected.append(Rejection(ev.seq, f"nats: {redact(str(e)) or 'message over max_payload'}"))
-            except NoRespondersError:
+            except (NoRespondersError, NoStreamResponseError):
                 raise TargetUnavailable(
                     f"nats {self.name}: no stream captures subject {msg.subject} on {self.where} (no responders); "
                     f"create the stream, or set create_stream = true and run setup") from None
