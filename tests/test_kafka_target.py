@@ -287,6 +287,7 @@ def test_sigkills_lose_nothing_and_keep_each_subject_in_one_partition(pg_db, tan
         total = writers * per_writer
         msgs = tansu.consume(["erp.items"], until=lambda got: len({_event_id(m) for m in got}) >= total,
                              timeout=120)
+        wait_for(lambda: agent.children(), 15, what="the last agent to be up (it handles SIGTERM)")
         assert agent.stop() == 0
     finally:
         stop.set()

@@ -255,7 +255,7 @@ def test_sigkills_and_a_server_restart_deliver_every_event_once(pg_db, make_nats
     r = cli("setup", "-c", str(cfg))
     assert r.returncode == 0, r.stderr
     assert "created stream ERP (file storage, duplicate window 600s, subjects erp.items)" in r.stdout
-    writers, per_writer = 3, 2000
+    writers, per_writer = 3, 4000
     expected = [defaultdict(list) for _ in range(writers)]
     errors: list[str] = []
     stop = threading.Event()
@@ -270,7 +270,7 @@ def test_sigkills_and_a_server_restart_deliver_every_event_once(pg_db, make_nats
         for i in range(3):
             time.sleep(rng.uniform(0.8, 2.0))
             if i == 1:
-                server.restart()        # SIGKILL of the server; JetStream file storage keeps the stream
+                server.restart(down_seconds=2)    # SIGKILL of the server; JetStream file storage keeps the stream
             wait_for(lambda: agent.children(), 15, what="the delivery process")
             kids = agent.children()
             agent.kill()
@@ -281,6 +281,7 @@ def test_sigkills_and_a_server_restart_deliver_every_event_once(pg_db, make_nats
         assert not errors, errors
         wait_for(lambda: js_call(server.url, lambda js: js.stream_info("ERP")).state.messages >= total, 120,
                  interval=0.5, what=f"{total} messages in the stream")
+        wait_for(lambda: agent.children(), 15, what="the last agent to be up (it handles SIGTERM)")
         assert agent.stop() == 0
     finally:
         stop.set()
@@ -292,6 +293,7 @@ def test_sigkills_and_a_server_restart_deliver_every_event_once(pg_db, make_nats
     assert [e["id"] for e in events] == ids
     check_random_transactions(events, expected)
     assert "Traceback" not in agent.log(), agent.log()[-3000:]
+    assert "target bus: nats bus:" in agent.log(), "the server restart was not seen by the agent"
 
 
 def test_bad_nats_config_file_is_exit_2(tmp_path):

@@ -122,8 +122,9 @@ class NatsServer:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(10)
 
-    def restart(self) -> None:
+    def restart(self, down_seconds: float = 0.0) -> None:
         self.kill()
+        time.sleep(down_seconds)
         self.start()
 
     def destroy(self) -> None:
