@@ -7,9 +7,12 @@ Guarantees and how they are kept:
 - The event id is the `Nats-Msg-Id` header: within the stream's duplicate window the server drops a
   redelivered event (after an agent crash, a retried batch), so consumers see each event once. Past the
   window a redelivery is stored again, with the same id (consumers deduplicate on it).
-- Order per subject: messages are published one after another, each acknowledged before the next is sent.
-  Pipelining would be faster, but a message lost in a reconnect could then be overtaken by the next one,
-  which the retry cannot undo; one at a time, a failure stops the batch and nothing after it was sent.
+- Order per subject: a batch is published in waves. A wave holds at most one event per (event) subject, and
+  its publishes are in flight together; the next wave starts only when every PubAck of this one is in. So
+  no event is sent before the previous event of its subject was acknowledged: a message lost in a reconnect
+  can never be overtaken by a later event of the same subject (which no retry could undo), while a batch of
+  distinct subjects still travels pipelined. A failure ends the batch; the retry sends it again and the
+  duplicate window drops what was stored.
 - No stream captures the subject: the publish gets "no responders". That is TargetUnavailable, not a dead
   letter: the stream may be created later (by `setup` with `create_stream = true`, or by its owner), and
   then everything goes on in order; health says which subject has no stream.
@@ -48,6 +51,7 @@ log = logging.getLogger("cdc_agent.nats")
 # a NATS subject: dot-separated tokens of printable characters, no whitespace, no wildcards when publishing
 SUBJECT_RE = re.compile(r"^[^\s.*>]+(\.[^\s.*>]+)*$")
 STREAM_NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+MAX_WAVE = 256          # publishes in flight together at most
 
 
 @dataclass(frozen=True)
@@ -178,43 +182,68 @@ class NatsTarget:
         return self._run(self._publish(events, msgs), self.opts.ack_timeout_seconds * (len(events) + 1) + 5)
 
     async def _publish(self, events: list[SpooledEvent], msgs: list[NatsMessage]) -> DeliveryResult:
+        """Publish in waves: a wave holds at most one event per subject, its publishes in flight together;
+        the next wave starts when every PubAck of this one is in. Within a wave the order does not matter
+        (no two events of one subject), and a failure stops the batch before any later event of a subject
+        that has one in the failed wave was sent."""
+        rejected: list[Rejection] = []
+        wave: list[tuple[SpooledEvent, NatsMessage]] = []
+        in_wave: set[str] = set()
+        max_payload = self.nc.max_payload
+        for ev, msg in zip(events, msgs):
+            reason = _refusal(msg, max_payload)
+            if reason is not None:
+                rejected.append(Rejection(ev.seq, reason))
+                continue
+            if ev.subject in in_wave or len(wave) >= MAX_WAVE:
+                await self._wave(wave, rejected)
+                wave, in_wave = [], set()
+            wave.append((ev, msg))
+            in_wave.add(ev.subject)
+        if wave:
+            await self._wave(wave, rejected)
+        return DeliveryResult(rejected=rejected)
+
+    async def _wave(self, wave: list[tuple[SpooledEvent, NatsMessage]], rejected: list[Rejection]) -> None:
+        timeout = self.opts.ack_timeout_seconds
+        results = await asyncio.gather(
+            *(self.js.publish(m.subject, m.payload, timeout=timeout, stream=self.opts.stream, headers=m.headers)
+              for _, m in wave), return_exceptions=True)
+        failure: TargetUnavailable | None = None
+        for (ev, msg), r in zip(wave, results):
+            if not isinstance(r, BaseException):
+                continue                  # a PubAck; `duplicate` ones too: the stream has the message
+            outcome = self._classify(r, msg)
+            if isinstance(outcome, str):
+                rejected.append(Rejection(ev.seq, outcome))
+            elif failure is None:
+                failure = outcome
+        if failure is not None:
+            raise failure
+
+    def _classify(self, e: BaseException, msg: NatsMessage) -> str | TargetUnavailable:
+        """A publish error as a rejection reason (this message, for good) or TargetUnavailable."""
         from nats.errors import Error as NatsError
         from nats.errors import MaxPayloadError, NoRespondersError
         from nats.errors import TimeoutError as NatsTimeout
         from nats.js.errors import APIError, NoStreamResponseError
-        rejected: list[Rejection] = []
-        max_payload = self.nc.max_payload
-        for ev, msg in zip(events, msgs):
-            if not SUBJECT_RE.match(msg.subject):
-                rejected.append(Rejection(ev.seq, f"nats: {msg.subject!r} is not a valid NATS subject"))
-                continue
-            size = len(msg.payload) + sum(len(k) + len(v) + 4 for k, v in msg.headers.items()) + 12
-            if size > max_payload:
-                rejected.append(Rejection(ev.seq, f"nats: message of about {size} bytes is over the server's "
-                                                  f"max_payload of {max_payload} bytes"))
-                continue
-            try:
-                await self.js.publish(msg.subject, msg.payload, timeout=self.opts.ack_timeout_seconds,
-                                      stream=self.opts.stream, headers=msg.headers)
-            except MaxPayloadError as e:
-                rejected.append(Rejection(ev.seq, f"nats: {redact(str(e)) or 'message over max_payload'}"))
-            except (NoRespondersError, NoStreamResponseError):
-                raise TargetUnavailable(
-                    f"nats {self.name}: no stream captures subject {msg.subject} on {self.where} (no responders); "
-                    f"create the stream, or set create_stream = true and run setup") from None
-            except NatsTimeout:
-                raise TargetUnavailable(f"nats {self.name}: no PubAck from {self.where} within "
-                                        f"{self.opts.ack_timeout_seconds:g}s for subject {msg.subject}") from None
-            except APIError as e:
-                if e.code in (400, 413) and e.err_code not in (10060,):    # 10060: another stream expected
-                    rejected.append(Rejection(ev.seq, f"nats refused the message: {e.description} "
-                                                      f"(code {e.code}, err_code {e.err_code})"))
-                    continue
-                raise TargetUnavailable(f"nats {self.name}: {e.description} (code {e.code}, "
-                                        f"err_code {e.err_code}) for subject {msg.subject}") from None
-            except (NatsError, OSError) as e:      # connection closed, draining, reconnecting, ...
-                raise TargetUnavailable(f"nats {self.name}: {redact(str(e)) or type(e).__name__}") from None
-        return DeliveryResult(rejected=rejected)
+        if isinstance(e, MaxPayloadError):
+            return f"nats: {redact(str(e)) or 'message over max_payload'}"
+        if isinstance(e, (NoRespondersError, NoStreamResponseError)):
+            return TargetUnavailable(
+                f"nats {self.name}: no stream captures subject {msg.subject} on {self.where} (no responders); "
+                f"create the stream, or set create_stream = true and run setup")
+        if isinstance(e, (NatsTimeout, asyncio.TimeoutError)):
+            return TargetUnavailable(f"nats {self.name}: no PubAck from {self.where} within "
+                                     f"{self.opts.ack_timeout_seconds:g}s for subject {msg.subject}")
+        if isinstance(e, APIError):
+            if e.code in (400, 413) and e.err_code != 10060:      # 10060: the subject is in another stream
+                return f"nats refused the message: {e.description} (code {e.code}, err_code {e.err_code})"
+            return TargetUnavailable(f"nats {self.name}: {e.description} (code {e.code}, err_code {e.err_code}) "
+                                     f"for subject {msg.subject}")
+        if isinstance(e, (NatsError, OSError)):       # connection closed, draining, reconnecting, ...
+            return TargetUnavailable(f"nats {self.name}: {redact(str(e)) or type(e).__name__}")
+        raise e       # anything else is a bug: the worker logs it with its traceback
 
     def close(self) -> None:
         if self.loop is None:
@@ -268,6 +297,16 @@ class NatsTarget:
         except APIError as e:
             raise TargetError(f"nats {self.name}: cannot create stream {self.opts.stream}: {e.description}") from None
         return f"nats {self.name}: created {what}"
+
+
+def _refusal(msg: NatsMessage, max_payload: int) -> str | None:
+    """Why the server would refuse this message for good, checked before sending."""
+    if not SUBJECT_RE.match(msg.subject):
+        return f"nats: {msg.subject!r} is not a valid NATS subject"
+    size = len(msg.payload) + sum(len(k) + len(v) + 4 for k, v in msg.headers.items()) + 12
+    if size > max_payload:
+        return f"nats: message of about {size} bytes is over the server's max_payload of {max_payload} bytes"
+    return None
 
 
 def _safe_url(url: str) -> str:

@@ -269,8 +269,10 @@ def test_sigkills_and_a_server_restart_deliver_every_event_once(pg_db, make_nats
             t.start()
         for i in range(3):
             time.sleep(rng.uniform(0.8, 2.0))
-            if i == 1:
-                server.restart(down_seconds=2)    # SIGKILL of the server; JetStream file storage keeps the stream
+            if i == 0:
+                # SIGKILL of the server while the writers write, down longer than the ack timeout; JetStream
+                # file storage keeps the stream
+                server.restart(down_seconds=3)
             wait_for(lambda: agent.children(), 15, what="the delivery process")
             kids = agent.children()
             agent.kill()
