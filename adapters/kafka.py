@@ -172,8 +172,7 @@ def _error_codes():
 
 
 class _LibrdkafkaLog:
-    """librdkafka's own log lines (one per failed connect while a broker is down) at debug level: what a
-    person needs shows up as the target's last error in health and in the worker's retry line."""
+    """librdkafka's own log lines at debug level (with log_level = "debug" only: forwarding them costs)."""
 
     def log(self, level: int, fmt: str, *args: Any) -> None:
         if log.isEnabledFor(logging.DEBUG):
