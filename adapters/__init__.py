@@ -48,6 +48,8 @@ from agent.interfaces import Target
 if TYPE_CHECKING:
     from agent.config import TargetSettings
 
+# helpers shared by several kinds that predate the "_" convention
+HELPER_MODULES = ("envelope",)
 # kinds of the contract (CONTRACT §7) not built yet: a config naming one is told so
 PLANNED_KINDS = ("kafka", "nats", "rabbitmq", "redis", "mqtt", "sql")
 
@@ -64,7 +66,8 @@ class TargetKind:
 
 def kinds() -> list[str]:
     """The target kinds built, by module name."""
-    return sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
+    return sorted(m.name for m in pkgutil.iter_modules(__path__)
+                  if not m.name.startswith("_") and m.name not in HELPER_MODULES)
 
 
 def target_kind(kind: Any) -> TargetKind:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import random
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections import defaultdict
@@ -20,7 +22,7 @@ from agent.config import TargetSettings, parse
 from agent.errors import ConfigError, TargetUnavailable
 from agent.formats import to_debezium
 from agent.interfaces import SpooledEvent
-from tests.agentproc import AgentProcess, check_random_transactions, pid_running, random_transactions, wait_for
+from tests.agentproc import ROOT, AgentProcess, check_random_transactions, pid_running, random_transactions, wait_for
 from tests.test_pg_pipeline import _writer, cli
 
 
@@ -330,3 +332,19 @@ def test_bad_bootstrap_in_a_config_file_is_exit_2(tmp_path):
     r = cli("run", "-c", str(cfg))
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
     assert "targets[0].topic: unknown placeholder {tabel}" in r.stderr
+
+
+def test_parsing_a_broker_config_imports_no_broker_client(tmp_path):
+    cfg = _e2e_config(tmp_path, "postgresql://u@127.0.0.1/d", "127.0.0.1:9092", "cloudevents-binary")
+    cfg.write_text(cfg.read_text().replace("[health]", '''[[targets]]
+name = "js"
+kind = "nats"
+url = "nats://127.0.0.1:4222"
+subject = "erp.{type}"
+
+[health]'''))
+    code = (f"import sys; from agent import config; c = config.load({str(cfg)!r}); "
+            "assert [t.kind for t in c.targets] == ['kafka', 'nats']; "
+            "assert not {'confluent_kafka', 'nats'} & set(sys.modules), 'a broker client was imported'")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
