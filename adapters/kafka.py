@@ -30,14 +30,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
 from agent.config import TargetSettings
 from agent.errors import TargetError, TargetUnavailable
 from agent.interfaces import DeliveryResult, Rejection, SpooledEvent
 from agent.secrets import redact
 
-from .envelope import STRUCTURED_CONTENT_TYPE, Template, TemplateError, binary_parts
+from .envelope import STRUCTURED_CONTENT_TYPE, Destinations, Template, TemplateError, binary_parts
 
 from agent.options import OptionError, option
 
@@ -111,40 +109,6 @@ class KafkaMessage:
     key: bytes
     value: bytes
     headers: list[tuple[str, bytes]]
-
-
-def event_origin(body: bytes, fmt: str) -> tuple[str, str, str]:
-    """(agent, schema, table) of an event as the worker hands it over: a CloudEvent (its `source`), or a
-    Debezium envelope (its `source` block)."""
-    ev = orjson.loads(body)
-    if fmt == "debezium":
-        src = ev.get("source") or {}
-        return str(src.get("name", "")), str(src.get("schema", "")), str(src.get("table", ""))
-    from .envelope import source_table
-    source = str(ev.get("source", ""))
-    agent = source.split("://", 1)[-1].partition("/")[0]
-    schema, table = source_table(source)
-    return agent, schema, table
-
-
-class Destinations:
-    """Renders a destination template for events; what it needs from the body is read only when the
-    template uses it (the agent's name is the same for every event: read once)."""
-
-    def __init__(self, template: Template):
-        self.template = template
-        self._agent: str | None = None
-        self._static = not template.fields
-        self._needs_body = bool(template.fields & {"table", "schema"})
-
-    def render(self, event_type: str, body: bytes, fmt: str) -> str:
-        if self._static:
-            return self.template.text
-        schema = table = ""
-        if self._needs_body or ("agent" in self.template.fields and self._agent is None):
-            agent, schema, table = event_origin(body, fmt)
-            self._agent = agent
-        return self.template.text.format(type=event_type, table=table, schema=schema, agent=self._agent or "")
 
 
 def build_message(ev: SpooledEvent, fmt: str, topic: str) -> KafkaMessage:
@@ -256,7 +220,9 @@ class KafkaTarget:
                     except BufferError:     # the local queue is full: serve delivery reports, then again
                         batch.outstanding -= 1
                         if time.monotonic() > deadline:
-                            self._pending = batch if batch.outstanding else None
+                            # only part of the batch is queued: the retry produces all of it again (the
+                            # queued part goes first, so a subject's first copies stay in order)
+                            self._pending = None
                             raise TargetUnavailable(f"kafka {self.name}: the producer queue stays full") from None
                         producer.poll(0.05)
                     except KafkaException as e:

@@ -43,8 +43,7 @@ from agent.interfaces import DeliveryResult, Rejection, SpooledEvent
 from agent.options import ConfigPath, OptionError, Secret, Url, option
 from agent.secrets import redact
 
-from .envelope import STRUCTURED_CONTENT_TYPE, Template, TemplateError, binary_parts
-from .kafka import Destinations
+from .envelope import STRUCTURED_CONTENT_TYPE, Destinations, Template, TemplateError, binary_parts
 
 log = logging.getLogger("cdc_agent.nats")
 

@@ -15,14 +15,14 @@ from pathlib import Path
 import orjson
 import pytest
 
-from adapters.kafka import Destinations, KafkaOptions, KafkaTarget, build_message, event_origin
-from adapters.envelope import Template
+from adapters.envelope import Destinations, Template, event_origin
+from adapters.kafka import KafkaOptions, KafkaTarget, build_message
 from agent import secrets
 from agent.config import TargetSettings, parse
 from agent.errors import ConfigError, TargetUnavailable
 from agent.formats import to_debezium
 from agent.interfaces import SpooledEvent
-from tests.agentproc import ROOT, AgentProcess, check_random_transactions, pid_running, random_transactions, wait_for
+from tests.agentproc import ROOT, AgentProcess, check_random_transactions, pid_running, wait_for
 from tests.test_pg_pipeline import _writer, cli
 
 

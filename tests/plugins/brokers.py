@@ -97,7 +97,7 @@ class NatsServer:
     def __init__(self, max_payload: int | None = None):
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="cdc-nats-"))
-        lines = [f"host: 127.0.0.1", f"port: {self.port}", f'server_name: "cdc-test-{self.port}"',
+        lines = ["host: 127.0.0.1", f"port: {self.port}", f'server_name: "cdc-test-{self.port}"',
                  f'jetstream {{ store_dir: "{self.dir / "js"}" }}']
         if max_payload is not None:
             lines.append(f"max_payload: {max_payload}")
