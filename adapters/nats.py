@@ -186,21 +186,16 @@ class NatsTarget:
         (no two events of one subject), and a failure stops the batch before any later event of a subject
         that has one in the failed wave was sent."""
         rejected: list[Rejection] = []
-        wave: list[tuple[SpooledEvent, NatsMessage]] = []
-        in_wave: set[str] = set()
+        sendable: list[tuple[SpooledEvent, NatsMessage]] = []
         max_payload = self.nc.max_payload
         for ev, msg in zip(events, msgs):
             reason = _refusal(msg, max_payload)
-            if reason is not None:
+            if reason is None:
+                sendable.append((ev, msg))
+            else:
                 rejected.append(Rejection(ev.seq, reason))
-                continue
-            if ev.subject in in_wave or len(wave) >= MAX_WAVE:
-                await self._wave(wave, rejected)
-                wave, in_wave = [], set()
-            wave.append((ev, msg))
-            in_wave.add(ev.subject)
-        if wave:
-            await self._wave(wave, rejected)
+        for wave in waves([ev.subject for ev, _ in sendable]):
+            await self._wave([sendable[i] for i in wave], rejected)
         return DeliveryResult(rejected=rejected)
 
     async def _wave(self, wave: list[tuple[SpooledEvent, NatsMessage]], rejected: list[Rejection]) -> None:
@@ -296,6 +291,22 @@ class NatsTarget:
         except APIError as e:
             raise TargetError(f"nats {self.name}: cannot create stream {self.opts.stream}: {e.description}") from None
         return f"nats {self.name}: created {what}"
+
+
+def waves(subjects: list[str], limit: int = MAX_WAVE) -> list[list[int]]:
+    """Indexes of a batch cut, in order, into runs that hold no subject twice (and at most `limit`)."""
+    out: list[list[int]] = []
+    current: list[int] = []
+    seen: set[str] = set()
+    for i, subject in enumerate(subjects):
+        if subject in seen or len(current) >= limit:
+            out.append(current)
+            current, seen = [], set()
+        current.append(i)
+        seen.add(subject)
+    if current:
+        out.append(current)
+    return out
 
 
 def _refusal(msg: NatsMessage, max_payload: int) -> str | None:

@@ -258,14 +258,18 @@ listen = "off"
     return cfg
 
 
-@pytest.mark.parametrize("fmt", ["cloudevents", "cloudevents-binary"])
-def test_sigkills_lose_nothing_and_keep_each_subject_in_one_partition(pg_db, tansu, tmp_path, fmt):
+@pytest.mark.parametrize("fmt, writers, per_writer, kills", [
+    ("cloudevents", 3, 2500, 3),
+    ("cloudevents-binary", 3, 2500, 3),
+    pytest.param("cloudevents", 4, 25_000, 8, marks=pytest.mark.slow, id="soak"),
+])
+def test_sigkills_lose_nothing_and_keep_each_subject_in_one_partition(pg_db, tansu, tmp_path, fmt, writers,
+                                                                      per_writer, kills):
     pg_db.execute("CREATE TABLE items (id bigint PRIMARY KEY, writer int, version int, pad text)")
     cfg = _e2e_config(tmp_path, pg_db.dsn, tansu.bootstrap, fmt)
     r = cli("setup", "-c", str(cfg))
     assert r.returncode == 0, r.stderr
     assert "created topic erp.items (4 partition(s))" in r.stdout
-    writers, per_writer = 3, 2500
     expected = [defaultdict(list) for _ in range(writers)]
     errors: list[str] = []
     stop = threading.Event()
@@ -276,7 +280,7 @@ def test_sigkills_lose_nothing_and_keep_each_subject_in_one_partition(pg_db, tan
     try:
         for t in threads:
             t.start()
-        for _ in range(3):
+        for _ in range(kills):
             time.sleep(rng.uniform(0.8, 2.0))
             wait_for(lambda: agent.children(), 15, what="the delivery process")
             kids = agent.children()
