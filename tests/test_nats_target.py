@@ -21,6 +21,7 @@ from agent.config import TargetSettings, parse
 from agent.errors import ConfigError, TargetUnavailable
 from tests.agentproc import AgentProcess, check_random_transactions, pid_running, wait_for
 from tests.test_kafka_target import cloudevent
+from tests.plugins.brokers import delivery_running, unexpected_tracebacks
 from tests.test_pg_pipeline import _writer, cli
 
 
@@ -289,7 +290,7 @@ def test_sigkills_and_a_server_restart_deliver_every_event_once(pg_db, make_nats
         server.start()
         for i in range(kills):
             time.sleep(rng.uniform(0.8, 2.0))
-            wait_for(lambda: agent.children(), 15, what="the delivery process")
+            wait_for(lambda: delivery_running(agent), 20, what="the delivery process to be up")
             kids = agent.children()
             agent.kill()
             wait_for(lambda: not any(pid_running(k) for k in kids), 10, what="the delivery process to exit")
@@ -310,7 +311,7 @@ def test_sigkills_and_a_server_restart_deliver_every_event_once(pg_db, make_nats
     events = [orjson.loads(m.data) for m in msgs]
     assert [e["id"] for e in events] == ids
     check_random_transactions(events, expected)
-    assert "Traceback" not in agent.log(), agent.log()[-3000:]
+    assert not unexpected_tracebacks(agent.log()), agent.log()[-3000:]
 
 
 def _stream_messages(url: str) -> int:

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import socket
@@ -32,6 +33,32 @@ def _wait_listening(port: int, proc: subprocess.Popen, what: str, timeout: float
         except OSError:
             time.sleep(0.05)
     raise RuntimeError(f"{what} is not listening on {port} after {timeout}s")
+
+
+def delivery_running(agent) -> bool:
+    """The agent's delivery process is past its start-up (it has the spool open): a SIGKILL of the agent
+    now tests delivery, not a child killed while it is still being spawned."""
+    for kid in agent.children():
+        try:
+            fds = os.listdir(f"/proc/{kid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{kid}/fd/{fd}").endswith("spool.db"):
+                    return True
+            except OSError:
+                continue
+    return False
+
+
+def unexpected_tracebacks(log: str) -> list[str]:
+    """The tracebacks in an agent's log, less one known and harmless kind: a child process the agent was
+    spawning when the test SIGKILLed it finds its parent gone before it got its start-up data
+    (multiprocessing's spawn_main, "EOFError: Ran out of input") and exits without doing anything."""
+    blocks = log.split("Traceback (most recent call last):")[1:]
+    return [b for b in blocks
+            if not ("multiprocessing/spawn.py" in b and "EOFError: Ran out of input" in b.split("\n\n")[0])]
 
 
 class TansuBroker:
