@@ -117,7 +117,7 @@ class HttpTarget:
         self.url = opts.url
         self.where = safe_url(opts.url)
         self.headers = {**opts.headers, "Content-Type": CONTENT_TYPE}
-        self.timeout = (opts.timeout_seconds, min(opts.timeout_seconds, 10.0))     # (read/write/pool, connect)
+        self.timeout_seconds = opts.timeout_seconds
         self.key: bytes | None = None
         if opts.signing_secret is not None:
             try:
@@ -133,8 +133,8 @@ class HttpTarget:
 
         if self.client is None:
             # no redirects: a 3xx means a wrong URL, and following it could resend data elsewhere
-            self.client = httpx.Client(timeout=httpx.Timeout(self.timeout[0], connect=self.timeout[1]),
-                                       follow_redirects=False,
+            timeout = httpx.Timeout(self.timeout_seconds, connect=min(self.timeout_seconds, 10.0))
+            self.client = httpx.Client(timeout=timeout, follow_redirects=False,
                                        headers={"User-Agent": "cdc-agent"})
 
     def send(self, events: list[SpooledEvent]) -> DeliveryResult:

@@ -16,6 +16,7 @@ import orjson
 import pytest
 
 import adapters
+from adapters.http import HttpOptions
 from agent import config as config_mod
 from agent import formats, worker
 from agent.errors import ConfigError, TargetRejected, TargetUnavailable
@@ -284,13 +285,16 @@ def test_a_bug_in_a_target_stops_its_worker_visibly_instead_of_retrying(tmp_path
     assert "stopped" in line and "KeyError" in line
 
 
-def test_a_worker_that_dies_on_settings_says_so_in_health(tmp_path, monkeypatch):
+@pytest.mark.parametrize("broken,error", [
+    (dict(batch_size=10**20), "OverflowError"),                           # more than SQLite can bind
+    (dict(kind="http", options=HttpOptions(url="http://127.0.0.1:99999/x")), "Port out of range"),
+])
+def test_a_worker_that_dies_on_settings_says_so_in_health(tmp_path, monkeypatch, broken, error):
     # a Config built without the reader (tests, tools) can hold what only fails when used: the worker must
     # still end visibly rather than leave health saying ok
     cfg = fast_file_cfg(tmp_path, monkeypatch)
     spool_changes(cfg, customer_changes(3))
-    huge = dataclasses.replace(cfg.targets[0], batch_size=10**20)        # more than SQLite can bind
-    cfg = dataclasses.replace(cfg, targets=(huge,))
+    cfg = dataclasses.replace(cfg, targets=(dataclasses.replace(cfg.targets[0], **broken),))
     with Delivery(cfg) as d:
         d.workers["audit"].join(20)
         assert not d.workers["audit"].is_alive()
@@ -300,7 +304,7 @@ def test_a_worker_that_dies_on_settings_says_so_in_health(tmp_path, monkeypatch)
         finally:
             spool.close()
     t = report["targets"]["audit"]
-    assert t["state"] == "stopped" and "OverflowError" in t["last_error"]
+    assert t["state"] == "stopped" and error in t["last_error"]
     assert report["status"] == "failing" and any("audit stopped" in x for x in report["reasons"])
 
 
