@@ -48,8 +48,6 @@ from agent.interfaces import Target
 if TYPE_CHECKING:
     from agent.config import TargetSettings
 
-# helpers shared by several kinds that predate the "_" convention
-HELPER_MODULES = ("envelope",)
 # kinds of the contract (CONTRACT §7) not built yet: a config naming one is told so
 PLANNED_KINDS = ("kafka", "nats", "rabbitmq", "redis", "mqtt", "sql")
 

@@ -89,6 +89,39 @@ def binary_parts(body: bytes) -> BinaryParts:
     return BinaryParts(attrs, orjson.dumps(data), content_type)
 
 
+def event_origin(body: bytes, fmt: str) -> tuple[str, str, str]:
+    """(agent, schema, table) of an event as the worker hands it over: a CloudEvent (its `source`), or a
+    Debezium envelope (its `source` block)."""
+    ev = orjson.loads(body)
+    if fmt == "debezium":
+        src = ev.get("source") or {}
+        return str(src.get("name", "")), str(src.get("schema", "")), str(src.get("table", ""))
+    source = str(ev.get("source", ""))
+    agent = source.split("://", 1)[-1].partition("/")[0]
+    schema, table = source_table(source)
+    return agent, schema, table
+
+
+class Destinations:
+    """Renders a destination template for events; what it needs from the body is read only when the
+    template uses it (the agent's name is the same for every event: read once)."""
+
+    def __init__(self, template: Template):
+        self.template = template
+        self._agent: str | None = None
+        self._static = not template.fields
+        self._needs_body = bool(template.fields & {"table", "schema"})
+
+    def render(self, event_type: str, body: bytes, fmt: str) -> str:
+        if self._static:
+            return self.template.text
+        schema = table = ""
+        if self._needs_body or ("agent" in self.template.fields and self._agent is None):
+            agent, schema, table = event_origin(body, fmt)
+            self._agent = agent
+        return self.template.text.format(type=event_type, table=table, schema=schema, agent=self._agent or "")
+
+
 def event_attributes(body: bytes, *names: str) -> tuple[str, ...]:
     """A few top-level attributes of a structured CloudEvent, for templates and keys."""
     ev = orjson.loads(body)

@@ -154,10 +154,29 @@ def _setup(cfg, args) -> int:
         print(f"-- cdc-agent setup for {cfg.agent.name}: {len(stmts)} statement(s); nothing was run")
         for s in stmts:
             print(s.rstrip().rstrip(";") + ";\n")
+        for line in _setup_targets(cfg, dry_run=True):
+            print(f"-- {line}")
         return 0
     for line in admin.setup():
         print(line)
+    for line in _setup_targets(cfg, dry_run=False):
+        print(line)
     return 0
+
+
+def _setup_targets(cfg, dry_run: bool) -> list[str]:
+    """Targets that create what they write to (a broker's topics or streams) have a `setup` method; it gets
+    the (type, agent, schema, table) of every event the config can send that target."""
+    from adapters import build_target
+    named = {r.table for r in cfg.events}
+    emitted = [(r.type, r.table) for r in cfg.events] + [(f"row.{t}", t) for t in cfg.source.tables if t not in named]
+    lines: list[str] = []
+    for ts in cfg.targets:
+        target = build_target(ts)
+        if hasattr(target, "setup"):
+            origins = sorted({(typ, cfg.agent.name, *table.split(".", 1)) for typ, table in emitted if ts.wants(typ)})
+            lines += target.setup(origins, dry_run=dry_run)
+    return lines
 
 
 def _teardown(cfg, args) -> int:

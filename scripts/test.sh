@@ -4,12 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages: database servers the tests start privately, ODBC drivers for trigger capture, the
-# browser the dashboard test drives (chromium), promtool for the shipped alerting rules (prometheus).
+# Debian packages: database and message servers the tests start privately (the broker targets' tests start
+# private rabbitmq-server, redis-server, mosquitto and nats-server instances), ODBC drivers for trigger
+# capture, the browser the dashboard test drives (chromium), promtool for the shipped alerting rules.
 need=()
-# rabbitmq-server, redis-server, mosquitto: the broker targets' tests start private instances of them
 for pkg in postgresql-15 mariadb-server unixodbc odbc-postgresql odbc-mariadb chromium chromium-driver prometheus \
-           rabbitmq-server redis-server mosquitto; do
+           rabbitmq-server redis-server mosquitto nats-server; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
