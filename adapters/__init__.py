@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from agent.config import TargetSettings
 
 # kinds of the contract (CONTRACT §7) not built yet: a config naming one is told so
-PLANNED_KINDS = ("kafka", "nats", "rabbitmq", "redis", "mqtt", "sql")
+PLANNED_KINDS = ("sql",)
 
 
 @dataclass(frozen=True)
