@@ -72,6 +72,7 @@ class Monitor:
     latency: dict[str, LatencyHistogram] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     observers: list = field(default_factory=list)   # callables(target, latencies) after each delivery
+    drift: dict = field(default_factory=dict)       # sql target -> last scheduled reconcile (agent/reconcile.py)
 
     def source_status(self) -> SourceStatus:
         fn = self.source_status_fn

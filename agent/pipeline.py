@@ -68,6 +68,8 @@ class Agent:
             w.start()
         if self.delivery:
             self.delivery.start()
+        from .reconcile import start_schedule
+        reconciles = start_schedule(self.cfg, self.monitor)     # sql targets' reconcile_every
         log.info("agent %s started: source %s, targets %s", self.cfg.agent.name, self.cfg.source.kind,
                  ", ".join(t.name for t in self.cfg.targets))
         last_prune = last_ckpt_log = time.monotonic()
@@ -123,6 +125,8 @@ class Agent:
                 w.join(DRAIN_SECONDS + 5)
             if self.delivery:
                 self.delivery.stop(DRAIN_SECONDS + 5)
+            if reconciles is not None:
+                reconciles.shutdown(wait=False)
             if health:
                 health.stop()
             log.info("agent %s stopped at checkpoint %s", self.cfg.agent.name, self._checkpoint_or_unknown())
