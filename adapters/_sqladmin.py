@@ -157,8 +157,9 @@ class SqlAdmin:
 
     def setup(self) -> list[str]:
         done = []
+        ddl = self._ddl()              # before the transaction: on SQLite, reflection needs its own connection
         with self.engine.begin() as conn:
-            for what, t in self._ddl():
+            for what, t in ddl:
                 t.create(conn, checkfirst=True)
                 done.append(f"{self.label}: created table {what}")
         return done or [f"{self.label}: {OFFSETS_TABLE} and the replica tables exist already"]

@@ -214,16 +214,16 @@ def test_types_and_a_value_the_replica_cannot_hold(pg_cluster, pg_db, mariadb_db
 
 def test_reconcile_finds_and_repairs(pg_cluster, pg_db, tmp_path):
     pg_db.execute("CREATE TABLE items (id bigint PRIMARY KEY, writer int, version int, pad text, amount numeric(8,2))")
-    pg_db.execute("INSERT INTO items SELECT g, 1, 0, 'p' || g, g / 100.0 FROM generate_series(1, 3000) g")
     lite = tmp_path / "replica.db"
     replica_pg = pg_cluster.create_database()
     cfg = sql_config(tmp_path, pg_db.dsn, ["public.items"], {
         "pg": replica_pg.dsn.replace("postgresql://", "postgresql+psycopg://"), "lite": f"sqlite:///{lite.name}"})
     assert cli("setup", "-c", str(cfg)).returncode == 0
-    with AgentProcess(cfg, tmp_path / "agent.log") as agent:        # the initial snapshot fills the replicas
-        wait_for(lambda: pg_rows(replica_pg, "SELECT count(*) FROM items") == [(3000,)], 60, what="snapshot")
+    with AgentProcess(cfg, tmp_path / "agent.log") as agent:
+        pg_db.execute("INSERT INTO items SELECT g, 1, 0, 'p' || g, g / 100.0 FROM generate_series(1, 3000) g")
+        wait_for(lambda: pg_rows(replica_pg, "SELECT count(*) FROM items") == [(3000,)], 60, what="the rows in the replica")
         wait_for(lambda: sqlite3.connect(lite).execute("SELECT count(*) FROM items").fetchone() == (3000,), 60,
-                 what="snapshot into sqlite")
+                 what="the rows in sqlite")
         assert agent.stop() == 0
     same = cli("reconcile", "-c", str(cfg), "--target", "pg")
     assert same.returncode == 0, same.stdout + same.stderr
@@ -241,7 +241,9 @@ def test_reconcile_finds_and_repairs(pg_cluster, pg_db, tmp_path):
     assert out.returncode == 1, out.stderr
     (r,) = json.loads(out.stdout)
     assert (r["missing"], r["extra"], r["different"]) == (["5", "2999"], ["9999"], ["10", "1500", "2000"])
-    assert r["chunks_differing"] <= 4 and r["rows_fetched"] == 3000 + 3000 - 2 + 1
+    # 500-row chunks: 1-500 (5, 10), 1001-1500, 1501-2000, 2501-3000 (2999), after 3000 (9999); each row read once
+    assert (r["chunks"], r["chunks_differing"]) == (7, 5)
+    assert r["rows_fetched"] == 3000 + 3000 - 2 + 1
     lite_out = json.loads(cli("reconcile", "-c", str(cfg), "--target", "lite", "--json").stdout)[0]
     assert (lite_out["missing"], lite_out["extra"], lite_out["different"]) == (["7"], ["0"], ["8"])
     for target in ("pg", "lite"):
