@@ -48,11 +48,13 @@ def replica_type(t: Any, is_key: bool) -> Any:
     """A source column's type for a replica table on another database: its generic SQLAlchemy form."""
     try:
         g = t.as_generic()
-    except NotImplementedError:
+    except Exception:                             # a type with no generic form (e.g. inet)
         name = type(t).__name__.upper()
         g = sqltypes.JSON() if name in ("JSON", "JSONB") else sqltypes.Text()
     if isinstance(g, sqltypes.String) and g.length is None and is_key:
         g = String(255)                           # MySQL cannot index TEXT: a key needs a length
+    if isinstance(g, sqltypes.Float):             # PostgreSQL's float8 reflects with precision=53: MySQL refuses it
+        g = sqltypes.Double() if isinstance(g, sqltypes.Double) else sqltypes.Float()
     if isinstance(g, sqltypes.DateTime):
         g = sqltypes.DateTime(timezone=getattr(t, "timezone", False))
     return g

@@ -90,7 +90,10 @@ def finish(cfg: Config, settings: TargetSettings, base: Path) -> SqlOptions:
     if u.get_backend_name() == "sqlite" and u.database and u.database != ":memory:" \
             and not Path(u.database).is_absolute():
         url = u.set(database=str((base / u.database).resolve())).render_as_string(hide_password=False)
-    tables = dict(o.tables) if o.tables else {t: t for t in cfg.source.tables}
+    # default: every captured table, same name; MySQL/MariaDB and SQLite replicas take the bare table name in
+    # the URL's database (their "schema" would be another database / an attached file)
+    bare = u.get_backend_name() in ("mysql", "sqlite")
+    tables = dict(o.tables) if o.tables else {t: (t.rpartition(".")[2] if bare else t) for t in cfg.source.tables}
     for src, dst in tables.items():
         if src not in cfg.source.tables:
             raise OptionError(f"tables.{src}", f"is not captured: add it to source.tables "
