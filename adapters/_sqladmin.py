@@ -44,7 +44,7 @@ def source_table_name(cfg, table: str) -> tuple[str | None, str]:
     return schema or None, name
 
 
-def replica_type(t: Any, is_key: bool) -> Any:
+def replica_type(t: Any, is_key: bool, dialect: str = "") -> Any:
     """A source column's type for a replica table on another database: its generic SQLAlchemy form."""
     try:
         g = t.as_generic()
@@ -53,6 +53,10 @@ def replica_type(t: Any, is_key: bool) -> Any:
         g = sqltypes.JSON() if name in ("JSON", "JSONB") else sqltypes.Text()
     if isinstance(g, sqltypes.String) and g.length is None and is_key:
         g = String(255)                           # MySQL cannot index TEXT: a key needs a length
+    if dialect == "mssql" and isinstance(g, sqltypes.Text):
+        g = sqltypes.Unicode()                    # NVARCHAR(max): SQL Server's TEXT is deprecated and cannot compare
+    if dialect == "mssql" and isinstance(g, sqltypes.LargeBinary):
+        g = sqltypes.VARBINARY()                  # VARBINARY(max), not the deprecated IMAGE
     if isinstance(g, sqltypes.Float):             # PostgreSQL's float8 reflects with precision=53: MySQL refuses it
         g = sqltypes.Double() if isinstance(g, sqltypes.Double) else sqltypes.Float()
     if isinstance(g, sqltypes.DateTime):
@@ -148,8 +152,10 @@ class SqlAdmin:
                 scols, skey = source[src]
                 ren = self._renames(src)
                 schema, name = split_name(dst, self.dialect)
-                cols = [Column(ren.get(c["name"], c["name"]), replica_type(c["type"], c["name"] in skey),
-                               primary_key=c["name"] in skey, nullable=c.get("nullable", True) or c["name"] in skey)
+                # autoincrement off: the replica takes the source's key values (no SERIAL, no IDENTITY)
+                cols = [Column(ren.get(c["name"], c["name"]), replica_type(c["type"], c["name"] in skey, self.dialect),
+                               primary_key=c["name"] in skey, autoincrement=False,
+                               nullable=c.get("nullable", True) or c["name"] in skey)
                         for c in scols]
                 out.append((dst, Table(name, MetaData(), *cols, schema=schema)))
         return out

@@ -310,3 +310,39 @@ def test_check_fails_on_a_replica_table_without_the_key(pg_db, tmp_path):
     cfg = sql_config(tmp_path, pg_db.dsn, ["public.items"], {"lite": "sqlite:///r.db"})
     r = cli("check", "-c", str(cfg))
     assert r.returncode == 1 and "has no primary key" in r.stdout, r.stdout + r.stderr
+
+
+def test_sql_server_merge_and_ddl_compile():
+    """No SQL Server here: the MERGE upsert and the offsets/replica DDL compiled with SQLAlchemy's mssql dialect."""
+    from sqlalchemy import Column, Integer, MetaData, Numeric, String, Table
+    from sqlalchemy.dialects import mssql
+    from sqlalchemy.schema import CreateTable
+
+    from adapters._sqladmin import replica_type
+    from adapters._sqlreplica import Plan, offsets_table, upsert_statement
+    from sqlalchemy.dialects import postgresql as pg
+
+    t = Table("customers", MetaData(), Column("customer_id", Integer, primary_key=True), Column("tier", String(20)),
+              Column("discount", Numeric(5, 2)), schema="dbo")
+    plan = Plan("public.customers", t, ("customer_id",), {}, {})
+    from adapters.sql import make_engine
+    odbc = make_engine("mssql+pyodbc://cdc@db.example/erp?driver=ODBC+Driver+18+for+SQL+Server").dialect  # qmark
+    sql = str(upsert_statement(plan, ("customer_id", "tier", "discount"), "mssql").compile(dialect=odbc))
+    assert sql == ("MERGE INTO [dbo].[customers] WITH (HOLDLOCK) AS t USING (VALUES (?, ?, ?)) AS s ([customer_id], "
+                   "[tier], [discount]) ON t.[customer_id] = s.[customer_id] WHEN MATCHED THEN UPDATE SET t.[tier] = "
+                   "s.[tier], t.[discount] = s.[discount] WHEN NOT MATCHED THEN INSERT ([customer_id], [tier], "
+                   "[discount]) VALUES (s.[customer_id], s.[tier], s.[discount]);")
+    key_only = str(upsert_statement(plan, ("customer_id",), "mssql").compile(dialect=odbc))
+    assert "WHEN MATCHED" not in key_only and "WHEN NOT MATCHED THEN INSERT ([customer_id])" in key_only
+    ddl = str(CreateTable(offsets_table(MetaData())).compile(dialect=mssql.dialect()))
+    assert "CREATE TABLE cdc_agent_offsets" in ddl and "PRIMARY KEY (agent, target)" in ddl
+    src = Table("typed", MetaData(), Column("id", Integer, primary_key=True), Column("code", pg.TEXT),
+                Column("at", pg.TIMESTAMP(timezone=True)), Column("raw", pg.BYTEA), Column("doc", pg.JSONB),
+                Column("score", pg.DOUBLE_PRECISION(precision=53)), Column("amount", pg.NUMERIC(20, 6)))
+    rep = Table("typed", MetaData(), *(Column(c.name, replica_type(c.type, c.primary_key, "mssql"), autoincrement=False,
+                                              primary_key=c.primary_key) for c in src.columns), schema="dbo")
+    ddl = str(CreateTable(rep).compile(dialect=mssql.dialect()))
+    assert "IDENTITY" not in ddl
+    for piece in ("dbo.typed", "id INTEGER NOT NULL", "code NVARCHAR(max)", "at DATETIMEOFFSET", "raw VARBINARY(max)",
+                  "score DOUBLE PRECISION", "amount NUMERIC(20, 6)", "PRIMARY KEY (id)"):
+        assert piece in ddl, (piece, ddl)
