@@ -263,6 +263,31 @@ def test_reconcile_finds_and_repairs(pg_cluster, pg_db, tmp_path):
     assert r["rows_fetched"] == 3000 + 3000 - 2 + 1
     lite_out = json.loads(cli("reconcile", "-c", str(cfg), "--target", "lite", "--json").stdout)[0]
     assert (lite_out["missing"], lite_out["extra"], lite_out["different"]) == (["7"], ["0"], ["8"])
+    # the schedule (reconcile_every) in a running agent: drift in health and metrics
+    from agent import config as config_mod
+    from agent.health import health_report
+    from agent.metrics import render_metrics
+    from agent.monitor import Monitor
+    from agent.reconcile import start_schedule
+    from agent.spool import Spool
+    cfg.write_text(cfg.read_text().replace('kind = "sql"', 'kind = "sql"\nreconcile_every = "1s"'))
+    loaded = config_mod.load(cfg)
+    monitor = Monitor("erp-sql", "postgres")
+    sched = start_schedule(loaded, monitor)
+    try:
+        wait_for(lambda: {"pg", "lite"} <= set(monitor.drift), 30, what="a scheduled reconcile of both targets")
+    finally:
+        sched.shutdown(wait=True)
+    spool = Spool(loaded.agent.state_dir, readonly=True)
+    try:
+        report = health_report(loaded, monitor, spool)
+        metrics = render_metrics(loaded, monitor, spool).decode()
+    finally:
+        spool.close()
+    drift = report["targets"]["pg"]["drift"]
+    assert (drift["missing"], drift["extra"], drift["different"], drift["error"]) == (2, 1, 3, None), drift
+    assert report["targets"]["lite"]["drift"]["missing"] == 1
+    assert 'cdc_agent_target_drift_rows{agent="erp-sql",kind="different",target="pg"} 3.0' in metrics
     for target in ("pg", "lite"):
         fixed = cli("reconcile", "-c", str(cfg), "--target", target, "--repair")
         assert fixed.returncode == 1 and "repaired" in fixed.stdout, fixed.stdout + fixed.stderr
