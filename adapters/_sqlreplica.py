@@ -133,22 +133,31 @@ class Replica:
         return out
 
     def row(self, plan: Plan, values: dict, skip: set) -> dict:
+        names = tuple(values)
+        spec = plan.statements.get(("row", names)) if not skip else None
+        if spec is None:
+            spec = []
+            for c in names:
+                col = plan.rename.get(c, c)
+                if col not in plan.writers:
+                    if c in skip:
+                        spec.append(None)
+                        continue
+                    raise TargetUnavailable(f"replica table {plan.table.fullname} has no column {col} (source "
+                                            f"{plan.source}); add it or rename it with columns")
+                spec.append(None if c in skip else (col, plan.writers[col]))
+            if not skip:
+                plan.statements[("row", names)] = spec
+            missing = [k for k in plan.key if k not in {s[0] for s in spec if s is not None}]
+            if missing:
+                raise ValueError(f"key column {missing[0]} is missing from the row")
         row = {}
-        for c, v in values.items():
-            if c in skip:
-                continue
-            col = plan.rename.get(c, c)
-            w = plan.writers.get(col)
-            if w is None:
-                raise TargetUnavailable(f"replica table {plan.table.fullname} has no column {col} (source "
-                                        f"{plan.source}); add it or rename it with columns")
-            try:
-                row[col] = w(v)
-            except ValueError as e:
-                raise ValueError(f"column {col}: {e}") from None
-        for k in plan.key:
-            if k not in row:
-                raise ValueError(f"key column {k} is missing from the row")
+        for sp, v in zip(spec, values.values()):
+            if sp is not None:
+                try:
+                    row[sp[0]] = sp[1](v)
+                except ValueError as e:
+                    raise ValueError(f"column {sp[0]}: {e}") from None
         return row
 
     def _key(self, plan: Plan, key: dict) -> tuple:
@@ -171,25 +180,31 @@ class Replica:
             raise DataProblem(redact(f"replica refused a value: {str(orig).strip().splitlines()[0]}")) from None
 
     def apply_in(self, conn, changes: list[tuple]) -> None:
-        """Execute `changes` in order: runs of one table and kind (and one column set) are one statement."""
-        i, n = 0, len(changes)
-        while i < n:
-            plan, kind, _, row = changes[i]
-            cols = tuple(row) if row is not None else None
-            j = i + 1
-            while j < n and changes[j][0] is plan and changes[j][1] == kind and \
-                    (kind == "d" or tuple(changes[j][3]) == cols):
-                j += 1
-            run = changes[i:j]
-            if kind == "u":
-                last: dict[tuple, dict] = {}
-                for _, _, key, r in run:         # one statement may not touch a row twice: the last image wins
-                    last.pop(key, None)
-                    last[key] = r
-                self._upsert(conn, plan, cols, list(last.values()))
+        """Apply `changes` (in source order) as their net effect per row: each key's last change wins (an
+        update without its unavailable columns merges into the image before it). Then one statement per
+        table for the deletes, and one per table and column set for the upserts. Only the order per key
+        matters for the result, so different keys are not kept in order: the replica's tables must not
+        constrain each other (foreign keys between replica tables, or unique keys besides the primary
+        key, could see an intermediate state no source transaction had)."""
+        final: dict[tuple, tuple] = {}
+        for plan, kind, key, row in changes:
+            k = (plan.source, key)
+            prev = final.pop(k, None)
+            if kind == "u" and prev is not None and prev[1] == "u" and prev[2].keys() != row.keys():
+                row = {**prev[2], **row}
+            final[k] = (plan, kind, row, key)
+        deletes: dict[str, tuple[Plan, list]] = {}
+        upserts: dict[tuple, tuple[Plan, tuple, list]] = {}
+        for plan, kind, row, key in final.values():
+            if kind == "d":
+                deletes.setdefault(plan.source, (plan, []))[1].append(key)
             else:
-                self._delete(conn, plan, list(dict.fromkeys(k for _, _, k, _ in run)))
-            i = j
+                cols = tuple(row)
+                upserts.setdefault((plan.source, cols), (plan, cols, []))[2].append(row)
+        for plan, keys in deletes.values():
+            self._delete(conn, plan, keys)
+        for plan, cols, rows in upserts.values():
+            self._upsert(conn, plan, cols, rows)
 
     def _upsert(self, conn, plan: Plan, cols: tuple, rows: list[dict]) -> None:
         if self.dialect == "postgresql":

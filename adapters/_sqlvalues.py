@@ -74,11 +74,8 @@ def _boolean(v: Any) -> Any:
 
 
 def _parse_datetime(v: str) -> dt.datetime:
-    s = v.strip()
-    if s.endswith(("Z", "z")):
-        s = s[:-1] + "+00:00"
     try:
-        return dt.datetime.fromisoformat(s)
+        return dt.datetime.fromisoformat(v)       # Python 3.11 reads RFC 3339's "Z"
     except ValueError:
         raise ValueError(f"{v!r} is not an ISO 8601 timestamp") from None
 
