@@ -207,16 +207,19 @@ class Replica:
             self._upsert(conn, plan, cols, rows)
 
     def _upsert(self, conn, plan: Plan, cols: tuple, rows: list[dict]) -> None:
-        if self.dialect == "postgresql":
-            per = max(1, min(1000, PG_MAX_PARAMS // max(1, len(cols))))
-            for s in range(0, len(rows), per):
-                part = rows[s:s + per]
-                conn.execute(upsert_statement(plan, cols, self.dialect, multi=part))
-            return
-        stmt = plan.statements.get(("u", cols))
-        if stmt is None:
-            stmt = plan.statements[("u", cols)] = upsert_statement(plan, cols, self.dialect)
-        conn.execute(stmt, rows)
+        prepared = plan.statements.get(("u", cols))
+        if prepared is None:
+            prepared = plan.statements[("u", cols)] = _prepare(upsert_statement(plan, cols, self.dialect),
+                                                               self.engine.dialect, cols)
+        if isinstance(prepared, tuple):
+            sql, order, positional = prepared
+            if positional:
+                params = [tuple(p(r[c]) if p else r[c] for c, p in order) for r in rows]
+            else:
+                params = [{c: (p(r[c]) if p else r[c]) for c, p in order} for r in rows]
+            conn.exec_driver_sql(sql, params)
+        else:
+            conn.execute(prepared, rows)
 
     def _delete(self, conn, plan: Plan, keys: list[tuple]) -> None:
         t = plan.table
@@ -246,6 +249,18 @@ class Replica:
         t = self.offsets
         conn.execute(update(t).where(t.c.agent == agent, t.c.target == target, t.c.position < position)
                      .values(position=position, updated_at=func.current_timestamp()))
+
+
+def _prepare(stmt, dialect, cols: tuple):
+    """The statement compiled once, for the driver's executemany with the type's bind processors applied here
+    (SQLAlchemy's per-row parameter processing is most of the cost of a large batch). A statement whose bind
+    names are not plainly the column names keeps the ordinary path."""
+    compiled = stmt.compile(dialect=dialect)
+    procs = compiled._bind_processors
+    names = list(compiled.positiontup) if compiled.positional else list(compiled.bind_names.values())
+    if sorted(names) != sorted(cols) or compiled.literal_execute_params or compiled.post_compile_params:
+        return stmt
+    return compiled.string, [(n, procs.get(n)) for n in names], compiled.positional
 
 
 def upsert_statement(plan: Plan, cols: tuple, dialect: str, multi: list[dict] | None = None):

@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import dataclasses
-import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,9 +33,6 @@ from agent.secrets import redact
 if TYPE_CHECKING:
     from agent.config import Config, TargetSettings
 
-log = logging.getLogger("cdc_agent")
-
-OFFSETS_TABLE = "cdc_agent_offsets"
 DIALECT_DRIVERS = {"postgresql": "postgresql+psycopg", "postgres": "postgresql+psycopg",
                    "postgresql+psycopg": "postgresql+psycopg", "mysql": "mysql+pymysql",
                    "mariadb": "mysql+pymysql", "mysql+pymysql": "mysql+pymysql", "mariadb+pymysql": "mysql+pymysql",
