@@ -218,15 +218,17 @@ def comparable(v: Any) -> Any:
     t = type(v)
     if t is bool:
         return int(v)
-    if t is int or t is str:
+    if t is str:
         return v
+    if t is int:
+        return v if -(1 << 63) <= v < (1 << 63) else str(v)     # (the chunk hash encodes 64-bit integers)
     if t is Decimal:
         if not v.is_finite():
             return str(v)
         n = v.normalize()
-        return int(n) if n == n.to_integral_value() else str(n)
+        return comparable(int(n)) if n == n.to_integral_value() else str(n)
     if t is float:
-        return int(v) if v.is_integer() else repr(v)
+        return comparable(int(v)) if v.is_integer() else repr(v)
     if isinstance(v, dt.datetime):
         if v.tzinfo is not None:
             v = v.astimezone(_UTC).replace(tzinfo=None)
@@ -256,10 +258,43 @@ def comparable_json(v: Any) -> Any:
     return None if v is None else orjson.dumps(v, option=orjson.OPT_SORT_KEYS).decode()
 
 
+_EPOCH_AWARE = dt.datetime(1970, 1, 1, tzinfo=_UTC)
+_EPOCH_NAIVE = dt.datetime(1970, 1, 1)
+_MICROSECOND = dt.timedelta(microseconds=1)
+
+
+def _comparable_int(v: Any) -> Any:
+    return v if type(v) is int and -(1 << 63) <= v < (1 << 63) else comparable(v)
+
+
+def _comparable_str(v: Any) -> Any:
+    return v if type(v) is str else comparable(v)
+
+
+def _comparable_datetime(v: Any) -> Any:
+    """Microseconds since the epoch: an aware value by its instant, a naive one read as UTC wall time (how the
+    sql target writes an instant into DATETIME)."""
+    if type(v) is dt.datetime:
+        return (v - (_EPOCH_AWARE if v.tzinfo is not None else _EPOCH_NAIVE)) // _MICROSECOND
+    if isinstance(v, str):
+        try:
+            return _comparable_datetime(dt.datetime.fromisoformat(v))
+        except ValueError:
+            return v
+    return comparable(v)
+
+
 def comparer_for(coltype: Any) -> Callable[[Any], Any]:
+    """The comparable form for values of a column of this (source) type, applied to both sides' values."""
     name = type(coltype).__name__.upper()
     if isinstance(coltype, sqltypes.JSON) or name in ("JSON", "JSONB"):
         return comparable_json
     if isinstance(coltype, sqltypes.Boolean):
         return lambda v: None if v is None else int(bool(v))
+    if isinstance(coltype, sqltypes.Integer):
+        return _comparable_int
+    if isinstance(coltype, sqltypes.DateTime):
+        return _comparable_datetime
+    if isinstance(coltype, (sqltypes.String, sqltypes.Enum)) and not isinstance(coltype, sqltypes.JSON):
+        return _comparable_str
     return comparable

@@ -89,8 +89,8 @@ def reconcile_table(cfg, settings, source_table: str, *, repair: bool = False, c
         kidx = [cols.index(k) for k in key]
         json_cols = {c for c in cols if type(stab.c[c].type).__name__.upper() in ("JSON", "JSONB")}
 
-        def canon(row) -> tuple:
-            return tuple(f(v) for f, v in zip(comparers, row))
+        def canon(row, _apply=lambda f, v: f(v)) -> tuple:
+            return tuple(map(_apply, comparers, row))
 
         src_only: dict[tuple, tuple] = {}      # canonical key -> (canonical row, raw source row)
         rep_only: dict[tuple, tuple] = {}
