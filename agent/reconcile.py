@@ -58,7 +58,7 @@ def _digest(rows: list[tuple]) -> bytes:
 
 
 def reconcile_table(cfg, settings, source_table: str, *, repair: bool = False, chunk_rows: int = 5000,
-                    src_engine=None, rep_engine=None) -> TableResult:
+                    src_engine=None, rep_engine=None, progress=None) -> TableResult:
     from sqlalchemy import MetaData, Table, select
 
     from adapters._sqladmin import source_engine, source_table_name
@@ -124,6 +124,8 @@ def reconcile_table(cfg, settings, source_table: str, *, repair: bool = False, c
                             different[k] = raw
                     for k, c in rmap.items():
                         rep_only[k] = (c, None)
+                if progress is not None:
+                    progress(res)
                 if upto is None:
                     break
                 last = upto
@@ -161,10 +163,16 @@ def reconcile_table(cfg, settings, source_table: str, *, repair: bool = False, c
 
 
 def reconcile(cfg, target_name: str, tables: list[str] | None = None, *, repair: bool = False,
-              chunk_rows: int = 5000) -> list[TableResult]:
+              chunk_rows: int = 5000, progress=None) -> list[TableResult]:
     settings = cfg.target(target_name)
-    return [reconcile_table(cfg, settings, t, repair=repair, chunk_rows=chunk_rows)
+    return [reconcile_table(cfg, settings, t, repair=repair, chunk_rows=chunk_rows, progress=progress)
             for t in (tables or list(settings.options.tables))]
+
+
+def _terminal_progress(r: TableResult) -> None:
+    sys.stderr.write(f"\r{r.table}: {r.source_rows} source rows compared, "
+                     f"{r.chunks_differing} chunk(s) differ so far")
+    sys.stderr.flush()
 
 
 def _key_text(k: tuple) -> str:
@@ -186,7 +194,11 @@ def reconcile_command(cfg, args) -> int:
     if args.chunk_rows < 1:
         print("cdc-agent: --chunk-rows must be greater than zero", file=sys.stderr)
         return 2
-    results = reconcile(cfg, args.target, args.table, repair=args.repair, chunk_rows=args.chunk_rows)
+    progress = _terminal_progress if sys.stderr.isatty() and not args.json else None
+    results = reconcile(cfg, args.target, args.table, repair=args.repair, chunk_rows=args.chunk_rows,
+                        progress=progress)
+    if progress is not None:
+        sys.stderr.write("\n")
     if args.json:
         print(orjson.dumps([{**r.__dict__, "missing": [_key_text(k) for k in r.missing],
                              "extra": [_key_text(k) for k in r.extra],

@@ -10,6 +10,7 @@ import sqlite3
 import threading
 import time
 from collections import defaultdict
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -187,10 +188,9 @@ def test_types_and_a_value_the_replica_cannot_hold(pg_cluster, pg_db, mariadb_db
         pg_db.execute("DELETE FROM typed WHERE id = 1")
         pg_db.execute("INSERT INTO typed (id, amount, name) VALUES (1, 99.000001, 'again')")
 
-        def maria_done():
-            return mariadb_db.execute("SELECT amount FROM typed WHERE id = 1") == [(__import__("decimal").Decimal("99.000001"),)]
-        wait_for(lambda: pg_rows(replica_pg, "SELECT amount FROM typed WHERE id = 1") == [(
-            __import__("decimal").Decimal("99.000001"),)] and maria_done(), 60, what="the last change in both")
+        last = [(Decimal("99.000001"),)]
+        wait_for(lambda: pg_rows(replica_pg, "SELECT amount FROM typed WHERE id = 1") == last and
+                 mariadb_db.execute("SELECT amount FROM typed WHERE id = 1") == last, 60, what="the last change")
 
         def letters():
             out = cli("dlq", "list", "-c", str(cfg), "--json").stdout
@@ -245,7 +245,8 @@ def test_reconcile_finds_and_repairs(pg_cluster, pg_db, tmp_path):
     assert cli("setup", "-c", str(cfg)).returncode == 0
     with AgentProcess(cfg, tmp_path / "agent.log") as agent:
         pg_db.execute("INSERT INTO items SELECT g, 1, 0, 'p' || g, g / 100.0 FROM generate_series(1, 3000) g")
-        wait_for(lambda: pg_rows(replica_pg, "SELECT count(*) FROM items") == [(3000,)], 60, what="the rows in the replica")
+        wait_for(lambda: pg_rows(replica_pg, "SELECT count(*) FROM items") == [(3000,)], 60,
+                 what="the rows in the replica")
         wait_for(lambda: sqlite3.connect(lite).execute("SELECT count(*) FROM items").fetchone() == (3000,), 60,
                  what="the rows in sqlite")
         assert agent.stop() == 0
