@@ -17,7 +17,6 @@ from agent.errors import TargetUnavailable
 from agent.secrets import redact
 
 OFFSETS_TABLE = "cdc_agent_offsets"
-PG_MAX_PARAMS = 30000          # PostgreSQL allows 65535 bind parameters per statement; stay well below
 
 
 class DataProblem(Exception):
@@ -263,14 +262,13 @@ def _prepare(stmt, dialect, cols: tuple):
     return compiled.string, [(n, procs.get(n)) for n in names], compiled.positional
 
 
-def upsert_statement(plan: Plan, cols: tuple, dialect: str, multi: list[dict] | None = None):
-    """The dialect's insert-or-update by key for rows with columns `cols`. `multi`: a multi-row VALUES
-    statement holding these rows (PostgreSQL); else a statement for executemany."""
+def upsert_statement(plan: Plan, cols: tuple, dialect: str):
+    """The dialect's insert-or-update by key for rows with columns `cols`, for executemany."""
     t = plan.table
     rest = [c for c in cols if c not in plan.key]
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
-        stmt = insert(t).values(multi) if multi is not None else insert(t)
+        stmt = insert(t)
         if not rest:
             return stmt.on_conflict_do_nothing(index_elements=list(plan.key))
         return stmt.on_conflict_do_update(index_elements=list(plan.key),

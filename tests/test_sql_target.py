@@ -89,7 +89,7 @@ def test_replicas_equal_the_source_after_sigkills(pg_cluster, pg_db, mariadb_db,
     with sqlite3.connect(lite) as c:
         c.executescript(AUDIT_SQLITE)
 
-    writers, per_writer = 3, 2500
+    writers, per_writer = 3, 1500
     expected = [defaultdict(list) for _ in range(writers)]
     errors: list[str] = []
     stop = threading.Event()
