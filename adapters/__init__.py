@@ -20,7 +20,7 @@ else changes (config.py knows no kind by name). The module holds, in this order:
 
     KIND = TargetKind(options=RedisOptions, target=RedisTarget, batch_size=100)
 
-- Options use the field types of `agent.options` (str, int, float, bool, tuple[str, ...], dict[str, str],
+- Options use the field types of `agent.options` (str, int, float, bool, tuple[str, ...], dict[str, str], Dsn,
   Secret, ConfigPath, Url, `X | None`) and constraints through `option(...)`; the generic reader in
   agent/config.py reads them, names file, key and problem in every error, and refuses unknown keys.
   Checks between fields go in `__post_init__`, raising `agent.options.OptionError(key, problem)`.
