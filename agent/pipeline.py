@@ -21,6 +21,7 @@ from .delivery import DeliveryProcess
 from .errors import CdcError, SourceError, SourceFatal, SpoolError
 from .mapping import EventMapper
 from .monitor import Monitor
+from .reconcile import start_schedule
 from .secrets import redact, registered
 from .sources import capture_admin, open_source
 from .spool import Spool
@@ -68,7 +69,6 @@ class Agent:
             w.start()
         if self.delivery:
             self.delivery.start()
-        from .reconcile import start_schedule
         reconciles = start_schedule(self.cfg, self.monitor)     # sql targets' reconcile_every
         log.info("agent %s started: source %s, targets %s", self.cfg.agent.name, self.cfg.source.kind,
                  ", ".join(t.name for t in self.cfg.targets))
