@@ -22,6 +22,8 @@ from sqlalchemy import types as sqltypes
 from sqlalchemy.sql import cast
 from sqlalchemy.types import TypeDecorator
 
+from agent import rawjson
+
 Writer = Callable[[Any], Any]
 
 _UTC = dt.timezone.utc
@@ -131,7 +133,7 @@ def _json_text(v: Any) -> Any:
         return v
     if isinstance(v, (bytes, bytearray)):
         return bytes(v).decode()
-    return orjson.dumps(v).decode()
+    return rawjson.dumps(v).decode()        # RawJson parts (numbers orjson cannot hold) as written
 
 
 def _text(v: Any) -> Any:

@@ -177,7 +177,11 @@ class SqlTarget:
 
 def _data(ev: SpooledEvent) -> tuple[str, dict]:
     """(source table, data) of an event: the table is the last part of the CloudEvent's `source`."""
-    d = orjson.loads(ev.body)
+    try:
+        d = orjson.loads(ev.body)
+    except orjson.JSONDecodeError:      # a json value orjson cannot hold (1e400): keep its text (agent/rawjson.py)
+        from agent.rawjson import loads_exact
+        d = loads_exact(ev.body)
     return d["source"].rpartition("/")[2], d["data"]
 
 

@@ -379,3 +379,26 @@ def test_sql_server_merge_and_ddl_compile():
     for piece in ("dbo.typed", "id INTEGER NOT NULL", "code NVARCHAR(max)", "at DATETIMEOFFSET", "raw VARBINARY(max)",
                   "score DOUBLE PRECISION", "amount NUMERIC(20, 6)", "PRIMARY KEY (id)"):
         assert piece in ddl, (piece, ddl)
+
+
+def test_json_numbers_beyond_double_range_keep_their_digits(tmp_path):
+    """A jsonb value like 1e400 travels as written (agent/rawjson.py); the replica's json column gets that text."""
+    from types import SimpleNamespace
+
+    from adapters.sql import SqlOptions, SqlTarget
+    from agent.interfaces import SpooledEvent
+    db = tmp_path / "r.db"
+    with sqlite3.connect(db) as c:
+        c.execute("CREATE TABLE docs (id integer PRIMARY KEY, doc json, amount numeric)")
+    opts = SqlOptions(url=f"sqlite:///{db}", tables={"public.docs": "docs"}, offsets_agent="t")
+    target = SqlTarget(SimpleNamespace(name="lite", options=opts))
+    assert target.open() is None
+    body = (b'{"source": "cdc-agent://t/public.docs", "data": {"op": "insert", "key": {"id": 1}, "before": null, '
+            b'"after": {"id": 1, "doc": {"big": 1e400, "n": 123456789012345678901234567890}, "amount": "0.1"}}}')
+    assert target.send([SpooledEvent(1, "e1", "row.public.docs", "1", body, 0.0, "0001")]).rejected == []
+    target.close()
+    assert target.open() == "0001"
+    target.close()
+    with sqlite3.connect(db) as c:
+        (doc,), = c.execute("SELECT doc FROM docs")
+    assert doc == '{"big":1e400,"n":123456789012345678901234567890}'
