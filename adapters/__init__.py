@@ -20,7 +20,7 @@ else changes (config.py knows no kind by name). The module holds, in this order:
 
     KIND = TargetKind(options=RedisOptions, target=RedisTarget, batch_size=100)
 
-- Options use the field types of `agent.options` (str, int, float, bool, tuple[str, ...], dict[str, str],
+- Options use the field types of `agent.options` (str, int, float, bool, tuple[str, ...], dict[str, str], Dsn,
   Secret, ConfigPath, Url, `X | None`) and constraints through `option(...)`; the generic reader in
   agent/config.py reads them, names file, key and problem in every error, and refuses unknown keys.
   Checks between fields go in `__post_init__`, raising `agent.options.OptionError(key, problem)`.
@@ -31,6 +31,8 @@ else changes (config.py knows no kind by name). The module holds, in this order:
   own position, like `sql`): the worker then skips spooled events at or before it. Return None otherwise.
 - Any exception that is not a TargetError (or OSError) is taken for a bug: the worker logs its traceback
   and stops with state "stopped" and the reason in health. Translate the client library's errors.
+- Optional: `finish(cfg, settings, base)` cross-checks the options against the whole config (OptionError);
+  `admin(cfg, settings)` gives `check()`, `setup_sql()`, `setup()` for `cdc-agent check` / `setup`.
 - A module without `KIND` (or whose name starts with "_") is a helper, not a kind.
 """
 
@@ -49,7 +51,7 @@ if TYPE_CHECKING:
     from agent.config import TargetSettings
 
 # kinds of the contract (CONTRACT §7) not built yet: a config naming one is told so
-PLANNED_KINDS = ("sql",)
+PLANNED_KINDS: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,10 @@ class TargetKind:
     target: Callable[[TargetSettings], Target]       # builds the target (usually the class itself)
     batch_size: int = 100                            # default `batch_size` for this kind
     binary_mode: bool = False                        # has a CloudEvents protocol binding: format "cloudevents-binary"
+    # optional: checks against the whole config, returning the (completed) options; OptionError on a problem
+    finish: Callable[[Any, TargetSettings, Any], Any] | None = None
+    # optional: what `check` / `setup` do for a target of this kind (same methods as a CaptureAdmin)
+    admin: Callable[[Any, TargetSettings], Any] | None = None
 
 
 def kinds() -> list[str]:

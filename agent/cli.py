@@ -62,6 +62,12 @@ def _parser() -> argparse.ArgumentParser:
     point.add_argument("--since", metavar="TIME", help="RFC 3339 time with zone, or how long ago: 90s, 15m, 2h, 1d")
     point.add_argument("--from", dest="from_position", metavar="POSITION",
                        help="a source position as events carry it (the `position` attribute)")
+    rc = cmd("reconcile", "compare the source tables with a sql target's copy; --repair fixes the differences")
+    rc.add_argument("--target", required=True, help="the sql target to compare")
+    rc.add_argument("--table", action="append", help="a source table (repeatable; default: all the target's)")
+    rc.add_argument("--repair", action="store_true", help="write missing and different rows, delete extra ones")
+    rc.add_argument("--json", action="store_true", help="print the result as JSON")
+    rc.add_argument("--chunk-rows", type=int, default=5000, help="rows per checksum chunk (default 5000)")
     tg = cmd("targets", "target cursors in the spool")
     tg.add_argument("action", choices=["forget"])
     tg.add_argument("name", help="a target no longer in the config whose cursor the spool still keeps")
@@ -101,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
 def _check(cfg, args) -> int:
     from .sources import capture_admin
     items = capture_admin(cfg).check()
+    for admin in _target_admins(cfg):
+        items += admin.check()
     width = max((len(i.name) for i in items), default=0)
     problems = 0
     for i in items:
@@ -146,18 +154,24 @@ def _catalog(cfg, args) -> int:
     return catalog_command(cfg, args)
 
 
+def _target_admins(cfg) -> list:
+    """What `check` / `setup` do for targets whose kind declares it (adapters: `TargetKind.admin`)."""
+    import adapters
+    return [spec.admin(cfg, t) for t in cfg.targets if (spec := adapters.target_kind(t.kind)).admin is not None]
+
+
 def _setup(cfg, args) -> int:
     from .sources import capture_admin
     admin = capture_admin(cfg)
     if args.dry_run:
-        stmts = admin.setup_sql()
+        stmts = admin.setup_sql() + [s for a in _target_admins(cfg) for s in a.setup_sql()]
         print(f"-- cdc-agent setup for {cfg.agent.name}: {len(stmts)} statement(s); nothing was run")
         for s in stmts:
             print(s.rstrip().rstrip(";") + ";\n")
         for line in _setup_targets(cfg, dry_run=True):
             print(f"-- {line}")
         return 0
-    for line in admin.setup():
+    for line in admin.setup() + [line for a in _target_admins(cfg) for line in a.setup()]:
         print(line)
     for line in _setup_targets(cfg, dry_run=False):
         print(line)
@@ -291,6 +305,11 @@ def _replay(cfg, args) -> int:
     return replay_command(cfg, args)
 
 
+def _reconcile(cfg, args) -> int:
+    from .reconcile import reconcile_command
+    return reconcile_command(cfg, args)
+
+
 def _targets(cfg, args) -> int:
     """`targets forget NAME`: drop the cursor of a target removed from the config. A configured target's
     name is refused (exit 2: it would start again from the oldest cursor); a name the spool has no cursor
@@ -318,7 +337,7 @@ def _targets(cfg, args) -> int:
 
 
 _COMMANDS = {"check": _check, "setup": _setup, "run": _run, "status": _status, "teardown": _teardown, "dlq": _dlq,
-             "replay": _replay, "targets": _targets, "catalog": _catalog}
+             "replay": _replay, "targets": _targets, "catalog": _catalog, "reconcile": _reconcile}
 
 
 if __name__ == "__main__":

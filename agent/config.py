@@ -24,7 +24,7 @@ import adapters
 
 from . import secrets
 from .errors import ConfigError
-from .options import ConfigPath, OptionError, Secret, Url
+from .options import ConfigPath, Dsn, OptionError, Secret, Url
 from .sources.trigger.dsn import parse_dsn
 
 NAME_RE = re.compile(r"^[a-z0-9_-]+$")
@@ -499,6 +499,12 @@ def _option(r: _Reader, k: str, typ: Any, meta: Any, base: Path) -> Any:
         return _register_secret(r.expand(k, raw))
     if typ is ConfigPath:
         return (base / r.get(k, str)).resolve()
+    if typ is Dsn:
+        raw = r.get(k, str, env=False)
+        _refuse_literal_secret(r, k, raw, "password")
+        dsn = r.expand(k, raw)
+        secrets.register(secrets.dsn_password(dsn))
+        return dsn
     if typ is Url:
         if not meta.get("schemes"):
             raise TypeError(f"option {k}: a Url needs option(schemes=(...)), the schemes it accepts")
@@ -673,5 +679,20 @@ def parse(raw: dict, *, file: str = "agent.toml", base: Path | None = None) -> C
             raise ConfigError(file, f"targets[{i}].name", f"target name {n!r} is used twice")
     health = _health(file, raw.get("health", {}))
     alerts = _alerts(file, raw.get("alerts", []), health)
-    return Config(path=Path(file), agent=agent, source=source, events=rules, targets=targets, health=health,
-                  alerts=alerts, outbox=outbox)
+    cfg = Config(path=Path(file), agent=agent, source=source, events=rules, targets=targets, health=health,
+                 alerts=alerts, outbox=outbox)
+    return _finish_targets(cfg, base)
+
+
+def _finish_targets(cfg: Config, base: Path) -> Config:
+    """A kind's checks against the whole config (`TargetKind.finish`: a sql target's tables must be captured)."""
+    done = []
+    for i, t in enumerate(cfg.targets):
+        finish = adapters.target_kind(t.kind).finish
+        if finish is not None:
+            try:
+                t = dataclasses.replace(t, options=finish(cfg, t, base))
+            except OptionError as e:
+                raise ConfigError(str(cfg.path), f"targets[{i}].{e.key}", e.problem) from None
+        done.append(t)
+    return dataclasses.replace(cfg, targets=tuple(done))

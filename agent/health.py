@@ -69,6 +69,8 @@ def health_report(cfg: Config, monitor: Monitor | None, spool: Spool) -> dict:
         targets[t.name] = {"state": state, "pending": pending, "delivered": c.delivered, "failed": c.failed,
                            "dead_lettered": spool.count_dead_letters(t.name),
                            "last_error": redact(last_error) if last_error else None}
+        if monitor and t.name in monitor.drift:
+            targets[t.name]["drift"] = monitor.drift[t.name]
         if state == "stopped":
             status = "failing"      # its worker gave up: nothing reaches this target until a restart
             reasons.append(f"target {t.name} stopped: {redact(live.last_error or '')}")

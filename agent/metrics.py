@@ -77,6 +77,13 @@ class _Collector:
         stored.add_metric([agent, ""], spool.count_unmapped())
         yield from (delivered, failed, dead, pending, up, stored)
 
+        if mon is not None and mon.drift:
+            g = GaugeMetricFamily(P + "target_drift_rows", "Rows the last scheduled reconcile found missing, extra "
+                                  "or different in a sql target.", labels=["agent", "target", "kind"])
+            for name, d in mon.drift.items():
+                for kind in ("missing", "extra", "different"):
+                    g.add_metric([agent, name, kind], d.get(kind) or 0)
+            yield g
         if mon is not None:
             h = HistogramMetricFamily(P + "delivery_latency_seconds", "Source commit to target acknowledgement, "
                                       "per event.", labels=["agent", "target"])

@@ -76,6 +76,7 @@ class Monitor:
     observers: list = field(default_factory=list)   # callables(target, latencies, types) after each delivery
     tracker: LatencyTracker = field(default_factory=LatencyTracker)   # dashboard charts and SLAs
     alerts: Any = None                # agent.alerts.AlertBook while alert rules are evaluated
+    drift: dict = field(default_factory=dict)       # sql target -> last scheduled reconcile (agent/reconcile.py)
 
     @property
     def backpressure(self) -> bool:

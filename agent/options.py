@@ -11,6 +11,8 @@ A target kind's options are a frozen dataclass whose fields are annotated with t
     ConfigPath                     a path, relative to the config file's folder, resolved
     Url                            a URL with a host, a valid port and one of `option(schemes=...)`; a
                                    password in it must be a ${ENV} reference
+    Dsn                            a database URL (SQLAlchemy form; no host needed, as sqlite:///f.db); a
+                                   password in it must be a ${ENV} reference; the kind validates the rest
     X | None                       optional (default None)
 
 Every string may reference environment variables as ${NAME}. Constraints and help go in the field's metadata
@@ -27,6 +29,7 @@ from typing import Any, NewType
 Secret = NewType("Secret", str)
 ConfigPath = NewType("ConfigPath", Path)
 Url = NewType("Url", str)
+Dsn = NewType("Dsn", str)
 
 
 class OptionError(ValueError):

@@ -24,6 +24,7 @@ from .errors import CdcError, SourceError, SourceFatal, SpoolError
 from .mapping import EventMapper, event_id
 from .monitor import Monitor
 from .outbox import OutboxCleaner
+from .reconcile import start_schedule
 from .secrets import redact, registered
 from .service import Notifier
 from .sources import capture_admin, open_source
@@ -75,6 +76,7 @@ class Agent:
             w.start()
         if self.delivery:
             self.delivery.start()
+        reconciles = start_schedule(self.cfg, self.monitor)     # sql targets' reconcile_every
         log.info("agent %s started: source %s, targets %s", self.cfg.agent.name, self.cfg.source.kind,
                  ", ".join(t.name for t in self.cfg.targets))
         systemd = Notifier()          # Type=notify under systemd (packaging/cdc-agent.service); else nothing
@@ -137,6 +139,8 @@ class Agent:
                 w.join(DRAIN_SECONDS + 5)
             if self.delivery:
                 self.delivery.stop(DRAIN_SECONDS + 5)
+            if reconciles is not None:
+                reconciles.shutdown(wait=False)
             if health:
                 health.stop()
             log.info("agent %s stopped at checkpoint %s", self.cfg.agent.name, self._checkpoint_or_unknown())

@@ -141,7 +141,8 @@ def test_the_generic_reader_reads_any_options_dataclass(tmp_path, monkeypatch):
 
 
 def test_every_built_kind_declares_its_options_in_its_own_module():
-    assert {"file", "http"} <= set(adapters.kinds()) and "envelope" not in adapters.kinds()
+    assert {"file", "http", "sql", "kafka", "nats", "rabbitmq", "redis", "mqtt"} <= set(adapters.kinds())
+    assert "envelope" not in adapters.kinds()
     for kind in adapters.kinds():
         spec = adapters.target_kind(kind)
         assert dataclasses.is_dataclass(spec.options) and spec.options.__module__ == f"adapters.{kind}"

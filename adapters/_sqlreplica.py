@@ -1,0 +1,322 @@
+"""The replica side of the `sql` target: reflected tables, the upsert/delete statements per dialect, one
+transaction per batch with the position in `cdc_agent_offsets`. Used by adapters/sql.py and by reconcile's
+repair (agent/reconcile.py), which writes through the same statements."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import (Column, DateTime, MetaData, String, Table, and_, bindparam, delete, func, select, text,
+                        tuple_, update)
+from sqlalchemy import exc as sa_exc
+from sqlalchemy import insert as generic_insert
+
+from adapters._sqlvalues import writer_for
+from agent.errors import TargetUnavailable
+from agent.secrets import redact
+
+OFFSETS_TABLE = "cdc_agent_offsets"
+
+
+class DataProblem(Exception):
+    """The database refused a value (too long, out of range, NOT NULL, a constraint): not retriable."""
+
+
+def db_error(e: BaseException) -> str | None:
+    """A database/driver error as one line (secrets removed), or None when `e` is not one (a bug)."""
+    if isinstance(e, TargetUnavailable):
+        return str(e)
+    if isinstance(e, sa_exc.DBAPIError):
+        orig = e.orig if e.orig is not None else e
+        first = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
+        return redact(f"replica database: {type(orig).__name__}: {first}")
+    if isinstance(e, (sa_exc.SQLAlchemyError, OSError)):
+        return redact(f"replica database: {type(e).__name__}: {e}")
+    return None
+
+
+def split_name(name: str, dialect: str) -> tuple[str | None, str]:
+    schema, _, table = name.rpartition(".")
+    if dialect == "sqlite" and schema != "main":
+        schema = ""        # one schema per SQLite file: "public.customers" is table customers
+    return (schema or None), table
+
+
+def offsets_table(metadata: MetaData) -> Table:
+    return Table(OFFSETS_TABLE, metadata,
+                 Column("agent", String(200), primary_key=True),
+                 Column("target", String(200), primary_key=True),
+                 Column("position", String(100), nullable=False),
+                 Column("updated_at", DateTime, nullable=False))
+
+
+@dataclass
+class Plan:
+    """How the events of one source table land in one replica table."""
+
+    source: str
+    table: Table                                 # the replica table, columns typed for binding
+    key: tuple[str, ...]                         # replica key columns
+    rename: dict[str, str]                       # source column -> replica column
+    writers: dict[str, Any]                      # replica column -> conversion
+    statements: dict[tuple, Any] = field(default_factory=dict)
+
+
+class Replica:
+    def __init__(self, engine, options, reflect: bool = True):
+        self.engine = engine
+        self.dialect = engine.dialect.name
+        self.options = options
+        self.plans: dict[str, Plan] = {}
+        self.offsets = offsets_table(MetaData())
+        if reflect:
+            self._reflect()
+
+    def _reflect(self) -> None:
+        from sqlalchemy import inspect
+        insp = inspect(self.engine)
+        renames: dict[str, dict[str, str]] = {}
+        for k, v in self.options.columns.items():
+            t, _, c = k.rpartition(".")
+            renames.setdefault(t, {})[c] = v
+        for src, dst in self.options.tables.items():
+            schema, name = split_name(dst, self.dialect)
+            if not insp.has_table(name, schema=schema):
+                raise TargetUnavailable(f"replica table {dst} does not exist (cdc-agent setup -c ... creates it, "
+                                        "or create it with the key of the source table)")
+            cols = insp.get_columns(name, schema=schema)
+            pk = tuple(insp.get_pk_constraint(name, schema=schema).get("constrained_columns") or ())
+            if not pk:
+                raise TargetUnavailable(f"replica table {dst} has no primary key (upserts need the source key)")
+            md = MetaData()
+            writers, columns = {}, []
+            for c in cols:
+                w, bind_type = writer_for(c["type"], self.dialect)
+                writers[c["name"]] = w
+                columns.append(Column(c["name"], bind_type, primary_key=c["name"] in pk))
+            table = Table(name, md, *columns, schema=schema)
+            self.plans[src] = Plan(src, table, pk, renames.get(src, {}), writers)
+
+    def forget_connection(self) -> None:
+        self.engine.dispose()
+
+    # ------------------------------------------------------------ events into changes
+
+    def changes_of(self, table_and_data: tuple[str, dict]) -> list[tuple]:
+        """[(plan, "u"|"d", key tuple, row)] for one event's data; ValueError for a value the column cannot take."""
+        table, data = table_and_data
+        plan = self.plans.get(table)
+        if plan is None:
+            return []                              # a table this target does not replicate
+        op = data["op"]
+        if op == "delete":
+            return [(plan, "d", self._key(plan, data["key"]), None)]
+        after = data["after"]
+        if after is None:
+            raise ValueError(f"{op} without an after image")
+        skip = set(data.get("unavailable") or ())
+        row = self.row(plan, after, skip)
+        key = tuple(row[k] for k in plan.key)
+        out = []
+        before = data.get("before")
+        if op == "update" and before:
+            try:
+                old = self.row(plan, {c: before[c] for c in before if plan.rename.get(c, c) in plan.key}, set())
+                old_key = tuple(old[k] for k in plan.key)
+            except KeyError:
+                old_key = key
+            if old_key != key:                      # the key itself changed: the old row goes
+                out.append((plan, "d", old_key, None))
+        out.append((plan, "u", key, row))
+        return out
+
+    def row(self, plan: Plan, values: dict, skip: set) -> dict:
+        names = tuple(values)
+        spec = plan.statements.get(("row", names)) if not skip else None
+        if spec is None:
+            spec = []
+            for c in names:
+                col = plan.rename.get(c, c)
+                if col not in plan.writers:
+                    if c in skip:
+                        spec.append(None)
+                        continue
+                    raise TargetUnavailable(f"replica table {plan.table.fullname} has no column {col} (source "
+                                            f"{plan.source}); add it or rename it with columns")
+                spec.append(None if c in skip else (col, plan.writers[col]))
+            if not skip:
+                plan.statements[("row", names)] = spec
+            missing = [k for k in plan.key if k not in {s[0] for s in spec if s is not None}]
+            if missing:
+                raise ValueError(f"key column {missing[0]} is missing from the row")
+        row = {}
+        for sp, v in zip(spec, values.values()):
+            if sp is not None:
+                try:
+                    row[sp[0]] = sp[1](v)
+                except ValueError as e:
+                    raise ValueError(f"column {sp[0]}: {e}") from None
+        return row
+
+    def _key(self, plan: Plan, key: dict) -> tuple:
+        named = {plan.rename.get(c, c): v for c, v in key.items()}
+        try:
+            return tuple(plan.writers[k](named[k]) for k in plan.key)
+        except KeyError:
+            raise ValueError(f"the event's key {sorted(key)} is not the replica key {list(plan.key)}") from None
+
+    # ------------------------------------------------------------ one batch, one transaction
+
+    def apply(self, changes: list[tuple], agent: str, target: str, position: str) -> None:
+        try:
+            with self.engine.begin() as conn:
+                self.apply_in(conn, changes)
+                if position:
+                    self.write_position(conn, agent, target, position)
+        except (sa_exc.DataError, sa_exc.IntegrityError) as e:
+            orig = e.orig if e.orig is not None else e
+            raise DataProblem(redact(f"replica refused a value: {str(orig).strip().splitlines()[0]}")) from None
+
+    def apply_in(self, conn, changes: list[tuple]) -> None:
+        """Apply `changes` (in source order) as their net effect per row: each key's last change wins (an
+        update without its unavailable columns merges into the image before it). Then one statement per
+        table for the deletes, and one per table and column set for the upserts. Only the order per key
+        matters for the result, so different keys are not kept in order: the replica's tables must not
+        constrain each other (foreign keys between replica tables, or unique keys besides the primary
+        key, could see an intermediate state no source transaction had)."""
+        final: dict[tuple, tuple] = {}
+        for plan, kind, key, row in changes:
+            k = (plan.source, key)
+            prev = final.pop(k, None)
+            if kind == "u" and prev is not None and prev[1] == "u" and prev[2].keys() != row.keys():
+                row = {**prev[2], **row}
+            final[k] = (plan, kind, row, key)
+        deletes: dict[str, tuple[Plan, list]] = {}
+        upserts: dict[tuple, tuple[Plan, tuple, list]] = {}
+        for plan, kind, row, key in final.values():
+            if kind == "d":
+                deletes.setdefault(plan.source, (plan, []))[1].append(key)
+            else:
+                cols = tuple(row)
+                upserts.setdefault((plan.source, cols), (plan, cols, []))[2].append(row)
+        for plan, keys in deletes.values():
+            self._delete(conn, plan, keys)
+        for plan, cols, rows in upserts.values():
+            self._upsert(conn, plan, cols, rows)
+
+    def _upsert(self, conn, plan: Plan, cols: tuple, rows: list[dict]) -> None:
+        prepared = plan.statements.get(("u", cols))
+        if prepared is None:
+            prepared = plan.statements[("u", cols)] = _prepare(upsert_statement(plan, cols, self.dialect),
+                                                               self.engine.dialect, cols)
+        if isinstance(prepared, tuple):
+            sql, order, positional = prepared
+            if positional:
+                params = [tuple(p(r[c]) if p else r[c] for c, p in order) for r in rows]
+            else:
+                params = [{c: (p(r[c]) if p else r[c]) for c, p in order} for r in rows]
+            conn.exec_driver_sql(sql, params)
+        else:
+            conn.execute(prepared, rows)
+
+    def _delete(self, conn, plan: Plan, keys: list[tuple]) -> None:
+        t = plan.table
+        if len(plan.key) == 1:
+            col = t.c[plan.key[0]]
+            for s in range(0, len(keys), 1000):
+                conn.execute(delete(t).where(col.in_([k[0] for k in keys[s:s + 1000]])))
+            return
+        stmt = delete(t).where(and_(*(t.c[k] == bindparam(f"k_{k}") for k in plan.key)))
+        conn.execute(stmt, [{f"k_{k}": v for k, v in zip(plan.key, key)} for key in keys])
+
+    # ------------------------------------------------------------ the position
+
+    def open_position(self, agent: str, target: str) -> str | None:
+        """Create `cdc_agent_offsets` if missing, make sure this target has its row, return its position."""
+        t = self.offsets
+        with self.engine.begin() as conn:
+            t.metadata.create_all(conn, checkfirst=True)
+            pos = conn.execute(select(t.c.position).where(t.c.agent == agent, t.c.target == target)).scalar()
+            if pos is None:
+                conn.execute(generic_insert(t).values(agent=agent, target=target, position="",
+                                                      updated_at=func.current_timestamp()))
+        return pos or None
+
+    def write_position(self, conn, agent: str, target: str, position: str) -> None:
+        """Forward only: a dead letter retried later (an older position) leaves the position as it is."""
+        t = self.offsets
+        conn.execute(update(t).where(t.c.agent == agent, t.c.target == target, t.c.position < position)
+                     .values(position=position, updated_at=func.current_timestamp()))
+
+
+def _prepare(stmt, dialect, cols: tuple):
+    """The statement compiled once, for the driver's executemany with the type's bind processors applied here
+    (SQLAlchemy's per-row parameter processing is most of the cost of a large batch). A statement whose bind
+    names are not plainly the column names keeps the ordinary path."""
+    compiled = stmt.compile(dialect=dialect)
+    procs = compiled._bind_processors
+    names = list(compiled.positiontup) if compiled.positional else list(compiled.bind_names.values())
+    if sorted(names) != sorted(cols) or compiled.literal_execute_params or compiled.post_compile_params:
+        return stmt
+    return compiled.string, [(n, procs.get(n)) for n in names], compiled.positional
+
+
+def upsert_statement(plan: Plan, cols: tuple, dialect: str):
+    """The dialect's insert-or-update by key for rows with columns `cols`, for executemany."""
+    t = plan.table
+    rest = [c for c in cols if c not in plan.key]
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+        stmt = insert(t)
+        if not rest:
+            return stmt.on_conflict_do_nothing(index_elements=list(plan.key))
+        return stmt.on_conflict_do_update(index_elements=list(plan.key),
+                                          set_={c: stmt.excluded[c] for c in rest})
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+        stmt = insert(t)
+        if not rest:
+            return stmt.on_conflict_do_nothing(index_elements=list(plan.key))
+        return stmt.on_conflict_do_update(index_elements=list(plan.key), set_={c: stmt.excluded[c] for c in rest})
+    if dialect in ("mysql", "mariadb"):
+        from sqlalchemy.dialects.mysql import insert
+        stmt = insert(t)
+        keep = rest or [plan.key[0]]
+        return stmt.on_duplicate_key_update({c: stmt.inserted[c] for c in keep})
+    if dialect == "mssql":
+        return text(mssql_merge_sql(plan, cols, dialect_quote=_mssql_quote)).bindparams(
+            *(bindparam(c, type_=t.c[c].type) for c in cols))
+    raise TargetUnavailable(f"no upsert for database {dialect}")
+
+
+def _mssql_quote(name: str) -> str:
+    return "[" + name.replace("]", "]]") + "]"
+
+
+def mssql_merge_sql(plan: Plan, cols: tuple, dialect_quote=_mssql_quote) -> str:
+    """SQL Server's upsert: MERGE with HOLDLOCK (without it two MERGEs can both take the insert branch)."""
+    q = dialect_quote
+    t = plan.table
+    target = (q(t.schema) + "." if t.schema else "") + q(t.name)
+    rest = [c for c in cols if c not in plan.key]
+    src_cols = ", ".join(q(c) for c in cols)
+    on = " AND ".join(f"t.{q(k)} = s.{q(k)}" for k in plan.key)
+    sql = (f"MERGE INTO {target} WITH (HOLDLOCK) AS t USING (VALUES ({', '.join(':' + c for c in cols)})) "
+           f"AS s ({src_cols}) ON {on}")
+    if rest:
+        sql += " WHEN MATCHED THEN UPDATE SET " + ", ".join(f"t.{q(c)} = s.{q(c)}" for c in rest)
+    sql += f" WHEN NOT MATCHED THEN INSERT ({src_cols}) VALUES ({', '.join('s.' + q(c) for c in cols)});"
+    return sql
+
+
+def key_range(plan_table: Table, key: tuple[str, ...], after: tuple | None, upto: tuple | None):
+    """WHERE for keys in (after, upto] (None: unbounded), for reconcile's chunks."""
+    cols = [plan_table.c[k] for k in key]
+    lhs = cols[0] if len(cols) == 1 else tuple_(*cols)
+    conds = []
+    if after is not None:
+        conds.append(lhs > (after[0] if len(cols) == 1 else tuple_(*after)))
+    if upto is not None:
+        conds.append(lhs <= (upto[0] if len(cols) == 1 else tuple_(*upto)))
+    return and_(*conds) if conds else None
