@@ -50,9 +50,6 @@ from agent.interfaces import Target
 if TYPE_CHECKING:
     from agent.config import TargetSettings
 
-# kinds of the contract (CONTRACT §7) not built yet: a config naming one is told so
-PLANNED_KINDS: tuple[str, ...] = ()
-
 
 @dataclass(frozen=True)
 class TargetKind:
@@ -79,8 +76,6 @@ def target_kind(kind: Any) -> TargetKind:
     """The declaration of `kind`. LookupError (with a message for a person) when there is none."""
     built = kinds()
     if not isinstance(kind, str) or not re.fullmatch(r"[a-z][a-z0-9_]*", kind) or kind not in built:
-        if kind in PLANNED_KINDS:
-            raise LookupError(f"target kind {kind!r} is not supported yet (supported: {', '.join(built)})")
         raise LookupError(f"must be one of {', '.join(built)}, got {kind!r}")
     module = importlib.import_module(f"{__name__}.{kind}")
     spec = getattr(module, "KIND", None)
