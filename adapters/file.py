@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class FileOptions:
-    path: ConfigPath = option(help="the JSON-lines file events are appended to (relative to agent.toml's folder)")
+    path: ConfigPath = option(writes=True,
+                              help="the JSON-lines file events are appended to (relative to agent.toml's folder)")
 
 
 class FileTarget:

@@ -51,7 +51,7 @@ SECRET_HEADERS = r"(?i)authorization|token|secret|key|password|cookie"   # such 
 @dataclass(frozen=True)
 class HttpOptions:
     url: Url = option(schemes=("http", "https"), help="where each batch is POSTed")
-    headers: dict[str, str] = option({}, secret_keys=SECRET_HEADERS,
+    headers: dict[str, str] = option({}, secret_keys=SECRET_HEADERS, http_headers=True,
                                      help="added to every request; secret-looking ones must be ${ENV}")
     signing_secret: Secret | None = option(None, help="Standard Webhooks signing key (whsec_<base64> or text)")
     timeout_seconds: float = option(10.0, above=0, maximum=3600, help="per request; connect at most 10")

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import ipaddress
 import math
 import os
 import re
+import stat
 import tomllib
 import types
 import typing
@@ -27,7 +29,7 @@ from .errors import ConfigError
 from .options import ConfigPath, Dsn, OptionError, Secret, Url
 from .sources.trigger.dsn import parse_dsn
 
-NAME_RE = re.compile(r"^[a-z0-9_-]+$")
+NAME_RE = re.compile(r"^[a-z0-9_-]+\Z")          # \Z: "$" would let a trailing newline through
 ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 OPS = ("insert", "update", "delete")
 PRIORITIES = ("high", "normal", "low")
@@ -35,6 +37,10 @@ SOURCE_KINDS = ("postgres", "mysql", "trigger")
 TARGET_FORMATS = ("cloudevents", "cloudevents-binary", "debezium")
 MAX_BATCH_SIZE = 100_000                     # events per target batch; far above any useful size
 MAX_RETRY_SECONDS = 86_400.0                 # a wait longer than a day is a typo, not a policy
+SQLITE_INT_MIN, SQLITE_INT_MAX = -2**63, 2**63 - 1   # counts and sizes end up in the spool (SQLite integers)
+MAX_AGENT_NAME = 59                          # the default slot and publication are cdc_<name>, at most 63
+MAX_CONFIG_BYTES = 1_000_000                 # a config is a few kB; more is the wrong file
+HTTP_TOKEN_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")   # an HTTP header name (RFC 9110 token)
 
 
 @dataclass(frozen=True)
@@ -197,6 +203,8 @@ class _Reader:
             raise self.fail(k, f"must be {_article(want)}, got {_tname(v)}")
         if isinstance(v, float) and not math.isfinite(v):
             raise self.fail(k, f"must be a finite number, got {v}")
+        if type(v) is int and not SQLITE_INT_MIN <= v <= SQLITE_INT_MAX:
+            raise self.fail(k, f"is out of range: integers must be between {SQLITE_INT_MIN} and {SQLITE_INT_MAX}")
         if isinstance(v, str) and env:
             v = self.expand(k, v)
         return v
@@ -207,7 +215,14 @@ class _Reader:
             if name not in os.environ:
                 raise self.fail(k, f"environment variable {name} is not set (referenced as ${{{name}}})")
             return os.environ[name]
-        return ENV_RE.sub(sub, v)
+        v = ENV_RE.sub(sub, v)
+        if "\x00" in v:                                # no file name, URL or identifier holds one
+            raise self.fail(k, "contains a NUL character")
+        return v
+
+    def file_path(self, k: str, base: Path, default: Any = dataclasses.MISSING) -> Path:
+        """A path key: relative to the config file's folder, resolved."""
+        return _resolve(self, k, base, self.get(k, str, default))
 
     def str_list(self, k: str, default: Any = dataclasses.MISSING, *, nonempty: bool = False) -> tuple[str, ...] | None:
         v = self.get(k, list, default)
@@ -225,6 +240,15 @@ class _Reader:
         if v is not None and (v < 0 or (v == 0 and not zero_ok)):
             raise self.fail(k, f"must be {'zero or more' if zero_ok else 'greater than zero'}, got {v}")
         return v
+
+
+def _resolve(r: _Reader, k: str, base: Path, written: str) -> Path:
+    if not written:
+        raise r.fail(k, "must not be empty")
+    try:
+        return (base / written).resolve()
+    except (OSError, ValueError, RuntimeError) as e:      # RuntimeError: a symlink loop
+        raise r.fail(k, f"cannot be resolved as a path: {e}") from None
 
 
 def _tname(v: Any) -> str:
@@ -254,6 +278,12 @@ def _agent(file: str, raw: Any, base: Path) -> AgentSettings:
     name = r.get("name", str)
     if not NAME_RE.match(name):
         raise r.fail("name", f"must match [a-z0-9_-]+ (it is part of slot names and event sources), got {name!r}")
+    if len(name) > MAX_AGENT_NAME:
+        raise r.fail("name", f"must be at most {MAX_AGENT_NAME} characters (the default slot and publication "
+                             f"names are cdc_<name>, at most 63), got {len(name)}")
+    state_dir = r.file_path("state_dir", base, "state")
+    if state_dir.exists() and not state_dir.is_dir():
+        raise r.fail("state_dir", f"{state_dir} exists and is not a directory")
     log_format = r.get("log_format", str, "text")
     if log_format not in ("text", "json"):
         raise r.fail("log_format", f'must be "text" or "json", got {log_format!r}')
@@ -265,7 +295,7 @@ def _agent(file: str, raw: Any, base: Path) -> AgentSettings:
         raise r.fail("delivery", f'must be "process" or "thread", got {delivery!r}')
     return AgentSettings(
         name=name,
-        state_dir=(base / r.get("state_dir", str, "state")).resolve(),
+        state_dir=state_dir,
         log_format=log_format,
         log_level=level,
         spool_retention_seconds=r.positive("spool_retention_seconds", float, 3600.0, zero_ok=True),
@@ -291,6 +321,23 @@ def _table_name(r: _Reader, k: str, name: str, kind: str) -> str:
     return name
 
 
+def _postgres_dsn(r: _Reader, dsn: str) -> None:
+    """libpq reads a DSN's ports only when it connects: a typo would fail every connection instead of here."""
+    from psycopg import Error
+    from psycopg.conninfo import conninfo_to_dict
+    try:
+        params = conninfo_to_dict(dsn)
+    except Error as e:
+        raise r.fail("dsn", "is not a valid PostgreSQL connection string: "
+                            f"{secrets.redact(' '.join(str(e).split()))}") from None
+    for port in str(params.get("port") or "").split(","):
+        if port and not (port.isdigit() and 1 <= int(port) <= 65535):
+            raise r.fail("dsn", f"has a port that is not a number from 1 to 65535: {port!r}")
+    for host in str(params.get("host") or "").split(","):
+        if host and host[0] not in "/@" and not _valid_host(host):     # "/dir", "@name": Unix sockets
+            raise r.fail("dsn", f"has a host that is neither an IP address nor a DNS name: {host!r}")
+
+
 def _source(file: str, raw: Any, agent_name: str, base: Path) -> SourceSettings:
     if not isinstance(raw, dict):
         raise ConfigError(file, "source", "required table is missing" if raw is None else "must be a table")
@@ -307,11 +354,13 @@ def _source(file: str, raw: Any, agent_name: str, base: Path) -> SourceSettings:
     secrets.register(secrets.dsn_password(dsn))
     if kind == "trigger":
         parse_dsn(dsn, file)                      # the one place that knows trigger DSNs
+    if kind == "postgres":
+        _postgres_dsn(r, dsn)
     if kind == "trigger" and dsn.startswith("sqlite:///"):
         # SQLAlchemy sqlite URLs: a relative path is relative to the config file, like every path in it
         p = dsn[len("sqlite:///"):]
         if p and not p.startswith("/") and p != ":memory:":
-            dsn = "sqlite:///" + str((base / p).resolve())
+            dsn = "sqlite:///" + str(_resolve(r, "dsn", base, p))
     tables = r.str_list("tables", nonempty=True)
     tables = tuple(_table_name(r, "tables", t, kind) for t in tables)
     if len(set(tables)) != len(tables):
@@ -462,6 +511,55 @@ def _target(file: str, i: int, raw: Any, base: Path) -> TargetSettings:
     )
 
 
+def produced_types(rules: tuple[EventRule, ...], tables: tuple[str, ...]) -> set[str]:
+    """The event types a config's rules make: each rule's type, and row.<table> for a table no rule names
+    (as agent/mapping.py does)."""
+    return {r.type for r in rules} | {f"row.{t}" for t in tables if not any(r.table == t for r in rules)}
+
+
+def _check_target_events(file: str, targets: tuple[TargetSettings, ...], rules: tuple[EventRule, ...],
+                         tables: tuple[str, ...]) -> None:
+    """A pattern that matches no type the config makes is a typo: the target would silently get nothing."""
+    types = sorted(produced_types(rules, tables))
+    for i, t in enumerate(targets):
+        for p in t.events:
+            if not any(fnmatch.fnmatchcase(x, p) for x in types):
+                why = "event types hold no spaces; " if any(c.isspace() for c in p) else ""
+                shown = ", ".join(types[:8]) + (", ..." if len(types) > 8 else "")
+                raise ConfigError(file, f"targets[{i}].events", f"pattern {p!r} matches no event type this config "
+                                  f"produces ({why}the types are: {shown})")
+
+
+def _check_written_paths(file: str, targets: tuple[TargetSettings, ...], agent: AgentSettings,
+                         source: SourceSettings) -> None:
+    """Files targets write (options marked `writes`) must not overwrite the config, the agent's state, the
+    source database, or each other."""
+    try:
+        own = {Path(file).resolve(): "the config file"}
+    except (OSError, ValueError, RuntimeError):
+        own = {}
+    if source.dsn.startswith("sqlite:////"):
+        own[Path(source.dsn[len("sqlite:///"):].partition("?")[0])] = "the source database"
+    written: dict[Path, str] = {}
+    for i, t in enumerate(targets):
+        if not dataclasses.is_dataclass(t.options):
+            continue
+        for f in dataclasses.fields(t.options):
+            path = getattr(t.options, f.name)
+            if not f.metadata.get("writes") or not isinstance(path, Path):
+                continue
+            key = f"targets[{i}].{f.name}"
+            if path in own:
+                raise ConfigError(file, key, f"{path} is {own[path]}: the target would write into it")
+            if path.is_relative_to(agent.state_dir):
+                raise ConfigError(file, key, f"{path} is inside agent.state_dir ({agent.state_dir}), which holds the "
+                                  "spool and the agent's state: write it elsewhere")
+            if path in written:
+                raise ConfigError(file, key, f"{path} is also written by {written[path]}: two targets cannot share "
+                                  "a file")
+            written[path] = f"targets[{i}] ({t.name})"
+
+
 def _at_most(r: _Reader, k: str, v: Any, maximum: float) -> Any:
     if v is not None and v > maximum:
         raise r.fail(k, f"must be at most {maximum:g}, got {v}")
@@ -498,7 +596,7 @@ def _option(r: _Reader, k: str, typ: Any, meta: Any, base: Path) -> Any:
         _refuse_literal_secret(r, k, raw, "secret")
         return _register_secret(r.expand(k, raw))
     if typ is ConfigPath:
-        return (base / r.get(k, str)).resolve()
+        return r.file_path(k, base)
     if typ is Dsn:
         raw = r.get(k, str, env=False)
         _refuse_literal_secret(r, k, raw, "password")
@@ -546,21 +644,27 @@ def _str_table(r: _Reader, k: str, meta: Any) -> dict[str, str]:
     for tk, tv in table.items():
         if not isinstance(tv, str):
             raise r.fail(f"{k}.{tk}", f"must be a string, got {_tname(tv)}")
+        if meta.get("http_headers"):
+            if not HTTP_TOKEN_RE.match(tk):
+                raise r.fail(f"{k}.{tk}", "is not a valid HTTP header name (letters, digits and !#$%&'*+-.^_`|~; "
+                                          "no spaces or colons)")
         if secret_re is not None and secret_re.search(tk):
             _refuse_literal_secret(r, f"{k}.{tk}", tv, "secret")
             out[tk] = _register_secret(r.expand(f"{k}.{tk}", tv))
         else:
             out[tk] = r.expand(f"{k}.{tk}", tv)
+        if meta.get("http_headers") and re.search(r"[\x00-\x08\x0a-\x1f\x7f]", out[tk]):
+            raise r.fail(f"{k}.{tk}", "holds a control character (a line break would start another header)")
     return out
 
 
 def _url(r: _Reader, k: str, schemes: tuple[str, ...]) -> str:
     raw = r.get(k, str, env=False)
-    written = urlsplit(raw)
+    written = _split_url(r, k, raw)
     if written.password:
         _refuse_literal_secret(r, k, written.password, "secret")
     url = r.expand(k, raw)
-    p = urlsplit(url)
+    p = _split_url(r, k, url)
     env_keys = frozenset(qk for qk, qv in parse_qsl(written.query, keep_blank_values=True) if ENV_RE.search(qv))
     secrets.register_url(url, env_keys)
     allowed = " or ".join(f"{s}://" for s in schemes)
@@ -572,7 +676,35 @@ def _url(r: _Reader, k: str, schemes: tuple[str, ...]) -> str:
         port = -1
     if port is not None and not 1 <= port <= 65535:
         raise r.fail(k, f"has a port out of range (1-65535): {secrets.redact(url)!r}")
+    if not _valid_host(p.hostname):
+        raise r.fail(k, f"has a host that is neither an IP address nor a DNS name: {p.hostname!r}")
+    if set(schemes) <= {"http", "https"} and (p.username or p.password):
+        # they would travel as Basic auth and show up in proxies' and receivers' logs; a header is the place
+        raise r.fail(k, "must not contain credentials (user:password@): send them in a header instead, e.g. "
+                        'headers.Authorization = "Basic ${HOOK_AUTH}"')
     return url
+
+
+def _split_url(r: _Reader, k: str, url: str):
+    try:
+        return urlsplit(url)
+    except ValueError as e:                              # "Invalid IPv6 URL" and the like
+        raise r.fail(k, f"is not a valid URL: {e}") from None
+
+
+def _valid_host(host: str) -> bool:
+    """An IP address (IPv6 with or without brackets) or a DNS name: labels of letters, digits, "-" and "_"
+    (container names have them), 1 to 63 each, the last not all digits ("999.1.1.1" is no address)."""
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        ipaddress.ip_address(bare)
+        return True
+    except ValueError:
+        if bare != host:
+            return False
+    labels = host[:-1].split(".") if host.endswith(".") else host.split(".")
+    return (len(host) <= 253 and all(re.fullmatch(r"(?!-)[\w-]{1,63}(?<!-)", label) for label in labels)
+            and not labels[-1].isdigit())
 
 
 def _article_for(word: str) -> str:
@@ -588,6 +720,9 @@ def _health(file: str, raw: Any) -> HealthSettings:
         host, sep, port = listen.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
             raise r.fail("listen", f'must be "host:port" or "off", got {listen!r}')
+        if not _valid_host(host) or (":" in host and not host.startswith("[")):
+            raise r.fail("listen", f'has a host that is neither an IP address nor a DNS name (an IPv6 address is '
+                                   f'written in brackets: "[::1]:8765"), got {listen!r}')
     return HealthSettings(
         listen=listen,
         max_lag_seconds=r.positive("max_lag_seconds", float, None),
@@ -628,20 +763,43 @@ def _alerts(file: str, raw: Any, health: HealthSettings) -> AlertSettings:
     return AlertSettings(rules=tuple(rules), external_url=url)
 
 
+def _read_config(p: Path, file: str) -> str:
+    """The file's text. Opened without blocking and checked to be a regular file before reading: a FIFO or a
+    device would block or never end."""
+    try:
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise ConfigError(file, None, "file not found") from None
+    except (OSError, ValueError) as e:
+        raise ConfigError(file, None, f"cannot read: {e}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(file, None, "is not a regular file (a directory, FIFO or device cannot be a config)")
+        if st.st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(file, None, f"is {st.st_size} bytes: a config is at most {MAX_CONFIG_BYTES}")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
+        if len(data) > MAX_CONFIG_BYTES:
+            raise ConfigError(file, None, f"is larger than {MAX_CONFIG_BYTES} bytes: a config is at most that")
+        return data.decode("utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(file, None, f"cannot read: {e}") from None
+    finally:
+        os.close(fd)
+
+
 def load(path: str | os.PathLike) -> Config:
     """Read and validate a config file. Raises ConfigError with file, key path and problem."""
     p = Path(path)
     file = str(p)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(file, None, "file not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(file, None, f"cannot read: {e}") from None
+    text = _read_config(p, file)
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(file, None, f"not valid TOML: {e}") from None
+    except RecursionError:
+        raise ConfigError(file, None, "not valid TOML: arrays or tables nested too deeply") from None
     return parse(raw, file=file, base=p.resolve().parent)
 
 
@@ -677,6 +835,9 @@ def parse(raw: dict, *, file: str = "agent.toml", base: Path | None = None) -> C
     for i, n in enumerate(names):
         if n in names[:i]:
             raise ConfigError(file, f"targets[{i}].name", f"target name {n!r} is used twice")
+    if "outbox" not in raw:                  # outbox events take their type from the row: not known here
+        _check_target_events(file, targets, rules, source.tables)
+    _check_written_paths(file, targets, agent, source)
     health = _health(file, raw.get("health", {}))
     alerts = _alerts(file, raw.get("alerts", []), health)
     cfg = Config(path=Path(file), agent=agent, source=source, events=rules, targets=targets, health=health,

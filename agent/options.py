@@ -43,13 +43,17 @@ class OptionError(ValueError):
 def option(default: Any = dataclasses.MISSING, *, help: str = "", minimum: float | None = None,
            above: float | None = None, maximum: float | None = None, choices: tuple[str, ...] | None = None,
            schemes: tuple[str, ...] | None = None, secret_keys: str | None = None,
-           nonempty: bool = False) -> Any:
+           nonempty: bool = False, http_headers: bool = False, writes: bool = False) -> Any:
     """A dataclass field with the constraints the config reader enforces:
     minimum / maximum (inclusive), above (exclusive: `above=0` means greater than zero), choices (allowed
     string values), schemes (allowed URL schemes), secret_keys (a regex: dict values of matching keys are
-    secrets), nonempty (arrays and tables), help (one line, for documentation and messages)."""
+    secrets), nonempty (arrays and tables), help (one line, for documentation and messages),
+    http_headers (a dict[str, str] of HTTP headers: names are HTTP tokens, values hold no control characters),
+    writes (a ConfigPath the target writes: it may not be the config file, lie in state_dir, or be the file
+    another target writes)."""
     meta = {"help": help, "minimum": minimum, "above": above, "maximum": maximum, "choices": choices,
-            "schemes": schemes, "secret_keys": secret_keys, "nonempty": nonempty}
+            "schemes": schemes, "secret_keys": secret_keys, "nonempty": nonempty, "http_headers": http_headers,
+            "writes": writes}
     if isinstance(default, (dict, list)):
         value = default
         return dataclasses.field(default_factory=lambda: type(value)(value), metadata=meta)

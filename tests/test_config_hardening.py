@@ -1,6 +1,5 @@
 """Config inputs that must be refused (issue 11): `cdc-agent check -c FILE` as a process exits 2 with one
-line on stderr naming the file and the key. Cases the current config accepts are marked
-xfail(strict=True, "config hardening: phase 2"): the phase-2 change to agent/config.py turns them green.
+line on stderr naming the file and the key.
 Plus a fuzz test of the config reader: random TOML built from the config's real keys, with random values of
 random types, never raises anything but ConfigError and never hangs."""
 
@@ -26,7 +25,6 @@ from agent import config
 from agent.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
-PHASE2 = pytest.mark.xfail(strict=True, reason="config hardening: phase 2")
 
 BASE = {
     "agent": {"name": "erp", "state_dir": "state"},
@@ -135,58 +133,57 @@ def test_the_base_config_is_accepted(workdir):
 
 NAN, INF = float("nan"), float("inf")
 REFUSED = [
-    # (id, changes to BASE, key the message must name, marks)
-    ("nan retention", {"agent.spool_retention_seconds": NAN}, "agent.spool_retention_seconds", PHASE2),
-    ("inf checkpoint log", {"agent.checkpoint_log_seconds": INF}, "agent.checkpoint_log_seconds", PHASE2),
-    ("nan poll interval", {"source.poll_interval_seconds": NAN}, "source.poll_interval_seconds", PHASE2),
-    ("inf max wait", {"source.max_wait_seconds": INF}, "source.max_wait_seconds", PHASE2),
-    ("nan health lag", {"health.max_lag_seconds": NAN}, "health.max_lag_seconds", PHASE2),
-    ("inf http timeout", {"targets[1].timeout_seconds": INF}, "targets[1].timeout_seconds", PHASE2),
-    ("nan retry", {"targets[1].retry_initial_seconds": NAN}, "targets[1].retry_initial_seconds", PHASE2),
-    ("negative inf", {"targets[1].retry_max_seconds": -INF}, "targets[1].retry_max_seconds", ()),
-    ("spool_max_events 2**63", {"agent.spool_max_events": 2**63}, "agent.spool_max_events", PHASE2),
-    ("source batch 2**63", {"source.batch_size": 2**63}, "source.batch_size", PHASE2),
-    ("target batch 2**64", {"targets[0].batch_size": 2**64}, "targets[0].batch_size", PHASE2),
-    ("max pending 2**70", {"health.max_pending_events": 2**70}, "health.max_pending_events", PHASE2),
-    ("circuit 2**63", {"targets[1].circuit_failures": 2**63}, "targets[1].circuit_failures", PHASE2),
-    ("url host with a space", {"targets[1].url": "http://exa mple.com/hook"}, "targets[1].url", PHASE2),
-    ("url host empty label", {"targets[1].url": "http://a..b/hook"}, "targets[1].url", PHASE2),
-    ("url port too big", {"targets[1].url": "http://127.0.0.1:99999/hook"}, "targets[1].url", PHASE2),
-    ("url port not a number", {"targets[1].url": "http://127.0.0.1:port/hook"}, "targets[1].url", PHASE2),
-    ("url bad ipv6", {"targets[1].url": "http://[::1/hook"}, "targets[1].url", PHASE2),
-    ("url with credentials", {"targets[1].url": "http://svc:${HOOK_PW}@127.0.0.1/hook"}, "targets[1].url", PHASE2),
-    ("url not http", {"targets[1].url": "ftp://127.0.0.1/hook"}, "targets[1].url", ()),
-    ("header name with a space", {"targets[1].headers": {"X Bad": "v"}}, "targets[1].headers.X Bad", PHASE2),
-    ("header name with a colon", {"targets[1].headers": {"X:Y": "v"}}, "targets[1].headers.X:Y", PHASE2),
-    ("header value with CRLF", {"targets[1].headers": {"X-Ok": "a\r\nInjected: 1"}}, "targets[1].headers.X-Ok",
-     PHASE2),
-    ("listen not an address", {"health.listen": "not an address:8080"}, "health.listen", PHASE2),
-    ("listen bad ipv4", {"health.listen": "999.1.1.1:8080"}, "health.listen", PHASE2),
-    ("listen without port", {"health.listen": "127.0.0.1"}, "health.listen", ()),
+    # (id, changes to BASE, key the message must name)
+    ("nan retention", {"agent.spool_retention_seconds": NAN}, "agent.spool_retention_seconds"),
+    ("inf checkpoint log", {"agent.checkpoint_log_seconds": INF}, "agent.checkpoint_log_seconds"),
+    ("nan poll interval", {"source.poll_interval_seconds": NAN}, "source.poll_interval_seconds"),
+    ("inf max wait", {"source.max_wait_seconds": INF}, "source.max_wait_seconds"),
+    ("nan health lag", {"health.max_lag_seconds": NAN}, "health.max_lag_seconds"),
+    ("inf http timeout", {"targets[1].timeout_seconds": INF}, "targets[1].timeout_seconds"),
+    ("nan retry", {"targets[1].retry_initial_seconds": NAN}, "targets[1].retry_initial_seconds"),
+    ("negative inf", {"targets[1].retry_max_seconds": -INF}, "targets[1].retry_max_seconds"),
+    ("spool_max_events 2**63", {"agent.spool_max_events": 2**63}, "agent.spool_max_events"),
+    ("source batch 2**63", {"source.batch_size": 2**63}, "source.batch_size"),
+    ("target batch 2**64", {"targets[0].batch_size": 2**64}, "targets[0].batch_size"),
+    ("max pending 2**70", {"health.max_pending_events": 2**70}, "health.max_pending_events"),
+    ("circuit 2**63", {"targets[1].circuit_failures": 2**63}, "targets[1].circuit_failures"),
+    ("url host with a space", {"targets[1].url": "http://exa mple.com/hook"}, "targets[1].url"),
+    ("url host empty label", {"targets[1].url": "http://a..b/hook"}, "targets[1].url"),
+    ("url port too big", {"targets[1].url": "http://127.0.0.1:99999/hook"}, "targets[1].url"),
+    ("url port not a number", {"targets[1].url": "http://127.0.0.1:port/hook"}, "targets[1].url"),
+    ("url bad ipv6", {"targets[1].url": "http://[::1/hook"}, "targets[1].url"),
+    ("url with credentials", {"targets[1].url": "http://svc:${HOOK_PW}@127.0.0.1/hook"}, "targets[1].url"),
+    ("url not http", {"targets[1].url": "ftp://127.0.0.1/hook"}, "targets[1].url"),
+    ("header name with a space", {"targets[1].headers": {"X Bad": "v"}}, "targets[1].headers.X Bad"),
+    ("header name with a colon", {"targets[1].headers": {"X:Y": "v"}}, "targets[1].headers.X:Y"),
+    ("header value with CRLF", {"targets[1].headers": {"X-Ok": "a\r\nInjected: 1"}}, "targets[1].headers.X-Ok"),
+    ("listen not an address", {"health.listen": "not an address:8080"}, "health.listen"),
+    ("listen bad ipv4", {"health.listen": "999.1.1.1:8080"}, "health.listen"),
+    ("listen without port", {"health.listen": "127.0.0.1"}, "health.listen"),
     # a pattern no event type of this config can match: a space (types never hold one), a type no rule makes,
     # a row type of a table the source does not capture
-    ("events pattern with a space", {"targets[0].events": ["customer changed"]}, "targets[0].events", PHASE2),
-    ("events pattern nothing makes", {"targets[0].events": ["invoice.*"]}, "targets[0].events", PHASE2),
-    ("events row type of another table", {"targets[0].events": ["row.main.orders"]}, "targets[0].events", PHASE2),
-    ("target name with a newline", {"targets[0].name": "f\n"}, "targets[0].name", PHASE2),
-    ("agent name with a newline", {"agent.name": "erp\n"}, "agent.name", PHASE2),
-    ("long agent name", {"agent.name": "a" * 80}, "agent.name", PHASE2),
-    ("file target onto the config", {"targets[0].path": "agent.toml"}, "targets[0].path", PHASE2),
-    ("file target onto the spool", {"targets[0].path": "state/spool.db"}, "targets[0].path", PHASE2),
-    ("file target inside state_dir", {"targets[0].path": "state/events.jsonl"}, "targets[0].path", PHASE2),
+    ("events pattern with a space", {"targets[0].events": ["customer changed"]}, "targets[0].events"),
+    ("events pattern nothing makes", {"targets[0].events": ["invoice.*"]}, "targets[0].events"),
+    ("events row type of another table", {"targets[0].events": ["row.main.orders"]}, "targets[0].events"),
+    ("target name with a newline", {"targets[0].name": "f\n"}, "targets[0].name"),
+    ("agent name with a newline", {"agent.name": "erp\n"}, "agent.name"),
+    ("long agent name", {"agent.name": "a" * 80}, "agent.name"),
+    ("file target onto the config", {"targets[0].path": "agent.toml"}, "targets[0].path"),
+    ("file target onto the spool", {"targets[0].path": "state/spool.db"}, "targets[0].path"),
+    ("file target inside state_dir", {"targets[0].path": "state/events.jsonl"}, "targets[0].path"),
     ("two file targets, one file", {"targets[+]": {"name": "g", "kind": "file", "path": "out/../out/events.jsonl"}},
-     "targets[2].path", PHASE2),
-    ("state_dir is a file", {"agent.state_dir": "erp.db"}, "agent.state_dir", PHASE2),
+     "targets[2].path"),
+    ("state_dir is a file", {"agent.state_dir": "erp.db"}, "agent.state_dir"),
     ("bad postgres dsn", {"source.kind": "postgres", "source.dsn": "postgresql://cdc@db:notaport/erp"},
-     "source.dsn", PHASE2),
-    ("bad mysql dsn", {"source.kind": "mysql", "source.dsn": "mysql://cdc@db:notaport/erp"}, "source.dsn", ()),
-    ("whsec not base64", {"targets[1].signing_secret": "${HOOK_SECRET_BAD}"}, "targets[1].signing_secret", ()),
-    ("whsec empty", {"targets[1].signing_secret": "${HOOK_SECRET_EMPTY}"}, "targets[1].signing_secret", ()),
+     "source.dsn"),
+    ("bad mysql dsn", {"source.kind": "mysql", "source.dsn": "mysql://cdc@db:notaport/erp"}, "source.dsn"),
+    ("whsec not base64", {"targets[1].signing_secret": "${HOOK_SECRET_BAD}"}, "targets[1].signing_secret"),
+    ("whsec empty", {"targets[1].signing_secret": "${HOOK_SECRET_EMPTY}"}, "targets[1].signing_secret"),
 ]
 ENV = {"HOOK_PW": "pw-of-the-hook", "HOOK_SECRET_BAD": "whsec_!!not-base64!!", "HOOK_SECRET_EMPTY": "whsec_"}
 
 
-@pytest.mark.parametrize("changes, key", [pytest.param(c, k, id=i, marks=m) for i, c, k, m in REFUSED])
+@pytest.mark.parametrize("changes, key", [pytest.param(c, k, id=i) for i, c, k in REFUSED])
 def test_config_inputs_that_must_be_refused(workdir, changes, key):
     cfg = workdir / "agent.toml"
     cfg.write_text(toml_doc(patched(changes)), encoding="utf-8")
@@ -195,14 +192,12 @@ def test_config_inputs_that_must_be_refused(workdir, changes, key):
     assert "pw-of-the-hook" not in r.stderr
 
 
-@PHASE2
 def test_a_deeply_nested_array_is_a_config_error(workdir):
     cfg = workdir / "agent.toml"
     cfg.write_text(toml_doc(BASE).replace('"name" = "erp"', '"name" = ' + "[" * 5000 + "]" * 5000, 1))
     assert_refused(check(cfg, workdir), cfg, None)
 
 
-@PHASE2
 def test_a_fifo_as_the_config_is_refused_without_blocking(workdir):
     fifo = workdir / "agent.toml"
     os.mkfifo(fifo)
@@ -280,10 +275,10 @@ def _alarm(signum, frame):
     raise _Hang()
 
 
-# found by running the fuzz below longer (CDC_FUZZ_EXAMPLES=5000 CDC_FUZZ_RANDOM=1); fixed in phase 2
+# found by running the fuzz below longer (CDC_FUZZ_EXAMPLES=5000 CDC_FUZZ_RANDOM=1)
 @pytest.mark.parametrize("doc", [
-    pytest.param(patched({"agent.state_dir": "st\u0000ate"}), id="NUL in state_dir", marks=PHASE2),
-    pytest.param(patched({"targets[0].path": "out\u0000.jsonl"}), id="NUL in a file target path", marks=PHASE2),
+    pytest.param(patched({"agent.state_dir": "st\u0000ate"}), id="NUL in state_dir"),
+    pytest.param(patched({"targets[0].path": "out\u0000.jsonl"}), id="NUL in a file target path"),
 ])
 def test_inputs_the_fuzz_found_raise_config_error(tmp_path, doc):
     cfg = tmp_path / "agent.toml"
@@ -321,13 +316,9 @@ def test_fuzz_config_reader_raises_only_config_error(tmp_path, doc):
 
 # every key gets its own share of random values (a whole-document fuzz reaches the later keys rarely)
 EACH_KEY = [(sec, k) for sec, keys in KEYS.items() for k in keys]
-KNOWN_KEY_FAILURES = {("agent", "state_dir"), ("targets", "path")}      # NUL in a path: ValueError
 
 
-@pytest.mark.parametrize("section, key", [
-    pytest.param(sec, k, id=f"{sec}.{k}", marks=pytest.mark.xfail(
-        strict=True, reason="config hardening: phase 2 (a NUL in a path is a ValueError, not a ConfigError)")
-        if (sec, k) in KNOWN_KEY_FAILURES else ()) for sec, k in EACH_KEY])
+@pytest.mark.parametrize("section, key", [pytest.param(sec, k, id=f"{sec}.{k}") for sec, k in EACH_KEY])
 def test_fuzz_each_config_key_raises_only_config_error(tmp_path, section, key):
     @settings(max_examples=int(os.environ.get("CDC_FUZZ_KEY_EXAMPLES", "40")), **FUZZ)
     @given(v=st.one_of(awkward_text, values))
