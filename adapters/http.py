@@ -50,7 +50,8 @@ SECRET_HEADERS = r"(?i)authorization|token|secret|key|password|cookie"   # such 
 
 @dataclass(frozen=True)
 class HttpOptions:
-    url: Url = option(schemes=("http", "https"), help="where each batch is POSTed")
+    # no user:password@: it would travel as Basic auth and show up in proxies' logs; a header is the place
+    url: Url = option(schemes=("http", "https"), userinfo=False, help="where each batch is POSTed")
     headers: dict[str, str] = option({}, secret_keys=SECRET_HEADERS, http_headers=True,
                                      help="added to every request; secret-looking ones must be ${ENV}")
     signing_secret: Secret | None = option(None, help="Standard Webhooks signing key (whsec_<base64> or text)")

@@ -606,7 +606,7 @@ def _option(r: _Reader, k: str, typ: Any, meta: Any, base: Path) -> Any:
     if typ is Url:
         if not meta.get("schemes"):
             raise TypeError(f"option {k}: a Url needs option(schemes=(...)), the schemes it accepts")
-        return _url(r, k, meta["schemes"])
+        return _url(r, k, meta["schemes"], userinfo=meta.get("userinfo", True))
     origin = typing.get_origin(typ)
     if origin is tuple:
         return r.str_list(k, nonempty=bool(meta.get("nonempty")))
@@ -658,7 +658,7 @@ def _str_table(r: _Reader, k: str, meta: Any) -> dict[str, str]:
     return out
 
 
-def _url(r: _Reader, k: str, schemes: tuple[str, ...]) -> str:
+def _url(r: _Reader, k: str, schemes: tuple[str, ...], *, userinfo: bool = True) -> str:
     raw = r.get(k, str, env=False)
     written = _split_url(r, k, raw)
     if written.password:
@@ -678,8 +678,7 @@ def _url(r: _Reader, k: str, schemes: tuple[str, ...]) -> str:
         raise r.fail(k, f"has a port out of range (1-65535): {secrets.redact(url)!r}")
     if not _valid_host(p.hostname):
         raise r.fail(k, f"has a host that is neither an IP address nor a DNS name: {p.hostname!r}")
-    if set(schemes) <= {"http", "https"} and (p.username or p.password):
-        # they would travel as Basic auth and show up in proxies' and receivers' logs; a header is the place
+    if not userinfo and (p.username or p.password):
         raise r.fail(k, "must not contain credentials (user:password@): send them in a header instead, e.g. "
                         'headers.Authorization = "Basic ${HOOK_AUTH}"')
     return url
@@ -732,7 +731,7 @@ def _health(file: str, raw: Any) -> HealthSettings:
 
 
 def _alerts(file: str, raw: Any, health: HealthSettings) -> AlertSettings:
-    from .alerts import AlertRule, AlertSyntaxError, parse_when
+    from .alerts import WEBHOOK_SCHEMES, AlertRule, AlertSyntaxError, parse_when
 
     if not isinstance(raw, list):
         raise ConfigError(file, "alerts", "must be an array of tables: write [[alerts]]")
@@ -749,10 +748,7 @@ def _alerts(file: str, raw: Any, health: HealthSettings) -> AlertSettings:
             path, op, threshold = parse_when(when)
         except AlertSyntaxError as e:
             raise r.fail("when", str(e)) from None
-        webhook = r.get("webhook", str)
-        secrets.register_url(webhook)
-        if not re.match(r"^https?://[^/\s]+", webhook):
-            raise r.fail("webhook", f"must be an http:// or https:// URL, got {secrets.redact(webhook)!r}")
+        webhook = _url(r, "webhook", WEBHOOK_SCHEMES)
         severity = r.get("severity", str, "warning")
         if not re.fullmatch(r"[a-z][a-z0-9_-]{0,31}", severity):
             raise r.fail("severity", f"must be a short lower-case label like warning or critical, got {severity!r}")
