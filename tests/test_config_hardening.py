@@ -328,3 +328,60 @@ def test_fuzz_each_config_key_raises_only_config_error(tmp_path, section, key):
             table[key] = v
         load_only_config_errors(tmp_path, doc)
     one()
+
+
+# ---------------------------------------------------------------- what `check` refuses (it needs the database or
+# the file system, which can change: a check failure, exit 1, not a config error)
+
+def check_lines(r: subprocess.CompletedProcess) -> dict[str, str]:
+    assert "Traceback" not in r.stderr and "config error" not in r.stderr, r.stderr
+    return {ln[7:].split()[0] + " " + ln[7:].split()[1]: ln for ln in r.stdout.splitlines() if ln.startswith("[")}
+
+
+@pytest.mark.parametrize("key, value", [("changed", ["nmae"]), ("key", ["cust_id"]), ("fields", ["id", "gone"]),
+                                        ("values", {"stat": {"a": "x"}})])
+def test_check_fails_a_rule_naming_a_column_the_table_lacks(workdir, key, value):
+    cfg = workdir / "agent.toml"
+    doc = patched({})
+    doc["events"].append({"type": "customer.other", "table": "main.customers", key: value})
+    cfg.write_text(toml_doc(doc))
+    r = check(cfg, workdir)
+    line = check_lines(r)["columns main.customers"]
+    assert r.returncode == 1 and line.startswith("[FAIL]") and f"events[1] (customer.other): {key} names column" in line
+    doc["events"] = [{"type": "c", "table": "main.customers", "changed": ["name"], "key": ["id"],
+                      "fields": ["id", "name"], "values": {"name": {"a": "b"}}}]
+    cfg.write_text(toml_doc(doc))
+    assert "columns main.customers" not in check_lines(check(cfg, workdir))     # every named column exists
+
+
+@pytest.mark.parametrize("path, words", [
+    ("blocker/events.jsonl", "blocker is not a directory"),       # a file where its folder should be
+    ("blocker/sub/events.jsonl", "blocker is not a directory"),
+    ("adir", "is a directory"),
+    ("fifo.jsonl", "not a regular file"),
+])
+def test_check_fails_a_file_target_that_cannot_be_written(workdir, path, words):
+    (workdir / "blocker").write_text("")
+    (workdir / "adir").mkdir()
+    os.mkfifo(workdir / "fifo.jsonl")
+    cfg = workdir / "agent.toml"
+    cfg.write_text(toml_doc(patched({"targets[0].path": path})))
+    r = check(cfg, workdir)
+    line = check_lines(r)["target f"]
+    assert r.returncode == 1 and line.startswith("[FAIL]") and words in line, line
+    assert not (workdir / "out").exists()                           # check creates nothing
+
+
+def test_check_tells_whether_targets_can_be_reached(workdir):
+    import socket
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        port = listening.getsockname()[1]
+        cfg = workdir / "agent.toml"
+        cfg.write_text(toml_doc(patched({"targets[+]": {"name": "up", "kind": "http",
+                                                         "url": f"http://127.0.0.1:{port}/hook"}})))
+        lines = check_lines(check(cfg, workdir))
+    assert lines["target f"].startswith("[ok  ]") and "will create" in lines["target f"]
+    assert lines["target up"].startswith("[ok  ]")
+    assert lines["target h"].startswith("[warn]") and "cannot connect" in lines["target h"]   # nothing on port 9
