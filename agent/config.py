@@ -673,6 +673,8 @@ def _url(r: _Reader, k: str, schemes: tuple[str, ...], *, userinfo: bool = True)
     try:
         port = p.port
     except ValueError:
+        if not (p.netloc.rpartition(":")[2] or "0").isdigit():
+            raise r.fail(k, f"has a port that is not a number: {secrets.redact(url)!r}") from None
         port = -1
     if port is not None and not 1 <= port <= 65535:
         raise r.fail(k, f"has a port out of range (1-65535): {secrets.redact(url)!r}")

@@ -89,6 +89,9 @@ def patched(changes: dict) -> dict:
         if head == "targets[+]":
             doc["targets"].append(value)
             continue
+        if not key and "[" not in head:                   # a whole section
+            doc[head] = value
+            continue
         if "[" in head:
             name, idx = head[:-1].split("[")
             table = doc[name][int(idx)]
@@ -179,17 +182,84 @@ REFUSED = [
     ("bad mysql dsn", {"source.kind": "mysql", "source.dsn": "mysql://cdc@db:notaport/erp"}, "source.dsn"),
     ("whsec not base64", {"targets[1].signing_secret": "${HOOK_SECRET_BAD}"}, "targets[1].signing_secret"),
     ("whsec empty", {"targets[1].signing_secret": "${HOOK_SECRET_EMPTY}"}, "targets[1].signing_secret"),
+    # more of each class than the probe listed
+    ("int below SQLite's range", {"targets[1].circuit_failures": -2**63 - 1}, "targets[1].circuit_failures"),
+    ("sla 2**63", {"events[0].sla_ms": 2**63}, "events[0].sla_ms"),
+    ("url host label too long", {"targets[1].url": f"http://{'a' * 64}.example/hook"}, "targets[1].url"),
+    ("url host label starts with -", {"targets[1].url": "http://-bad.example/hook"}, "targets[1].url"),
+    ("url ipv4 out of range", {"targets[1].url": "http://256.0.0.1/hook"}, "targets[1].url"),
+    ("url user only", {"targets[1].url": "http://svc@127.0.0.1/hook"}, "targets[1].url"),
+    ("alert webhook bad host", {"alerts": [{"name": "a", "when": "x > 1", "webhook": "http://a..b/"}]},
+     "alerts[0].webhook"),
+    ("header name empty", {"targets[1].headers": {"": "v"}}, "targets[1].headers."),
+    ("header name non-ascii", {"targets[1].headers": {"X-Änder": "v"}}, "targets[1].headers.X-Änder"),
+    ("header value from env with a newline", {"targets[1].headers": {"X-Ok": "${HOOK_LF}"}}, "targets[1].headers.X-Ok"),
+    ("secret header from env with CR", {"targets[1].headers": {"Authorization": "Bearer ${HOOK_CR}"}},
+     "targets[1].headers.Authorization"),
+    ("listen ipv6 without brackets", {"health.listen": "::1:8080"}, "health.listen"),
+    ("listen empty label", {"health.listen": "a..b:8080"}, "health.listen"),
+    ("events pattern for a row type a rule replaces", {"targets[0].events": ["row.main.customers"]},
+     "targets[0].events"),
+    ("events one good pattern, one dead", {"targets[0].events": ["customer.*", "custmer.*"]}, "targets[0].events"),
+    ("alert name with a newline", {"alerts": [{"name": "a\n", "when": "x > 1", "webhook": "http://h/"}]},
+     "alerts[0].name"),
+    ("file target onto the source database", {"targets[0].path": "erp.db"}, "targets[0].path"),
+    ("file target is state_dir", {"targets[0].path": "state"}, "targets[0].path"),
+    ("two file targets, one through a symlink", {"targets[+]": {"name": "g", "kind": "file",
+                                                                "path": "link/events.jsonl"}}, "targets[2].path"),
+    ("file target path empty", {"targets[0].path": ""}, "targets[0].path"),
+    ("NUL in a target name", {"targets[0].name": "f\u0000"}, "targets[0].name"),
+    ("NUL in state_dir", {"agent.state_dir": "st\u0000ate"}, "agent.state_dir"),
+    ("NUL in the dsn path", {"source.dsn": "sqlite:///erp\u0000.db"}, "source.dsn"),
+    ("postgres dsn port out of range", {"source.kind": "postgres", "source.dsn": "postgresql://cdc@db:70000/erp"},
+     "source.dsn"),
+    ("postgres dsn bad host", {"source.kind": "postgres", "source.dsn": "host='d b' dbname=erp"}, "source.dsn"),
+    ("postgres dsn not a dsn", {"source.kind": "postgres", "source.dsn": "garbage"}, "source.dsn"),
+    ("postgres dsn bad ipv6", {"source.kind": "postgres", "source.dsn": "postgresql://[::1/erp"}, "source.dsn"),
 ]
-ENV = {"HOOK_PW": "pw-of-the-hook", "HOOK_SECRET_BAD": "whsec_!!not-base64!!", "HOOK_SECRET_EMPTY": "whsec_"}
+ENV = {"HOOK_PW": "pw-of-the-hook", "HOOK_SECRET_BAD": "whsec_!!not-base64!!", "HOOK_SECRET_EMPTY": "whsec_",
+       "HOOK_LF": "a\nInjected: 1", "HOOK_CR": "tok\rX: 1"}
 
 
 @pytest.mark.parametrize("changes, key", [pytest.param(c, k, id=i) for i, c, k in REFUSED])
 def test_config_inputs_that_must_be_refused(workdir, changes, key):
+    (workdir / "link").symlink_to(workdir / "out", target_is_directory=True)
     cfg = workdir / "agent.toml"
     cfg.write_text(toml_doc(patched(changes)), encoding="utf-8")
     r = check(cfg, workdir, env=ENV)
     assert_refused(r, cfg, key)
     assert "pw-of-the-hook" not in r.stderr
+
+
+@pytest.mark.parametrize("changes", [
+    {"health.listen": "[::1]:8765"}, {"health.listen": "localhost:0"}, {"health.listen": "my_host.local:80"},
+    {"health.listen": "off"},
+    {"targets[1].url": "https://[2001:db8::1]:8443/hook"}, {"targets[1].url": "http://erp_hooks:8080/in"},
+    {"targets[1].url": "http://hooks.example./in?token=${HOOK_PW}"}, {"targets[1].url": "http://bücher.example/"},
+    {"targets[1].headers": {"X-Api-Key": "${HOOK_PW}", "Accept": "*/*", "X-Tab": "a\tb", "!#$%&'*+.^_`|~": "v"}},
+    {"targets[0].events": ["customer.changed", "customer.*", "*.changed", "[a-c]ustomer.changed"]},
+    {"targets[0].path": "../outside/events.jsonl"}, {"agent.state_dir": "/tmp/../tmp/cdc-state-not-made"},
+    {"agent.name": "a" * 59}, {"agent.spool_max_events": 2**63 - 1},
+    {"source.kind": "postgres", "source.dsn": "host=/run/postgresql,db1 port=5432,5433 dbname=erp user=cdc"},
+])
+def test_config_inputs_that_must_be_accepted(workdir, changes, monkeypatch):
+    """What the refusals above must not catch: IPv6, container names with "_", a root-label dot, IDN hosts,
+    every token character in a header name, tabs in a value, patterns that match, paths outside state_dir."""
+    monkeypatch.setenv("HOOK_PW", "pw-of-the-hook")
+    cfg = workdir / "agent.toml"
+    cfg.write_text(toml_doc(patched(changes)), encoding="utf-8")
+    config.load(cfg)                              # raises ConfigError when refused
+
+
+def test_the_types_a_pattern_is_checked_against_are_the_ones_the_mapper_makes(workdir):
+    doc = patched({"source.tables": ["main.customers", "main.orders"]})
+    cfg = workdir / "agent.toml"
+    cfg.write_text(toml_doc(doc))
+    loaded = config.load(cfg)
+    from agent.mapping import EventMapper
+    mapper_types = {r.type for rules in EventMapper(loaded).rules.values() for r in rules}
+    assert config.produced_types(loaded.events, loaded.source.tables) == mapper_types == \
+        {"customer.changed", "row.main.orders"}
 
 
 def test_a_deeply_nested_array_is_a_config_error(workdir):
