@@ -356,6 +356,11 @@ def _source(file: str, raw: Any, agent_name: str, base: Path) -> SourceSettings:
         parse_dsn(dsn, file)                      # the one place that knows trigger DSNs
     if kind == "postgres":
         _postgres_dsn(r, dsn)
+    if kind == "mysql":
+        from .sources.mysql.common import parse_dsn as parse_mysql_dsn    # here: that package imports config
+        mysql_dsn = parse_mysql_dsn(dsn, file)
+        if not mysql_dsn.unix_socket and not _valid_host(mysql_dsn.host):
+            raise r.fail("dsn", f"has a host that is neither an IP address nor a DNS name: {mysql_dsn.host!r}")
     if kind == "trigger" and dsn.startswith("sqlite:///"):
         # SQLAlchemy sqlite URLs: a relative path is relative to the config file, like every path in it
         p = dsn[len("sqlite:///"):]

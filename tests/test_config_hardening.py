@@ -215,6 +215,8 @@ REFUSED = [
      "source.dsn"),
     ("postgres dsn bad host", {"source.kind": "postgres", "source.dsn": "host='d b' dbname=erp"}, "source.dsn"),
     ("postgres dsn not a dsn", {"source.kind": "postgres", "source.dsn": "garbage"}, "source.dsn"),
+    ("mysql dsn bad host", {"source.kind": "mysql", "source.dsn": "mysql://cdc@d%20b:3306/erp"}, "source.dsn"),
+    ("mysql dsn port out of range", {"source.kind": "mysql", "source.dsn": "mysql://cdc@db:65536/erp"}, "source.dsn"),
     ("postgres dsn bad ipv6", {"source.kind": "postgres", "source.dsn": "postgresql://[::1/erp"}, "source.dsn"),
 ]
 ENV = {"HOOK_PW": "pw-of-the-hook", "HOOK_SECRET_BAD": "whsec_!!not-base64!!", "HOOK_SECRET_EMPTY": "whsec_",
@@ -241,6 +243,8 @@ def test_config_inputs_that_must_be_refused(workdir, changes, key):
     {"targets[0].path": "../outside/events.jsonl"}, {"agent.state_dir": "/tmp/../tmp/cdc-state-not-made"},
     {"agent.name": "a" * 59}, {"agent.spool_max_events": 2**63 - 1},
     {"source.kind": "postgres", "source.dsn": "host=/run/postgresql,db1 port=5432,5433 dbname=erp user=cdc"},
+    {"source.kind": "mysql", "source.dsn": "mysql://cdc:${HOOK_PW}@db_1:3306/erp"},
+    {"source.kind": "mysql", "source.dsn": "mysql://cdc@localhost/erp?unix_socket=/run/mysqld/mysqld.sock"},
 ])
 def test_config_inputs_that_must_be_accepted(workdir, changes, monkeypatch):
     """What the refusals above must not catch: IPv6, container names with "_", a root-label dot, IDN hosts,
