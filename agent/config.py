@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-import ipaddress
 import math
 import os
 import re
-import stat
 import tomllib
 import types
 import typing
@@ -25,6 +23,8 @@ from urllib.parse import parse_qsl, urlsplit
 import adapters
 
 from . import secrets
+from .config_checks import (check_postgres_dsn, check_target_events, check_written_paths, read_config_text,
+                            valid_host)
 from .errors import ConfigError
 from .options import ConfigPath, Dsn, OptionError, Secret, Url
 from .sources.trigger.dsn import parse_dsn
@@ -39,7 +39,6 @@ MAX_BATCH_SIZE = 100_000                     # events per target batch; far abov
 MAX_RETRY_SECONDS = 86_400.0                 # a wait longer than a day is a typo, not a policy
 SQLITE_INT_MIN, SQLITE_INT_MAX = -2**63, 2**63 - 1   # counts and sizes end up in the spool (SQLite integers)
 MAX_AGENT_NAME = 59                          # the default slot and publication are cdc_<name>, at most 63
-MAX_CONFIG_BYTES = 1_000_000                 # a config is a few kB; more is the wrong file
 HTTP_TOKEN_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")   # an HTTP header name (RFC 9110 token)
 
 
@@ -321,23 +320,6 @@ def _table_name(r: _Reader, k: str, name: str, kind: str) -> str:
     return name
 
 
-def _postgres_dsn(r: _Reader, dsn: str) -> None:
-    """libpq reads a DSN's ports only when it connects: a typo would fail every connection instead of here."""
-    from psycopg import Error
-    from psycopg.conninfo import conninfo_to_dict
-    try:
-        params = conninfo_to_dict(dsn)
-    except Error as e:
-        raise r.fail("dsn", "is not a valid PostgreSQL connection string: "
-                            f"{secrets.redact(' '.join(str(e).split()))}") from None
-    for port in str(params.get("port") or "").split(","):
-        if port and not (port.isdigit() and 1 <= int(port) <= 65535):
-            raise r.fail("dsn", f"has a port that is not a number from 1 to 65535: {port!r}")
-    for host in str(params.get("host") or "").split(","):
-        if host and host[0] not in "/@" and not _valid_host(host):     # "/dir", "@name": Unix sockets
-            raise r.fail("dsn", f"has a host that is neither an IP address nor a DNS name: {host!r}")
-
-
 def _source(file: str, raw: Any, agent_name: str, base: Path) -> SourceSettings:
     if not isinstance(raw, dict):
         raise ConfigError(file, "source", "required table is missing" if raw is None else "must be a table")
@@ -355,11 +337,11 @@ def _source(file: str, raw: Any, agent_name: str, base: Path) -> SourceSettings:
     if kind == "trigger":
         parse_dsn(dsn, file)                      # the one place that knows trigger DSNs
     if kind == "postgres":
-        _postgres_dsn(r, dsn)
+        check_postgres_dsn(r, dsn)
     if kind == "mysql":
         from .sources.mysql.common import parse_dsn as parse_mysql_dsn    # here: that package imports config
         mysql_dsn = parse_mysql_dsn(dsn, file)
-        if not mysql_dsn.unix_socket and not _valid_host(mysql_dsn.host):
+        if not mysql_dsn.unix_socket and not valid_host(mysql_dsn.host):
             raise r.fail("dsn", f"has a host that is neither an IP address nor a DNS name: {mysql_dsn.host!r}")
     if kind == "trigger" and dsn.startswith("sqlite:///"):
         # SQLAlchemy sqlite URLs: a relative path is relative to the config file, like every path in it
@@ -516,55 +498,6 @@ def _target(file: str, i: int, raw: Any, base: Path) -> TargetSettings:
     )
 
 
-def produced_types(rules: tuple[EventRule, ...], tables: tuple[str, ...]) -> set[str]:
-    """The event types a config's rules make: each rule's type, and row.<table> for a table no rule names
-    (as agent/mapping.py does)."""
-    return {r.type for r in rules} | {f"row.{t}" for t in tables if not any(r.table == t for r in rules)}
-
-
-def _check_target_events(file: str, targets: tuple[TargetSettings, ...], rules: tuple[EventRule, ...],
-                         tables: tuple[str, ...]) -> None:
-    """A pattern that matches no type the config makes is a typo: the target would silently get nothing."""
-    types = sorted(produced_types(rules, tables))
-    for i, t in enumerate(targets):
-        for p in t.events:
-            if not any(fnmatch.fnmatchcase(x, p) for x in types):
-                why = "event types hold no spaces; " if any(c.isspace() for c in p) else ""
-                shown = ", ".join(types[:8]) + (", ..." if len(types) > 8 else "")
-                raise ConfigError(file, f"targets[{i}].events", f"pattern {p!r} matches no event type this config "
-                                  f"produces ({why}the types are: {shown})")
-
-
-def _check_written_paths(file: str, targets: tuple[TargetSettings, ...], agent: AgentSettings,
-                         source: SourceSettings) -> None:
-    """Files targets write (options marked `writes`) must not overwrite the config, the agent's state, the
-    source database, or each other."""
-    try:
-        own = {Path(file).resolve(): "the config file"}
-    except (OSError, ValueError, RuntimeError):
-        own = {}
-    if source.dsn.startswith("sqlite:////"):
-        own[Path(source.dsn[len("sqlite:///"):].partition("?")[0])] = "the source database"
-    written: dict[Path, str] = {}
-    for i, t in enumerate(targets):
-        if not dataclasses.is_dataclass(t.options):
-            continue
-        for f in dataclasses.fields(t.options):
-            path = getattr(t.options, f.name)
-            if not f.metadata.get("writes") or not isinstance(path, Path):
-                continue
-            key = f"targets[{i}].{f.name}"
-            if path in own:
-                raise ConfigError(file, key, f"{path} is {own[path]}: the target would write into it")
-            if path.is_relative_to(agent.state_dir):
-                raise ConfigError(file, key, f"{path} is inside agent.state_dir ({agent.state_dir}), which holds the "
-                                  "spool and the agent's state: write it elsewhere")
-            if path in written:
-                raise ConfigError(file, key, f"{path} is also written by {written[path]}: two targets cannot share "
-                                  "a file")
-            written[path] = f"targets[{i}] ({t.name})"
-
-
 def _at_most(r: _Reader, k: str, v: Any, maximum: float) -> Any:
     if v is not None and v > maximum:
         raise r.fail(k, f"must be at most {maximum:g}, got {v}")
@@ -683,7 +616,7 @@ def _url(r: _Reader, k: str, schemes: tuple[str, ...], *, userinfo: bool = True)
         port = -1
     if port is not None and not 1 <= port <= 65535:
         raise r.fail(k, f"has a port out of range (1-65535): {secrets.redact(url)!r}")
-    if not _valid_host(p.hostname):
+    if not valid_host(p.hostname):
         raise r.fail(k, f"has a host that is neither an IP address nor a DNS name: {p.hostname!r}")
     if not userinfo and (p.username or p.password):
         raise r.fail(k, "must not contain credentials (user:password@): send them in a header instead, e.g. "
@@ -696,21 +629,6 @@ def _split_url(r: _Reader, k: str, url: str):
         return urlsplit(url)
     except ValueError as e:                              # "Invalid IPv6 URL" and the like
         raise r.fail(k, f"is not a valid URL: {e}") from None
-
-
-def _valid_host(host: str) -> bool:
-    """An IP address (IPv6 with or without brackets) or a DNS name: labels of letters, digits, "-" and "_"
-    (container names have them), 1 to 63 each, the last not all digits ("999.1.1.1" is no address)."""
-    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    try:
-        ipaddress.ip_address(bare)
-        return True
-    except ValueError:
-        if bare != host:
-            return False
-    labels = host[:-1].split(".") if host.endswith(".") else host.split(".")
-    return (len(host) <= 253 and all(re.fullmatch(r"(?!-)[\w-]{1,63}(?<!-)", label) for label in labels)
-            and not labels[-1].isdigit())
 
 
 def _article_for(word: str) -> str:
@@ -726,7 +644,7 @@ def _health(file: str, raw: Any) -> HealthSettings:
         host, sep, port = listen.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
             raise r.fail("listen", f'must be "host:port" or "off", got {listen!r}')
-        if not _valid_host(host) or (":" in host and not host.startswith("[")):
+        if not valid_host(host) or (":" in host and not host.startswith("[")):
             raise r.fail("listen", f'has a host that is neither an IP address nor a DNS name (an IPv6 address is '
                                    f'written in brackets: "[::1]:8765"), got {listen!r}')
     return HealthSettings(
@@ -766,37 +684,11 @@ def _alerts(file: str, raw: Any, health: HealthSettings) -> AlertSettings:
     return AlertSettings(rules=tuple(rules), external_url=url)
 
 
-def _read_config(p: Path, file: str) -> str:
-    """The file's text. Opened without blocking and checked to be a regular file before reading: a FIFO or a
-    device would block or never end."""
-    try:
-        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    except FileNotFoundError:
-        raise ConfigError(file, None, "file not found") from None
-    except (OSError, ValueError) as e:
-        raise ConfigError(file, None, f"cannot read: {e}") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise ConfigError(file, None, "is not a regular file (a directory, FIFO or device cannot be a config)")
-        if st.st_size > MAX_CONFIG_BYTES:
-            raise ConfigError(file, None, f"is {st.st_size} bytes: a config is at most {MAX_CONFIG_BYTES}")
-        with os.fdopen(fd, "rb", closefd=False) as f:
-            data = f.read(MAX_CONFIG_BYTES + 1)
-        if len(data) > MAX_CONFIG_BYTES:
-            raise ConfigError(file, None, f"is larger than {MAX_CONFIG_BYTES} bytes: a config is at most that")
-        return data.decode("utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(file, None, f"cannot read: {e}") from None
-    finally:
-        os.close(fd)
-
-
 def load(path: str | os.PathLike) -> Config:
     """Read and validate a config file. Raises ConfigError with file, key path and problem."""
     p = Path(path)
     file = str(p)
-    text = _read_config(p, file)
+    text = read_config_text(p, file)
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -839,8 +731,8 @@ def parse(raw: dict, *, file: str = "agent.toml", base: Path | None = None) -> C
         if n in names[:i]:
             raise ConfigError(file, f"targets[{i}].name", f"target name {n!r} is used twice")
     if "outbox" not in raw:                  # outbox events take their type from the row: not known here
-        _check_target_events(file, targets, rules, source.tables)
-    _check_written_paths(file, targets, agent, source)
+        check_target_events(file, targets, rules, source.tables)
+    check_written_paths(file, targets, agent, source)
     health = _health(file, raw.get("health", {}))
     alerts = _alerts(file, raw.get("alerts", []), health)
     cfg = Config(path=Path(file), agent=agent, source=source, events=rules, targets=targets, health=health,

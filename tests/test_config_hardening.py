@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent import config
+from agent import config, config_checks
 from agent.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -262,7 +262,7 @@ def test_the_types_a_pattern_is_checked_against_are_the_ones_the_mapper_makes(wo
     loaded = config.load(cfg)
     from agent.mapping import EventMapper
     mapper_types = {r.type for rules in EventMapper(loaded).rules.values() for r in rules}
-    assert config.produced_types(loaded.events, loaded.source.tables) == mapper_types == \
+    assert config_checks.produced_types(loaded.events, loaded.source.tables) == mapper_types == \
         {"customer.changed", "row.main.orders"}
 
 
