@@ -7,6 +7,7 @@ so the mapper and the encoder never look at source types.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,12 +98,12 @@ class CheckItem:
     warning: bool = False                  # failed, but capture still works (shown, exit stays 0)
 
 
-def rule_column_checks(rules, table: str, columns, file: str) -> list[CheckItem]:
+def rule_column_checks(rules: Iterable[Any], table: str, columns: Iterable[str], file: str) -> list[CheckItem]:
     """`cdc-agent check`, for each source kind once it has read a table's columns: an [[events]] rule whose
     changed, key, fields or values name a column the table lacks would never fire (changed), dead-letter
     every change (key), or leave a field out without a word (fields, values)."""
     have = set(columns)
-    items = []
+    items: list[CheckItem] = []
     for i, r in enumerate(rules):
         if r.table != table:
             continue

@@ -272,7 +272,7 @@ def test_missing_slot_or_publication_is_fatal(pg_db, tmp_path):
 
 def test_unreachable_server_is_retriable_and_keeps_the_password_out(tmp_path, monkeypatch):
     monkeypatch.setenv("T_PG_PW", secret("s3cr3t-pw"))
-    cfg = config.parse({"agent": {"name": "pgsrc", "state_dir": str(tmp_path)},
+    cfg = config.parse({"agent": {"name": "pgsrc", "state_dir": str(tmp_path / "state")},
                         "source": {"kind": "postgres", "dsn": "postgresql://cdc:${T_PG_PW}@127.0.0.1:1/erp",
                                    "tables": ["public.t"]},
                         "targets": [{"name": "f", "kind": "file", "path": str(tmp_path / "o")}]})

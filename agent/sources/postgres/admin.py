@@ -47,8 +47,8 @@ class PostgresAdmin:
                 "db": conn.execute("SELECT current_database()").fetchone()[0]}
 
     def _tables_info(self, conn) -> dict[str, dict]:
-        """Per configured table: exists, has a primary key, replica identity, whether we own it."""
-        out = {}
+        """Per configured table: exists, has a primary key, replica identity, whether we own it, its columns."""
+        out: dict[str, dict] = {}
         for t in self.tables:
             schema, _, name = t.partition(".")
             row = conn.execute(
