@@ -32,7 +32,8 @@ else changes (config.py knows no kind by name). The module holds, in this order:
 - Any exception that is not a TargetError (or OSError) is taken for a bug: the worker logs its traceback
   and stops with state "stopped" and the reason in health. Translate the client library's errors.
 - Optional: `finish(cfg, settings, base)` cross-checks the options against the whole config (OptionError);
-  `admin(cfg, settings)` gives `check()`, `setup_sql()`, `setup()` for `cdc-agent check` / `setup`.
+  `admin(cfg, settings)` gives `check()`, `setup_sql()`, `setup()` for `cdc-agent check` / `setup`;
+  `admin=preflight(check)` for a kind that only checks (file, http: what can be known before sending).
 - A module without `KIND` (or whose name starts with "_") is a helper, not a kind.
 """
 
@@ -82,6 +83,26 @@ def target_kind(kind: Any) -> TargetKind:
     if not isinstance(spec, TargetKind) or not is_dataclass(spec.options):
         raise TypeError(f"adapters/{kind}.py must declare KIND = TargetKind(options=<dataclass>, target=...)")
     return spec
+
+
+def preflight(check: Callable[[TargetSettings], list]) -> Callable[[Any, TargetSettings], Any]:
+    """A `TargetKind.admin` for a kind that creates nothing at setup, only checks: `check(settings)` gives
+    the `cdc-agent check` lines (agent.changes.CheckItem) of what can be known before sending, sending
+    nothing; what can change later (permissions, a receiver that is down) is a check failure or warning."""
+    class _Preflight:
+        def __init__(self, cfg: Any, settings: TargetSettings):
+            self.settings = settings
+
+        def check(self) -> list:
+            return check(self.settings)
+
+        def setup_sql(self) -> list[str]:
+            return []
+
+        def setup(self) -> list[str]:
+            return []
+
+    return _Preflight
 
 
 def build_target(settings: TargetSettings) -> Target:

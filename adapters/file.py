@@ -7,7 +7,8 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from adapters import TargetKind
+from adapters import TargetKind, preflight
+from agent.changes import CheckItem
 from agent.errors import TargetUnavailable
 from agent.interfaces import DeliveryResult, SpooledEvent
 from agent.options import ConfigPath, option
@@ -18,7 +19,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class FileOptions:
-    path: ConfigPath = option(help="the JSON-lines file events are appended to (relative to agent.toml's folder)")
+    path: ConfigPath = option(writes=True,
+                              help="the JSON-lines file events are appended to (relative to agent.toml's folder)")
 
 
 class FileTarget:
@@ -79,5 +81,32 @@ class FileTarget:
             self.fd = None
 
 
+def check_file_target(settings: TargetSettings) -> list[CheckItem]:
+    """Whether the file can be opened for appending, or created: its folder (or the nearest one that exists)
+    must be a directory this user can write. Checked, not tried: check creates nothing."""
+    path, name = settings.options.path, f"target {settings.name}"
+    if path.exists() or path.is_symlink():
+        if path.is_dir():
+            return [CheckItem(name, False, f"{path} is a directory", "set path to a file in it")]
+        if not path.is_file():
+            return [CheckItem(name, False, f"{path} is not a regular file (a FIFO or device would block or "
+                                           "lose events)", "set path to a regular file")]
+        if not os.access(path, os.W_OK):
+            return [CheckItem(name, False, f"{path} is not writable by this user", f"chmod u+w {path}, or run "
+                                                                                    "the agent as its owner")]
+        return [CheckItem(name, True, f"appends to {path}")]
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        return [CheckItem(name, False, f"cannot create {path.parent}: {folder} is not a directory",
+                          "set path to a file in a directory")]
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return [CheckItem(name, False, f"cannot create {path}: {folder} is not writable by this user",
+                          f"create {path.parent} writable for the agent's user, or choose another path")]
+    return [CheckItem(name, True, f"will create {path}")]
+
+
 # a file batch costs one fsync, so files take larger batches than network targets
-KIND = TargetKind(options=FileOptions, target=FileTarget, batch_size=1000)
+KIND = TargetKind(options=FileOptions, target=FileTarget, batch_size=1000,
+                  admin=preflight(check_file_target))     # check: the file can be written

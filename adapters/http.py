@@ -26,12 +26,14 @@ import base64
 import email.utils
 import hashlib
 import hmac
+import socket
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from adapters import TargetKind
+from adapters import TargetKind, preflight
+from agent.changes import CheckItem
 from agent.errors import TargetError, TargetRejected, TargetUnavailable
 from agent.interfaces import DeliveryResult, SpooledEvent
 from agent.options import OptionError, Secret, Url, option
@@ -46,12 +48,14 @@ BODY_EXCERPT = 300                        # characters of a rejecting response k
 RETRIABLE_STATUS = {408, 425, 429}        # plus every 5xx
 ENDPOINT_STATUS = {401, 403, 404, 405, 407}   # the endpoint refuses us: retry, never dead-letter events
 SECRET_HEADERS = r"(?i)authorization|token|secret|key|password|cookie"   # such header values are secrets
+CHECK_CONNECT_SECONDS = 5.0               # `cdc-agent check`: how long a connection to the receiver may take
 
 
 @dataclass(frozen=True)
 class HttpOptions:
-    url: Url = option(schemes=("http", "https"), help="where each batch is POSTed")
-    headers: dict[str, str] = option({}, secret_keys=SECRET_HEADERS,
+    # no user:password@: it would travel as Basic auth and show up in proxies' logs; a header is the place
+    url: Url = option(schemes=("http", "https"), userinfo=False, help="where each batch is POSTed")
+    headers: dict[str, str] = option({}, secret_keys=SECRET_HEADERS, http_headers=True,
                                      help="added to every request; secret-looking ones must be ${ENV}")
     signing_secret: Secret | None = option(None, help="Standard Webhooks signing key (whsec_<base64> or text)")
     timeout_seconds: float = option(10.0, above=0, maximum=3600, help="per request; connect at most 10")
@@ -194,4 +198,28 @@ def _excerpt(resp: Any) -> str:
     return text
 
 
-KIND = TargetKind(options=HttpOptions, target=HttpTarget, batch_size=100)   # request bodies stay modest
+def check_http_target(settings: TargetSettings) -> list[CheckItem]:
+    """Whether the receiver's host resolves and its port accepts a connection (nothing is sent). Warnings
+    only: a receiver that is down now is retried, and its backlog waits in the spool."""
+    p = urlsplit(settings.options.url)
+    port = p.port or (443 if p.scheme == "https" else 80)
+    name, where = f"target {settings.name}", safe_url(settings.options.url)
+    try:
+        addrs = socket.getaddrinfo(p.hostname, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as e:
+        return [CheckItem(name, False, f"{where}: host {p.hostname!r} does not resolve ({e})",
+                          "check the url's host name and this machine's DNS", warning=True)]
+    family, kind, proto, _, addr = addrs[0]
+    try:
+        with socket.socket(family, kind, proto) as s:
+            s.settimeout(CHECK_CONNECT_SECONDS)
+            s.connect(addr)
+    except OSError as e:
+        return [CheckItem(name, False, f"{where}: cannot connect ({e.strerror or type(e).__name__}); events wait "
+                                       "in the spool until it answers", "start the receiver, or fix the url",
+                          warning=True)]
+    return [CheckItem(name, True, f"{where} accepts connections")]
+
+
+KIND = TargetKind(options=HttpOptions, target=HttpTarget, batch_size=100,   # request bodies stay modest
+                  admin=preflight(check_http_target))

@@ -40,6 +40,7 @@ OPERATORS: dict[str, Callable[[float, float], bool]] = {
 _WHEN_RE = re.compile(r"^\s*(?P<path>.+?)\s*(?P<op>>=|<=|==|!=|>|<)\s*(?P<num>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
 _SEGMENT_RE = re.compile(r'"(?P<q>[^"]+)"|(?P<p>[A-Za-z0-9_\-*]+)')
 ZERO_TIME = "0001-01-01T00:00:00Z"          # Alertmanager's "no end" for a firing alert
+WEBHOOK_SCHEMES = ("http", "https")        # [[alerts]] webhook URLs (user:password@ allowed: no headers here)
 
 
 class AlertSyntaxError(ValueError):

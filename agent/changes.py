@@ -7,6 +7,7 @@ so the mapper and the encoder never look at source types.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,3 +96,24 @@ class CheckItem:
     detail: str = ""
     fix: str = ""
     warning: bool = False                  # failed, but capture still works (shown, exit stays 0)
+
+
+def rule_column_checks(rules: Iterable[Any], table: str, columns: Iterable[str], file: str) -> list[CheckItem]:
+    """`cdc-agent check`, for each source kind once it has read a table's columns: an [[events]] rule whose
+    changed, key, fields or values name a column the table lacks would never fire (changed), dead-letter
+    every change (key), or leave a field out without a word (fields, values)."""
+    have = set(columns)
+    items: list[CheckItem] = []
+    for i, r in enumerate(rules):
+        if r.table != table:
+            continue
+        named = [("changed", c) for c in r.changed or ()] + [("key", c) for c in r.key or ()] \
+            + [("fields", c) for _, c in r.fields or ()] + [("values", c) for c in r.values]
+        missing = [(k, c) for k, c in named if c not in have]
+        if missing:
+            k, c = missing[0]
+            items.append(CheckItem(f"columns {table}", False,
+                                   f"events[{i}] ({r.type}): {k} names column {c!r}, which {table} does not have "
+                                   f"(columns: {', '.join(sorted(have))})",
+                                   f"fix events[{i}].{k} in {file}, or add the column to the table"))
+    return items

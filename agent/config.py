@@ -23,11 +23,13 @@ from urllib.parse import parse_qsl, urlsplit
 import adapters
 
 from . import secrets
+from .config_checks import (check_postgres_dsn, check_target_events, check_written_paths, read_config_text,
+                            valid_host)
 from .errors import ConfigError
 from .options import ConfigPath, Dsn, OptionError, Secret, Url
 from .sources.trigger.dsn import parse_dsn
 
-NAME_RE = re.compile(r"^[a-z0-9_-]+$")
+NAME_RE = re.compile(r"^[a-z0-9_-]+\Z")          # \Z: "$" would let a trailing newline through
 ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 OPS = ("insert", "update", "delete")
 PRIORITIES = ("high", "normal", "low")
@@ -35,6 +37,9 @@ SOURCE_KINDS = ("postgres", "mysql", "trigger")
 TARGET_FORMATS = ("cloudevents", "cloudevents-binary", "debezium")
 MAX_BATCH_SIZE = 100_000                     # events per target batch; far above any useful size
 MAX_RETRY_SECONDS = 86_400.0                 # a wait longer than a day is a typo, not a policy
+SQLITE_INT_MIN, SQLITE_INT_MAX = -2**63, 2**63 - 1   # counts and sizes end up in the spool (SQLite integers)
+MAX_AGENT_NAME = 59                          # the default slot and publication are cdc_<name>, at most 63
+HTTP_TOKEN_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")   # an HTTP header name (RFC 9110 token)
 
 
 @dataclass(frozen=True)
@@ -197,6 +202,8 @@ class _Reader:
             raise self.fail(k, f"must be {_article(want)}, got {_tname(v)}")
         if isinstance(v, float) and not math.isfinite(v):
             raise self.fail(k, f"must be a finite number, got {v}")
+        if type(v) is int and not SQLITE_INT_MIN <= v <= SQLITE_INT_MAX:
+            raise self.fail(k, f"is out of range: integers must be between {SQLITE_INT_MIN} and {SQLITE_INT_MAX}")
         if isinstance(v, str) and env:
             v = self.expand(k, v)
         return v
@@ -207,7 +214,14 @@ class _Reader:
             if name not in os.environ:
                 raise self.fail(k, f"environment variable {name} is not set (referenced as ${{{name}}})")
             return os.environ[name]
-        return ENV_RE.sub(sub, v)
+        v = ENV_RE.sub(sub, v)
+        if "\x00" in v:                                # no file name, URL or identifier holds one
+            raise self.fail(k, "contains a NUL character")
+        return v
+
+    def file_path(self, k: str, base: Path, default: Any = dataclasses.MISSING) -> Path:
+        """A path key: relative to the config file's folder, resolved."""
+        return _resolve(self, k, base, self.get(k, str, default))
 
     def str_list(self, k: str, default: Any = dataclasses.MISSING, *, nonempty: bool = False) -> tuple[str, ...] | None:
         v = self.get(k, list, default)
@@ -225,6 +239,15 @@ class _Reader:
         if v is not None and (v < 0 or (v == 0 and not zero_ok)):
             raise self.fail(k, f"must be {'zero or more' if zero_ok else 'greater than zero'}, got {v}")
         return v
+
+
+def _resolve(r: _Reader, k: str, base: Path, written: str) -> Path:
+    if not written:
+        raise r.fail(k, "must not be empty")
+    try:
+        return (base / written).resolve()
+    except (OSError, ValueError, RuntimeError) as e:      # RuntimeError: a symlink loop
+        raise r.fail(k, f"cannot be resolved as a path: {e}") from None
 
 
 def _tname(v: Any) -> str:
@@ -254,6 +277,12 @@ def _agent(file: str, raw: Any, base: Path) -> AgentSettings:
     name = r.get("name", str)
     if not NAME_RE.match(name):
         raise r.fail("name", f"must match [a-z0-9_-]+ (it is part of slot names and event sources), got {name!r}")
+    if len(name) > MAX_AGENT_NAME:
+        raise r.fail("name", f"must be at most {MAX_AGENT_NAME} characters (the default slot and publication "
+                             f"names are cdc_<name>, at most 63), got {len(name)}")
+    state_dir = r.file_path("state_dir", base, "state")
+    if state_dir.exists() and not state_dir.is_dir():
+        raise r.fail("state_dir", f"{state_dir} exists and is not a directory")
     log_format = r.get("log_format", str, "text")
     if log_format not in ("text", "json"):
         raise r.fail("log_format", f'must be "text" or "json", got {log_format!r}')
@@ -265,7 +294,7 @@ def _agent(file: str, raw: Any, base: Path) -> AgentSettings:
         raise r.fail("delivery", f'must be "process" or "thread", got {delivery!r}')
     return AgentSettings(
         name=name,
-        state_dir=(base / r.get("state_dir", str, "state")).resolve(),
+        state_dir=state_dir,
         log_format=log_format,
         log_level=level,
         spool_retention_seconds=r.positive("spool_retention_seconds", float, 3600.0, zero_ok=True),
@@ -307,11 +336,18 @@ def _source(file: str, raw: Any, agent_name: str, base: Path) -> SourceSettings:
     secrets.register(secrets.dsn_password(dsn))
     if kind == "trigger":
         parse_dsn(dsn, file)                      # the one place that knows trigger DSNs
+    if kind == "postgres":
+        check_postgres_dsn(r, dsn)
+    if kind == "mysql":
+        from .sources.mysql.common import parse_dsn as parse_mysql_dsn    # here: that package imports config
+        mysql_dsn = parse_mysql_dsn(dsn, file)
+        if not mysql_dsn.unix_socket and not valid_host(mysql_dsn.host):
+            raise r.fail("dsn", f"has a host that is neither an IP address nor a DNS name: {mysql_dsn.host!r}")
     if kind == "trigger" and dsn.startswith("sqlite:///"):
         # SQLAlchemy sqlite URLs: a relative path is relative to the config file, like every path in it
         p = dsn[len("sqlite:///"):]
         if p and not p.startswith("/") and p != ":memory:":
-            dsn = "sqlite:///" + str((base / p).resolve())
+            dsn = "sqlite:///" + str(_resolve(r, "dsn", base, p))
     tables = r.str_list("tables", nonempty=True)
     tables = tuple(_table_name(r, "tables", t, kind) for t in tables)
     if len(set(tables)) != len(tables):
@@ -498,7 +534,7 @@ def _option(r: _Reader, k: str, typ: Any, meta: Any, base: Path) -> Any:
         _refuse_literal_secret(r, k, raw, "secret")
         return _register_secret(r.expand(k, raw))
     if typ is ConfigPath:
-        return (base / r.get(k, str)).resolve()
+        return r.file_path(k, base)
     if typ is Dsn:
         raw = r.get(k, str, env=False)
         _refuse_literal_secret(r, k, raw, "password")
@@ -508,7 +544,7 @@ def _option(r: _Reader, k: str, typ: Any, meta: Any, base: Path) -> Any:
     if typ is Url:
         if not meta.get("schemes"):
             raise TypeError(f"option {k}: a Url needs option(schemes=(...)), the schemes it accepts")
-        return _url(r, k, meta["schemes"])
+        return _url(r, k, meta["schemes"], userinfo=meta.get("userinfo", True))
     origin = typing.get_origin(typ)
     if origin is tuple:
         return r.str_list(k, nonempty=bool(meta.get("nonempty")))
@@ -546,21 +582,27 @@ def _str_table(r: _Reader, k: str, meta: Any) -> dict[str, str]:
     for tk, tv in table.items():
         if not isinstance(tv, str):
             raise r.fail(f"{k}.{tk}", f"must be a string, got {_tname(tv)}")
+        if meta.get("http_headers"):
+            if not HTTP_TOKEN_RE.match(tk):
+                raise r.fail(f"{k}.{tk}", "is not a valid HTTP header name (letters, digits and !#$%&'*+-.^_`|~; "
+                                          "no spaces or colons)")
         if secret_re is not None and secret_re.search(tk):
             _refuse_literal_secret(r, f"{k}.{tk}", tv, "secret")
             out[tk] = _register_secret(r.expand(f"{k}.{tk}", tv))
         else:
             out[tk] = r.expand(f"{k}.{tk}", tv)
+        if meta.get("http_headers") and re.search(r"[\x00-\x08\x0a-\x1f\x7f]", out[tk]):
+            raise r.fail(f"{k}.{tk}", "holds a control character (a line break would start another header)")
     return out
 
 
-def _url(r: _Reader, k: str, schemes: tuple[str, ...]) -> str:
+def _url(r: _Reader, k: str, schemes: tuple[str, ...], *, userinfo: bool = True) -> str:
     raw = r.get(k, str, env=False)
-    written = urlsplit(raw)
+    written = _split_url(r, k, raw)
     if written.password:
         _refuse_literal_secret(r, k, written.password, "secret")
     url = r.expand(k, raw)
-    p = urlsplit(url)
+    p = _split_url(r, k, url)
     env_keys = frozenset(qk for qk, qv in parse_qsl(written.query, keep_blank_values=True) if ENV_RE.search(qv))
     secrets.register_url(url, env_keys)
     allowed = " or ".join(f"{s}://" for s in schemes)
@@ -569,10 +611,24 @@ def _url(r: _Reader, k: str, schemes: tuple[str, ...]) -> str:
     try:
         port = p.port
     except ValueError:
+        if not (p.netloc.rpartition(":")[2] or "0").isdigit():
+            raise r.fail(k, f"has a port that is not a number: {secrets.redact(url)!r}") from None
         port = -1
     if port is not None and not 1 <= port <= 65535:
         raise r.fail(k, f"has a port out of range (1-65535): {secrets.redact(url)!r}")
+    if not valid_host(p.hostname):
+        raise r.fail(k, f"has a host that is neither an IP address nor a DNS name: {p.hostname!r}")
+    if not userinfo and (p.username or p.password):
+        raise r.fail(k, "must not contain credentials (user:password@): send them in a header instead, e.g. "
+                        'headers.Authorization = "Basic ${HOOK_AUTH}"')
     return url
+
+
+def _split_url(r: _Reader, k: str, url: str):
+    try:
+        return urlsplit(url)
+    except ValueError as e:                              # "Invalid IPv6 URL" and the like
+        raise r.fail(k, f"is not a valid URL: {e}") from None
 
 
 def _article_for(word: str) -> str:
@@ -588,6 +644,9 @@ def _health(file: str, raw: Any) -> HealthSettings:
         host, sep, port = listen.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
             raise r.fail("listen", f'must be "host:port" or "off", got {listen!r}')
+        if not valid_host(host) or (":" in host and not host.startswith("[")):
+            raise r.fail("listen", f'has a host that is neither an IP address nor a DNS name (an IPv6 address is '
+                                   f'written in brackets: "[::1]:8765"), got {listen!r}')
     return HealthSettings(
         listen=listen,
         max_lag_seconds=r.positive("max_lag_seconds", float, None),
@@ -597,7 +656,7 @@ def _health(file: str, raw: Any) -> HealthSettings:
 
 
 def _alerts(file: str, raw: Any, health: HealthSettings) -> AlertSettings:
-    from .alerts import AlertRule, AlertSyntaxError, parse_when
+    from .alerts import WEBHOOK_SCHEMES, AlertRule, AlertSyntaxError, parse_when
 
     if not isinstance(raw, list):
         raise ConfigError(file, "alerts", "must be an array of tables: write [[alerts]]")
@@ -614,10 +673,7 @@ def _alerts(file: str, raw: Any, health: HealthSettings) -> AlertSettings:
             path, op, threshold = parse_when(when)
         except AlertSyntaxError as e:
             raise r.fail("when", str(e)) from None
-        webhook = r.get("webhook", str)
-        secrets.register_url(webhook)
-        if not re.match(r"^https?://[^/\s]+", webhook):
-            raise r.fail("webhook", f"must be an http:// or https:// URL, got {secrets.redact(webhook)!r}")
+        webhook = _url(r, "webhook", WEBHOOK_SCHEMES)
         severity = r.get("severity", str, "warning")
         if not re.fullmatch(r"[a-z][a-z0-9_-]{0,31}", severity):
             raise r.fail("severity", f"must be a short lower-case label like warning or critical, got {severity!r}")
@@ -632,16 +688,13 @@ def load(path: str | os.PathLike) -> Config:
     """Read and validate a config file. Raises ConfigError with file, key path and problem."""
     p = Path(path)
     file = str(p)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(file, None, "file not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(file, None, f"cannot read: {e}") from None
+    text = read_config_text(p, file)
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(file, None, f"not valid TOML: {e}") from None
+    except RecursionError:
+        raise ConfigError(file, None, "not valid TOML: arrays or tables nested too deeply") from None
     return parse(raw, file=file, base=p.resolve().parent)
 
 
@@ -677,6 +730,9 @@ def parse(raw: dict, *, file: str = "agent.toml", base: Path | None = None) -> C
     for i, n in enumerate(names):
         if n in names[:i]:
             raise ConfigError(file, f"targets[{i}].name", f"target name {n!r} is used twice")
+    if "outbox" not in raw:                  # outbox events take their type from the row: not known here
+        check_target_events(file, targets, rules, source.tables)
+    check_written_paths(file, targets, agent, source)
     health = _health(file, raw.get("health", {}))
     alerts = _alerts(file, raw.get("alerts", []), health)
     cfg = Config(path=Path(file), agent=agent, source=source, events=rules, targets=targets, health=health,

@@ -9,8 +9,8 @@ A target kind's options are a frozen dataclass whose fields are annotated with t
     Secret                         a secret: written as "${ENV}" (optionally "Bearer ${ENV}"), never as
                                    the value itself; the value is registered for redaction
     ConfigPath                     a path, relative to the config file's folder, resolved
-    Url                            a URL with a host, a valid port and one of `option(schemes=...)`; a
-                                   password in it must be a ${ENV} reference
+    Url                            a URL with a valid host and port and one of `option(schemes=...)`; a
+                                   password in it must be a ${ENV} reference (`userinfo=False`: none at all)
     Dsn                            a database URL (SQLAlchemy form; no host needed, as sqlite:///f.db); a
                                    password in it must be a ${ENV} reference; the kind validates the rest
     X | None                       optional (default None)
@@ -43,13 +43,19 @@ class OptionError(ValueError):
 def option(default: Any = dataclasses.MISSING, *, help: str = "", minimum: float | None = None,
            above: float | None = None, maximum: float | None = None, choices: tuple[str, ...] | None = None,
            schemes: tuple[str, ...] | None = None, secret_keys: str | None = None,
-           nonempty: bool = False) -> Any:
+           nonempty: bool = False, http_headers: bool = False, writes: bool = False,
+           userinfo: bool = True) -> Any:
     """A dataclass field with the constraints the config reader enforces:
     minimum / maximum (inclusive), above (exclusive: `above=0` means greater than zero), choices (allowed
     string values), schemes (allowed URL schemes), secret_keys (a regex: dict values of matching keys are
-    secrets), nonempty (arrays and tables), help (one line, for documentation and messages)."""
+    secrets), nonempty (arrays and tables), help (one line, for documentation and messages),
+    http_headers (a dict[str, str] of HTTP headers: names are HTTP tokens, values hold no control characters),
+    writes (a ConfigPath the target writes: it may not be the config file, lie in state_dir, or be the file
+    another target writes), userinfo (False: a Url may not carry user:password@, as for HTTP, where a header
+    is the place for credentials)."""
     meta = {"help": help, "minimum": minimum, "above": above, "maximum": maximum, "choices": choices,
-            "schemes": schemes, "secret_keys": secret_keys, "nonempty": nonempty}
+            "schemes": schemes, "secret_keys": secret_keys, "nonempty": nonempty, "http_headers": http_headers,
+            "writes": writes, "userinfo": userinfo}
     if isinstance(default, (dict, list)):
         value = default
         return dataclasses.field(default_factory=lambda: type(value)(value), metadata=meta)

@@ -628,3 +628,19 @@ def test_a_binlog_stream_not_read_for_a_while_stays_open(make_mariadb_server, tm
     finally:
         src.close()
     assert len(got) == 30000
+
+
+def test_check_fails_a_rule_naming_a_column_the_table_lacks(mariadb_db, tmp_path):
+    mariadb_db.execute("CREATE TABLE cust (id int PRIMARY KEY, name text)")
+    table = f"{mariadb_db.name}.cust"
+    for k, v in [("changed", ["nmae"]), ("key", ["cust_id"]), ("fields", ["id", "gone"]),
+                 ("values", {"stat": {"a": "x"}})]:
+        cfg = config.parse({"agent": {"name": "t", "state_dir": str(tmp_path / "state")},
+                            "source": {"kind": "mysql", "dsn": mariadb_db.url, "tables": [table]},
+                            "events": [{"type": "cust.ok", "table": table, "changed": ["name"], "key": ["id"]},
+                                       {"type": "cust.bad", "table": table, k: v}],
+                            "targets": [{"name": "f", "kind": "file", "path": str(tmp_path / "out.jsonl")}]},
+                           file=str(tmp_path / "agent.toml"), base=tmp_path)
+        items = [i for i in MysqlAdmin(cfg).check() if i.name == f"columns {table}"]
+        assert len(items) == 1 and not items[0].ok and not items[0].warning, (k, items)
+        assert f"events[1] (cust.bad): {k} names column" in items[0].detail and f"events[1].{k}" in items[0].fix

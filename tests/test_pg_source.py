@@ -272,7 +272,7 @@ def test_missing_slot_or_publication_is_fatal(pg_db, tmp_path):
 
 def test_unreachable_server_is_retriable_and_keeps_the_password_out(tmp_path, monkeypatch):
     monkeypatch.setenv("T_PG_PW", secret("s3cr3t-pw"))
-    cfg = config.parse({"agent": {"name": "pgsrc", "state_dir": str(tmp_path)},
+    cfg = config.parse({"agent": {"name": "pgsrc", "state_dir": str(tmp_path / "state")},
                         "source": {"kind": "postgres", "dsn": "postgresql://cdc:${T_PG_PW}@127.0.0.1:1/erp",
                                    "tables": ["public.t"]},
                         "targets": [{"name": "f", "kind": "file", "path": str(tmp_path / "o")}]})
@@ -487,3 +487,18 @@ def test_check_warns_that_stored_generated_columns_are_not_in_the_log(pg_db, tmp
     gen = items["generated columns"]
     assert not gen.ok and gen.warning
     assert "public.priced: gross" in gen.detail and "other" not in gen.detail     # only captured tables
+
+
+def test_check_fails_a_rule_naming_a_column_the_table_lacks(pg_db, tmp_path):
+    pg_db.execute("CREATE TABLE cust (id int PRIMARY KEY, name text, status text)")
+    good = {"type": "cust.ok", "table": "public.cust", "changed": ["name"], "key": ["id"],
+            "fields": {"who": "name"}, "values": {"status": {"a": "active"}}}
+    cases = [("changed", ["nmae"]), ("key", ["cust_id"]), ("fields", ["id", "gone"]), ("values", {"stat": {"a": "x"}})]
+    for k, v in cases:
+        rules = [good, {"type": "cust.bad", "table": "public.cust", k: v}]
+        items = [i for i in PostgresAdmin(make_config(pg_db.dsn, tmp_path, ["public.cust"], rules)).check()
+                 if i.name == "columns public.cust"]
+        assert len(items) == 1 and not items[0].ok and not items[0].warning, (k, items)
+        assert f"events[1] (cust.bad): {k} names column" in items[0].detail and f"events[1].{k}" in items[0].fix
+    items = PostgresAdmin(make_config(pg_db.dsn, tmp_path, ["public.cust"], [good])).check()
+    assert not [i for i in items if i.name == "columns public.cust"]             # every named column exists

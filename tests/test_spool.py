@@ -148,6 +148,7 @@ def test_targets_with_event_patterns_get_their_types_and_pass_the_rest(tmp_path)
     from agent.worker import SCAN_LIMIT, TargetWorker
     cfg = config.parse({"agent": {"name": "a", "state_dir": "state"},
                         "source": {"kind": "postgres", "dsn": "postgresql://x@h/d", "tables": ["public.t"]},
+                        "events": [{"type": "customer.x", "table": "public.t"}],     # (a pattern must match a type)
                         "targets": [{"name": "all", "kind": "file", "path": "all.jsonl", "batch_size": 700},
                                     {"name": "cust", "kind": "file", "path": "cust.jsonl", "batch_size": 3,
                                      "events": ["customer.*"]}]}, base=tmp_path)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import re
 
-from ...changes import CheckItem
+from ...changes import CheckItem, rule_column_checks
 from ...config import Config
 from ...errors import SourceError, SourceFatal, SpoolError
 from ...secrets import redact
@@ -243,3 +243,6 @@ class MysqlAdmin:
                 items.append(CheckItem(f"table {t}", ok, "has no primary key" + (" (rules name their key)" if ok else ""),
                                        f"ALTER TABLE `{schema}`.`{table}` ADD PRIMARY KEY (...), or set key = [...] "
                                        f"in the [[events]] rules for it", warning=not ok))
+            cols = run_query(ctl, "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s "
+                                  "AND TABLE_NAME = %s", (schema, table))
+            items.extend(rule_column_checks(self.cfg.events, t, [r[0] for r in cols], str(self.cfg.path)))

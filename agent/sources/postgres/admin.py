@@ -11,7 +11,7 @@ from psycopg import errors as pgerr
 from psycopg import pq
 
 from ... import pgvalues
-from ...changes import CheckItem
+from ...changes import CheckItem, rule_column_checks
 from ...config import Config
 from ...errors import CdcError, SourceFatal
 from ...secrets import redact
@@ -47,8 +47,8 @@ class PostgresAdmin:
                 "db": conn.execute("SELECT current_database()").fetchone()[0]}
 
     def _tables_info(self, conn) -> dict[str, dict]:
-        """Per configured table: exists, has a primary key, replica identity, whether we own it."""
-        out = {}
+        """Per configured table: exists, has a primary key, replica identity, whether we own it, its columns."""
+        out: dict[str, dict] = {}
         for t in self.tables:
             schema, _, name = t.partition(".")
             row = conn.execute(
@@ -62,8 +62,10 @@ class PostgresAdmin:
                 out[t] = {"exists": False}
             else:
                 oid, replident, kind, pk, ident_index, owner = row
+                cols = [c for (c,) in conn.execute("SELECT attname FROM pg_attribute WHERE attrelid = %s "
+                                                   "AND attnum > 0 AND NOT attisdropped", (oid,))]
                 out[t] = {"exists": True, "kind": kind, "pk": pk, "identity": replident, "ident_index": ident_index,
-                          "owner": owner}
+                          "owner": owner, "columns": cols}
         return out
 
     def _unsafe_tables(self, info: dict[str, dict]) -> list[str]:
@@ -266,6 +268,7 @@ class PostgresAdmin:
                                        f"remove {t!r} from source.tables; capture reads tables"))
                 continue
             items.append(CheckItem(f"table {t}", True, "exists"))
+            items.extend(rule_column_checks(self.cfg.events, t, i["columns"], str(self.cfg.path)))
             if i["pk"]:
                 items.append(CheckItem(f"primary key {t}", True, "present"))
             else:

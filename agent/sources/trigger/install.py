@@ -7,7 +7,7 @@ import re
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
-from ...changes import CheckItem
+from ...changes import CheckItem, rule_column_checks
 from ...errors import SourceError, SourceFatal, SourceUnavailable
 from ...secrets import redact
 from ...shipped import shipped
@@ -310,6 +310,7 @@ class TriggerAdmin(ConfiguredCapture):
                 items.append(CheckItem(f"table {table}", False, "does not exist",
                                        f"create it, or remove it from source.tables in {self.file}"))
                 continue
+            items.extend(rule_column_checks(self.cfg.events, table, [c.name for c in info.columns], self.file))
             if not info.key:
                 rule_keys = any(r.key for r in self.cfg.events if r.table == table)
                 items.append(CheckItem(f"table {table}", False, "has no primary key: events have no stable key"
