@@ -188,7 +188,7 @@ class RecordingTarget:
             err = self.script.pop(0)
             if err is not None:
                 raise err
-        if self.reject_ids and any(orjson.loads(e.body)["source"]["event_id"] in self.reject_ids for e in events):
+        if self.reject_ids and any(e.id in self.reject_ids for e in events):
             raise TargetRejected("HTTP 422: no")
         self.sent.extend(events)
         return DeliveryResult()
