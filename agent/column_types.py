@@ -56,7 +56,7 @@ def encoding_pg(typname: str, typmod: int, elem: str | None = None) -> str:
     if typname == "timestamp":
         return "ts_ms" if _pg_precision(typmod) <= 3 else "ts_us"
     if typname == "timestamptz":
-        return "zoned_ts"
+        return f"zoned_ts:{_pg_precision(typmod)}"
     if typname == "timetz":
         return "zoned_time"
     if typname == "interval":
@@ -84,7 +84,7 @@ def encoding_mysql(data_type: str, column_type: str, precision: int | None) -> s
     if dt == "datetime":
         return "ts_ms" if (precision or 0) <= 3 else "ts_us"
     if dt == "timestamp":
-        return "zoned_ts"
+        return f"zoned_ts:{precision or 0}"
     if dt == "json":
         return "json_text"
     return ""

@@ -67,16 +67,20 @@ def _ts_ms(v: str) -> Any:
     return us // 1000 if isinstance(us, int) else us
 
 
-def _zoned_ts(v: str) -> Any:
-    # Debezium's ZonedTimestamp: ISO 8601 in UTC with "Z", the fraction without trailing zeros
-    try:
-        d = datetime.fromisoformat(v.replace("Z", "+00:00")).astimezone(timezone.utc)
-    except ValueError:
-        return v
-    out = d.strftime("%Y-%m-%dT%H:%M:%S")
-    if d.microsecond:
-        out += f".{d.microsecond:06d}".rstrip("0")
-    return out + "Z"
+def _zoned_ts(precision: int) -> Callable[[Any], Any]:
+    def conv(v: Any) -> Any:
+        # Debezium's ZonedTimestamp: ISO 8601 in UTC with "Z", the fraction as wide as the column's precision
+        if not isinstance(v, str):
+            return v
+        try:
+            d = datetime.fromisoformat(v.replace("Z", "+00:00")).astimezone(timezone.utc)
+        except ValueError:
+            return v
+        out = d.strftime("%Y-%m-%dT%H:%M:%S")
+        if precision:
+            out += f".{d.microsecond:06d}"[:precision + 1]
+        return out + "Z"
+    return conv
 
 
 _TIMETZ = re.compile(r"^(\d\d):(\d\d):(\d\d)(?:\.(\d{1,6}))?([+-])(\d\d)(?::?(\d\d))?(?::?(\d\d))?$")
@@ -148,10 +152,10 @@ def _bool(v: Any) -> Any:
 
 _SIMPLE: dict[str, Callable[[Any], Any]] = {
     "date": _days, "time_us": _time_us, "time_ms": _time_ms, "ts_us": _ts_us, "ts_ms": _ts_ms,
-    "zoned_ts": _zoned_ts, "zoned_time": _zoned_time, "interval_us": _interval_us, "json_text": json_text,
+    "zoned_time": _zoned_time, "interval_us": _interval_us, "json_text": json_text,
     "bool_int": _bool_int, "ulong_wrap": _ulong_wrap, "bool": _bool,
 }
-_STRING_ONLY = {"date", "time_us", "time_ms", "ts_us", "ts_ms", "zoned_ts", "zoned_time", "interval_us"}
+_STRING_ONLY = {"date", "time_us", "time_ms", "ts_us", "ts_ms", "zoned_time", "interval_us"}
 
 
 def encoder(encoding: str) -> Callable[[Any], Any] | None:
@@ -166,6 +170,8 @@ def encoder(encoding: str) -> Callable[[Any], Any] | None:
             return [arr(x) if isinstance(x, list) else (None if x is None else inner(x)) for x in v] \
                 if isinstance(v, list) else v
         return arr
+    if encoding.startswith("zoned_ts:"):
+        return _zoned_ts(int(encoding[9:]))
     if encoding.startswith("bits:"):
         return _bits(int(encoding[5:]))
     conv = _SIMPLE.get(encoding)

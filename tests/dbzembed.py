@@ -41,9 +41,11 @@ class _Collect(BasePythonChangeHandler):
             self.batches += 1
 
 
-def capture(properties: dict, want: int, timeout: float = 90.0, settle: float = 0.0) -> list[dict]:
+def capture(properties: dict, want: int, timeout: float = 90.0, settle: float = 0.0, during=None) -> list[dict]:
     """Run one embedded connector until it has delivered `want` change records (heartbeats and schema
-    changes included if configured), then stop it; returns the value envelopes in delivery order."""
+    changes included if configured), then stop it; returns the value envelopes in delivery order.
+    `during()`, if given, runs on this thread once the engine's thread is started (e.g. wait until it
+    streams, then make the changes)."""
     handler = _Collect()
     engine = DebeziumJsonEngine(properties={**CONVERTER, **{k: str(v) for k, v in properties.items()}},
                                 handler=handler)
@@ -57,19 +59,27 @@ def capture(properties: dict, want: int, timeout: float = 90.0, settle: float = 
 
     t = threading.Thread(target=run, name="debezium", daemon=True)
     t.start()
+    if during is not None:
+        try:
+            during()
+        except BaseException:
+            with handler.lock:
+                engine.close()
+            t.join(30)
+            raise
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and t.is_alive():
         with handler.lock:
             if len(handler.values) >= want:
                 break
         time.sleep(0.1)
-    if settle:
-        time.sleep(settle)                  # a chance for records beyond `want` (none expected) to show
-    # close between batches: closing while a batch is committed raises InterruptedException (NOTES.md)
-    with handler.lock:
-        engine.close()
+    # the batch's commit (offsets) follows the handler's return: give it time before closing, since closing
+    # while a batch is committed interrupts it (NOTES.md); `settle` lets records beyond `want` show
+    time.sleep(max(settle, 1.0))
+    closing = time.monotonic()
+    engine.close()
     t.join(30)
-    if errors:
+    if errors and not ("InterruptedException" in str(errors[0]) and time.monotonic() >= closing):
         raise errors[0]
     with handler.lock:
         got = list(handler.values)
