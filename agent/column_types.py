@@ -6,7 +6,9 @@ the epoch, a timestamp as epoch micros...), so rendering it needs the types. The
 database's catalog (pg_attribute / information_schema) the first time a table is rendered, and kept in
 `state_dir/column_types.json`, so rendering later (a restart, `dlq retry`, the source down) does not need
 the database. A column the file does not know (added since) makes the table be read again, at most once a
-minute; if the database cannot be reached then, the value keeps its contract form.
+minute (if the database cannot be reached then, those columns keep their contract form). A table whose
+types were never read waits, like a target that is down, until the database can be reached: the target
+never gets a value in another encoding than Debezium's.
 
 Each column is kept as a short encoding name (`encoding_pg`, `encoding_mysql`) rather than the SQL type,
 so the renderer has nothing to parse per event.
@@ -22,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .errors import TargetUnavailable
 from .secrets import redact
 
 log = logging.getLogger("cdc_agent")
@@ -119,15 +122,25 @@ class ColumnTypes:
             if known is not None and all(c in known for c in columns):
                 return known
             now = time.monotonic()
-            if now - self._tried.get(table, -REFRESH_SECONDS) < REFRESH_SECONDS:
-                return known or {}
+            if known is not None and now - self._tried.get(table, -REFRESH_SECONDS) < REFRESH_SECONDS:
+                return known                # the rest are renamed fields (or a column dropped since)
             self._tried[table] = now
-            try:
-                server, cols = self._read(table)
-            except Exception as e:      # noqa: BLE001 - the source down: values keep their contract form
-                log.warning("column types of %s could not be read from the source (%s): its values are "
-                            "rendered in their contract form until they can", table, redact(str(e)))
-                return known or {}
+            for attempt in range(3):    # a brief server error (a temp table in a busy tmpdir) passes
+                try:
+                    server, cols = self._read(table)
+                    break
+                except Exception as e:  # noqa: BLE001 - the source down: values keep their contract form
+                    error = e
+                    time.sleep(0.5 * (attempt + 1))
+            else:
+                if known is not None:
+                    log.warning("column types of %s could not be read again from the source (%s): columns "
+                                "added since keep their contract form", table, redact(str(error)))
+                    return known
+                # never rendered in another shape than Debezium's: the delivery waits and retries, as for a
+                # target that is down, with the reason in health
+                raise TargetUnavailable(f'format = "debezium" needs the column types of {table} from the '
+                                        f"source database, which could not be read: {redact(str(error))}")
             self.data["tables"][table] = cols
             self.data["server"] = {**self.server, **server}
             self._save()
