@@ -112,6 +112,15 @@ class HealthSettings:
 
 
 @dataclass(frozen=True)
+class ConnectSettings:
+    """[connect] (CONTRACT §8): the same capture as a Debezium connector on Kafka Connect (agent/connect.py)."""
+    url: str
+    name: str
+    options: dict[str, str] = field(default_factory=dict)   # extra connector config, passed through
+    secrets: str = "env"          # how the connector gets the password: "env" or "file:/path/on/workers"
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     agent: AgentSettings
@@ -119,6 +128,7 @@ class Config:
     events: tuple[EventRule, ...]
     targets: tuple[TargetSettings, ...]
     health: HealthSettings
+    connect: ConnectSettings | None = None
 
     def target(self, name: str) -> TargetSettings:
         for t in self.targets:
@@ -536,9 +546,10 @@ def load(path: str | os.PathLike) -> Config:
 
 def parse(raw: dict, *, file: str = "agent.toml", base: Path | None = None) -> Config:
     base = base or Path.cwd()
-    unknown = sorted(set(raw) - {"agent", "source", "events", "targets", "health"})
+    unknown = sorted(set(raw) - {"agent", "source", "events", "targets", "health", "connect"})
     if unknown:
-        raise ConfigError(file, unknown[0], "unknown section (allowed: agent, source, events, targets, health)")
+        raise ConfigError(file, unknown[0], "unknown section (allowed: agent, source, events, targets, health, "
+                                            "connect)")
     if "agent" not in raw:
         raise ConfigError(file, "agent", "required table [agent] is missing")
     agent = _agent(file, raw["agent"], base)
@@ -565,4 +576,25 @@ def parse(raw: dict, *, file: str = "agent.toml", base: Path | None = None) -> C
         if n in names[:i]:
             raise ConfigError(file, f"targets[{i}].name", f"target name {n!r} is used twice")
     health = _health(file, raw.get("health", {}))
-    return Config(path=Path(file), agent=agent, source=source, events=rules, targets=targets, health=health)
+    connect = _connect(file, raw["connect"], agent.name) if "connect" in raw else None
+    return Config(path=Path(file), agent=agent, source=source, events=rules, targets=targets, health=health,
+                  connect=connect)
+
+
+def _connect(file: str, raw: Any, agent_name: str) -> ConnectSettings:
+    r = _Reader(file, "connect", raw, {"url", "name", "options", "secrets"})
+    url = _url(r, "url", ("http", "https"))
+    name = r.get("name", str, agent_name)
+    if not re.fullmatch(r"[A-Za-z0-9._-]+", name):
+        raise r.fail("name", f"must be a connector name of letters, digits, '.', '_', '-', got {name!r}")
+    options = _str_table(r, "options", {}) if r.has("options") else {}
+    for k, v in options.items():
+        # the config goes to Connect's REST API and is shown by GET: a secret must be a config-provider reference
+        if re.search(r"(?i)password|secret", k) and not re.fullmatch(r"\$\{[a-z]+:[^}]+\}", v):
+            raise r.fail(f"options.{k}", "must be a Connect config-provider reference like ${env:NAME} or "
+                                         "${file:/path:NAME}, never the secret itself")
+    secrets_ = r.get("secrets", str, "env")
+    if secrets_ != "env" and not (secrets_.startswith("file:/") and len(secrets_) > 6):
+        raise r.fail("secrets", f'must be "env" (Kafka\'s EnvVarConfigProvider) or "file:/path" (a properties '
+                                f"file on the Connect workers, FileConfigProvider), got {secrets_!r}")
+    return ConnectSettings(url=url, name=name, options=options, secrets=secrets_)
