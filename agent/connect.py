@@ -96,7 +96,7 @@ def plan(cfg: Config, *, has_checkpoint: bool = False) -> tuple[dict[str, str], 
                   "database.include.list": _include_list(sorted({t.split(".", 1)[0] for t in cfg.source.tables})),
                   "schema.history.internal.kafka.topic": f"{cfg.agent.name}.schema-history",
                   "include.schema.changes": "false"})
-    if cfg.source.heartbeat_seconds:
+    if kind == "postgres" and cfg.source.heartbeat_seconds:
         c["heartbeat.interval.ms"] = str(int(cfg.source.heartbeat_seconds * 1000))
     c["snapshot.mode"] = "no_data" if has_checkpoint else "initial"
     # what `format = "debezium"` renders: the JSON converter without schemas, decimals as strings
