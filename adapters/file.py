@@ -31,7 +31,7 @@ class FileTarget:
         """The file holds no position of its own: the spool cursor decides what comes next."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)   # events are row data: private
             self._drop_torn_tail()
         except OSError as e:
             raise TargetUnavailable(f"cannot open {self.path}: {e.strerror}") from None

@@ -1,5 +1,6 @@
 """HTTP webhook target (CONTRACT §7): one POST per batch, the body a JSON array of the events,
-`Content-Type: application/cloudevents-batch+json`; any 2xx accepts the whole batch.
+`Content-Type: application/cloudevents-batch+json` (`application/json` with `format = "debezium"`); any 2xx
+accepts the whole batch.
 
 How answers are classified (the worker retries `TargetUnavailable` with backoff, and splits a batch on
 `TargetRejected` until the rejected event is alone, which then goes to dead letters):
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     from agent.config import TargetSettings
 
 CONTENT_TYPE = "application/cloudevents-batch+json"
+PLAIN_JSON = "application/json"           # format = "debezium": a JSON array of Debezium envelopes, not CloudEvents
 BODY_EXCERPT = 300                        # characters of a rejecting response kept in the dead letter
 RETRIABLE_STATUS = {408, 425, 429}        # plus every 5xx
 ENDPOINT_STATUS = {401, 403, 404, 405, 407}   # the endpoint refuses us: retry, never dead-letter events
@@ -116,7 +118,8 @@ class HttpTarget:
         self.name = settings.name
         self.url = opts.url
         self.where = safe_url(opts.url)
-        self.headers = {**opts.headers, "Content-Type": CONTENT_TYPE}
+        self.headers = {**opts.headers,
+                        "Content-Type": CONTENT_TYPE if settings.format == "cloudevents" else PLAIN_JSON}
         self.timeout_seconds = opts.timeout_seconds
         self.key: bytes | None = None
         if opts.signing_secret is not None:
@@ -178,14 +181,17 @@ class HttpTarget:
 
 
 def _excerpt(resp: Any) -> str:
+    """The start of a response body for a message: only a window of it is decoded and redacted (a body
+    can be megabytes), and the cut comes after redaction, so it cannot leave half of a secret behind."""
     try:
-        text = resp.text
-    except Exception:   # undecodable body: the status says enough
+        raw = resp.content[:BODY_EXCERPT * 4 + 1024]
+        text = raw.decode(resp.encoding or "utf-8", errors="replace")
+    except Exception:   # unreadable body or unknown charset: the status says enough
         return ""
-    text = " ".join(text.split())
-    if len(text) > BODY_EXCERPT:
+    text = redact(" ".join(text.split()))
+    if len(text) > BODY_EXCERPT or len(raw) < len(resp.content):
         text = text[:BODY_EXCERPT] + "…"
-    return redact(text)
+    return text
 
 
 KIND = TargetKind(options=HttpOptions, target=HttpTarget, batch_size=100)   # request bodies stay modest

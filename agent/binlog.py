@@ -649,6 +649,10 @@ class Heartbeat(Event):
     __slots__ = ("filename",)
 
 
+class XaPrepare(Event):
+    __slots__ = ("one_phase",)        # XA COMMIT ... ONE PHASE (MySQL): the transaction commits here
+
+
 class Other(Event):
     __slots__ = ()
 
@@ -772,6 +776,10 @@ class BinlogParser:
         if etype in (HEARTBEAT, HEARTBEAT_V2):
             e = _fill(Heartbeat(), h)
             e.filename = ev[19:end].decode("utf-8", "replace") if etype == HEARTBEAT else None
+            return e
+        if etype == XA_PREPARE:
+            e = _fill(XaPrepare(), h)
+            e.one_phase = bool(ev[19])
             return e
         if etype == INCIDENT:
             # the server marks a gap in its own log (e.g. LOST_EVENTS): what follows misses changes

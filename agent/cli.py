@@ -12,6 +12,7 @@ import threading
 
 import orjson
 
+from . import __version__
 from . import config as config_mod
 from . import logs
 from .errors import CdcError, ConfigError
@@ -27,6 +28,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="cdc-agent", description="Change-data-capture agent: database changes to domain events.")
+    p.add_argument("--version", action="version", version=f"cdc-agent {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def cmd(name, help_):

@@ -155,14 +155,15 @@ class ColumnTypes:
         schema, _, name = table.partition(".")
         if self.cfg.source.kind == "postgres":
             import psycopg
-            from .sources.postgres import _conninfo
-            with psycopg.connect(_conninfo(self.cfg), autocommit=True) as conn:
+            from .sources.postgres.common import conninfo
+            with psycopg.connect(conninfo(self.cfg), autocommit=True) as conn:
                 rows = conn.execute(PG_CATALOG_SQL, (schema, name)).fetchall()
                 db = conn.execute("SELECT current_database()").fetchone()[0]
             return {"db": db}, {r[0]: encoding_pg(r[1], r[2], r[3]) for r in rows}
         if self.cfg.source.kind == "mysql":
             from .myvalues import load_logical_types
-            from .sources.mysql import _query, control_connection, parse_dsn
+            from .sources.mysql.common import control_connection, parse_dsn
+            from .sources.mysql.common import run_query as _query
             conn = control_connection(parse_dsn(self.cfg.source.dsn))
             try:
                 rows = _query(conn, MY_CATALOG_SQL, (schema, name))

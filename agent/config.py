@@ -18,7 +18,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import adapters
 
@@ -30,6 +30,7 @@ from .sources.trigger.dsn import parse_dsn
 NAME_RE = re.compile(r"^[a-z0-9_-]+$")
 ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 OPS = ("insert", "update", "delete")
+PRIORITIES = ("high", "normal", "low")
 SOURCE_KINDS = ("postgres", "mysql", "trigger")
 TARGET_FORMATS = ("cloudevents", "debezium")
 MAX_BATCH_SIZE = 100_000                     # events per target batch; far above any useful size
@@ -76,6 +77,8 @@ class EventRule:
     key: tuple[str, ...] | None = None
     fields: tuple[tuple[str, str], ...] | None = None          # (output name, column)
     values: dict[str, dict[str, str]] = field(default_factory=dict)  # column -> raw code -> canonical
+    priority: str = "normal"                 # "high" | "normal" | "low": orders dead letters and alerts
+    sla_ms: int | None = None                # p95 commit-to-delivery above this degrades health
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,12 @@ class HealthSettings:
 
 
 @dataclass(frozen=True)
+class AlertSettings:
+    rules: tuple = ()                        # agent.alerts.AlertRule
+    external_url: str = ""                   # generatorURL / externalURL in notifications (the dashboard)
+
+
+@dataclass(frozen=True)
 class ConnectSettings:
     """[connect] (CONTRACT §8): the same capture as a Debezium connector on Kafka Connect (agent/connect.py)."""
     url: str
@@ -128,7 +137,16 @@ class Config:
     events: tuple[EventRule, ...]
     targets: tuple[TargetSettings, ...]
     health: HealthSettings
+    alerts: AlertSettings = AlertSettings()
     connect: ConnectSettings | None = None
+
+    def priority_of(self, event_type: str) -> str:
+        """A dead letter's business priority: the highest of the rules that emit its type."""
+        found = {r.priority for r in self.events if r.type == event_type}
+        for p in PRIORITIES:
+            if p in found:
+                return p
+        return "normal"
 
     def target(self, name: str) -> TargetSettings:
         for t in self.targets:
@@ -314,7 +332,8 @@ def _source(file: str, raw: Any, agent_name: str, base: Path) -> SourceSettings:
 
 
 def _rule(file: str, i: int, raw: Any, tables: tuple[str, ...]) -> EventRule:
-    r = _Reader(file, f"events[{i}]", raw, {"type", "table", "on", "changed", "key", "fields", "values"})
+    r = _Reader(file, f"events[{i}]", raw, {"type", "table", "on", "changed", "key", "fields", "values", "priority",
+                                             "sla_ms"})
     typ = r.get("type", str)
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", typ):
         raise r.fail("type", f"must be a dotted name like customer.pricing.updated, got {typ!r}")
@@ -357,7 +376,12 @@ def _rule(file: str, i: int, raw: Any, tables: tuple[str, ...]) -> EventRule:
                 if not isinstance(canon, str):
                     raise r.fail(f"values.{col}.{code}", f"must be a string, got {_tname(canon)}")
             values[col] = dict(mapping)
-    return EventRule(type=typ, table=table, on=frozenset(on), changed=changed, key=key, fields=fields, values=values)
+    priority = r.get("priority", str, "normal")
+    if priority not in PRIORITIES:
+        raise r.fail("priority", f'must be "high", "normal" or "low", got {priority!r}')
+    sla_ms = r.positive("sla_ms", int, None)
+    return EventRule(type=typ, table=table, on=frozenset(on), changed=changed, key=key, fields=fields, values=values,
+                     priority=priority, sla_ms=sla_ms)
 
 
 _TARGET_COMMON = {f.name for f in dataclasses.fields(TargetSettings)} - {"options"}
@@ -493,7 +517,8 @@ def _url(r: _Reader, k: str, schemes: tuple[str, ...]) -> str:
         _refuse_literal_secret(r, k, written.password, "secret")
     url = r.expand(k, raw)
     p = urlsplit(url)
-    secrets.register(p.password)
+    env_keys = frozenset(qk for qk, qv in parse_qsl(written.query, keep_blank_values=True) if ENV_RE.search(qv))
+    secrets.register_url(url, env_keys)
     allowed = " or ".join(f"{s}://" for s in schemes)
     if p.scheme not in schemes or not p.hostname:
         raise r.fail(k, f"must be {_article_for(allowed)} {allowed} URL with a host, got {secrets.redact(url)!r}")
@@ -527,6 +552,38 @@ def _health(file: str, raw: Any) -> HealthSettings:
     )
 
 
+def _alerts(file: str, raw: Any, health: HealthSettings) -> AlertSettings:
+    from .alerts import AlertRule, AlertSyntaxError, parse_when
+
+    if not isinstance(raw, list):
+        raise ConfigError(file, "alerts", "must be an array of tables: write [[alerts]]")
+    rules = []
+    for i, item in enumerate(raw):
+        r = _Reader(file, f"alerts[{i}]", item, {"name", "when", "for_seconds", "webhook", "severity", "summary"})
+        name = r.get("name", str)
+        if not NAME_RE.match(name):
+            raise r.fail("name", f"must match [a-z0-9_-]+, got {name!r}")
+        if name in {x.name for x in rules}:
+            raise r.fail("name", f"alert name {name!r} is used twice")
+        when = r.get("when", str)
+        try:
+            path, op, threshold = parse_when(when)
+        except AlertSyntaxError as e:
+            raise r.fail("when", str(e)) from None
+        webhook = r.get("webhook", str)
+        secrets.register_url(webhook)
+        if not re.match(r"^https?://[^/\s]+", webhook):
+            raise r.fail("webhook", f"must be an http:// or https:// URL, got {secrets.redact(webhook)!r}")
+        severity = r.get("severity", str, "warning")
+        if not re.fullmatch(r"[a-z][a-z0-9_-]{0,31}", severity):
+            raise r.fail("severity", f"must be a short lower-case label like warning or critical, got {severity!r}")
+        rules.append(AlertRule(name=name, when=when, path=path, op=op, threshold=threshold, webhook=webhook,
+                               for_seconds=r.positive("for_seconds", float, 0.0, zero_ok=True), severity=severity,
+                               summary=r.get("summary", str, "")))
+    url = f"http://{health.listen}/" if health.listen else ""
+    return AlertSettings(rules=tuple(rules), external_url=url)
+
+
 def load(path: str | os.PathLike) -> Config:
     """Read and validate a config file. Raises ConfigError with file, key path and problem."""
     p = Path(path)
@@ -546,10 +603,10 @@ def load(path: str | os.PathLike) -> Config:
 
 def parse(raw: dict, *, file: str = "agent.toml", base: Path | None = None) -> Config:
     base = base or Path.cwd()
-    unknown = sorted(set(raw) - {"agent", "source", "events", "targets", "health", "connect"})
+    unknown = sorted(set(raw) - {"agent", "source", "events", "targets", "health", "alerts", "connect"})
     if unknown:
         raise ConfigError(file, unknown[0], "unknown section (allowed: agent, source, events, targets, health, "
-                                            "connect)")
+                                            "alerts, connect)")
     if "agent" not in raw:
         raise ConfigError(file, "agent", "required table [agent] is missing")
     agent = _agent(file, raw["agent"], base)
@@ -576,9 +633,10 @@ def parse(raw: dict, *, file: str = "agent.toml", base: Path | None = None) -> C
         if n in names[:i]:
             raise ConfigError(file, f"targets[{i}].name", f"target name {n!r} is used twice")
     health = _health(file, raw.get("health", {}))
+    alerts = _alerts(file, raw.get("alerts", []), health)
     connect = _connect(file, raw["connect"], agent.name) if "connect" in raw else None
     return Config(path=Path(file), agent=agent, source=source, events=rules, targets=targets, health=health,
-                  connect=connect)
+                  alerts=alerts, connect=connect)
 
 
 def _connect(file: str, raw: Any, agent_name: str) -> ConnectSettings:

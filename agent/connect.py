@@ -65,7 +65,7 @@ def _endpoint(cfg: Config) -> dict[str, str]:
         p = conninfo_to_dict(cfg.source.dsn)
         return {"database.hostname": str(p.get("host", "localhost")), "database.port": str(p.get("port", 5432)),
                 "database.user": str(p.get("user", "postgres")), "database.dbname": str(p.get("dbname", ""))}
-    from .sources.mysql import parse_dsn
+    from .sources.mysql.common import parse_dsn
     d = parse_dsn(cfg.source.dsn, str(cfg.path))
     return {"database.hostname": d.host, "database.port": str(d.port), "database.user": d.user}
 
@@ -152,7 +152,7 @@ def offset_from_checkpoint(cfg: Config, checkpoint: str) -> dict:
         lsn = int(checkpoint, 16)
         # lsn_proc/lsn_commit at the checkpoint: Debezium skips what lies at or before it
         return {"lsn_proc": lsn, "lsn_commit": lsn, "lsn": lsn, "ts_usec": time.time_ns() // 1000}
-    from .sources.mysql import parse_checkpoint
+    from .sources.mysql.common import parse_checkpoint
     cp = parse_checkpoint(checkpoint)
     return {"file": cp["file"], "pos": int(cp["pos"])}
 
@@ -167,7 +167,7 @@ def checkpoint_from_offset(cfg: Config, offset: dict) -> str:
         return f"{lsn:016X}"
     if "file" not in offset or "pos" not in offset:
         raise ConnectError(f"the connector's offset has no binlog file and position: {json.dumps(offset)}")
-    from .sources.mysql import format_checkpoint
+    from .sources.mysql.common import format_checkpoint
     return format_checkpoint(None, offset["file"], int(offset["pos"]))
 
 

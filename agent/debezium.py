@@ -14,6 +14,7 @@ import re
 import time
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, Callable
+from urllib.parse import unquote
 
 import orjson
 
@@ -230,6 +231,7 @@ def render(body: bytes, source_kind: str, columns=None, now_us: int | None = Non
     ev = rawjson.loads_exact(body)              # numbers keep their digits (json values)
     data = ev["data"]
     _, _, qualified = ev["source"].rpartition("/")
+    qualified = unquote(qualified)              # the source percent-encodes awkward table names
     schema, _, table = qualified.partition(".")
     before, after = data.get("before"), data.get("after")
     encodings: dict[str, str] = {}

@@ -100,8 +100,8 @@ class DeliveryProcess:
                 live = self.monitor.target(name)
                 live.state, live.last_error, live.failed = fields
             elif kind == "delivered":
-                _, name, latencies = msg
-                self.monitor.delivered_latencies(name, latencies)
+                _, name, latencies, types = msg
+                self.monitor.delivered_latencies(name, latencies, types)
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -134,7 +134,7 @@ def _child_main(cfg: Config, secret_values: list[str], stop_event, wake_event, r
     logs.setup(cfg.agent.log_format, cfg.agent.log_level)
     tune_gc()
     monitor = Monitor(cfg.agent.name, cfg.source.kind)
-    monitor.observers.append(lambda name, latencies: reports.put(("delivered", name, latencies)))
+    monitor.observers.append(lambda name, latencies, types: reports.put(("delivered", name, latencies, types)))
     stop = threading.Event()
     workers = [TargetWorker(cfg, t, monitor, stop) for t in cfg.targets]
     for w in workers:

@@ -51,9 +51,9 @@ def dlq_command(cfg: Config, args) -> int:
         spool = Spool(cfg.agent.state_dir)
     try:
         if action == "list":
-            return _list(spool, as_json=getattr(args, "json", False))
+            return _list(cfg, spool, as_json=getattr(args, "json", False))
         if action == "show":
-            return _show(spool, dl_id)
+            return _show(cfg, spool, dl_id)
         if action == "drop":
             return _drop(spool, dl_id)
         return _retry(cfg, spool, dl_id)
@@ -80,23 +80,27 @@ def _subject(d: DeadLetter) -> str:
     return ""
 
 
-def _row(d: DeadLetter) -> dict:
-    return {"id": d.dl_id, "target": d.target or "mapping", "event_id": d.event_id, "type": d.type,
-            "subject": _subject(d), "position": d.position, "reason": redact(d.reason), "retries": d.retries,
-            "time": _when(d.created_at)}
+def _row(d: DeadLetter, cfg: Config) -> dict:
+    return {"id": d.dl_id, "priority": cfg.priority_of(d.type), "target": d.target or "mapping",
+            "event_id": d.event_id, "type": d.type, "subject": _subject(d), "position": d.position,
+            "reason": redact(d.reason), "retries": d.retries, "time": _when(d.created_at)}
 
 
-def _list(spool: Spool, as_json: bool = False) -> int:
-    letters = spool.dead_letters()
+_PRIORITY_ORDER = {"high": 0, "normal": 1, "low": 2}
+
+
+def _list(cfg: Config, spool: Spool, as_json: bool = False) -> int:
+    """High-priority dead letters first (the business exception queue), then by arrival."""
+    letters = sorted(spool.dead_letters(), key=lambda d: (_PRIORITY_ORDER[cfg.priority_of(d.type)], d.dl_id))
     if as_json:
         for d in letters:
-            print(orjson.dumps(_row(d)).decode())
+            print(orjson.dumps(_row(d, cfg)).decode())
         return 0
     if not letters:
         print("no dead letters")
         return 0
-    rows = [_row(d) for d in letters]
-    cols = [("ID", "id"), ("TARGET", "target"), ("EVENT ID", "event_id"), ("TYPE", "type"), ("SUBJECT", "subject"),
+    rows = [_row(d, cfg) for d in letters]
+    cols = [("ID", "id"), ("PRIORITY", "priority"), ("TARGET", "target"), ("EVENT ID", "event_id"), ("TYPE", "type"), ("SUBJECT", "subject"),
             ("RETRIES", "retries"), ("TIME", "time")]
     width = {k: max(len(h), *(len(str(r[k] if r[k] is not None else "-")) for r in rows)) for h, k in cols}
     print("  ".join(h.ljust(width[k]) for h, k in cols) + "  REASON")
@@ -116,14 +120,21 @@ def _get(spool: Spool, dl_id: int) -> DeadLetter | None:
     return d
 
 
-def _show(spool: Spool, dl_id: int) -> int:
+def _show(cfg: Config, spool: Spool, dl_id: int) -> int:
     d = _get(spool, dl_id)
     if d is None:
         return 1
-    r = _row(d)
-    for k in ("id", "target", "event_id", "type", "subject", "position", "retries", "time"):
+    r = _row(d, cfg)
+    for k in ("id", "priority", "target", "event_id", "type", "subject", "position", "retries", "time"):
         print(f"{k + ':':<10} {r[k] if r[k] is not None else '-'}")
     print(f"{'reason:':<10} {r['reason']}")
+    if d.event_id:
+        from .dashboard import event_trace
+        trace = event_trace(spool, cfg, d.event_id)
+        if trace:                  # the same event at every target (also on the dashboard: GET /events/ID)
+            print("targets:")
+            for name, t in trace["targets"].items():
+                print(f"  {name}: {t['state']}" + (f" ({redact(t['reason'])})" if t.get("reason") else ""))
     raw, label = (d.body, "event") if d.body else (d.change, "change (mapped again on retry)")
     if raw:
         try:

@@ -7,11 +7,16 @@ always say the same thing.
 from __future__ import annotations
 
 import logging
+import re
+import socket
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import orjson
 
+from . import dashboard
+from .alerts import AlertBook, AlertNotifier
 from .config import Config
 from .errors import CdcError
 from .monitor import Monitor
@@ -76,23 +81,95 @@ def health_report(cfg: Config, monitor: Monitor | None, spool: Spool) -> dict:
     for name in stale:
         reasons.append(f"the spool keeps a cursor for target {name}, which is not in the config (it no longer "
                        f"holds back pruning); if it is gone for good: cdc-agent targets forget {name} -c {cfg.path}")
+    event_types = _event_types(cfg, monitor, reasons)
+    by_priority = _dead_letters_by_priority(cfg, spool)
     if status == "ok" and reasons:
         status = "degraded"
-    return {"status": status, "agent": cfg.agent.name, "source": source, "targets": targets,
-            "stale_targets": stale,
-            "dead_letters": spool.count_dead_letters(), "unmapped_dead_letters": spool.count_unmapped(),
-            "reasons": reasons}
+    report = {"status": status, "agent": cfg.agent.name, "source": source, "targets": targets,
+              "stale_targets": stale, "dead_letters": spool.count_dead_letters(), "unmapped_dead_letters": spool.count_unmapped(),
+              "dead_letters_by_priority": by_priority, "event_types": event_types, "reasons": reasons}
+    if monitor is not None and monitor.alerts is not None:
+        report["alerts"] = monitor.alerts.firing()
+    return report
+
+
+def _event_types(cfg: Config, monitor: Monitor | None, reasons: list[str]) -> dict:
+    """Per event type: p95 commit-to-delivery latency over the last 5 minutes (any target), its `sla_ms` and
+    priority. A type over its SLA degrades health with the reason."""
+    sla: dict[str, int] = {}
+    for r in cfg.events:
+        if r.sla_ms is not None:
+            sla[r.type] = min(r.sla_ms, sla.get(r.type, r.sla_ms))
+    seen = monitor.tracker.type_p95() if monitor else {}
+    out = {}
+    for t in sorted(set(sla) | set(seen)):
+        p95, n = seen.get(t, (None, 0))
+        p95_ms = None if p95 is None else round(p95 * 1000, 1)
+        out[t] = {"p95_ms": p95_ms, "sla_ms": sla.get(t), "events": n, "priority": cfg.priority_of(t)}
+        if t in sla and p95_ms is not None and p95_ms > sla[t]:
+            reasons.append(f"event type {t}: p95 commit-to-delivery latency {p95_ms:g} ms is over its "
+                           f"sla_ms {sla[t]}")
+    return out
+
+
+def _dead_letters_by_priority(cfg: Config, spool: Spool) -> dict[str, int]:
+    out = {"high": 0, "normal": 0, "low": 0}
+    for typ, n in spool.db.execute("SELECT type, count(*) FROM dead_letters GROUP BY type"):
+        out[cfg.priority_of(typ)] += n
+    return out
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        """A client that goes away mid-answer is normal; anything else is a bug, logged (one line, with
+        the exception) instead of socketserver's traceback on stderr."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            return
+        log.error("health endpoint: unexpected error answering %s: %r", client_address[0], exc, exc_info=exc)
 
 
 class HealthServer:
-    def __init__(self, cfg: Config, monitor: Monitor):
+    IDLE_SECONDS = 10.0       # a connection that sends nothing for this long is closed
+
+    def __init__(self, cfg: Config, monitor: Monitor, idle_seconds: float | None = None):
         self.cfg, self.monitor = cfg, monitor
         self.lock = threading.Lock()
         self.spool: Spool | None = None
         server = self
+        idle = idle_seconds or self.IDLE_SECONDS
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 (http.server naming)
+            timeout = idle                      # socket timeout: a silent client cannot hold a thread
+            server_version = "cdc-agent"        # never BaseHTTP/0.6 Python/3.x
+            sys_version = ""
+            default_request_version = "HTTP/1.0"    # a garbled request line still gets a status line
+            error_message_format = "%(code)d %(message)s\n"
+            error_content_type = "text/plain; charset=utf-8"
+
+            def version_string(self):
+                return self.server_version
+
+            def handle(self):
+                # a client trickling one byte now and then defeats the socket timeout: every connection
+                # also has a deadline, after which its socket is shut down (the read returns, the thread ends)
+                deadline = threading.Timer(3 * idle, self._expire)
+                deadline.daemon = True
+                deadline.start()
+                try:
+                    super().handle()
+                finally:
+                    deadline.cancel()
+
+            def _expire(self):
+                try:
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+            def do_GET(self, head: bool = False):  # noqa: N802 (http.server naming)
                 try:
                     code, ctype, body = server.respond(self.path)
                 except Exception as e:  # the endpoint must answer, whatever broke
@@ -102,24 +179,50 @@ class HealthServer:
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
+                if not head:
+                    self.wfile.write(body)
+
+            def do_HEAD(self):  # noqa: N802
+                self.do_GET(head=True)
+
+            def _not_allowed(self):
+                body = b'{"error": "method not allowed: use GET"}'
+                self.send_response(405)
+                self.send_header("Allow", "GET, HEAD")
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Connection", "close")
+                self.end_headers()
                 self.wfile.write(body)
+
+            do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = _not_allowed  # noqa: N815
 
             def log_message(self, *args):  # request lines are noise in the agent's log
                 pass
 
         host, port = cfg.health.host_port
         try:
-            self.httpd = ThreadingHTTPServer((host, port), Handler)
+            self.httpd = _Server((host, port), Handler)
         except OSError as e:
             raise CdcError(f"health endpoint cannot listen on {cfg.health.listen}: {e.strerror or e} "
                            f"(set [health] listen to a free host:port, or \"off\")") from None
-        self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, name="health", daemon=True)
+        # the dashboard's history and the alert rules run beside the endpoint, reading the same report
+        book = AlertBook(cfg.alerts.rules, cfg.agent.name) if cfg.alerts.rules else None
+        monitor.alerts = book
+        notifier = AlertNotifier(cfg.agent.name, cfg.alerts.external_url) if book else None
+        self.observer: dashboard.Observer | None = dashboard.Observer(monitor, self._observed_report, book, notifier)
 
     def respond(self, path: str) -> tuple[int, str, bytes]:
         path = path.split("?", 1)[0]
-        if path not in ("/health", "/", "/metrics"):
-            return 404, "application/json", b'{"error": "not found: try /health or /metrics"}'
+        if path == "/":
+            return 200, "text/html; charset=utf-8", dashboard.page()
+        if path == "/dashboard.json" and self.observer is not None:
+            return 200, "application/json", orjson.dumps(self.observer.dashboard_json())
+        if path.startswith("/events/"):
+            return self._event(path[len("/events/"):])
+        if path not in ("/health", "/metrics"):
+            return 404, "application/json", b'{"error": "not found: try /, /health or /metrics"}'
         # one spool connection for all requests (each request has its own thread), used one at a time
         with self.lock:
             if self.spool is None:
@@ -131,11 +234,34 @@ class HealthServer:
             report = health_report(self.cfg, self.monitor, self.spool)
         return (503 if report["status"] == "failing" else 200), "application/json", orjson.dumps(report)
 
+    def _event(self, event_id: str) -> tuple[int, str, bytes]:
+        if not re.fullmatch(r"[0-9a-fA-F]{8,64}", event_id):
+            return 400, "application/json", b'{"error": "an event id is 8 to 64 hex digits"}'
+        with self.lock:
+            if self.spool is None:
+                self.spool = Spool(self.cfg.agent.state_dir)
+            trace = dashboard.event_trace(self.spool, self.cfg, event_id.lower())
+        if trace is None:
+            return 404, "application/json", orjson.dumps(
+                {"error": f"no event {event_id} in the spool or the dead letters (pruned after "
+                          f"{self.cfg.agent.spool_retention_seconds:g}s, or never captured)"})
+        return 200, "application/json", orjson.dumps(trace)
+
+    def _observed_report(self) -> dict:
+        with self.lock:
+            if self.spool is None:
+                self.spool = Spool(self.cfg.agent.state_dir)
+            return health_report(self.cfg, self.monitor, self.spool)
+
     def start(self) -> None:
+        if self.observer is not None:
+            self.observer.start()
         self.thread.start()
         log.info("health endpoint on http://%s/health", self.cfg.health.listen)
 
     def stop(self) -> None:
+        if self.observer is not None:
+            self.observer.stop()
         self.httpd.shutdown()
         self.httpd.server_close()
         with self.lock:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 
@@ -88,6 +89,7 @@ def _raw_json_as_text(row: dict[str, Any] | None, side: str, raw: list) -> dict[
 
 
 def _subject_part(v: Any) -> str:
+    """A key value as text (also the form `values` mappings look codes up by)."""
     if v is None:
         return ""
     if v is True:
@@ -95,6 +97,33 @@ def _subject_part(v: Any) -> str:
     if v is False:
         return "false"
     return v if isinstance(v, str) else str(v)
+
+
+SUBJECT_NULL = "\\N"        # a NULL key part
+SUBJECT_EMPTY = "\\E"       # an empty-string key part (CloudEvents refuses an empty subject)
+
+
+def subject_part(v: Any) -> str:
+    r"""One key value in the subject: never empty, and no two values give the same text, so `|` can join
+    them. A backslash and a `|` inside a value are escaped as `\\` and `\|`; NULL is `\N`, '' is `\E`."""
+    if v is None:
+        return SUBJECT_NULL
+    text = _subject_part(v)
+    if not text:
+        return SUBJECT_EMPTY
+    if "\\" in text or "|" in text:
+        text = text.replace("\\", "\\\\").replace("|", "\\|")
+    return text
+
+
+_SEGMENT_SAFE = "!$&'()*+,;=:@"      # RFC 3986 sub-delims and ":" "@"; unreserved ones are always kept
+
+
+def event_source(agent: str, table: str) -> str:
+    """`cdc-agent://<agent>/<table>`, a URI-reference whatever the table is called: characters a URI path
+    segment cannot hold (space, `/`, `%`, non-ASCII, ...) are percent-encoded as UTF-8, so
+    "public.customers" stays as it is and "public.Order Items" becomes "public.Order%20Items"."""
+    return f"cdc-agent://{agent}/{quote(table, safe=_SEGMENT_SAFE)}"
 
 
 class _CompiledRule:
@@ -119,7 +148,7 @@ class EventMapper:
         self.agent = cfg.agent.name
         self.rules: dict[str, list[_CompiledRule]] = {}
         for table in cfg.source.tables:
-            src = f"cdc-agent://{self.agent}/{table}"
+            src = event_source(self.agent, table)
             named = [r for r in cfg.events if r.table == table]
             if named:
                 self.rules[table] = [_CompiledRule(r, src) for r in named]
@@ -167,9 +196,9 @@ class EventMapper:
                 raise _Unmappable(f"key column {c!r} is not in the row of {ch.table}")
         if len(key_cols) == 1:          # the common case, without a generator and a join
             v = key[key_cols[0]]
-            subject = v if type(v) is str else _subject_part(v)
+            subject = v if type(v) is str and v and "|" not in v and "\\" not in v else subject_part(v)
         else:
-            subject = "|".join(_subject_part(key[c]) for c in key_cols)
+            subject = "|".join(subject_part(key[c]) for c in key_cols)
         before = self._project(rule, ch.before)
         after = self._project(rule, ch.after)
         if ch.op in ("update",) and changed_cols is not None:
@@ -201,12 +230,19 @@ class EventMapper:
                 if col in row and row[col] is not None:
                     raw = _subject_part(row[col])
                     if raw not in mapping:
-                        raise _Unmappable(f"column {col} has code {raw!r} with no mapping in the values of "
+                        raise _Unmappable(f"column {col} has code {_cut(repr(raw))} with no mapping in the values of "
                                           f"rule {rule.type} (known: {', '.join(sorted(mapping))})")
                     row[col] = mapping[raw]
         if rule.fields is None:
             return row
         return {out: row[col] for out, col in rule.fields if col in row}
+
+
+REASON_VALUE = 200       # characters of a row value quoted in a dead-letter reason (the raw change has it all)
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= REASON_VALUE else text[:REASON_VALUE] + "…"
 
 
 def _changed_columns(ch: RowChange) -> set[str] | None:

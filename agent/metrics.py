@@ -84,6 +84,32 @@ class _Collector:
                 buckets, total, _count = mon.histogram(name).snapshot()
                 h.add_metric([agent, name], buckets, total)
             yield h
+            yield from self._event_types(agent)
+            alerts = GaugeMetricFamily(P + "alert_firing", "1 while an [[alerts]] rule fires.",
+                                       labels=["agent", "alert", "severity"])
+            firing = {a["name"] for a in mon.alerts.firing()} if mon.alerts is not None else set()
+            for r in cfg.alerts.rules:
+                alerts.add_metric([agent, r.name, r.severity], 1 if r.name in firing else 0)
+            yield alerts
+
+    def _event_types(self, agent: str):
+        """Per event type: p95 commit-to-delivery latency over the last 5 minutes, and its `sla_ms` (so a
+        Prometheus rule can compare the two: docs/prometheus-rules.yml)."""
+        p95 = GaugeMetricFamily(P + "event_type_latency_p95_seconds", "p95 commit-to-delivery latency of an event "
+                                "type over the last 5 minutes (all targets).", labels=["agent", "type"])
+        sla = GaugeMetricFamily(P + "event_type_sla_seconds", "The event type's sla_ms, in seconds.",
+                                labels=["agent", "type"])
+        for typ, (value, _n) in sorted(self.monitor.tracker.type_p95().items()):
+            if value is not None:
+                p95.add_metric([agent, typ], value)
+        seen: set[str] = set()
+        for r in self.cfg.events:
+            if r.sla_ms is not None and r.type not in seen:
+                seen.add(r.type)
+                sla.add_metric([agent, r.type], min(x.sla_ms for x in self.cfg.events
+                                                    if x.type == r.type and x.sla_ms is not None) / 1000)
+        yield p95
+        yield sla
 
 
 def render_metrics(cfg: Config, monitor: Monitor | None, spool: Spool) -> bytes:

@@ -8,8 +8,10 @@ import bisect
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from .changes import SourceStatus
+from .history import LatencyTracker
 
 # commit-to-delivery latency buckets (seconds): sub-second when caught up, minutes to hours in an outage
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
@@ -63,7 +65,7 @@ class Monitor:
     started_at: float = field(default_factory=time.time)
     source_error: str | None = None
     source_fatal: bool = False
-    backpressure: bool = False
+    paused_since: float | None = None   # capture paused by backpressure since (epoch seconds)
     capture_error: str | None = None  # why capture is stopped: a spool write error (retried), or a bug
     capture_stopped: bool = False     # a bug stopped capture until a restart
     captured: int = 0                 # row changes read from the source since start
@@ -71,7 +73,18 @@ class Monitor:
     targets: dict[str, TargetLive] = field(default_factory=dict)
     latency: dict[str, LatencyHistogram] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
-    observers: list = field(default_factory=list)   # callables(target, latencies) after each delivery
+    observers: list = field(default_factory=list)   # callables(target, latencies, types) after each delivery
+    tracker: LatencyTracker = field(default_factory=LatencyTracker)   # dashboard charts and SLAs
+    alerts: Any = None                # agent.alerts.AlertBook while alert rules are evaluated
+
+    @property
+    def backpressure(self) -> bool:
+        return self.paused_since is not None
+
+    @backpressure.setter
+    def backpressure(self, paused: bool) -> None:
+        if paused != self.backpressure:
+            self.paused_since = time.time() if paused else None
 
     def source_status(self) -> SourceStatus:
         fn = self.source_status_fn
@@ -83,6 +96,11 @@ class Monitor:
             return SourceStatus(connected=False, error=f"status unavailable: {e}")
         if self.source_error and not st.connected:
             st.error = st.error or self.source_error
+        paused = self.paused_since
+        if paused is not None and st.connected:
+            # while paused the source reads nothing, so it cannot see what waits; whatever was committed since
+            # the pause waits at least that long: count lag from the pause (an upper bound, documented)
+            st.lag_seconds = max(st.lag_seconds or 0.0, round(time.time() - paused, 3))
         return st
 
     def target(self, name: str) -> TargetLive:
@@ -98,13 +116,15 @@ class Monitor:
 
     def delivered(self, name: str, events) -> None:
         now = time.time()
-        self.delivered_latencies(name, [now - e.commit_ts for e in events])
+        self.delivered_latencies(name, [now - e.commit_ts for e in events], [e.type for e in events])
 
-    def delivered_latencies(self, name: str, latencies: list[float]) -> None:
-        """A batch was delivered; `latencies` are its events' commit-to-delivery times in seconds."""
+    def delivered_latencies(self, name: str, latencies: list[float], types: list[str] | None = None) -> None:
+        """A batch was delivered; `latencies` are its events' commit-to-delivery times in seconds, `types`
+        their event types (same order)."""
         t = self.target(name)
         t.state, t.last_error = "ok", None
         if latencies:
             self.histogram(name).observe_many(latencies)
+            self.tracker.observe(name, latencies, types)
         for obs in self.observers:
-            obs(name, latencies)
+            obs(name, latencies, types)

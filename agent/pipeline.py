@@ -1,7 +1,8 @@
 """Wires a source, the mapper, the spool and the targets, and owns every checkpoint.
 
 The order that keeps data safe:
-  capture:  source.read → map → spool.append(events + checkpoint, one transaction) → source.confirm
+  capture:  source.poll → CaptureCore.read (batches, checkpoints) → map → spool.append(events + checkpoint,
+            one transaction) → source.confirm
   delivery: spool.fetch → target.send → target confirms → spool.advance(cursor)
 Each target runs in its own thread with its own cursor, so a slow or broken target holds back nothing but
 itself; the spool absorbs its backlog up to `agent.spool_max_events`, then capture pauses (backpressure)
@@ -16,6 +17,7 @@ import os
 import threading
 import time
 
+from .capture import CaptureCore
 from .config import Config
 from .delivery import DeliveryProcess
 from .errors import CdcError, SourceError, SourceFatal, SpoolError
@@ -24,6 +26,7 @@ from .monitor import Monitor
 from .secrets import redact, registered
 from .sources import capture_admin, open_source
 from .spool import Spool
+from .statefiles import private_state_dir
 from .worker import DRAIN_SECONDS, TargetWorker
 
 log = logging.getLogger("cdc_agent")
@@ -53,6 +56,7 @@ class Agent:
         else:
             self.workers = [TargetWorker(cfg, t, self.monitor, stop) for t in cfg.targets]
         self.source = None
+        self.capture: CaptureCore | None = None
         self._setup_done = False
         # a batch read from the source that the spool has not accepted yet (a full disk): kept, appended
         # again until it goes in, and only then is the source confirmed
@@ -81,6 +85,7 @@ class Agent:
                     continue
                 try:
                     if self._backpressure():
+                        self._keep_source_alive()
                         self.stop.wait(0.5)
                         continue
                     try:
@@ -165,12 +170,13 @@ class Agent:
                 pass
             raise
         self.source = source
+        self.capture = CaptureCore(source)
         self.monitor.source_status_fn = source.status
         self.monitor.source_error, self.monitor.source_fatal = None, False
         log.info("source %s connected, resuming after %s", self.cfg.source.kind, checkpoint or "the start of capture")
 
     def _capture_once(self) -> None:
-        batch = self.source.read(self.cfg.source.batch_size, READ_WAIT_SECONDS)
+        batch = self.capture.read(self.cfg.source.batch_size, READ_WAIT_SECONDS)
         if not batch.changes and batch.checkpoint is None:
             return
         events, failures = self.mapper.map(batch.changes)
@@ -201,6 +207,7 @@ class Agent:
         self.monitor.capture_error = msg
         delay = min(10.0, 0.5 * 2 ** min(failures - 1, 5))
         log.warning("spool write failed (attempt %d); trying again in %.1fs", failures, delay)
+        self._keep_source_alive()             # the batch waits in memory: the connection must outlive it
         self.stop.wait(delay)
 
     def _capture_bug(self, e: Exception) -> None:
@@ -220,6 +227,15 @@ class Agent:
             return self.spool.checkpoint()
         except SpoolError:
             return "(spool unreadable)"
+
+    def _keep_source_alive(self) -> None:
+        """Paused by backpressure: the source's connection must outlive the pause (wal_sender_timeout)."""
+        if self.capture is None:
+            return
+        try:
+            self.capture.keepalive()
+        except SourceError as e:
+            self._source_failed(e, 1)
 
     def _wake_targets(self) -> None:
         for w in self.workers:
@@ -245,14 +261,14 @@ class Agent:
                 self.source.close()
             except Exception:
                 pass
-            self.source = None
+            self.source = self.capture = None
 
 
 def _lock_state_dir(cfg: Config) -> int:
     """One running agent per state_dir: two would capture the same slot and deliver the same spool twice.
     The lock is released by the kernel when the process ends, however it ends."""
     path = cfg.agent.state_dir / "agent.lock"
-    cfg.agent.state_dir.mkdir(parents=True, exist_ok=True)
+    private_state_dir(cfg.agent.state_dir)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -25,6 +25,7 @@ from .errors import SpoolError
 from .interfaces import SpooledEvent
 from .mapping import MappedEvent, MappingFailure
 from .shipped import shipped
+from .statefiles import create_private_file, private_state_dir
 
 MIGRATIONS = shipped("migrations/state")
 
@@ -78,7 +79,8 @@ class Spool:
                 self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30,
                                           check_same_thread=False, isolation_level=None)
             else:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
+                private_state_dir(self.path.parent)
+                create_private_file(self.path)
                 self.db = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
                 self.db.execute("PRAGMA journal_mode=WAL")
                 self.db.execute("PRAGMA synchronous=FULL")

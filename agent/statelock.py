@@ -13,12 +13,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from .statefiles import private_state_dir
+
 
 @contextmanager
 def unless_agent_runs(state_dir: Path) -> Iterator[str | None]:
     """Yields None while holding the agent's locks, or the pid (as text) of the agent that holds them."""
     state_dir = Path(state_dir)
-    state_dir.mkdir(parents=True, exist_ok=True)
+    private_state_dir(state_dir)
     fds: list[int] = []
     try:
         for name in ("agent.lock", "delivery.lock"):

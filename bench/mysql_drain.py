@@ -70,14 +70,16 @@ def mariadb_binlog_seconds(server: MariaDbServer, first_file: str, start_pos: in
 
 def source_seconds(cfg_path, checkpoint: str, rows: int) -> tuple[float, int]:
     from agent import config
+    from agent.capture import CaptureCore
     from agent.sources.mysql import MysqlSource
     src = MysqlSource(config.load(cfg_path))
+    core = CaptureCore(src)
     t0 = time.perf_counter()
     src.start(checkpoint)
     n = 0
     try:
         while n < rows:
-            n += len(src.read(5000, 1.0).changes)
+            n += len(core.read(5000, 1.0).changes)
     finally:
         src.close()
     return time.perf_counter() - t0, n

@@ -12,7 +12,7 @@ table, 10k-row transactions) are written; each mode then drains its own copy of 
   sql_fetch_raw         the same rows fetched through psycopg (server-side cursor), not decoded
   sql_decode            ... and decoded into RowChanges (agent/pgoutput.py + agent/pgvalues.py)
   stream_raw            START_REPLICATION through psycopg, CopyData received, not decoded
-  stream_decode         PostgresSource.read() in a loop: receive, decode, convert values, RowChanges,
+  stream_decode         CaptureCore(PostgresSource).read() in a loop: receive, decode, convert values, RowChanges,
                         confirming each checkpoint (what the agent runs)
 Figures: changes/s per mode, and each mode's rate over pg_recvlogical's.
 
@@ -108,13 +108,15 @@ def stream_raw(cfg, total_msgs_hint: int, endpos: int) -> int:
 
 
 def stream_decode(cfg, total: int, endpos: int) -> int:
+    from agent.capture import CaptureCore
     from agent.sources.postgres import PostgresSource
     src = PostgresSource(cfg)
     src.start(None)
+    core = CaptureCore(src)
     n = 0
     try:
         while True:
-            b = src.read(5000, 5.0)
+            b = core.read(5000, 5.0)
             n += len(b.changes)
             if b.checkpoint is not None:
                 src.confirm(b.checkpoint)
@@ -152,15 +154,17 @@ class _Writer:
 
 
 def latency_stream(db, cfg, samples: int) -> list[float]:
+    from agent.capture import CaptureCore
     from agent.sources.postgres import PostgresSource
     src = PostgresSource(cfg)
     src.start(None)
+    core = CaptureCore(src)
     seen = {}
     w = _Writer(db, samples)
     w.thread.start()
     try:
         while len(seen) < samples:
-            b = src.read(100, 1.0)
+            b = core.read(100, 1.0)
             now = time.perf_counter()
             for c in b.changes:
                 seen[c.after["id"]] = now
@@ -273,7 +277,7 @@ def main() -> None:
                "sql_empty_poll_ms_avg": ms(sum(empty) / max(1, len(empty)))}
         emit(lat)
         print()
-        table([("streaming (PostgresSource.read)", lat["stream_p50_ms"], lat["stream_p99_ms"], ""),
+        table([("streaming (CaptureCore.read)", lat["stream_p50_ms"], lat["stream_p99_ms"], ""),
                (f"SQL peek every {args.poll_ms:g} ms + advance", lat["sql_p50_ms"], lat["sql_p99_ms"],
                 lat["sql_empty_poll_ms_avg"])],
               ("commit → read, one row at a time", "p50 ms", "p99 ms", "one empty poll, ms"))

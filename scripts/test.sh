@@ -4,9 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages: database servers the tests start privately, and ODBC drivers for trigger capture.
+# Debian packages: database servers the tests start privately, ODBC drivers for trigger capture, the
+# browser the dashboard test drives (chromium), promtool for the shipped alerting rules (prometheus).
 need=()
-for pkg in postgresql-15 mariadb-server unixodbc odbc-postgresql odbc-mariadb; do
+for pkg in postgresql-15 mariadb-server unixodbc odbc-postgresql odbc-mariadb chromium chromium-driver prometheus; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

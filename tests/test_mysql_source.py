@@ -16,6 +16,7 @@ from agent.errors import SourceFatal, SourceUnavailable
 from agent.rawjson import RawJson
 from agent.sources.mysql import MysqlAdmin, MysqlSource, parse_checkpoint, parse_dsn
 from tests.agentproc import ROOT, AgentProcess, check_random_transactions, random_transactions, read_events, wait_for
+from tests.capturing import read
 from tests.plugins.leaks import secret
 
 
@@ -30,7 +31,7 @@ def drain(src: MysqlSource, max_changes: int = 1000, idle_reads: int = 2, wait: 
     """Read until `idle_reads` reads in a row bring nothing; returns [(changes, checkpoint)] per batch."""
     out, idle = [], 0
     while idle < idle_reads:
-        b = src.read(max_changes, wait)
+        b = read(src, max_changes, wait)
         if b.changes or b.checkpoint:
             out.append((b.changes, b.checkpoint))
         idle = 0 if b.changes else idle + 1
@@ -42,7 +43,7 @@ def started(cfg, checkpoint=None) -> tuple[MysqlSource, str]:
     src = MysqlSource(cfg)
     src.start(checkpoint)
     if checkpoint is None:
-        first = src.read(10, 0.5)
+        first = read(src, 10, 0.5)
         assert first.changes == [] and first.checkpoint
         checkpoint = first.checkpoint
     return src, checkpoint
@@ -221,7 +222,7 @@ def test_server_restart_mid_stream_resumes_without_loss_or_duplicates(make_maria
     server.restart()
     with pytest.raises(SourceUnavailable):
         for _ in range(50):
-            src.read(100, 0.2)
+            read(src, 100, 0.2)
     assert not src.status().connected
     src.close()
     for i in range(21, 41):
@@ -230,7 +231,7 @@ def test_server_restart_mid_stream_resumes_without_loss_or_duplicates(make_maria
     src2 = MysqlSource(cfg)
     src2.start(ckpt)
     try:
-        first = src2.read(1000, 1.0)
+        first = read(src2, 1000, 1.0)
         assert first.changes and min(c.position for c in first.changes) > max(spooled)
         take([(first.changes, first.checkpoint)])
         take(drain(src2))
@@ -269,6 +270,50 @@ def test_alter_table_mid_stream_keeps_names_right(mariadb_db, tmp_path):
     assert replay == want
 
 
+def test_xa_transactions_are_emitted_at_commit_and_never_after_rollback(mariadb_db, tmp_path):
+    mariadb_db.execute("CREATE TABLE t (id int PRIMARY KEY)")
+    cfg = make_config(tmp_path, mariadb_db.url, [f"{mariadb_db.name}.t"])
+    src, start = started(cfg)
+    conn = mariadb_db.connect()
+
+    def run(*statements):
+        with conn.cursor() as cur:
+            for q in statements:
+                cur.execute(q)
+
+    def ids(batches):
+        return [c.after["id"] for changes, _ in batches for c in changes]
+
+    try:
+        run("XA START 'gone'", "INSERT INTO t VALUES (1)", "XA END 'gone'", "XA PREPARE 'gone'")
+        mariadb_db.execute("INSERT INTO t VALUES (10)")  # commits while 'gone' is prepared
+        run("XA ROLLBACK 'gone'")
+        run("XA START 'kept', 'b', 7", "INSERT INTO t VALUES (2)", "INSERT INTO t VALUES (3)",
+            "XA END 'kept', 'b', 7", "XA PREPARE 'kept', 'b', 7")
+        mariadb_db.execute("INSERT INTO t VALUES (11)")
+        first = drain(src)
+        # nothing of a prepared transaction before its outcome; the checkpoint stays before 'kept'
+        assert ids(first) == [10, 11]
+        held = [ck for _, ck in first if ck][-1]
+        src.close()
+        run("XA COMMIT 'kept', 'b', 7")
+        run("XA START 'one'", "INSERT INTO t VALUES (4)", "XA END 'one'", "XA COMMIT 'one' ONE PHASE")
+    finally:
+        conn.close()
+        for row in mariadb_db.execute("XA RECOVER FORMAT='SQL'"):  # a prepared transaction outlives its
+            mariadb_db.execute(f"XA ROLLBACK {row[3]}")                # session: end it
+    # a restart from that checkpoint reads 'kept' again: its changes come once, at its commit
+    src2, _ = started(cfg, held)
+    try:
+        again = drain(src2)
+    finally:
+        src2.close()
+    assert ids(again) == [11, 2, 3, 4]
+    replayed = {c.after["id"]: c.position for changes, _ in first + again for c in changes}
+    assert replayed[11] == [c.position for c in again[0][0]][0]     # same position: the spool drops the copy
+    assert replayed[11] < replayed[2] < replayed[3] < replayed[4]    # positions in commit order
+
+
 def test_purged_binlogs_are_fatal_with_a_clear_message(make_mariadb_server, tmp_path):
     server = make_mariadb_server()
     db = server.create_database("erp")
@@ -276,7 +321,7 @@ def test_purged_binlogs_are_fatal_with_a_clear_message(make_mariadb_server, tmp_
     cfg = make_config(tmp_path, db.url, ["erp.t"])
     src, ckpt = started(cfg)
     db.execute("INSERT INTO t VALUES (1)")
-    b = src.read(10, 1.0)
+    b = read(src, 10, 1.0)
     ckpt = b.checkpoint or ckpt
     src.close()                                              # the agent is stopped...
     for i in range(2, 5):
@@ -292,7 +337,7 @@ def test_purged_binlogs_are_fatal_with_a_clear_message(make_mariadb_server, tmp_
         src2 = MysqlSource(cfg)
         with pytest.raises(SourceFatal) as err:
             src2.start(checkpoint)
-            src2.read(10, 1.0)
+            read(src2, 10, 1.0)
         src2.close()
         msg = str(err.value)
         assert "purged" in msg and "reset the agent's checkpoint" in msg and "snapshot" in msg
@@ -563,3 +608,23 @@ def test_minimal_row_image_marks_missing_columns_unavailable(mariadb_db, tmp_pat
         src.close()
     assert [(c.op, c.before, c.after, c.unavailable) for c in changes] == [
         ("update", {"id": 1}, {"qty": 6}, ("id", "sku"))]
+
+
+def test_a_binlog_stream_not_read_for_a_while_stays_open(make_mariadb_server, tmp_path):
+    """Capture paused by backpressure reads nothing; the server's writes to the dump connection then wait,
+    and must not time out (net_write_timeout) while the agent is still there."""
+    server = make_mariadb_server(net_write_timeout="2")
+    db = server.create_database("erp")
+    db.execute("CREATE TABLE t (id int PRIMARY KEY, pad text)")
+    cfg = make_config(tmp_path, db.url, ["erp.t"])
+    src, _ = started(cfg)
+    try:
+        db.execute("INSERT INTO t SELECT seq, repeat('y', 2000) FROM seq_1_to_30000")  # more than the sockets hold
+        deadline = time.monotonic() + 8                    # four net_write_timeouts without reading
+        while time.monotonic() < deadline:
+            src.keepalive()
+            time.sleep(0.5)
+        got = [c for changes, _ in drain(src) for c in changes]
+    finally:
+        src.close()
+    assert len(got) == 30000

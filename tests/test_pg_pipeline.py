@@ -243,3 +243,52 @@ def test_one_agent_per_state_dir(pg_db, tmp_path):
         wait_for(lambda: read_events(tmp_path / "out" / "events.jsonl"), 20, what="the first agent's event")
     finally:
         assert first.stop() == 0
+
+
+def test_paused_capture_keeps_the_replication_connection(make_pg_cluster, tmp_path):
+    """Backpressure pauses capture; the walsender must not drop the connection meanwhile
+    (wal_sender_timeout), or health flaps to failing and the agent reconnects in a loop."""
+    from tests.plugins import free_port
+
+    cluster = make_pg_cluster(wal_sender_timeout="2s")
+    db = cluster.create_database()
+    db.execute("CREATE TABLE items (id bigint PRIMARY KEY, pad text)")
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text(f"""
+[agent]
+name = "paused"
+state_dir = "state"
+spool_max_events = 5
+
+[source]
+kind = "postgres"
+dsn = "{db.dsn}"
+tables = ["public.items"]
+
+[[targets]]
+name = "down"
+kind = "http"
+url = "http://127.0.0.1:{free_port()}/events"
+
+[health]
+listen = "off"
+""")
+    assert cli("setup", "-c", str(cfg)).returncode == 0
+    with AgentProcess(cfg, tmp_path / "agent.log") as agent:
+        for i in range(20):                        # more than the spool may hold undelivered: capture pauses
+            db.execute("INSERT INTO items VALUES (%s, 'x')", (i,))
+        wait_for(lambda: "capture paused" in agent.log(), 30, what="capture to pause")
+        # plenty more WAL for the stalled stream, so the walsender's output is blocked too
+        db.execute("INSERT INTO items SELECT g, repeat('y', 1000) FROM generate_series(100, 5099) g")
+
+        def walsender():
+            return db.execute("SELECT active_pid FROM pg_replication_slots WHERE slot_name = 'cdc_paused'")[0][0]
+
+        pid = walsender()
+        assert pid is not None
+        deadline = time.monotonic() + 10           # five wal_sender_timeouts
+        while time.monotonic() < deadline:
+            assert walsender() == pid, agent.log()[-2000:]
+            time.sleep(0.5)
+        assert "capture resumes" not in agent.log() and "unavailable" not in agent.log()
+        assert agent.stop() == 0

@@ -15,6 +15,7 @@ import pytest
 from agent import config
 from agent.errors import CdcError, SourceFatal, SourceUnavailable
 from agent.sources.postgres import HEARTBEAT_PREFIX, PostgresAdmin, PostgresSource
+from tests.capturing import read
 from tests.plugins.leaks import secret
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,7 +66,7 @@ def drain(src, n: int | None = None, max_changes: int = 1000, rounds: int = 40, 
     """Read until `n` changes and a checkpoint arrived (or, n=None, until a read brings nothing)."""
     changes, ckpt = [], None
     for _ in range(rounds):
-        b = src.read(max_changes, 0.25)
+        b = read(src, max_changes, 0.25)
         changes.extend(b.changes)
         if b.checkpoint:
             ckpt = b.checkpoint
@@ -147,7 +148,7 @@ def test_large_transaction_comes_in_pieces(tdb):
     try:
         batches = []
         for _ in range(100):
-            b = src.read(100, 0.5)
+            b = read(src, 100, 0.5)
             if b.changes or b.checkpoint:
                 batches.append(b)
             if sum(len(x.changes) for x in batches) >= 1001 and b.checkpoint:
@@ -290,7 +291,7 @@ def test_lost_connection_is_retriable_and_resumes(tdb):
     db.execute("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = 'cdc_pgsrc'")
     with pytest.raises(SourceUnavailable):
         for _ in range(50):
-            src.read(10, 0.1)
+            read(src, 10, 0.1)
     src.close()
     db.execute("INSERT INTO t VALUES (2, 'b')")
     for _ in range(50):                # the terminated walsender may hold the slot for a moment
@@ -336,7 +337,7 @@ def test_heartbeat_advances_an_idle_databases_slot(pg_cluster, pg_db, tmp_path):
         reached, changes = False, []
         t0 = time.monotonic()
         while time.monotonic() < t0 + 20 and not (reached and time.monotonic() > t0 + 1.0):   # >= 3 heartbeats
-            b = src.read(100, 0.2)      # the pipeline keeps reading; nothing arrives for this database
+            b = read(src, 100, 0.2)      # the pipeline keeps reading; nothing arrives for this database
             changes += b.changes
             reached = pg_db.execute("SELECT confirmed_flush_lsn >= %s FROM pg_replication_slots "
                                     "WHERE slot_name = 'cdc_pgsrc'", (target,))[0][0]
@@ -465,3 +466,24 @@ def test_admin_errors_are_cdc_errors(pg_db, tmp_path):
         PostgresAdmin(cfg).setup()
     with pytest.raises(psycopg.Error):       # sanity: the table really is missing
         pg_db.execute("SELECT 1 FROM public.missing")
+
+
+def test_server_errors_read_well_and_are_classified_by_their_sqlstate():
+    from agent.sources.postgres.common import translate_result
+    quiet = translate_result("", "", "replication stream ended")
+    assert isinstance(quiet, SourceUnavailable)
+    assert str(quiet) == "replication stream ended: the server gave no reason"      # no internal class names
+    gone = translate_result("42704", 'replication slot "x" does not exist', "START_REPLICATION failed")
+    assert isinstance(gone, SourceFatal) and str(gone).endswith('"x" does not exist')
+    assert isinstance(translate_result("57P01", "terminating connection", "lost"), SourceUnavailable)
+    assert isinstance(translate_result("ZZ999", "odd", "lost"), SourceUnavailable)
+
+
+def test_check_warns_that_stored_generated_columns_are_not_in_the_log(pg_db, tmp_path):
+    pg_db.execute("""CREATE TABLE priced (id int PRIMARY KEY, net numeric(12,2),
+                                         gross numeric(12,2) GENERATED ALWAYS AS (net * 1.19) STORED);
+                     CREATE TABLE other (id int PRIMARY KEY, g int GENERATED ALWAYS AS (id * 2) STORED);""")
+    items = {i.name: i for i in PostgresAdmin(make_config(pg_db.dsn, tmp_path, ["public.priced"])).check()}
+    gen = items["generated columns"]
+    assert not gen.ok and gen.warning
+    assert "public.priced: gross" in gen.detail and "other" not in gen.detail     # only captured tables

@@ -197,9 +197,10 @@ def make_config(dsn: str, tmp_path, tables, **source):
 
 
 def read_all(src, n: int, timeout_rounds: int = 50) -> list:
+    from tests.capturing import read
     got = []
     for _ in range(timeout_rounds):
-        b = src.read(1000, 0.2)
+        b = read(src, 1000, 0.2)
         got.extend(b.changes)
         if b.checkpoint:
             src.confirm(b.checkpoint)

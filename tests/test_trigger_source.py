@@ -320,6 +320,7 @@ def test_insert_update_delete_arrive_in_contract_form(backend, tmp_path):
 def test_mariadb_values_match_the_binlog_source(mariadb_db, tmp_path):
     """Every MariaDB type, one change set, read by both sources: the row images must be identical."""
     from agent.sources.mysql import MysqlSource
+    from tests.capturing import read
     from tests.test_mysql_source import TYPE_ROWS, TYPES_DDL
     mariadb_db.execute(TYPES_DDL)
     be = MariaBackend(mariadb_db, odbc=False)
@@ -331,7 +332,7 @@ def test_mariadb_values_match_the_binlog_source(mariadb_db, tmp_path):
     binlog = MysqlSource(bcfg)
     binlog.start(None)
     try:
-        binlog.read(10, 0.5)
+        read(binlog, 10, 0.5)
         conn = mariadb_db.connect()
         with conn.cursor() as cur:
             cur.execute("SET time_zone = '+00:00'")
@@ -342,7 +343,7 @@ def test_mariadb_values_match_the_binlog_source(mariadb_db, tmp_path):
         conn.close()
         logged, idle = [], 0
         while len(logged) < 7 and idle < 20:
-            b = binlog.read(100, 0.3)
+            b = read(binlog, 100, 0.3)
             logged += b.changes
             idle += not b.changes
     finally:

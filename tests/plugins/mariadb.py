@@ -41,7 +41,12 @@ class MariaDbServer:
                        check=True, capture_output=True)
 
     def _args(self) -> list[str]:
-        args = ["mariadbd", "--no-defaults", f"--datadir={self.data}", f"--port={self.port}",
+        # its own tmpdir: temp tables in the shared /tmp can be swept away by whatever cleans /tmp meanwhile
+        tmp = self.dir / "tmp"
+        tmp.mkdir(exist_ok=True)
+        if os.geteuid() == 0:
+            shutil.chown(tmp, "mysql", "mysql")
+        args = ["mariadbd", "--no-defaults", f"--datadir={self.data}", f"--port={self.port}", f"--tmpdir={tmp}",
                 "--bind-address=127.0.0.1", f"--socket={self.socket}", f"--pid-file={self.dir}/mysqld.pid", *self.user]
         for k, v in self.options.items():
             args.append(f"--{k}" if v is None else f"--{k}={v}")
