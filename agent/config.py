@@ -24,6 +24,7 @@ import adapters
 
 from . import secrets
 from .errors import ConfigError
+from .connect_options import ConnectOptions
 from .options import ConfigPath, OptionError, Secret, Url
 from .sources.trigger.dsn import parse_dsn
 
@@ -634,25 +635,12 @@ def parse(raw: dict, *, file: str = "agent.toml", base: Path | None = None) -> C
             raise ConfigError(file, f"targets[{i}].name", f"target name {n!r} is used twice")
     health = _health(file, raw.get("health", {}))
     alerts = _alerts(file, raw.get("alerts", []), health)
-    connect = _connect(file, raw["connect"], agent.name) if "connect" in raw else None
+    connect = _connect(file, raw["connect"], agent.name, base) if "connect" in raw else None
     return Config(path=Path(file), agent=agent, source=source, events=rules, targets=targets, health=health,
                   alerts=alerts, connect=connect)
 
 
-def _connect(file: str, raw: Any, agent_name: str) -> ConnectSettings:
-    r = _Reader(file, "connect", raw, {"url", "name", "options", "secrets"})
-    url = _url(r, "url", ("http", "https"))
-    name = r.get("name", str, agent_name)
-    if not re.fullmatch(r"[A-Za-z0-9._-]+", name):
-        raise r.fail("name", f"must be a connector name of letters, digits, '.', '_', '-', got {name!r}")
-    options = _str_table(r, "options", {}) if r.has("options") else {}
-    for k, v in options.items():
-        # the config goes to Connect's REST API and is shown by GET: a secret must be a config-provider reference
-        if re.search(r"(?i)password|secret", k) and not re.fullmatch(r"\$\{[a-z]+:[^}]+\}", v):
-            raise r.fail(f"options.{k}", "must be a Connect config-provider reference like ${env:NAME} or "
-                                         "${file:/path:NAME}, never the secret itself")
-    secrets_ = r.get("secrets", str, "env")
-    if secrets_ != "env" and not (secrets_.startswith("file:/") and len(secrets_) > 6):
-        raise r.fail("secrets", f'must be "env" (Kafka\'s EnvVarConfigProvider) or "file:/path" (a properties '
-                                f"file on the Connect workers, FileConfigProvider), got {secrets_!r}")
-    return ConnectSettings(url=url, name=name, options=options, secrets=secrets_)
+def _connect(file: str, raw: Any, agent_name: str, base: Path) -> ConnectSettings:
+    o = _options(_Reader(file, "connect", raw, {f.name for f in dataclasses.fields(ConnectOptions)}), ConnectOptions,
+                 base)
+    return ConnectSettings(url=o.url, name=o.name or agent_name, options=dict(o.options), secrets=o.secrets)

@@ -227,6 +227,9 @@ def test_events_the_target_applied_itself_are_not_sent_again(tmp_path, monkeypat
 def test_debezium_is_rendered_once_per_event_however_often_it_is_sent(tmp_path, monkeypatch):
     cfg = fast_file_cfg(tmp_path, monkeypatch, 'format = "debezium"\n')
     ids = spool_changes(cfg, customer_changes(8))
+    # the column types Debezium's encodings need, as a first render would have read them (no database here)
+    (cfg.agent.state_dir / "column_types.json").write_text(orjson.dumps(
+        {"kind": "postgres", "tables": {"public.customers": {}}}).decode())
     calls = []
     real = formats.render
 
