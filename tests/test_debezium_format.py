@@ -11,12 +11,14 @@ from pathlib import Path
 import orjson
 import pytest
 
+from agent import config
+from agent.column_types import ColumnTypes
 from agent.debezium import VERSION
+from agent.errors import TargetUnavailable
 from tests.agentproc import AgentProcess, read_events, wait_for
 from tests.dbzembed import capture, needs_debezium
 from tests.test_pg_pipeline import cli
 
-pytestmark = needs_debezium
 
 # source fields that differ on purpose (docs/debezium.md, "Differences"); every other field must be equal
 ALLOWED_DIFFERENCES = {
@@ -92,6 +94,7 @@ def agent_output(cfg: Path, tmp_path: Path, n: int) -> list[dict]:
     return read_events(out, final=True)
 
 
+@needs_debezium
 def test_postgres_envelope_equals_debezium(pg_db, tmp_path):
     pg_db.execute(f"CREATE TABLE vals (id int PRIMARY KEY, {PG_COLUMNS}); ALTER TABLE vals REPLICA IDENTITY FULL")
     cfg = agent_config(tmp_path, "postgres", pg_db.dsn, "public.vals")
@@ -138,6 +141,7 @@ def binlog_dumps(server) -> int:
     return sum(1 for r in server.execute("SHOW PROCESSLIST") if r[4] == "Binlog Dump")
 
 
+@needs_debezium
 def test_mariadb_envelope_equals_debezium(make_mariadb_server, tmp_path):
     # Debezium's MySQL connector talks MySQL 8.4 to a server reporting a newer version (NOTES.md)
     server = make_mariadb_server(version="5.7.19-MariaDB-10.11.19")
@@ -171,3 +175,20 @@ def test_mariadb_envelope_equals_debezium(make_mariadb_server, tmp_path):
         # the agent's pos is where the change's transaction starts in the binlog, Debezium's where its row
         # event does: the same file, in the same order, never past it
         assert a["source"]["pos"] <= d["source"]["pos"]
+
+
+def test_column_types_are_read_once_and_kept_and_without_them_delivery_waits(pg_db, tmp_path):
+    pg_db.execute("CREATE TABLE t (id int PRIMARY KEY, d date, ts timestamp(3), z timestamptz)")
+
+    def cfg_for(dsn: str):
+        return config.parse({"agent": {"name": "a", "state_dir": str(tmp_path / "state")},
+                             "source": {"kind": "postgres", "dsn": dsn, "tables": ["public.t"]},
+                             "targets": [{"name": "f", "kind": "file", "path": "x.jsonl", "format": "debezium"}]})
+    down = "postgresql://postgres@127.0.0.1:1/x?connect_timeout=2"
+    (tmp_path / "state").mkdir()
+    with pytest.raises(TargetUnavailable, match="column types of public.t"):
+        ColumnTypes(cfg_for(down)).table("public.t", {"id", "d"})          # never another shape than Debezium's
+    types = ColumnTypes(cfg_for(pg_db.dsn)).table("public.t", {"id", "d"})
+    assert types == {"id": "", "d": "date", "ts": "ts_ms", "z": "zoned_ts:6"}
+    # kept in the state_dir: a restart renders without the database
+    assert ColumnTypes(cfg_for(down)).table("public.t", {"id", "d"}) == types
