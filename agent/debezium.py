@@ -207,9 +207,13 @@ def _micros(base: dict) -> dict:
 def _pg_source(ev: dict, base: dict, schema: str, table: str, server: dict) -> dict:
     us = _micros(base)
     lsn_hex, _, _ordinal = ev["position"].partition(":")
-    lsn = int(lsn_hex, 16)
+    try:
+        lsn: int | None = int(lsn_hex, 16)
+    except ValueError:                          # a trigger source's position is no LSN
+        lsn = None
     txid = ev.get("txid")
-    return {**base, "db": server.get("db"), "sequence": orjson.dumps([None, str(lsn)]).decode(),
+    return {**base, "db": server.get("db"),
+            "sequence": orjson.dumps([None, str(lsn)]).decode() if lsn is not None else None,
             **us, "schema": schema, "table": table,
             "txId": int(txid) if txid and txid.isdigit() else None, "lsn": lsn, "xmin": None, "origin": None,
             "origin_lsn": None}
@@ -218,7 +222,8 @@ def _pg_source(ev: dict, base: dict, schema: str, table: str, server: dict) -> d
 def _mysql_source(ev: dict, base: dict, schema: str, table: str, server: dict, read: bool) -> dict:
     us = _micros(base)
     parts = ev["position"].split(":")
-    file_no, pos, ordinal = (int(p) for p in parts) if len(parts) == 3 else (0, 0, 1)
+    file_no, pos, ordinal = (int(p) for p in parts) if len(parts) == 3 and all(p.isdigit() for p in parts) \
+        else (0, 0, 1)
     name = server.get("binlog_basename", "mysql-bin")
     return {**base, "db": schema, "sequence": None, **us, "table": table, "server_id": 0 if read else server.get("server_id", 0), "gtid": None,
             "file": f"{name}.{file_no:06d}", "pos": pos, "row": max(ordinal - 1, 0), "thread": None,
