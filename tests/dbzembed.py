@@ -17,7 +17,10 @@ except Exception as e:                       # not installed (the `debezium` ext
     DebeziumJsonEngine = None
     _MISSING = f"real Debezium is not importable ({type(e).__name__}: {e}); pip install -e '.[debezium]'"
 else:
-    _MISSING = ""
+    import shutil
+    _MISSING = "" if shutil.which("java") else "real Debezium needs Java 17 (apt-get install openjdk-17-jre-headless)"
+    if _MISSING:
+        DebeziumJsonEngine = None
 
 needs_debezium = pytest.mark.skipif(DebeziumJsonEngine is None, reason=_MISSING or "ok")
 
