@@ -48,6 +48,8 @@ from agent.interfaces import Target
 if TYPE_CHECKING:
     from agent.config import TargetSettings
 
+# helpers shared by several kinds that predate the "_" convention
+HELPER_MODULES = ("envelope",)
 # kinds of the contract (CONTRACT §7) not built yet: a config naming one is told so
 PLANNED_KINDS = ("kafka", "nats", "rabbitmq", "redis", "mqtt", "sql")
 
@@ -59,6 +61,7 @@ class TargetKind:
     options: type                                    # the options dataclass, read by agent.config
     target: Callable[[TargetSettings], Target]       # builds the target (usually the class itself)
     batch_size: int = 100                            # default `batch_size` for this kind
+    binary_mode: bool = False                        # has a CloudEvents protocol binding: format "cloudevents-binary"
 
 
 def kinds() -> list[str]:

@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-import httpx
 import orjson
 
 from .retry import RetryPolicy
@@ -214,6 +213,7 @@ class AlertNotifier:
             self._queue.put(n)
 
     def _send_loop(self) -> None:
+        import httpx          # here, not at the top: parsing a config (which reads [[alerts]]) needs no client
         backlog: list[Notification] = []
         policy = RetryPolicy(initial=1.0, maximum=60.0, circuit_failures=10**9)
         with httpx.Client(timeout=self.timeout, follow_redirects=False) as client:
@@ -231,7 +231,8 @@ class AlertNotifier:
                 else:
                     self._stop.wait(policy.next_delay())
 
-    def _post(self, client: httpx.Client, n: Notification) -> bool:
+    def _post(self, client: Any, n: Notification) -> bool:
+        import httpx
         body = orjson.dumps(alertmanager_payload(n, self.agent, self.external_url))
         try:
             r = client.post(n.rule.webhook, content=body, headers={"Content-Type": "application/json"})

@@ -602,6 +602,12 @@ def compile_rows_decoder(tm: TableMap, kind: str, present: int | None = None,
 
 class Event:
     __slots__ = ("type", "timestamp", "server_id", "log_pos", "size", "flags")
+    type: int
+    timestamp: int
+    server_id: int
+    log_pos: int
+    size: int
+    flags: int
 
     def __repr__(self) -> str:
         fields = {k: getattr(self, k) for cls in type(self).__mro__ for k in getattr(cls, "__slots__", ())}
@@ -610,47 +616,72 @@ class Event:
 
 class FormatDescription(Event):
     __slots__ = ("binlog_version", "server_version", "checksum")
+    binlog_version: int
+    server_version: str
+    checksum: bool
 
 
 class Rotate(Event):
     __slots__ = ("position", "filename")
+    position: int
+    filename: str
 
 
 class Query(Event):
     __slots__ = ("schema", "query", "error_code")
+    schema: str
+    query: str
+    error_code: int
 
 
 class Xid(Event):
     __slots__ = ("xid",)
+    xid: int
 
 
 class MariaGtid(Event):
     __slots__ = ("domain", "seq", "gtid_flags", "standalone", "gtid")
+    domain: int
+    seq: int
+    gtid_flags: int
+    standalone: bool
+    gtid: str
 
 
 class MariaGtidList(Event):
     __slots__ = ("gtids",)            # list of "domain-server-seq"
+    gtids: list[str]
 
 
 class MysqlGtid(Event):
     __slots__ = ("gtid", "commit_us")  # "uuid:gno" (None when anonymous), original commit time in µs or None
+    gtid: str | None
+    commit_us: int | None
 
 
 class TableMapEvent(Event):
     __slots__ = ("table_map",)
+    table_map: TableMap | None
 
 
 class Rows(Event):
     __slots__ = ("op", "table_map", "rows", "present", "stmt_end")
+    op: str
+    table_map: TableMap
+    rows: list[Any] | None
+    present: tuple[int, int] | None
+    stmt_end: bool
     # rows: insert/delete -> list[dict]; update -> list[(before, after)]. None when the table is filtered out.
 
 
 class Heartbeat(Event):
     __slots__ = ("filename",)
+    filename: str
 
 
 class XaPrepare(Event):
     __slots__ = ("one_phase",)        # XA COMMIT ... ONE PHASE (MySQL): the transaction commits here
+    one_phase: bool
 
 
 class Other(Event):

@@ -15,7 +15,7 @@ import orjson
 from . import __version__
 from . import config as config_mod
 from . import logs
-from .errors import CdcError, ConfigError
+from .errors import CdcError, ConfigError, SourceError
 from .secrets import redact
 
 log = logging.getLogger("cdc_agent")
@@ -39,7 +39,15 @@ def _parser() -> argparse.ArgumentParser:
     cmd("check", "preflight: connectivity, privileges, log settings, tables; prints the fix for each problem")
     cmd("setup", "create what capture needs (publication + slot, or triggers)").add_argument(
         "--dry-run", action="store_true", help="print the SQL for review instead of running it")
-    cmd("run", "capture and deliver until SIGTERM/SIGINT")
+    cmd("run", "capture and deliver until SIGTERM/SIGINT").add_argument(
+        "--accept-breaking", action="store_true", help="start although the event catalog changed incompatibly "
+                                                        "([agent] catalog), and record the new one")
+    cat = cmd("catalog", "the event catalog: JSON Schema per event type, or an AsyncAPI 3.0 document")
+    cat.add_argument("--format", choices=["jsonschema", "asyncapi"], default="jsonschema")
+    cat.add_argument("-o", "--output", metavar="FILE", help="write it to FILE instead of printing it")
+    cat.add_argument("--check", metavar="OLD", help="list changes against an older catalog (jsonschema); "
+                                                    "exit 1 when one is breaking")
+    cat.add_argument("--accept-breaking", action="store_true", help="with --check and -o: write it anyway, exit 0")
     st = cmd("status", "position, lag and per-target counters")
     st.add_argument("--json", action="store_true", help="print the health report as JSON")
     st.add_argument("--url", help="ask a running agent's health endpoint instead of reading the spool")
@@ -106,9 +114,40 @@ def _check(cfg, args) -> int:
             for line in i.fix.splitlines():
                 print(f"       fix: {redact(line)}")
         problems += (not i.ok and not i.warning)
+    problems += _check_catalog(cfg)
     print(f"\n{'ready' if not problems else f'{problems} problem(s) to fix'}: {cfg.source.kind} source, "
           f"{len(cfg.source.tables)} table(s)")
     return 1 if problems else 0
+
+
+def _check_catalog(cfg) -> int:
+    """With `[agent] catalog`: the changes against the accepted catalog, as check lines; 1 when breaking."""
+    if cfg.agent.catalog is None:
+        return 0
+    from .catalog import build, load_catalog
+    from .catalog_diff import compare
+    try:
+        if not cfg.agent.catalog.exists():
+            print(f"[ok  ] event catalog  {cfg.agent.catalog} does not exist yet: `run` writes it")
+            return 0
+        changes = compare(load_catalog(cfg.agent.catalog), build(cfg))
+    except CdcError as e:
+        print(f"[FAIL] event catalog  {redact(str(e))}")
+        return 1
+    breaking = [c for c in changes if c.breaking]
+    print(f"[{'FAIL' if breaking else 'ok  '}] event catalog  {len(changes)} change(s) against {cfg.agent.catalog}, "
+          f"{len(breaking)} breaking")
+    for c in changes:
+        print(f"       {'BREAKING' if c.breaking else 'ok'}: {c.text}")
+    if breaking:
+        print("       fix: tell the consumers, then start with `cdc-agent run --accept-breaking` (records the new "
+              "catalog), or undo the change")
+    return 1 if breaking else 0
+
+
+def _catalog(cfg, args) -> int:
+    from .catalog import catalog_command
+    return catalog_command(cfg, args)
 
 
 def _setup(cfg, args) -> int:
@@ -150,6 +189,13 @@ def _run(cfg, args) -> int:
         log.info("%s received: draining and stopping", signal.Signals(signum).name)
         stop.set()
 
+    if cfg.agent.catalog is not None:
+        from .catalog import gate
+        try:
+            if gate(cfg, args.accept_breaking, log):
+                return 1
+        except SourceError as e:       # the database is down: capture retries it; the catalog waits too
+            log.warning("event catalog not checked (%s): the source is not reachable", redact(str(e)))
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     tune_gc()
@@ -253,7 +299,7 @@ def _connect(cfg, args) -> int:
 
 
 _COMMANDS = {"check": _check, "setup": _setup, "run": _run, "status": _status, "teardown": _teardown, "dlq": _dlq,
-             "replay": _replay, "targets": _targets, "connect": _connect}
+             "replay": _replay, "targets": _targets, "catalog": _catalog, "connect": _connect}
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 OPS = ("insert", "update", "delete")
 PRIORITIES = ("high", "normal", "low")
 SOURCE_KINDS = ("postgres", "mysql", "trigger")
-TARGET_FORMATS = ("cloudevents", "debezium")
+TARGET_FORMATS = ("cloudevents", "cloudevents-binary", "debezium")
 MAX_BATCH_SIZE = 100_000                     # events per target batch; far above any useful size
 MAX_RETRY_SECONDS = 86_400.0                 # a wait longer than a day is a typo, not a policy
 
@@ -48,6 +48,7 @@ class AgentSettings:
     spool_max_events: int = 1_000_000        # undelivered events; at the limit capture pauses (backpressure)
     checkpoint_log_seconds: float = 30.0     # how often a "checkpoint" line is logged
     delivery: str = "process"                # "process": targets in a child process (both cores); "thread"
+    catalog: Path | None = None              # the accepted event catalog (docs/catalog.md): check/run compare
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,18 @@ class EventRule:
     values: dict[str, dict[str, str]] = field(default_factory=dict)  # column -> raw code -> canonical
     priority: str = "normal"                 # "high" | "normal" | "low": orders dead letters and alerts
     sla_ms: int | None = None                # p95 commit-to-delivery above this degrades health
+
+
+@dataclass(frozen=True)
+class OutboxRule:
+    """An application's outbox table: each inserted row becomes one event (agent/outbox.py)."""
+    table: str
+    type_column: str = "event_type"
+    key_column: str = "aggregate_id"
+    payload_column: str = "payload"
+    headers_column: str | None = None         # a JSON object of CloudEvents extension attributes
+    types: tuple[str, ...] | None = None      # the event types the table may carry; others are dead letters
+    delete_after: bool = False                # delete the rows once their events are spooled
 
 
 @dataclass(frozen=True)
@@ -139,6 +152,7 @@ class Config:
     targets: tuple[TargetSettings, ...]
     health: HealthSettings
     alerts: AlertSettings = AlertSettings()
+    outbox: tuple[OutboxRule, ...] = ()
     connect: ConnectSettings | None = None
 
     def priority_of(self, event_type: str) -> str:
@@ -269,6 +283,7 @@ def _agent(file: str, raw: Any, base: Path) -> AgentSettings:
         spool_max_events=r.positive("spool_max_events", int, 1_000_000),
         checkpoint_log_seconds=r.positive("checkpoint_log_seconds", float, 30.0),
         delivery=delivery,
+        catalog=(base / r.get("catalog", str)).resolve() if r.has("catalog") else None,
     )
 
 
@@ -385,6 +400,37 @@ def _rule(file: str, i: int, raw: Any, tables: tuple[str, ...]) -> EventRule:
                      priority=priority, sla_ms=sla_ms)
 
 
+EVENT_TYPE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def _outboxes(file: str, raw: Any, tables: tuple[str, ...], rules: tuple[EventRule, ...]) -> tuple[OutboxRule, ...]:
+    """`[[outbox]]` tables: in source.tables, named by no `[[events]]` rule, each at most once."""
+    if not isinstance(raw, list):
+        raise ConfigError(file, "outbox", "must be an array of tables: write [[outbox]]")
+    out: list[OutboxRule] = []
+    for i, item in enumerate(raw):
+        r = _Reader(file, f"outbox[{i}]", item, {f.name for f in dataclasses.fields(OutboxRule)})
+        table = r.get("table", str)
+        if table not in tables:
+            raise r.fail("table", f"{table!r} is not in source.tables ({', '.join(tables)})")
+        if any(o.table == table for o in out):
+            raise r.fail("table", f"{table!r} is already an outbox table")
+        named = next((j for j, rule in enumerate(rules) if rule.table == table), None)
+        if named is not None:
+            raise r.fail("table", f"{table!r} is also the table of events[{named}]: an outbox table emits the events "
+                                  "its rows describe, not row events")
+        cols = {k: r.get(k, str, default) for k, default in
+                (("type_column", "event_type"), ("key_column", "aggregate_id"), ("payload_column", "payload"))}
+        headers = r.get("headers_column", str, None)
+        types = r.str_list("types", None, nonempty=True)
+        for t in types or ():
+            if not EVENT_TYPE_RE.fullmatch(t):
+                raise r.fail("types", f"must list dotted names like order.placed, got {t!r}")
+        out.append(OutboxRule(table=table, headers_column=headers, types=types,
+                              delete_after=r.get("delete_after", bool, False), **cols))
+    return tuple(out)
+
+
 _TARGET_COMMON = {f.name for f in dataclasses.fields(TargetSettings)} - {"options"}
 
 
@@ -408,8 +454,10 @@ def _target(file: str, i: int, raw: Any, base: Path) -> TargetSettings:
     if not NAME_RE.match(name):
         raise r.fail("name", f"must match [a-z0-9_-]+, got {name!r}")
     fmt = r.get("format", str, "cloudevents")
-    if fmt not in TARGET_FORMATS:
-        raise r.fail("format", f'must be "cloudevents" or "debezium", got {fmt!r}')
+    formats = [f for f in TARGET_FORMATS if f != "cloudevents-binary" or spec.binary_mode]
+    if fmt not in formats:
+        allowed = " or ".join(f'"{f}"' for f in formats)
+        raise r.fail("format", f"must be {allowed} for a {kind} target, got {fmt!r}")
     return TargetSettings(
         name=name, kind=kind, format=fmt,
         events=r.str_list("events", ("*",), nonempty=True),
@@ -604,10 +652,10 @@ def load(path: str | os.PathLike) -> Config:
 
 def parse(raw: dict, *, file: str = "agent.toml", base: Path | None = None) -> Config:
     base = base or Path.cwd()
-    unknown = sorted(set(raw) - {"agent", "source", "events", "targets", "health", "alerts", "connect"})
+    unknown = sorted(set(raw) - {"agent", "source", "events", "outbox", "targets", "health", "alerts", "connect"})
     if unknown:
-        raise ConfigError(file, unknown[0], "unknown section (allowed: agent, source, events, targets, health, "
-                                            "alerts, connect)")
+        raise ConfigError(file, unknown[0], "unknown section (allowed: agent, source, events, outbox, targets, "
+                                            "health, alerts, connect)")
     if "agent" not in raw:
         raise ConfigError(file, "agent", "required table [agent] is missing")
     agent = _agent(file, raw["agent"], base)
@@ -623,6 +671,7 @@ def parse(raw: dict, *, file: str = "agent.toml", base: Path | None = None) -> C
             raise ConfigError(file, f"events[{i}].type", f"{rule.type!r} is already the type of events[{first}] on "
                               f"table {rule.table}: two rules on one table need different types (an event's id "
                               "is derived from its change and its type)")
+    outbox = _outboxes(file, raw.get("outbox", []), source.tables, rules)
     targets_raw = raw.get("targets")
     if targets_raw is None:
         raise ConfigError(file, "targets", "at least one [[targets]] is required")
@@ -637,7 +686,7 @@ def parse(raw: dict, *, file: str = "agent.toml", base: Path | None = None) -> C
     alerts = _alerts(file, raw.get("alerts", []), health)
     connect = _connect(file, raw["connect"], agent.name, base) if "connect" in raw else None
     return Config(path=Path(file), agent=agent, source=source, events=rules, targets=targets, health=health,
-                  alerts=alerts, connect=connect)
+                  alerts=alerts, outbox=outbox, connect=connect)
 
 
 def _connect(file: str, raw: Any, agent_name: str, base: Path) -> ConnectSettings:

@@ -14,7 +14,7 @@ def render(body: bytes, fmt: str, cfg=None) -> bytes:
     """`cfg` (the agent's Config) says the source kind and where the column types are kept
     (agent/column_types.py): Debezium's value encodings need them. Without it values keep their
     contract forms (the PostgreSQL source shape)."""
-    if fmt == "cloudevents":
+    if fmt in ("cloudevents", "cloudevents-binary"):    # binary mode: the target splits the CloudEvent itself
         return body
     if cfg is None:
         return debezium.render(body, "postgres", None)

@@ -20,6 +20,7 @@ import orjson
 from . import rawjson
 from .changes import RowChange
 from .config import Config, EventRule
+from .outbox import OutboxMapper, OutboxUnmappable
 
 
 @dataclass(slots=True)
@@ -30,6 +31,7 @@ class MappedEvent:
     position: str
     commit_ts: float
     body: bytes            # the CloudEvent as JSON
+    outbox_row: tuple[str, dict[str, Any]] | None = None   # (outbox table, row key): for delete_after
 
 
 @dataclass(slots=True)
@@ -147,7 +149,10 @@ class EventMapper:
     def __init__(self, cfg: Config):
         self.agent = cfg.agent.name
         self.rules: dict[str, list[_CompiledRule]] = {}
+        self.outbox = {o.table: OutboxMapper(o, self.agent) for o in cfg.outbox}
         for table in cfg.source.tables:
+            if table in self.outbox:
+                continue                  # an outbox table emits the events its rows describe (agent/outbox.py)
             src = event_source(self.agent, table)
             named = [r for r in cfg.events if r.table == table]
             if named:
@@ -159,6 +164,9 @@ class EventMapper:
         events: list[MappedEvent] = []
         failures: list[MappingFailure] = []
         for ch in changes:
+            if ch.table in self.outbox:
+                self._outbox_event(self.outbox[ch.table], ch, events, failures)
+                continue
             rules = self.rules.get(ch.table)
             if rules is None:
                 failures.append(MappingFailure(f"row.{ch.table}", ch.position,
@@ -178,6 +186,18 @@ class EventMapper:
                 # any other exception is a bug in the rules' evaluation, not a bad row: it propagates, and
                 # the capture loop stops with its traceback instead of dead-lettering every change
         return events, failures
+
+    @staticmethod
+    def _outbox_event(mapper: OutboxMapper, ch: RowChange, events: list[MappedEvent],
+                      failures: list[MappingFailure]) -> None:
+        try:
+            made = mapper.event(ch)
+        except OutboxUnmappable as e:
+            failures.append(MappingFailure(f"outbox.{ch.table}", ch.position, str(e), change_to_json(ch)))
+            return
+        if made is not None:
+            eid, typ, subject, body, key = made
+            events.append(MappedEvent(eid, typ, subject, ch.position, ch.commit_ts, body, (ch.table, key)))
 
     def _event(self, rule: _CompiledRule, ch: RowChange, changed_cols: set[str] | None) -> MappedEvent:
         row = ch.after if ch.after is not None else ch.before

@@ -234,7 +234,11 @@ _TIMETZ_RE = re.compile(r"^(\d\d:\d\d:\d\d(?:\.\d+)?)([+-]\d\d)(?::?(\d\d))?(?::
 
 
 def _timetz(b: bytes) -> str:
-    s = b.decode()
+    return timetz_text(b.decode())
+
+
+def timetz_text(s: str) -> str:
+    """timetz text -> 'HH:MM:SS[.ffffff]+HH:MM[:SS]' (its own offset)."""
     m = _TIMETZ_RE.match(s)
     if not m:
         return s

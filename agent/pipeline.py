@@ -21,9 +21,11 @@ from .capture import CaptureCore
 from .config import Config
 from .delivery import DeliveryProcess
 from .errors import CdcError, SourceError, SourceFatal, SpoolError
-from .mapping import EventMapper
+from .mapping import EventMapper, event_id
 from .monitor import Monitor
+from .outbox import OutboxCleaner
 from .secrets import redact, registered
+from .service import Notifier
 from .sources import capture_admin, open_source
 from .spool import Spool
 from .statefiles import private_state_dir
@@ -49,6 +51,7 @@ class Agent:
         self.spool = Spool(cfg.agent.state_dir)
         self.spool.ensure_targets([t.name for t in cfg.targets])
         self.mapper = EventMapper(cfg)
+        self.outbox_cleaner = OutboxCleaner(cfg)      # `delete_after` outbox rows, once spooled
         self.delivery = None
         if cfg.agent.delivery == "process":
             self.delivery = DeliveryProcess(cfg, self.monitor, registered())
@@ -74,10 +77,14 @@ class Agent:
             self.delivery.start()
         log.info("agent %s started: source %s, targets %s", self.cfg.agent.name, self.cfg.source.kind,
                  ", ".join(t.name for t in self.cfg.targets))
+        systemd = Notifier()          # Type=notify under systemd (packaging/cdc-agent.service); else nothing
+        systemd.ready(f"capturing from {self.cfg.source.kind}, delivering to "
+                      + ", ".join(t.name for t in self.cfg.targets))
         last_prune = last_ckpt_log = time.monotonic()
         failures = spool_failures = 0
         try:
             while not self.stop.is_set():
+                systemd.watchdog()        # every turn of this loop: a hung capture loop gets restarted
                 if self.delivery:
                     self.delivery.ensure_alive()      # also while paused: only delivery can end a pause
                 if self.monitor.capture_stopped:
@@ -117,11 +124,13 @@ class Agent:
                 except Exception as e:
                     self._capture_bug(e)
         finally:
+            systemd.stopping()
             if self._unspooled is not None:
                 log.warning("stopping with a batch the spool did not accept; it is read again from checkpoint "
                             "%s on the next start (the source was not confirmed past it)",
                             self._checkpoint_or_unknown())
             self._close_source()
+            self.outbox_cleaner.close()
             for w in self.workers:
                 w.wake.set()
             for w in self.workers:
@@ -181,7 +190,8 @@ class Agent:
             return
         events, failures = self.mapper.map(batch.changes)
         for f in failures:
-            log.warning("change at %s cannot become %s: %s; it is in dead letters", f.position, f.event_type, f.reason)
+            log.warning("change at %s cannot become %s (event %s): %s; it is in dead letters", f.position,
+                        f.event_type, event_id(self.cfg.agent.name, f.position, f.event_type), f.reason)
         self.monitor.captured += len(batch.changes)
         self._unspooled = (events, failures, batch.checkpoint)
         self._spool_batch()
@@ -199,6 +209,8 @@ class Agent:
             self._wake_targets()
         if checkpoint is not None:
             self.source.confirm(checkpoint)      # only now: the spool holds everything up to it
+        if self.outbox_cleaner:                  # after the spool commit, never before
+            self.outbox_cleaner.consumed([e.outbox_row for e in events if e.outbox_row is not None])
 
     def _spool_failed(self, e: SpoolError, failures: int) -> None:
         msg = redact(str(e))

@@ -219,8 +219,8 @@ class TargetWorker(threading.Thread):
                     pending[0:1] = [(start, mid), (mid, end)]
                     continue
                 reason = redact(str(e))
-                log.warning("target %s rejected event %s (%s) for good: %s; it is in dead letters",
-                            name, part[0].id, part[0].type, reason)
+                log.warning("target %s rejected event %s (%s at %s) for good: %s; it is in dead letters",
+                            name, part[0].id, part[0].type, part[0].position, reason)
                 spool.advance(name, last_seq, 0, [(part[0], reason)])
                 self._recovered()
                 self.live.state = "ok"       # it answered: reachable, only this event is refused
@@ -233,8 +233,8 @@ class TargetWorker(threading.Thread):
             rejected = {r.seq: r.reason for r in result.rejected}
             dead = [(e, redact(rejected[e.seq])) for e in part if e.seq in rejected]
             for ev, reason in dead:
-                log.warning("target %s rejected event %s (%s) for good: %s; it is in dead letters",
-                            name, ev.id, ev.type, reason)
+                log.warning("target %s rejected event %s (%s at %s) for good: %s; it is in dead letters",
+                            name, ev.id, ev.type, ev.position, reason)
             spool.advance(name, last_seq, len(part) - len(dead), dead)
             self._recovered()
             self.monitor.delivered(name, [e for e in part if e.seq not in rejected])

@@ -8,8 +8,9 @@ cd "$(dirname "$0")/.."
 # browser the dashboard test drives (chromium), promtool for the shipped alerting rules (prometheus), Java
 # for real Debezium (the `debezium` extra, embedded through JPype).
 need=()
+# rabbitmq-server, redis-server, mosquitto: the broker targets' tests start private instances of them
 for pkg in postgresql-15 mariadb-server unixodbc odbc-postgresql odbc-mariadb chromium chromium-driver prometheus \
-           openjdk-17-jre-headless; do
+           rabbitmq-server redis-server mosquitto openjdk-17-jre-headless; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

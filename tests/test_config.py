@@ -96,7 +96,7 @@ BROKEN = [
     ("bad op", ('on = ["update"]', 'on = ["upsert"]'), "events[0].on", "subset"),
     ("changed column not in fields", ('changed = ["price_tier"]', 'changed = ["discount_pct"]'),
      "events[0].changed", "not in fields"),
-    ("target kind not built yet", ('kind = "file"', 'kind = "kafka"'), "targets[0].kind", "not supported yet"),
+    ("target kind not built yet", ('kind = "file"', 'kind = "sql"'), "targets[0].kind", "not supported yet"),
     ("missing file path", ('path = "out/events.jsonl"\n', ""), "targets[0].path", "required"),
     ("duplicate target name", ('name = "crm"', 'name = "audit"'), "targets[1].name", "used twice"),
     ("bad url", ('url = "http://127.0.0.1:9000/hooks"', 'url = "ftp://x"'), "targets[1].url", "http"),

@@ -91,8 +91,10 @@ def test_demo_from_an_installed_wheel(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     prefix = tmp_path / "prefix"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(prefix)], check=True)
-    r = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--prefix", str(prefix),
-                        *map(str, wheels.glob("cdc_agent-*.whl"))], capture_output=True, text=True, timeout=120)
+    # --ignore-installed: without it pip first uninstalls this environment's own (editable) cdc-agent
+    r = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--ignore-installed",
+                        "--prefix", str(prefix), *map(str, wheels.glob("cdc_agent-*.whl"))],
+                       capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     site = next(prefix.glob("lib/python3*/site-packages"))
     deps = [p for p in sys.path if p.endswith("site-packages")]

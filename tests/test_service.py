@@ -155,3 +155,35 @@ def test_version_flag():
     r = subprocess.run([sys.executable, "-m", "agent.cli", "--version"], cwd=ROOT, capture_output=True, text=True,
                        timeout=60)
     assert r.returncode == 0 and r.stdout.strip() == f"cdc-agent {agent.__version__}"
+
+
+def test_run_tells_systemd_it_is_ready_pings_the_watchdog_and_says_stopping(pg_db, tmp_path):
+    from tests.agentproc import AgentProcess, wait_for
+    from tests.test_pg_pipeline import cli, write_config
+
+    pg_db.execute("CREATE TABLE t (id int PRIMARY KEY)")
+    cfg = write_config(tmp_path, pg_db.dsn, ["public.t"])
+    assert cli("setup", "-c", str(cfg)).returncode == 0
+    path = str(tmp_path / "notify.sock")
+    got: list[bytes] = []
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.bind(path)
+        s.settimeout(0.2)
+
+        def drain():
+            try:
+                while True:
+                    got.append(s.recv(4096))
+            except TimeoutError:
+                pass
+            return got
+
+        # WATCHDOG_PID unset: systemd sets it for the main process; the agent then pings every 0.25 s
+        with AgentProcess(cfg, tmp_path / "agent.log", env={"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "500000"}) as a:
+            wait_for(lambda: any(m.startswith(b"READY=1") for m in drain()), 30, what="READY=1")
+            wait_for(lambda: sum(m == b"WATCHDOG=1" for m in drain()) >= 3, 30, what="watchdog pings")
+            assert a.stop() == 0, a.log()
+        drain()
+    assert any(m.startswith(b"STOPPING=1") for m in got), got
+    ready = next(m for m in got if m.startswith(b"READY=1"))
+    assert b"STATUS=capturing from postgres, delivering to audit" in ready

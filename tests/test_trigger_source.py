@@ -290,11 +290,14 @@ def test_insert_update_delete_arrive_in_contract_form(backend, tmp_path):
     gold = {**want, "price_tier": "gold", "discount_pct": "12.50"}
     named = {**gold, "name": "Ann"}
     assert [c.op for c in changes] == ["insert", "update", "update", "delete"]
-    assert changes[0].before is None and changes[0].after == want
-    assert changes[1].before == want and changes[1].after == gold
+    # compared as the event writes them: json columns are RawJson (embedded exactly as written)
+    ef = [(None if c.before is None else event_form(c.before), None if c.after is None else event_form(c.after))
+          for c in changes]
+    assert ef[0][0] is None and ef[0][1] == want
+    assert ef[1][0] == want and ef[1][1] == gold
     # the agent's own write is not captured; another origin is
-    assert changes[2].before == {**gold, "name": "by the agent"} and changes[2].after == named
-    assert changes[3].before == named and changes[3].after is None
+    assert ef[2][0] == {**gold, "name": "by the agent"} and ef[2][1] == named
+    assert ef[3][0] == named and ef[3][1] is None
     assert all(c.table == backend.table("customers") and c.key_columns == ("customer_id",) for c in changes)
     assert all(list((c.after or c.before)) == list(want) for c in changes)          # column order
     positions = [c.position for c in changes]
@@ -636,7 +639,8 @@ def test_setup_upgrade_teardown_leaves_the_catalog_as_it_was(kind, request, tmp_
     be.write("INSERT INTO customers VALUES (2, 'written under version 2')")
     be.write("UPDATE orders SET status = 'x'")
     be.write("INSERT INTO orders VALUES (1, 'N')", origin="cdc-agent/t")
-    assert admin.setup() == ["trigger capture is up to date (version 002, 2 table(s)); nothing to do"]
+    newest = trg_install.newest_version(admin.dialect)
+    assert admin.setup() == [f"trigger capture is up to date (version {newest:03d}, 2 table(s)); nothing to do"]
     assert all(i.ok or i.warning for i in admin.check())
     src = started(cfg)
     try:

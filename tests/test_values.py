@@ -164,7 +164,7 @@ def test_dead_letters_show_and_retry_keep_json_as_written(tmp_path, capsys):
         letters = spool.dead_letters()
         assert len(letters) == 2
         for d in letters:
-            dlq._show(spool, d.dl_id)
+            dlq._show(cfg, spool, d.dl_id)
             assert "1e400" in capsys.readouterr().out
         assert dlq._retry(cfg, spool, None) == 0
         assert "mapped again into 1 event(s)" in capsys.readouterr().out and spool.dead_letters() == []

@@ -38,6 +38,7 @@ class ChangelogRow:
     origin: str | None       # the writing session's origin marker (the agent's own writes carry its own)
     created: Any             # commit (or change) time: epoch seconds, or `created` as the driver gives it
     txid: str | None
+    texts: tuple[str | None, str | None] | None = None   # PostgreSQL: text forms of some columns (JSON objects)
 
 
 @dataclass(slots=True)

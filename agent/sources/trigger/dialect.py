@@ -28,6 +28,7 @@ class Column:
     type: str                 # lower-case base type name as the catalog gives it
     elem: str | None = None   # PostgreSQL arrays: the element type
     scale: int | None = None  # SQLite: the declared scale of DECIMAL(p,s)
+    text_form: bool = False   # PostgreSQL: the trigger also writes the column's text (composites, hstore)
 
 
 @dataclass
@@ -141,6 +142,14 @@ class Dialect:
 
     def converter(self, col: Column) -> Callable[[Any], Any] | None:
         """From the changelog's JSON value of `col` to the contract's form; None: it is that already."""
+        return None
+
+    def text_converter(self, col: Column) -> Callable[[str], Any] | None:
+        """For a column the trigger also writes as its text (Column.text_form): that text -> the contract form."""
+        return None
+
+    def probe_sql(self, names: Names, info: TableInfo) -> str | None:
+        """A read-only statement that evaluates the trigger's row image on the table (None: nothing to prove)."""
         return None
 
     def uncaptured(self, col: Column) -> bool:

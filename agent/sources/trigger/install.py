@@ -151,12 +151,26 @@ class TriggerAdmin(ConfiguredCapture):
             current = {n: installed.get((table, n)) for n in wanted}
             if all(current.values()) and (self.sql.generic_trigger or after == have and self._same(rendered, current)):
                 continue
+            self._probe(db, info)
             what = f"triggers on {table}" if not any(current.values()) else f"triggers on {table} (re-created)"
             stmts.extend((s, what, None) for s in self.sql.replace_triggers(db, names, info, rendered, current))
         stale = [(t, n) for (t, n) in installed if t not in self.cfg.source.tables]
         for t, n in stale:
             stmts.append((self._drop_trigger_sql(t, n), f"drop trigger on {t} (no longer captured)", None))
         return stmts, have, after
+
+    def _probe(self, db: Db, info: TableInfo) -> str | None:
+        """Prove the trigger's row image evaluates on the table before installing it (a trigger that fails
+        would fail the ERP's writes): a read-only SELECT of the same expression. Returns what it checked."""
+        sql = self.sql.probe_sql(self.names, info)
+        if sql is None:
+            return None
+        try:
+            db.query(sql)
+        except Exception as e:
+            raise SourceFatal(f"the trigger's row image does not evaluate on {info.name}: {friendly(e)}; no "
+                              f"trigger was installed on it (installing it would fail the table's writes)") from None
+        return "row image evaluates"
 
     def _same(self, rendered: list[str], current: dict[str, str | None]) -> bool:
         bodies = sorted(_norm_sql(self.sql.trigger_body(s)) for s in rendered)
@@ -314,6 +328,15 @@ class TriggerAdmin(ConfiguredCapture):
             else:
                 items.append(CheckItem(f"table {table}", True, f"primary key ({', '.join(info.key)}), triggers "
                                                                f"installed" if info.key else "triggers installed"))
+            if sql.probe_sql(names, info) is not None:
+                try:
+                    self._probe(db, info)
+                    items.append(CheckItem(f"row image {table}", True, "the trigger's JSON row image evaluates on "
+                                                                      "the table (a SELECT of it, LIMIT 1)"))
+                except SourceFatal as e:
+                    items.append(CheckItem(f"row image {table}", False, str(e),
+                                           "report this as a bug; until fixed, take the table out of "
+                                           "source.tables and run `cdc-agent setup`"))
         items.extend(sql.server_checks(db))
 
     def _server_version(self, db: Db) -> str:

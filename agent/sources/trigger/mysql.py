@@ -3,17 +3,18 @@ or with CREATE OR REPLACE (MariaDB); the changelog read with gap tracking (chang
 
 from __future__ import annotations
 
+import json
 import re
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Callable
 
-from ...binlog import _b64, _float32, format_timestamp
 from ...changes import CheckItem
+from ...myvalues import _b64, float32_shortest, format_timestamp, json_text
 from ...pgvalues import frac6
+from ...rawjson import raw_json
 from .catalog import split_table
 from .db import Db, text_of
 from .dialect import Column, Dialect, TableInfo
-from .values import json_text
 
 if TYPE_CHECKING:
     from .catalog import Names
@@ -27,27 +28,64 @@ def _is_mariadb(db: Db) -> bool:
     return "mariadb" in text_of(db.query("SELECT VERSION()")[0][0]).lower()
 
 
+_MY_TEXT = {"char", "varchar", "tinytext", "text", "mediumtext", "longtext", "enum", "set"}
+_JSON_HEX_MARK = "\x00"      # a JSON column's text as hex after this mark (version 3); older triggers embedded it
+
+
+def _utf8(expr: str) -> str:
+    return f"CONVERT({expr} USING utf8mb4)"
+
+
 def _column_expr(ref: str, col: Column) -> str:
-    """How a MySQL/MariaDB trigger puts one column in JSON_OBJECT so the reader can give its exact value:
+    """How a MySQL/MariaDB trigger puts one column in JSON_OBJECT so the reader can give its exact value,
+    whatever the writer's session: every string in one character set (JSON_OBJECT refuses arguments whose
+    charsets it cannot combine, latin1 with cp1251 or utf8mb4 with utf16, and would fail the ERP's write),
     decimals as text (no double rounding), binary as hex, TIMESTAMP as epoch seconds (independent of the
-    writer's session time zone), date/time types as text."""
+    writer's time zone), date/time types, UUID, INET4, INET6 and JSON as their text, YEAR as a number
+    (JSON_OBJECT writes YEAR 0000 as `0000`, which is not JSON)."""
     t = col.type
+    if t in _MY_TEXT:
+        return _utf8(ref)
+    if t == "json":
+        # JSON_OBJECT embeds a JSON column as JSON (trimmed, and its null indistinguishable from NULL);
+        # its exact text travels as hex
+        return _utf8(f"CONCAT(CHAR(0), HEX({ref}))")
     if t in ("decimal", "numeric"):
-        return f"CAST({ref} AS CHAR)"
+        return _utf8(f"CAST({ref} AS CHAR)")
     if t in _MY_BINARY:
-        return f"HEX({ref})"
+        return _utf8(f"HEX({ref})")
     if t == "timestamp":
-        return f"CAST(UNIX_TIMESTAMP({ref}) AS CHAR)"
-    if t in ("datetime", "date", "time"):
-        return f"CAST({ref} AS CHAR)"
-    if t == "bit":
+        # UNIX_TIMESTAMP of the zero TIMESTAMP is NULL when the column has fractional seconds
+        return _utf8(f"CASE WHEN {ref} + 0 = 0 THEN '0' ELSE CAST(UNIX_TIMESTAMP({ref}) AS CHAR) END")
+    if t in ("datetime", "date", "time", "uuid", "inet4", "inet6"):
+        return _utf8(f"CAST({ref} AS CHAR)")
+    if t in ("bit", "year"):
         return f"({ref} + 0)"
     if t == "double" or t == "real":
         # MariaDB's JSON_OBJECT prints doubles with 15 significant digits: pass 17 through text
-        return f"CAST({ref} AS CHAR)"
+        return _utf8(f"CAST({ref} AS CHAR)")
     if t == "float":
         return f"CAST({ref} AS DOUBLE)"
     return ref
+
+
+def _json_column(span: str) -> Any:
+    """A JSON column's value in the row image: the trigger writes its text as a string (version 3); older
+    triggers let JSON_OBJECT embed it. Either way: RawJson of the text."""
+    if span[:1] == '"':
+        s = json.loads(span)
+        if s[:1] == _JSON_HEX_MARK:
+            return json_text(bytes.fromhex(s[1:]).decode("utf-8", "replace"))
+        return json_text(s)
+    r = raw_json(span)
+    return r if r is not None else span
+
+
+_json_column.from_span = True        # type: ignore[attr-defined]
+
+
+def _year(v: Any) -> Any:
+    return int(v) if type(v) is str else v        # an older trigger's `0000` reaches here as its text
 
 
 def _timestamp(v: str) -> str:
@@ -172,7 +210,7 @@ class MysqlDialect(Dialect):
         if t in _MY_BINARY:
             return lambda v: _b64(bytes.fromhex(v))
         if t == "float":
-            return lambda v: _float32(float(v))
+            return lambda v: float32_shortest(float(v))
         if t in ("double", "real"):
             return lambda v: float(v)
         if t == "datetime":
@@ -182,8 +220,15 @@ class MysqlDialect(Dialect):
         if t == "timestamp":
             return _timestamp
         if t == "json":
-            return json_text
+            return _json_column
+        if t == "year":
+            return _year
         return None
+
+    def probe_sql(self, names: Names, info: TableInfo) -> str | None:
+        # the trigger's row image as a SELECT on the table: it fails where the trigger would (an illegal
+        # mix of collations is found when the statement is prepared), and reads at most one row
+        return f"SELECT {self.json_object('t', info.columns)} FROM {names.q(*split_table(info.name))} AS t LIMIT 1"
 
 
 DIALECT = MysqlDialect()

@@ -10,16 +10,20 @@ checkpoint, so a replay after a crash re-reads the same windows and gives the sa
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any, Callable
 
 from ...changes import CheckItem
 from ...errors import SourceFatal
-from ...pgvalues import bytea_to_base64, frac6, interval_text_to_iso
+from ...myvalues import float32_shortest
+from ...pgvalues import (array_converter, bytea_to_base64, date_text, frac6, interval_text_to_iso,
+                         timestamp_text, timestamptz_text, timetz_text)
+from ...rawjson import raw_json
 from .catalog import split_table
 from .changelog import ChangelogRead, ChangelogReader, ChangelogRow
 from .db import Db, text_of, truthy
 from .dialect import Column, Dialect, TableInfo
-from .values import array_of, float_value, numeric, unraw, utc_z
+from .values import array_of, float_value, numeric
 
 if TYPE_CHECKING:
     from .catalog import Names
@@ -27,20 +31,73 @@ if TYPE_CHECKING:
 
 PG_EMPTY_SNAPSHOT = "1:1:"          # nothing is visible in it: the lower bound of the very first window
 
+
+def _text_int(v: Any) -> Any:
+    return int(v) if type(v) is str else v          # oid, xid, xid8, cid: to_json writes them as strings
+
+
+def _float4(v: Any) -> Any:
+    # the shortest decimal of the 32-bit value, whatever extra_float_digits the row was written with
+    return v if type(v) is str else float32_shortest(float(v))
+
+
+def _str_of(fn: Callable[[str], str]) -> Callable[[Any], Any]:
+    return lambda v: fn(v) if type(v) is str else v
+
+
+def _json_span(span: str) -> Any:
+    r = raw_json(span)
+    return r if r is not None else span
+
+
+_json_span.from_span = True          # type: ignore[attr-defined]  (the reader hands it the value's exact text)
+
+# Values as to_json() writes them inside the capture function, whose settings are fixed (TimeZone UTC,
+# DateStyle ISO, IntervalStyle iso_8601, extra_float_digits 1, bytea_output hex; migration 003), and as
+# older versions wrote them under the writer's settings: the pgvalues functions take both.
 _PG_CONV: dict[str, Callable] = {
-    "numeric": numeric, "float4": float_value, "float8": float_value, "timestamptz": lambda v: utc_z(v),
-    "timestamp": frac6, "time": frac6, "interval": interval_text_to_iso,
+    "numeric": numeric, "float4": _float4, "float8": float_value,
+    "oid": _text_int, "xid": _text_int, "xid8": _text_int, "cid": _text_int,
+    "date": _str_of(date_text), "timestamp": _str_of(timestamp_text), "timestamptz": _str_of(timestamptz_text),
+    "time": _str_of(frac6), "timetz": _str_of(timetz_text), "interval": _str_of(interval_text_to_iso),
     "bytea": lambda v: bytea_to_base64(v.encode()),
-    "json": unraw, "jsonb": unraw,
 }
-_PG_PLAIN = {"int2", "int4", "int8", "oid", "bool", "text", "varchar", "bpchar", "char", "name", "date", "uuid",
-             "inet", "cidr", "macaddr", "macaddr8", "money", "bit", "varbit", "xml", "citext", "timetz"}
+
+# pg_type rows of the columns' types, and of what they are made of (domains, array elements)
+_TYPES_SQL = (
+    "SELECT t.oid::int8, t.typname::text, t.typtype::text, t.typcategory::text, t.typelem::int8, "
+    "  t.typbasetype::int8, EXISTS (SELECT 1 FROM pg_catalog.pg_cast k WHERE k.castsource = t.oid "
+    "    AND k.casttarget = 'pg_catalog.json'::pg_catalog.regtype) AND t.oid >= 16384 "
+    "FROM pg_catalog.pg_type t WHERE t.oid = ANY (CAST(:oids AS int8[]))")
+
+
+def _resolve(db: Db, oids: set[int]) -> dict[int, tuple]:
+    types: dict[int, tuple] = {}
+    want = set(oids)
+    for _ in range(12):                     # domain and array chains are short; do not loop for ever
+        want -= set(types)
+        if not want:
+            break
+        for r in db.query(_TYPES_SQL, {"oids": "{" + ",".join(str(o) for o in sorted(want)) + "}"}):
+            types[int(r[0])] = (text_of(r[1]), text_of(r[2]), text_of(r[3]), int(r[4]), int(r[5]), truthy(r[6]))
+        want = {x for t in types.values() for x in (t[3], t[4]) if x} - set(types)
+    return types
+
+
+def _base(types: dict[int, tuple], oid: int) -> int:
+    for _ in range(12):
+        t = types.get(oid)
+        if t is None or t[1] != "d" or not t[4]:
+            return oid
+        oid = t[4]
+    return oid
 
 
 class PostgresqlDialect(Dialect):
     name = "postgresql"
     name_limit = 63
-    generic_trigger = True          # the trigger writes row_to_json(): it follows column changes by itself
+    # one function for every table (to_json(NEW) follows column changes by itself); the trigger names the
+    # columns whose text form it also writes (composites, hstore), so triggers are compared per table
 
     def connect_args(self, target: Target) -> dict[str, Any]:
         return {"connect_timeout": 10}
@@ -53,24 +110,32 @@ class PostgresqlDialect(Dialect):
     def load_table(self, db: Db, table: str) -> TableInfo | None:
         schema, name = split_table(table)
         rows = db.query(
-            "SELECT a.attname, "
-            "  CASE WHEN t.typtype = 'd' THEN bt.typname ELSE t.typname END, "
-            "  CASE WHEN t.typtype = 'd' THEN bet.typname ELSE et.typname END, a.attnum "
+            "SELECT a.attname, a.atttypid::int8, a.attnum "
             "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
             "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
-            "JOIN pg_type t ON t.oid = a.atttypid "
-            "LEFT JOIN pg_type bt ON bt.oid = t.typbasetype "
-            "LEFT JOIN pg_type et ON et.oid = t.typelem AND t.typcategory = 'A' "
-            "LEFT JOIN pg_type bet ON bet.oid = bt.typelem AND bt.typcategory = 'A' "
             "WHERE n.nspname = :s AND c.relname = :t AND c.relkind IN ('r', 'p') ORDER BY a.attnum",
             {"s": schema, "t": name})
         if not rows:
             return None
-        cols = [Column(text_of(r[0]), text_of(r[1]), None if r[2] is None else text_of(r[2])) for r in rows]
+        types = _resolve(db, {int(r[1]) for r in rows})
+        cols = []
+        for r in rows:
+            oid = _base(types, int(r[1]))
+            typ = types.get(oid, ("", "b", "", 0, 0, False))
+            elem = None
+            scalar = typ
+            if typ[2] == "A" and typ[3]:
+                eoid = _base(types, typ[3])
+                scalar = types.get(eoid, ("", "b", "", 0, 0, False))
+                elem = scalar[0]
+            # to_json() writes composites (and types with a cast to json, such as hstore) as objects; the
+            # log source has their text form, so the trigger writes that text too
+            text_form = scalar[1] == "c" or scalar[5]
+            cols.append(Column(text_of(r[0]), typ[0], elem, text_form=text_form))
         pk = db.query("SELECT i.indkey::text FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid "
                       "JOIN pg_namespace n ON n.oid = c.relnamespace "
                       "WHERE n.nspname = :s AND c.relname = :t AND i.indisprimary", {"s": schema, "t": name})
-        by_num = {int(r[3]): text_of(r[0]) for r in rows}
+        by_num = {int(r[2]): text_of(r[0]) for r in rows}
         key = tuple(by_num[int(k)] for k in text_of(pk[0][0]).split() if int(k) in by_num) if pk else ()
         return TableInfo(table, cols, key)
 
@@ -95,14 +160,19 @@ class PostgresqlDialect(Dialect):
     # -------------------------------------------------------------- rendering
 
     def table_values(self, names: Names, info: TableInfo) -> dict[str, str]:
-        return {"trigger": self.quote(names.fn)}     # one trigger per table, named like the function it calls
+        # one trigger per table, named like the function it calls; its arguments name the text-form columns
+        return {"trigger": self.quote(names.fn),
+                "text_columns": ", ".join(self.literal(c.name) for c in info.columns if c.text_form)}
 
     def trigger_names(self, names: Names, table: str) -> list[str]:
         return [names.fn]
 
-    def replace_triggers(self, db: Db, names: Names, info: TableInfo, rendered: list[str],
-                         current: dict[str, str | None]) -> list[str]:
-        return rendered
+    def trigger_body(self, stmt: str) -> str:
+        """What tells two of our triggers apart: the arguments (pg_get_triggerdef spells the rest its own way)."""
+        m = re.search(r"(?is)\bEXECUTE\s+(?:FUNCTION|PROCEDURE)\s+[^(]*\((.*)\)\s*$", stmt)
+        if not m:
+            return stmt
+        return "args " + repr(re.findall(r"'((?:[^']|'')*)'", m.group(1)))
 
     def drop_trigger_sql(self, names: Names, table: str, trigger: str) -> str:
         return f"DROP TRIGGER IF EXISTS {self.quote(trigger)} ON {names.q(*split_table(table))}"
@@ -144,13 +214,27 @@ class PostgresqlDialect(Dialect):
     # -------------------------------------------------------------- values and the changelog
 
     def converter(self, col: Column) -> Callable[[Any], Any] | None:
+        if col.text_form:
+            return _json_span           # written without its text (an older trigger): as to_json wrote it
         if col.elem:
+            if col.elem in ("json", "jsonb"):
+                return _json_span
             fn = _PG_CONV.get(col.elem)
-            return array_of(fn) if fn else (None if col.elem in _PG_PLAIN else unraw)
+            return array_of(fn) if fn else None     # strings as to_json wrote them
+        if col.type in ("json", "jsonb"):
+            return _json_span
         fn = _PG_CONV.get(col.type)
         if fn:
             return fn
-        return None if col.type in _PG_PLAIN else unraw
+        return None                     # text, enums, ranges, inet, ...: strings as to_json wrote them
+
+    def text_converter(self, col: Column) -> Callable[[str], Any] | None:
+        if not col.text_form:
+            return None
+        if col.elem:
+            arr = array_converter(bytes.decode)
+            return lambda s: arr(s.encode())
+        return str
 
     def changelog(self, names: Names, max_wait: float) -> ChangelogReader:
         return WindowReader(names)
@@ -195,8 +279,9 @@ class WindowReader(ChangelogReader):
         cts = ("EXTRACT(EPOCH FROM pg_xact_commit_timestamp(((txid % 4294967296)::text)::xid))::float8"
                if self._commit_ts else "NULL::float8")
         origin = "origin" if self.version >= 2 else "NULL::text"
+        texts = "before_texts::text, after_texts::text" if self.version >= 3 else "NULL::text, NULL::text"
         return (f"SELECT id, txid, tbl, op, before::text, after::text, {origin}, "
-                f"EXTRACT(EPOCH FROM created)::float8, {cts} FROM {self.names.qcl} ")
+                f"EXTRACT(EPOCH FROM created)::float8, {cts}, {texts} FROM {self.names.qcl} ")
 
     def read(self, n: int) -> ChangelogRead:
         db, cl = self.db, self.names.qcl
@@ -224,8 +309,9 @@ class WindowReader(ChangelogReader):
             {"lo": self._lo, "hi": self._hi, "last": self._last, "n": n})
         wt = self._win_t
         out = [ChangelogRow(f"{wt:016x}:{rid:016x}", tbl, op, before, after, origin,
-                            cts if cts is not None else created, str(txid))
-               for rid, txid, tbl, op, before, after, origin, created, cts in rows]
+                            cts if cts is not None else created, str(txid),
+                            (bt, at) if bt is not None or at is not None else None)
+               for rid, txid, tbl, op, before, after, origin, created, cts, bt, at in rows]
         if rows:
             self._last = rows[-1][0]
         if len(rows) < n:

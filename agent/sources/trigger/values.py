@@ -1,7 +1,11 @@
 """From the changelog's JSON to contract values (CONTRACT §3): the helpers every dialect's converters use.
 
 The triggers write row images as JSON text; json.loads would turn a decimal into a float and round it, so
-numbers with a fraction stay their exact text (`RawNum`) until the column type says what they are.
+numbers with a fraction, and integers beyond 64 bits, stay their exact text (`RawNum`) until the column type
+says what they are. A value the row image embeds as JSON (PostgreSQL json/jsonb) is also available as its
+exact text (`RowImage.spans`), for the RawJson the log source gives. A row image that is not valid JSON as a
+whole (an old trigger wrote MariaDB's YEAR 0000 as `0000`) is split into its values one by one, and a value
+that does not parse is kept as its text: one value never stops capture.
 """
 
 from __future__ import annotations
@@ -9,10 +13,11 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import re
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any, Callable
 
-from ...binlog import format_timestamp
+from ...myvalues import format_timestamp
+from ...rawjson import raw_json
 from .db import text_of
 
 UTC = _dt.timezone.utc
@@ -23,32 +28,149 @@ class RawNum(str):
     whether it is an exact numeric (stays text) or a float."""
 
 
+def _lossless_int(s: str) -> Any:
+    # int() refuses more than 4,300 digits, and orjson anything beyond 64 bits: keep those as text
+    if len(s) < 19:
+        return int(s) if s != "-0" else RawNum(s)       # -0: a float column's negative zero
+    if len(s) <= 20:
+        n = int(s)
+        if -(1 << 63) <= n < (1 << 64):
+            return n
+    return RawNum(s)
+
+
+def _keep_constant(name: str) -> Any:
+    return RawNum(name)            # NaN / Infinity: not JSON, but a JSON number's place; kept as text
+
+
+_DECODER = json.JSONDecoder(parse_float=RawNum, parse_int=_lossless_int, parse_constant=_keep_constant)
+
+
+class RowImage(dict):
+    """A parsed row image; `spans` gives each top-level value's exact JSON text (computed when asked)."""
+
+    __slots__ = ("text", "_spans")
+
+    def __init__(self, values: dict, text: str, spans: dict[str, str] | None = None):
+        super().__init__(values)
+        self.text = text
+        self._spans = spans
+
+    @property
+    def spans(self) -> dict[str, str]:
+        if self._spans is None:
+            self._spans = split_object(self.text)
+        return self._spans
+
+
 def loads(text: str | bytes | None) -> Any:
+    """A changelog row image -> RowImage (numbers lossless, see the module docstring)."""
     if text is None:
         return None
-    return json.loads(text, parse_float=RawNum)
+    if isinstance(text, (bytes, bytearray, memoryview)):
+        text = bytes(text).decode("utf-8", "replace")
+    try:
+        v = _DECODER.decode(text)
+    except (ValueError, RecursionError):
+        spans = split_object(text)
+        return RowImage({k: value_of(s) for k, s in spans.items()}, text, spans)
+    return RowImage(v, text) if type(v) is dict else v
+
+
+def value_of(span: str) -> Any:
+    """One JSON value's text -> its value as `loads` gives it; text that is not JSON stays that text."""
+    try:
+        return _DECODER.decode(span)
+    except (ValueError, RecursionError):
+        return span
+
+
+_TOKEN_RE = re.compile(r'"(?:[^"\\]|\\.)*"|[{}\[\],:]|[^"{}\[\],:\s]+|\s+', re.S)
+
+
+def split_object(text: str) -> dict[str, str]:
+    """The top-level members of a JSON object text -> {key: the value's exact text}, without parsing the
+    values (iterative: any nesting depth; tolerant of values that are not JSON, such as `0000`)."""
+    out: dict[str, str] = {}
+    depth = 0
+    key: str | None = None
+    start = -1
+    expect_key = False
+    for m in _TOKEN_RE.finditer(text):
+        t = m.group(0)
+        c = t[0]
+        if c.isspace():
+            continue
+        if depth == 0:
+            if c == "{":
+                depth, expect_key = 1, True
+            continue
+        if depth == 1:
+            if expect_key:
+                if c == '"':
+                    key = json.loads(t)
+                elif c == ":":
+                    expect_key, start = False, -1
+                continue
+            if c in ",}":
+                if key is not None and start >= 0:
+                    out[key] = text[start:m.start()].rstrip()
+                key, expect_key = None, True
+                if c == "}":
+                    break
+                continue
+            if start < 0:
+                start = m.start()
+        if c in "{[":
+            depth += 1
+        elif c in "}]":
+            depth -= 1
+    return out
+
+
+def finish(v: Any) -> Any:
+    """A value no converter claimed: lossless numbers as JSON numbers (RawJson keeps their digits)."""
+    t = type(v)
+    if t is RawNum:
+        r = raw_json(v)
+        return r if r is not None else str(v)
+    if t is dict:
+        return {k: finish(x) for k, x in v.items()}
+    if t is list:
+        return [finish(x) for x in v]
+    return v
 
 
 def unraw(v: Any) -> Any:
-    """A JSON value with its RawNums as floats (json / jsonb columns: numbers as JSON has them)."""
+    """A JSON value with its RawNums as floats where a float holds them exactly, else as RawJson (json
+    columns of engines whose trigger embeds the value parsed)."""
     t = type(v)
     if t is RawNum:
-        return float(v)
-    if t is dict:
+        try:
+            f = float(v)
+        except ValueError:
+            return str(v)
+        return f if f == f and abs(f) != float("inf") and _same_number(v, f) else finish(v)
+    if t is dict or t is RowImage:
         return {k: unraw(x) for k, x in v.items()}
     if t is list:
         return [unraw(x) for x in v]
     return v
 
 
+def _same_number(text: str, f: float) -> bool:
+    try:
+        return Decimal(text) == Decimal(f)
+    except InvalidOperation:
+        return False
+
+
 def json_text(v: Any) -> Any:
-    """A JSON column the trigger wrote as text (MySQL, SQLite): the embedded value; text that is not JSON
-    stays text."""
+    """A JSON column the trigger wrote as text (MySQL, SQLite): the embedded value exactly as written
+    (RawJson); text that is not JSON stays text."""
     if type(v) is str:
-        try:
-            return unraw(loads(v))
-        except ValueError:
-            return v
+        r = raw_json(v)
+        return r if r is not None else v
     return unraw(v)
 
 
