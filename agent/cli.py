@@ -71,6 +71,12 @@ def _parser() -> argparse.ArgumentParser:
     tg = cmd("targets", "target cursors in the spool")
     tg.add_argument("action", choices=["forget"])
     tg.add_argument("name", help="a target no longer in the config whose cursor the spool still keeps")
+    cn = cmd("connect", "the same capture as a Debezium connector on Kafka Connect ([connect], CONTRACT §8)")
+    cn.add_argument("action", choices=["plan", "deploy", "status", "pause", "resume", "restart", "delete",
+                                       "handback"])
+    cn.add_argument("--restart-failed", action="store_true", help="status: restart the tasks that failed")
+    cn.add_argument("--handoff", action="store_true",
+                    help="deploy: start the connector at the (stopped) agent's checkpoint, via the offsets API")
     sub.add_parser("demo", help="run the embedded SQLite demo: sample ERP, workload, events printed "
                                 "(cdc-agent demo --help for its options)")
     return p
@@ -336,8 +342,14 @@ def _targets(cfg, args) -> int:
     return 0
 
 
+def _connect(cfg, args) -> int:
+    from .connect import run
+    return run(cfg, args.action, restart_failed=args.restart_failed, handoff=args.handoff)
+
+
 _COMMANDS = {"check": _check, "setup": _setup, "run": _run, "status": _status, "teardown": _teardown, "dlq": _dlq,
-             "replay": _replay, "targets": _targets, "catalog": _catalog, "reconcile": _reconcile}
+             "replay": _replay, "targets": _targets, "catalog": _catalog, "reconcile": _reconcile,
+             "connect": _connect}
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from . import secrets
 from .config_checks import (check_postgres_dsn, check_target_events, check_written_paths, read_config_text,
                             valid_host)
 from .errors import ConfigError
+from .connect_options import ConnectOptions
 from .options import ConfigPath, Dsn, OptionError, Secret, Url
 from .sources.trigger.dsn import parse_dsn
 
@@ -139,6 +140,15 @@ class AlertSettings:
 
 
 @dataclass(frozen=True)
+class ConnectSettings:
+    """[connect] (CONTRACT §8): the same capture as a Debezium connector on Kafka Connect (agent/connect.py)."""
+    url: str
+    name: str
+    options: dict[str, str] = field(default_factory=dict)   # extra connector config, passed through
+    secrets: str = "env"          # how the connector gets the password: "env" or "file:/path/on/workers"
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path
     agent: AgentSettings
@@ -148,6 +158,7 @@ class Config:
     health: HealthSettings
     alerts: AlertSettings = AlertSettings()
     outbox: tuple[OutboxRule, ...] = ()
+    connect: ConnectSettings | None = None
 
     def priority_of(self, event_type: str) -> str:
         """A dead letter's business priority: the highest of the rules that emit its type."""
@@ -700,10 +711,10 @@ def load(path: str | os.PathLike) -> Config:
 
 def parse(raw: dict, *, file: str = "agent.toml", base: Path | None = None) -> Config:
     base = base or Path.cwd()
-    unknown = sorted(set(raw) - {"agent", "source", "events", "outbox", "targets", "health", "alerts"})
+    unknown = sorted(set(raw) - {"agent", "source", "events", "outbox", "targets", "health", "alerts", "connect"})
     if unknown:
         raise ConfigError(file, unknown[0], "unknown section (allowed: agent, source, events, outbox, targets, "
-                                            "health, alerts)")
+                                            "health, alerts, connect)")
     if "agent" not in raw:
         raise ConfigError(file, "agent", "required table [agent] is missing")
     agent = _agent(file, raw["agent"], base)
@@ -735,8 +746,9 @@ def parse(raw: dict, *, file: str = "agent.toml", base: Path | None = None) -> C
     check_written_paths(file, targets, agent, source)
     health = _health(file, raw.get("health", {}))
     alerts = _alerts(file, raw.get("alerts", []), health)
+    connect = _connect(file, raw["connect"], agent.name, base) if "connect" in raw else None
     cfg = Config(path=Path(file), agent=agent, source=source, events=rules, targets=targets, health=health,
-                 alerts=alerts, outbox=outbox)
+                 alerts=alerts, outbox=outbox, connect=connect)
     return _finish_targets(cfg, base)
 
 
@@ -752,3 +764,9 @@ def _finish_targets(cfg: Config, base: Path) -> Config:
                 raise ConfigError(str(cfg.path), f"targets[{i}].{e.key}", e.problem) from None
         done.append(t)
     return dataclasses.replace(cfg, targets=tuple(done))
+
+
+def _connect(file: str, raw: Any, agent_name: str, base: Path) -> ConnectSettings:
+    o = _options(_Reader(file, "connect", raw, {f.name for f in dataclasses.fields(ConnectOptions)}), ConnectOptions,
+                 base)
+    return ConnectSettings(url=o.url, name=o.name or agent_name, options=dict(o.options), secrets=o.secrets)

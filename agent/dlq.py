@@ -225,7 +225,7 @@ def _retry_here(cfg: Config, spool: Spool, letters: list[DeadLetter]) -> tuple[i
                     target = build_target(settings)
                     target.open()           # as the worker does: a target may connect or check itself here
                     targets[d.target] = target
-                kind, text = send_dead_letter(spool, settings, target, d)
+                kind, text = send_dead_letter(spool, settings, target, d, cfg)
             except TargetError as e:
                 kind, text = "unreachable", redact(str(e))
             except CdcError as e:
@@ -280,7 +280,7 @@ def _retry_by_agent(cfg: Config, spool: Spool, letters: list[DeadLetter], pid: s
     return done, failed
 
 
-def send_dead_letter(spool: Spool, settings, target, d: DeadLetter) -> tuple[str, str]:
+def send_dead_letter(spool: Spool, settings, target, d: DeadLetter, cfg=None) -> tuple[str, str]:
     """Send one dead letter through an open target (same event, same id, in the target's format) and record
     the result: ("delivered" | "rejected" | "unreachable" | "failed", detail)."""
     from .formats import render
@@ -288,7 +288,7 @@ def send_dead_letter(spool: Spool, settings, target, d: DeadLetter) -> tuple[str
         return "failed", "no event body stored; nothing to send"
     try:
         ev = rawjson.loads_exact(d.body)            # a json value's 1e400 is valid JSON, not a double
-        body = render(d.body, settings.format)
+        body = render(d.body, settings.format, cfg)       # cfg: Debezium's encodings need the column types
         target.send([SpooledEvent(0, d.event_id or ev.get("id", ""), d.type, str(ev.get("subject", "")), body,
                                   0.0, d.position)])
     except TargetRejected as e:
@@ -302,7 +302,7 @@ def send_dead_letter(spool: Spool, settings, target, d: DeadLetter) -> tuple[str
     return "delivered", ""
 
 
-def resend_dead_letters(spool: Spool, settings, target) -> None:
+def resend_dead_letters(spool: Spool, settings, target, cfg=None) -> None:
     """In a target's worker, between two batches: send the dead letters `dlq retry` handed to the running
     agent, and leave each outcome for the command to print."""
     unreachable = False
@@ -311,7 +311,7 @@ def resend_dead_letters(spool: Spool, settings, target) -> None:
             kind, text = "unreachable", "not tried: the target was unreachable for the dead letter before"
         else:
             try:
-                kind, text = send_dead_letter(spool, settings, target, d)
+                kind, text = send_dead_letter(spool, settings, target, d, cfg)
             except SpoolError:
                 raise
             except Exception as e:  # a bug: in the log with its traceback; the worker goes on delivering

@@ -2,36 +2,34 @@
 
 from __future__ import annotations
 
-from urllib.parse import unquote
+import threading
 
-import orjson
+from . import debezium
 
-from . import rawjson
+_columns: dict[str, object] = {}            # state_dir -> ColumnTypes, shared by the targets' workers
+_lock = threading.Lock()
 
-_DEBEZIUM_OP = {"insert": "c", "update": "u", "delete": "d", "read": "r"}
 
-
-def render(body: bytes, fmt: str) -> bytes:
+def render(body: bytes, fmt: str, cfg=None) -> bytes:
+    """`cfg` (the agent's Config) says the source kind and where the column types are kept
+    (agent/column_types.py): Debezium's value encodings need them. Without it values keep their
+    contract forms (the PostgreSQL source shape)."""
     if fmt in ("cloudevents", "cloudevents-binary"):    # binary mode: the target splits the CloudEvent itself
         return body
-    return to_debezium(body)
+    if cfg is None:
+        return debezium.render(body, "postgres", None)
+    return debezium.render(body, cfg.source.kind, column_types(cfg))
 
 
-def to_debezium(body: bytes) -> bytes:
-    """Debezium's change-event envelope (value part, without schema), for consumers written for it."""
-    ev = rawjson.loads_exact(body)          # numbers keep their digits (json/jsonb values)
-    data = ev["data"]
-    _, _, table = ev["source"].rpartition("/")
-    schema, _, tbl = unquote(table).partition(".")      # the source percent-encodes awkward table names
-    ts_ms = _ts_ms(ev["time"])
-    return orjson.dumps({
-        "before": data["before"], "after": data["after"], "op": _DEBEZIUM_OP[data["op"]], "ts_ms": ts_ms,
-        "source": {"connector": "cdc-agent", "name": ev["source"].split("/")[2], "ts_ms": ts_ms,
-                   "schema": schema, "table": tbl, "txId": ev.get("txid"), "position": ev["position"],
-                   "event_id": ev["id"], "event_type": ev["type"]},
-    }, default=rawjson.default)
+def column_types(cfg):
+    from .column_types import ColumnTypes
+    key = str(cfg.agent.state_dir)
+    with _lock:
+        ct = _columns.get(key)
+        if ct is None or ct.cfg.source != cfg.source:
+            ct = _columns[key] = ColumnTypes(cfg)
+        return ct
 
 
-def _ts_ms(rfc3339: str) -> int:
-    from datetime import datetime
-    return int(datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp() * 1000)
+def to_debezium(body: bytes, cfg=None) -> bytes:
+    return render(body, "debezium", cfg)

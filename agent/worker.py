@@ -23,7 +23,7 @@ from adapters import build_target
 
 from .config import Config, TargetSettings
 from .dlq import resend_dead_letters
-from .errors import CdcError, SpoolError, TargetError, TargetRejected
+from .errors import CdcError, SpoolError, TargetError, TargetRejected, TargetUnavailable
 from .formats import render
 from .interfaces import SpooledEvent, Target
 from .monitor import Monitor
@@ -125,7 +125,7 @@ class TargetWorker(threading.Thread):
                     if drain_deadline is not None or self.stop.is_set():
                         return
                     continue
-            resend_dead_letters(spool, self.settings, target)      # what `dlq retry` handed over
+            resend_dead_letters(spool, self.settings, target, self.cfg)   # what `dlq retry` handed over
             cursor = spool.counters(self.settings.name).cursor
             batch, upto = self._next_batch(spool, cursor)
             if self.applied is not None:
@@ -197,9 +197,15 @@ class TargetWorker(threading.Thread):
         fmt = self.settings.format
         # rendered once per event, however often the batch is retried or split; dead letters keep the
         # CloudEvent (`dlq retry` renders it again)
-        rendered = batch if fmt == "cloudevents" else [
-            SpooledEvent(e.seq, e.id, e.type, e.subject, render(e.body, fmt), e.commit_ts, e.position)
-            for e in batch]
+        while True:
+            try:
+                rendered = batch if fmt == "cloudevents" else [
+                    SpooledEvent(e.seq, e.id, e.type, e.subject, render(e.body, fmt, self.cfg), e.commit_ts,
+                                 e.position) for e in batch]
+                break
+            except TargetUnavailable as e:  # "debezium" waits for the source's column types as for an outage
+                if not self._wait_retry(spool, e, drain_deadline):
+                    return False
         pending = [(0, len(batch))]          # index ranges of `batch` still to send, in order
         while pending:
             start, end = pending[0]

@@ -6,10 +6,11 @@ cd "$(dirname "$0")/.."
 
 # Debian packages: database and message servers the tests start privately (the broker targets' tests start
 # private rabbitmq-server, redis-server, mosquitto and nats-server instances), ODBC drivers for trigger
-# capture, the browser the dashboard test drives (chromium), promtool for the shipped alerting rules.
+# capture, the browser the dashboard test drives (chromium), promtool for the shipped alerting rules, Java
+# for real Debezium (the `debezium` extra, embedded through JPype).
 need=()
 for pkg in postgresql-15 mariadb-server unixodbc odbc-postgresql odbc-mariadb chromium chromium-driver prometheus \
-           rabbitmq-server redis-server mosquitto nats-server; do
+           rabbitmq-server redis-server mosquitto nats-server openjdk-17-jre-headless; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -23,6 +24,6 @@ fi
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]"
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test,debezium]"
 
 exec .venv/bin/python -m pytest "$@"
