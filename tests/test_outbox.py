@@ -234,7 +234,7 @@ def outbox_config(**outbox):
     return config.parse({"agent": {"name": "a", "state_dir": "/tmp/x"},
                          "source": {"kind": "postgres", "dsn": "postgresql://u@h/db", "tables": ["app.outbox"]},
                          "outbox": [{"table": "app.outbox", **outbox}],
-                         "targets": [{"name": "f", "kind": "file", "path": "/tmp/x/out"}]})
+                         "targets": [{"name": "f", "kind": "file", "path": "/tmp/x-out/events.jsonl"}]})
 
 
 def change(op, row, position="0000000000000001:00000001", before=None):
