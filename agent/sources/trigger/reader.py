@@ -8,7 +8,6 @@ value forms, with the table's key, and the reader is paced by the poll interval.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
@@ -78,8 +77,7 @@ class TriggerSource(ConfiguredCapture):
         self._changelog = self.sql.changelog(self.names, self.max_wait)
         self._tables: dict[str, _Table] = {}
         self._gone: set[str] = set()        # captured tables the catalog no longer has
-        self._due = threading.Event()
-        self._scheduler: Any = None
+        self._next_poll = 0.0                # monotonic time the next changelog read is due when caught up
         self._more = True
         self._version = 0
         self._status = SourceStatus()
@@ -109,22 +107,11 @@ class TriggerSource(ConfiguredCapture):
             self.close()
             raise self._error(e) from None
         self._more = True
-        self._due.set()
-        from apscheduler.schedulers.background import BackgroundScheduler
-        self._scheduler = BackgroundScheduler(daemon=True)
-        self._scheduler.add_job(self._due.set, "interval", seconds=self.poll_interval, id="poll",
-                                max_instances=1, coalesce=True)
-        self._scheduler.start()
+        self._next_poll = 0.0
         self._status.connected = True
         self._status.error = None
 
     def close(self) -> None:
-        if self._scheduler is not None:
-            try:
-                self._scheduler.shutdown(wait=False)
-            except Exception:
-                pass
-            self._scheduler = None
         if self.db is not None:
             self.db.close()
             self.db = None
@@ -181,9 +168,14 @@ class TriggerSource(ConfiguredCapture):
         if self.db is None:
             raise SourceUnavailable("source is not started")
         if not self._more:
-            if not self._due.wait(wait):
+            # caught up: the next changelog read is due `poll_interval` after the last one started
+            delay = self._next_poll - time.monotonic()
+            if delay > wait:
+                time.sleep(max(0.0, wait))
                 return [], None
-        self._due.clear()
+            if delay > 0:
+                time.sleep(delay)
+        self._next_poll = time.monotonic() + self.poll_interval
         try:
             got = self._changelog.read(n)
             self._more = got.more
