@@ -5,9 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages: database servers the tests start privately, ODBC drivers for trigger capture, the
-# browser the dashboard test drives (chromium), promtool for the shipped alerting rules (prometheus).
+# browser the dashboard test drives (chromium), promtool for the shipped alerting rules (prometheus), and a C
+# compiler with the Python headers for the compiled decoder (agent/_fastpg.c; optional, but tested when built).
 need=()
-for pkg in postgresql-15 mariadb-server unixodbc odbc-postgresql odbc-mariadb chromium chromium-driver prometheus; do
+for pkg in postgresql-15 mariadb-server unixodbc odbc-postgresql odbc-mariadb chromium chromium-driver prometheus gcc python3-dev; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
