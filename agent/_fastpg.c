@@ -22,10 +22,13 @@ enum {
     K_DATE = 6,      /* pgvalues._date */
     K_TS = 7,        /* pgvalues._timestamp */
     K_BYTEA = 8,     /* pgvalues.bytea_to_base64 */
+    K_JSON = 9,      /* pgvalues._json */
 };
 
 static PyObject *DecodeError = NULL;   /* agent.pgoutput.DecodeError */
 static PyObject *Unchanged = NULL;     /* agent.pgoutput.UNCHANGED */
+static PyObject *JsonLoads = NULL;     /* orjson.loads: rawjson.is_json's first check */
+static PyObject *RawJsonType = NULL;   /* agent.rawjson.RawJson */
 
 static int is_ascii(const unsigned char *s, Py_ssize_t n) {
     for (Py_ssize_t i = 0; i < n; i++)
@@ -191,6 +194,29 @@ static PyObject *conv_bytea(PyObject *conv, const unsigned char *s, Py_ssize_t n
     return str;
 }
 
+/* pgvalues._json when the text is UTF-8 that orjson accepts and holds no line break: RawJson(text), as
+   rawjson.raw_json makes it. Anything else (line breaks to blank out, numbers orjson refuses, not JSON)
+   through the converter. */
+static PyObject *conv_json(PyObject *conv, const unsigned char *s, Py_ssize_t n) {
+    if (JsonLoads == NULL || memchr(s, '\n', n) != NULL || memchr(s, '\r', n) != NULL)
+        return call_conv(conv, (const char *)s, n);
+    PyObject *text = PyUnicode_DecodeUTF8((const char *)s, n, NULL);
+    if (text == NULL) {
+        PyErr_Clear();
+        return call_conv(conv, (const char *)s, n);
+    }
+    PyObject *parsed = PyObject_CallOneArg(JsonLoads, text);
+    if (parsed == NULL) {
+        PyErr_Clear();      /* the converter says what it is (and raises what it raises) */
+        Py_DECREF(text);
+        return call_conv(conv, (const char *)s, n);
+    }
+    Py_DECREF(parsed);
+    PyObject *r = PyObject_CallOneArg(RawJsonType, text);
+    Py_DECREF(text);
+    return r;
+}
+
 static PyObject *convert(int kind, PyObject *conv, const unsigned char *s, Py_ssize_t n) {
     switch (kind) {
     case K_TEXT: return PyUnicode_DecodeUTF8((const char *)s, n, NULL);
@@ -201,6 +227,7 @@ static PyObject *convert(int kind, PyObject *conv, const unsigned char *s, Py_ss
     case K_DATE: return conv_date(conv, s, n);
     case K_TS: return conv_ts(conv, s, n);
     case K_BYTEA: return conv_bytea(conv, s, n);
+    case K_JSON: return conv_json(conv, s, n);
     default: return call_conv(conv, (const char *)s, n);
     }
 }
@@ -304,17 +331,21 @@ done:
 }
 
 static PyObject *init(PyObject *self, PyObject *args) {
-    PyObject *err, *unchanged;
-    if (!PyArg_ParseTuple(args, "OO", &err, &unchanged)) return NULL;
+    PyObject *err, *unchanged, *loads = NULL, *rawjson = NULL;
+    if (!PyArg_ParseTuple(args, "OO|OO", &err, &unchanged, &loads, &rawjson)) return NULL;
     Py_XSETREF(DecodeError, Py_NewRef(err));
     Py_XSETREF(Unchanged, Py_NewRef(unchanged));
+    if (loads != NULL && rawjson != NULL) {
+        Py_XSETREF(JsonLoads, Py_NewRef(loads));
+        Py_XSETREF(RawJsonType, Py_NewRef(rawjson));
+    }
     Py_RETURN_NONE;
 }
 
 static PyMethodDef methods[] = {
     {"decode_tuple", (PyCFunction)(void (*)(void))decode_tuple, METH_FASTCALL,
      "decode_tuple(buf, pos, converters, kinds) -> (values, position after the tuple)"},
-    {"init", init, METH_VARARGS, "init(DecodeError, UNCHANGED): the decoder's exception and marker"},
+    {"init", init, METH_VARARGS, "init(DecodeError, UNCHANGED[, orjson.loads, RawJson]): the decoder's exception and marker, json checks"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -7,7 +7,7 @@ extension: a failed build does not fail the install). Without it, or with CDC_AG
 environment, the agent decodes in pure Python and says so once in its log.
 
 Each column's kind byte tells the C code which converter the pure path chose for it; a column whose
-converter has no C counterpart (json, arrays, interval, time, timetz, ...) gets KIND_CALL and goes through
+converter has no C counterpart (arrays, interval, time, timetz, ...) gets KIND_CALL and goes through
 that Python converter, and so does any value of a C-handled type that is not in the usual form.
 """
 
@@ -17,7 +17,9 @@ import logging
 import os
 from typing import Callable, Sequence
 
-from . import pgvalues
+import orjson
+
+from . import pgvalues, rawjson
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +28,7 @@ PURE_ENV = "CDC_AGENT_PURE"
 KIND_CALL = 0
 _KINDS: dict[Callable, int] = {
     bytes.decode: 1, int: 2, pgvalues._bool: 3, pgvalues._float: 4, pgvalues._timestamptz: 5,
-    pgvalues._date: 6, pgvalues._timestamp: 7, pgvalues.bytea_to_base64: 8,
+    pgvalues._date: 6, pgvalues._timestamp: 7, pgvalues.bytea_to_base64: 8, pgvalues._json: 9,
 }
 
 try:
@@ -64,5 +66,5 @@ def tuple_decoder(decode_error: type, unchanged: object, force_pure: bool | None
             else:
                 log.info("%s is set: decoding PostgreSQL changes in pure Python", PURE_ENV)
         return None
-    _fastpg.init(decode_error, unchanged)
+    _fastpg.init(decode_error, unchanged, orjson.loads, rawjson.RawJson)
     return _fastpg.decode_tuple

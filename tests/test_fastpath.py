@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from agent import fastpath, pgoutput as po, pgvalues as v
 from agent.changes import RowChange
 from agent.mapping import change_to_json
+from agent.rawjson import RawJson
 
 needs_extension = pytest.mark.skipif(not fastpath.compiled(), reason="agent._fastpg is not built (no C compiler)")
 
@@ -202,16 +203,16 @@ def test_truncated_and_corrupt_tuples_fail_alike(case, cut):
 @needs_extension
 def test_usual_forms_take_the_compiled_conversion():
     """The C conversions themselves (not a detour through the Python converter) give the reference forms."""
-    oids = [v.INT8, v.NUMERIC, v.FLOAT8, v.BOOL, v.TIMESTAMPTZ, v.DATE, v.TIMESTAMP, v.BYTEA, v.TEXT]
+    oids = [v.INT8, v.NUMERIC, v.FLOAT8, v.BOOL, v.TIMESTAMPTZ, v.DATE, v.TIMESTAMP, v.BYTEA, v.TEXT, v.JSONB]
     texts = [b"-9223372036854775", b"12.50", b"0.1", b"t", b"2026-11-23 10:00:00.5+00", b"2026-11-23",
-             b"2026-11-23 10:00:00.25", b"\\x00ff10", "naïve".encode()]
+             b"2026-11-23 10:00:00.25", b"\\x00ff10", "naïve".encode(), b'{"g": 1, "t": ["a"]}']
     calls = []
     convs = [lambda b, c=c: calls.append(b) or c(b) for c in v.converters(oids)]
     got, _ = fastpath._fastpg.decode_tuple(tuple_bytes([("t", t) for t in texts]), 0, convs,
                                            fastpath.kinds(v.converters(oids)))
     assert calls == []
     assert got == [-9223372036854775, "12.50", 0.1, True, "2026-11-23T10:00:00.500000Z", "2026-11-23",
-                   "2026-11-23T10:00:00.250000", "AP8Q", "naïve"]
+                   "2026-11-23T10:00:00.250000", "AP8Q", "naïve", RawJson('{"g": 1, "t": ["a"]}')]
     assert got == [c(t) for c, t in zip(v.converters(oids), texts)]
 
 
