@@ -32,6 +32,8 @@ import struct
 from datetime import datetime, timedelta, timezone
 from typing import Callable, Sequence
 
+from . import fastpath
+
 # microseconds between the Unix epoch and PostgreSQL's epoch (2000-01-01 00:00:00 UTC)
 PG_EPOCH_UNIX = 946_684_800
 PG_EPOCH = datetime(2000, 1, 1, tzinfo=timezone.utc)
@@ -127,7 +129,7 @@ class Relation:
     `names` are what tuple decoding uses; the caller may replace `converters` (see Decoder.set_converters).
     `info` is free for the caller (e.g. the primary key it looked up)."""
 
-    __slots__ = ("oid", "namespace", "name", "replica_identity", "columns", "names", "converters", "info")
+    __slots__ = ("oid", "namespace", "name", "replica_identity", "columns", "names", "_converters", "_kinds", "info")
     kind = "R"
 
     def __init__(self, oid: int, namespace: str, name: str, replica_identity: str, columns: tuple[Column, ...]):
@@ -135,8 +137,18 @@ class Relation:
         self.replica_identity = replica_identity      # 'd' default, 'n' nothing, 'f' full, 'i' index
         self.columns = columns
         self.names = tuple(c.name for c in columns)
-        self.converters: tuple[Callable, ...] = (_DECODE,) * len(columns)
+        self.converters = (_DECODE,) * len(columns)
         self.info = None
+
+    @property
+    def converters(self) -> tuple[Callable, ...]:
+        return self._converters
+
+    @converters.setter
+    def converters(self, converters: Sequence[Callable]) -> None:
+        # the kind bytes the compiled decoder uses always follow the converters (agent/fastpath.py)
+        self._converters = tuple(converters)
+        self._kinds = fastpath.kinds(self._converters)
 
     @property
     def qualified(self) -> str:
@@ -210,9 +222,10 @@ def _cstring(buf: bytes, pos: int) -> tuple[str, int]:
     return buf[pos:end].decode(), end + 1
 
 
-def decode_tuple(buf: bytes, pos: int, converters: Sequence[Callable]) -> tuple[list, int]:
+def decode_tuple(buf: bytes, pos: int, converters: Sequence[Callable], kinds: bytes = b"") -> tuple[list, int]:
     """TupleData at `pos` -> (values, position after it). 't' values go through the column's converter,
-    'n' is None, 'u' is UNCHANGED, 'b' (binary format) stays bytes."""
+    'n' is None, 'u' is UNCHANGED, 'b' (binary format) stays bytes. `kinds` is for the compiled twin of
+    this function (agent/_fastpg.c, same signature and results); the pure path ignores it."""
     (n,) = _i16_from(buf, pos)
     pos += 2
     if n > len(converters):
@@ -247,10 +260,14 @@ class Decoder:
 
     `decode(buf, pos)` takes the message starting at `pos` (25 for an XLogData payload, 0 for a row of
     pg_logical_slot_*_binary_changes). Row messages for a relation the session has not described raise
-    DecodeError (pgoutput always sends the Relation first)."""
+    DecodeError (pgoutput always sends the Relation first).
 
-    def __init__(self) -> None:
+    Tuples are decoded by the compiled core when it is there (agent/fastpath.py), else by decode_tuple
+    above; `pure=True` forces the latter, `pure=False` the former when built (None: CDC_AGENT_PURE decides)."""
+
+    def __init__(self, pure: bool | None = None) -> None:
         self.relations: dict[int, Relation] = {}
+        self._decode_tuple = fastpath.tuple_decoder(DecodeError, UNCHANGED, pure) or decode_tuple
 
     def reset(self) -> None:
         """A new session (reconnect): pgoutput sends every Relation again."""
@@ -260,7 +277,7 @@ class Decoder:
         rel = self.relations[relid]
         if len(converters) != len(rel.columns):
             raise ValueError(f"{len(converters)} converters for {len(rel.columns)} columns")
-        rel.converters = tuple(converters)
+        rel.converters = converters
 
     def _rel(self, relid: int) -> Relation:
         try:
@@ -279,7 +296,7 @@ class Decoder:
                 rel = self._rel(relid)
                 if buf[pos + 5] != 78:
                     raise DecodeError(f"insert: expected 'N', got {chr(buf[pos + 5])!r}")
-                new, _ = decode_tuple(buf, pos + 6, rel.converters)
+                new, _ = self._decode_tuple(buf, pos + 6, rel._converters, rel._kinds)
                 return Insert(rel, new)
             if k == 85:                                          # 'U'
                 (relid,) = _u32_from(buf, pos + 1)
@@ -289,11 +306,11 @@ class Decoder:
                 old_kind = old = None
                 if t == 75 or t == 79:                           # 'K' | 'O'
                     old_kind = "K" if t == 75 else "O"
-                    old, p = decode_tuple(buf, p + 1, rel.converters)
+                    old, p = self._decode_tuple(buf, p + 1, rel._converters, rel._kinds)
                     t = buf[p]
                 if t != 78:
                     raise DecodeError(f"update: expected 'N', got {chr(t)!r}")
-                new, _ = decode_tuple(buf, p + 1, rel.converters)
+                new, _ = self._decode_tuple(buf, p + 1, rel._converters, rel._kinds)
                 return Update(rel, old_kind, old, new)
             if k == 68:                                          # 'D'
                 (relid,) = _u32_from(buf, pos + 1)
@@ -301,7 +318,7 @@ class Decoder:
                 t = buf[pos + 5]
                 if t != 75 and t != 79:
                     raise DecodeError(f"delete: expected 'K' or 'O', got {chr(t)!r}")
-                old, _ = decode_tuple(buf, pos + 6, rel.converters)
+                old, _ = self._decode_tuple(buf, pos + 6, rel._converters, rel._kinds)
                 return Delete(rel, "K" if t == 75 else "O", old)
             if k == 66:                                          # 'B'
                 return Begin(*_BEGIN.unpack_from(buf, pos + 1))

@@ -175,11 +175,13 @@ class Profiler:
     """py-spy sampling the agent's process tree (capture and delivery processes) while a scenario runs;
     `top()` sums the samples of each function where it was on top of the stack (self time)."""
 
-    def __init__(self, pid: int, out: Path, rate: int = 200):
+    def __init__(self, pid: int, out: Path, rate: int = 200, capture_only: bool = False):
         self.out = out
         exe = Path(sys.executable).parent / "py-spy"
+        # capture_only: the capture process alone, with native frames (what C code and SQLite cost inside it)
+        scope = ["--native"] if capture_only else ["--subprocesses", "--nonblocking"]
         self.proc = subprocess.Popen([str(exe if exe.exists() else "py-spy"), "record", "--pid", str(pid),
-                                      "--subprocesses", "--nonblocking", *(["--idle", "--threads"] if os.environ.get("BENCH_PROFILE_IDLE") else []), "--rate", str(rate), "--format", "raw",
+                                      *scope, *(["--idle", "--threads"] if os.environ.get("BENCH_PROFILE_IDLE") else []), "--rate", str(rate), "--format", "raw",
                                       "-o", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def stop(self) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from bench.common import (setup_capture, AgentRun, Profiler, agent_config, bench_cluster, emit, pg_recvlogical_drain, table,
+from bench.common import (setup_capture, AgentRun, Profiler, agent_config, bench_cluster, emit, pg_recvlogical_drain, proc_cpu_seconds, table,
                           tmpdir, wait_lines, write_mixed_changes, MIXED_DDL)
 
 
@@ -20,6 +20,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=None, help="source.batch_size for the agent")
     ap.add_argument("--delivery", choices=["process", "thread"], default=None, help="[agent] delivery")
     ap.add_argument("--profile", action="store_true", help="sample the agent with py-spy; print the top functions")
+    ap.add_argument("--profile-capture", action="store_true",
+                    help="sample only the capture process, native frames included (py-spy --native)")
     args = ap.parse_args()
     work = tmpdir("cdc-bench-drain-")
     cluster = bench_cluster()
@@ -38,20 +40,25 @@ def main() -> None:
         ref_rate = args.changes / ref_s
 
         agent = AgentRun(cfg, work / "agent.log").start()
-        profiler = Profiler(agent.proc.pid, work / "profile.txt") if args.profile else None
+        profiler = None
+        if args.profile or args.profile_capture:
+            profiler = Profiler(agent.proc.pid, work / "profile.txt", capture_only=args.profile_capture)
         done = wait_lines(work / "out" / "events.jsonl", args.changes, timeout=3600, proc=agent.proc)
         if profiler:
             profiler.stop()
         agent_s = done - agent.t0
         rss = agent.peak_rss_mb()
         cpu = agent.cpu_seconds()
+        capture_cpu = proc_cpu_seconds(agent.proc.pid)      # the main process is capture; delivery is its child
         agent.stop()
         rate = args.changes / agent_s
         fig = {"scenario": "drain", "changes": args.changes, **written,
                "pg_recvlogical_seconds": round(ref_s, 2), "pg_recvlogical_changes_per_s": round(ref_rate),
                "agent_seconds": round(agent_s, 2), "agent_changes_per_s": round(rate),
                "ratio_vs_pg_recvlogical": round(rate / ref_rate, 3), "agent_peak_rss_mb": rss,
-               "agent_cpu_seconds": round(cpu, 1)}
+               "agent_cpu_seconds": round(cpu, 1), "capture_cpu_seconds": round(capture_cpu, 2),
+               "capture_cpu_us_per_change": round(capture_cpu * 1e6 / args.changes, 1),
+               "agent_cpu_us_per_change": round(cpu * 1e6 / args.changes, 1)}
         emit(fig)
         table([("pg_recvlogical (pgoutput → /dev/null)", f"{ref_s:.2f}", f"{ref_rate:,.0f}", ""),
                ("cdc-agent (→ file target, fsynced)", f"{agent_s:.2f}", f"{rate:,.0f}", f"{rss} MB")],
@@ -60,7 +67,8 @@ def main() -> None:
         if profiler:
             top = profiler.top()
             emit({"scenario": "drain_profile", "self_percent": top})
-            table(top, ("function (py-spy, self time, all processes)", "% of samples"))
+            table(top, ("function (py-spy, self time)", "% of samples"))
+            print(f"raw samples: {work / 'profile.txt'}")
     finally:
         cluster.destroy()
 

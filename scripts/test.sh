@@ -7,10 +7,11 @@ cd "$(dirname "$0")/.."
 # Debian packages: database and message servers the tests start privately (the broker targets' tests start
 # private rabbitmq-server, redis-server, mosquitto and nats-server instances), ODBC drivers for trigger
 # capture, the browser the dashboard test drives (chromium), promtool for the shipped alerting rules, Java
-# for real Debezium (the `debezium` extra, embedded through JPype).
+# for real Debezium (the `debezium` extra, embedded through JPype), and a C compiler with the Python headers
+# for the compiled decoder (agent/_fastpg.c; optional, but tested when built).
 need=()
 for pkg in postgresql-15 mariadb-server unixodbc odbc-postgresql odbc-mariadb chromium chromium-driver prometheus \
-           rabbitmq-server redis-server mosquitto nats-server openjdk-17-jre-headless; do
+           rabbitmq-server redis-server mosquitto nats-server openjdk-17-jre-headless gcc python3-dev; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

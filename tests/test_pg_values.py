@@ -13,6 +13,7 @@ from agent import config
 from agent import pgvalues as v
 from agent.pgvalues import TypeInfo
 from agent.rawjson import RawJson, dumps as dumps_event_json
+from tests.decoder_paths import decoder_path  # noqa: F401  (every test on both tuple decoders)
 
 
 # ---------------------------------------------------------------- pure

@@ -9,6 +9,7 @@ import pytest
 
 from agent import pgoutput as po
 from agent import pgvalues
+from tests.decoder_paths import decoder_path  # noqa: F401  (every test on both tuple decoders)
 
 
 # ---------------------------------------------------------------- a tiny independent encoder for the tests

@@ -26,6 +26,7 @@ import pytest
 
 from agent import binlog, myvalues, pgoutput, pgvalues
 from agent.rawjson import RawJson
+from tests.decoder_paths import decoder_path  # noqa: F401  (every test on both tuple decoders)
 
 SEED = int(os.environ.get("CDC_VALUES_SEED", "20261201"))
 ROWS = 120

@@ -1,0 +1,8 @@
+"""The metadata is in pyproject.toml; this file only declares the optional C extension (agent/_fastpg.c,
+the compiled hot path of the PostgreSQL source). optional=True: without a compiler the install still
+succeeds and the agent runs on the pure-Python decoder (agent/fastpath.py)."""
+
+from setuptools import Extension, setup
+
+setup(ext_modules=[Extension("agent._fastpg", ["agent/_fastpg.c"], optional=True,
+                             extra_compile_args=["-O2", "-std=c11"])])
