@@ -39,7 +39,7 @@ from .envelope import STRUCTURED_CONTENT_TYPE, Destinations, Template, TemplateE
 
 from agent.options import OptionError, option
 
-log = logging.getLogger("cdc_agent.kafka")
+log = logging.getLogger(__name__)
 
 HOST_PORT_RE = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?):(\d{1,5})$")
 PROPERTY_RE = re.compile(r"^[a-z][a-z0-9._]*$")

@@ -45,7 +45,7 @@ from agent.secrets import redact
 
 from .envelope import STRUCTURED_CONTENT_TYPE, Destinations, Template, TemplateError, binary_parts
 
-log = logging.getLogger("cdc_agent.nats")
+log = logging.getLogger(__name__)
 
 # a NATS subject: dot-separated tokens of printable characters, no whitespace, no wildcards when publishing
 SUBJECT_RE = re.compile(r"^[^\s.*>]+(\.[^\s.*>]+)*$")

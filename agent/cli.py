@@ -18,7 +18,7 @@ from . import logs
 from .errors import CdcError, ConfigError, SourceError
 from .secrets import redact
 
-log = logging.getLogger("cdc_agent")
+log = logging.getLogger(__name__)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -27,7 +27,7 @@ from typing import Any
 from .errors import TargetUnavailable
 from .secrets import redact
 
-log = logging.getLogger("cdc_agent")
+log = logging.getLogger(__name__)
 
 FILE_NAME = "column_types.json"
 REFRESH_SECONDS = 60.0

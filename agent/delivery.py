@@ -28,7 +28,7 @@ from .config import Config
 from .monitor import Monitor
 from .worker import DRAIN_SECONDS, TargetWorker, tune_gc
 
-log = logging.getLogger("cdc_agent")
+log = logging.getLogger(__name__)
 
 RELAY_SECONDS = 0.1
 RESPAWN_SECONDS = 2.0

@@ -23,7 +23,7 @@ from .monitor import Monitor
 from .secrets import redact
 from .spool import Spool
 
-log = logging.getLogger("cdc_agent.health")
+log = logging.getLogger(__name__)
 
 
 def health_report(cfg: Config, monitor: Monitor | None, spool: Spool) -> dict:

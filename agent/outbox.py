@@ -22,7 +22,7 @@ from .config import EVENT_TYPE_RE, Config, OutboxRule
 from .errors import CdcError
 from .secrets import redact
 
-log = logging.getLogger("cdc_agent")
+log = logging.getLogger(__name__)
 
 EXTENSION_RE = re.compile(r"^[a-z0-9]{1,20}$")      # CloudEvents 1.0 attribute naming
 RESERVED = frozenset({"specversion", "id", "source", "type", "subject", "time", "datacontenttype", "position",

@@ -32,7 +32,7 @@ from .spool import Spool
 from .statefiles import private_state_dir
 from .worker import DRAIN_SECONDS, TargetWorker
 
-log = logging.getLogger("cdc_agent")
+log = logging.getLogger(__name__)
 
 READ_WAIT_SECONDS = 0.2       # how long one source read waits for a first change
 PRUNE_EVERY_SECONDS = 30.0

@@ -27,7 +27,7 @@ import orjson
 
 from .errors import ConfigError
 
-log = logging.getLogger("cdc_agent")
+log = logging.getLogger(__name__)
 
 
 @dataclass

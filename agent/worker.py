@@ -31,7 +31,7 @@ from .retry import RetryPolicy
 from .secrets import redact
 from .spool import Spool
 
-log = logging.getLogger("cdc_agent")
+log = logging.getLogger(__name__)
 
 DRAIN_SECONDS = 10.0          # on shutdown, how long targets may keep delivering what is spooled
 SCAN_LIMIT = 5000             # spool rows a target with event patterns looks at per batch

@@ -267,7 +267,7 @@ def test_a_bug_in_a_target_stops_its_worker_visibly_instead_of_retrying(tmp_path
     target = BuggyTarget()
     real_build = worker.build_target
     monkeypatch.setattr(worker, "build_target", lambda s: target if s.name == "audit" else real_build(s))
-    caplog.set_level(logging.INFO, logger="cdc_agent")
+    caplog.set_level(logging.INFO)
     with Delivery(cfg) as d:
         d.workers["audit"].join(20)
         assert not d.workers["audit"].is_alive(), "the worker must stop on a bug, not retry it"

@@ -22,7 +22,7 @@ def no_secret_in_any_log(tmp_path_factory):
     base = tmp_path_factory.getbasetemp()
     handler = logging.FileHandler(base / "in-process-agent.log", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
-    logger = logging.getLogger("cdc_agent")
+    logger = logging.getLogger()              # every module logs under its own name (getLogger(__name__))
     logger.addHandler(handler)
     if logger.level == logging.NOTSET:
         logger.setLevel(logging.INFO)
