@@ -57,6 +57,8 @@ def _parser() -> argparse.ArgumentParser:
     tg = cmd("targets", "target cursors in the spool")
     tg.add_argument("action", choices=["forget"])
     tg.add_argument("name", help="a target no longer in the config whose cursor the spool still keeps")
+    from .snapshot_cli import add_parser as add_snapshot_parser
+    add_snapshot_parser(cmd)
     sub.add_parser("demo", help="run the embedded SQLite demo: sample ERP, workload, events printed "
                                 "(cdc-agent demo --help for its options)")
     return p
@@ -242,7 +244,12 @@ def _targets(cfg, args) -> int:
 
 
 _COMMANDS = {"check": _check, "setup": _setup, "run": _run, "status": _status, "teardown": _teardown, "dlq": _dlq,
-             "replay": _replay, "targets": _targets}
+             "replay": _replay, "targets": _targets, "snapshot": lambda cfg, args: _snapshot(cfg, args)}
+
+
+def _snapshot(cfg, args) -> int:
+    from .snapshot_cli import run
+    return run(cfg, args)
 
 
 if __name__ == "__main__":

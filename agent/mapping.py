@@ -212,7 +212,7 @@ class EventMapper:
             names = _out_names(rule, ch.unavailable)
             if names:
                 data["unavailable"] = names
-        eid = event_id(self.agent, ch.position, rule.type)
+        eid = event_id(self.agent, ch.id_key or ch.position, rule.type)
         body = orjson.dumps({
             "specversion": "1.0", "id": eid, "source": rule.source, "type": rule.type, "subject": subject,
             "time": ch.commit_time, "datacontenttype": "application/json", "position": ch.position,
