@@ -43,6 +43,8 @@ META_PREFIX = "snapshot:"
 CANCEL_PREFIX = "snapshot_cancel:"
 WATERMARK_PREFIX = "cdc-agent-watermark"
 RESCAN_SECONDS = 1.0          # how often the capture loop looks for new requests in the spool
+# tests widen the window between the chunk read and the HIGH watermark, so that writers hit it for sure
+WINDOW_PAUSE_SECONDS = float(os.environ.get("CDC_AGENT_SNAPSHOT_WINDOW_PAUSE", "0") or 0)
 
 
 class SnapshotError(Exception):
@@ -198,6 +200,8 @@ class SnapshotRunner:
                 req["last_key"] = None
                 store_request(self.spool, req)
                 continue
+            if WINDOW_PAUSE_SECONDS:
+                time.sleep(WINDOW_PAUSE_SECONDS)
             self.reader.watermark(name, "high")
             chunk = {tuple(r[k] for k in keys): r for r in rows}
             self.window = _Window(name, table, keys, chunk, last)

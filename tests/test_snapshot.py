@@ -39,8 +39,8 @@ def _db_table(dsn: str) -> dict[int, tuple]:
         return {r[0]: (r[1], r[2]) for r in conn.execute("SELECT id, v, pad FROM items")}
 
 
-def _writer(dsn: str, stop: threading.Event, errors: list):
-    rng = random.Random(11)
+def _writer(dsn: str, stop: threading.Event, errors: list, seed: int):
+    rng = random.Random(seed)
     try:
         with psycopg.connect(dsn, autocommit=True) as conn:
             while not stop.is_set():
@@ -53,7 +53,7 @@ def _writer(dsn: str, stop: threading.Event, errors: list):
                 else:
                     conn.execute("INSERT INTO items VALUES (%s, 0, 'new') ON CONFLICT (id) DO UPDATE SET v = "
                                  "items.v + 100", (k,))
-                time.sleep(0.002)
+                time.sleep(0.001)
     except Exception as e:  # surfaced by the test
         errors.append(repr(e))
 
@@ -71,9 +71,12 @@ def test_initial_snapshot_with_writers_and_kills(pg_db, tmp_path):
     assert cli("setup", "-c", str(cfg)).returncode == 0
     out = tmp_path / "out" / "events.jsonl"
     stop, errors = threading.Event(), []
-    writer = threading.Thread(target=_writer, args=(pg_db.dsn, stop, errors))
-    writer.start()
-    agent = AgentProcess(cfg, tmp_path / "agent.log")
+    writers = [threading.Thread(target=_writer, args=(pg_db.dsn, stop, errors, seed)) for seed in (1, 2)]
+    for w in writers:
+        w.start()
+    # a wide window between each chunk's read and its HIGH watermark: the writer changes rows of the chunk
+    # in it, whose read images are older than those changes and must be dropped
+    agent = AgentProcess(cfg, tmp_path / "agent.log", env={"CDC_AGENT_SNAPSHOT_WINDOW_PAUSE": "0.1"})
     kills = 0
     try:
         agent.start()
@@ -94,7 +97,8 @@ def test_initial_snapshot_with_writers_and_kills(pg_db, tmp_path):
                  what="the snapshot to finish")
         time.sleep(0.5)
         stop.set()
-        writer.join()
+        for w in writers:
+            w.join()
         assert not errors, errors
         expected = _db_table(pg_db.dsn)
         wait_for(lambda: _rebuild(read_events(out)) == expected, 60, interval=0.5,
