@@ -30,6 +30,7 @@ class MappedEvent:
     position: str
     commit_ts: float
     body: bytes            # the CloudEvent as JSON
+    only_target: str | None = None     # snapshot --target: only this target gets it
 
 
 @dataclass(slots=True)
@@ -218,7 +219,7 @@ class EventMapper:
             "time": ch.commit_time, "datacontenttype": "application/json", "position": ch.position,
             "txid": ch.txid, "data": data,
         }, default=rawjson.default)       # json/jsonb values (RawJson) go in as the database wrote them
-        return MappedEvent(eid, rule.type, subject, ch.position, ch.commit_ts, body)
+        return MappedEvent(eid, rule.type, subject, ch.position, ch.commit_ts, body, ch.target)
 
     @staticmethod
     def _project(rule: _CompiledRule, row: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -120,9 +120,9 @@ class Spool:
             before = db.total_changes
             if events:
                 db.executemany(
-                    "INSERT OR IGNORE INTO events (id, type, subject, position, commit_ts, spooled_at, body) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [(e.id, e.type, e.subject, e.position, e.commit_ts, now, e.body) for e in events])
+                    "INSERT OR IGNORE INTO events (id, type, subject, position, commit_ts, spooled_at, body, "
+                    "only_target) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(e.id, e.type, e.subject, e.position, e.commit_ts, now, e.body, e.only_target) for e in events])
             added = db.total_changes - before
             for f in failures:
                 exists = db.execute("SELECT 1 FROM dead_letters WHERE target IS NULL AND position = ? AND type = ?",
@@ -209,7 +209,8 @@ class Spool:
 
     def fetch(self, after_seq: int, limit: int) -> list[SpooledEvent]:
         return [SpooledEvent(*r) for r in self.db.execute(
-            "SELECT seq, id, type, subject, body, commit_ts, position FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+            "SELECT seq, id, type, subject, body, commit_ts, position, only_target FROM events WHERE seq > ? "
+            "ORDER BY seq LIMIT ?",
             (after_seq, limit))]
 
     def pending(self, name: str) -> int:

@@ -171,3 +171,25 @@ def test_when_needed_after_the_slot_was_dropped(pg_db, tmp_path):
         wait_for(lambda: _rebuild(read_events(out)) == expected, 60, interval=0.5, what="the rebuilt table")
         assert agent.stop() == 0
     assert "when_needed" in agent.log()
+
+
+def test_on_demand_snapshot_for_one_target(pg_db, tmp_path):
+    pg_db.execute("CREATE TABLE items (id int PRIMARY KEY, v int NOT NULL, pad text)")
+    pg_db.execute("INSERT INTO items SELECT g, 0, 'row ' || g FROM generate_series(1, 250) g")
+    cfg = write_config(tmp_path, pg_db.dsn, ["public.items"], extra_source='snapshot = "never"\nsnapshot_chunk_rows = 40')
+    cfg.write_text(cfg.read_text() + '\n[[targets]]\nname = "crm"\nkind = "file"\npath = "out/crm.jsonl"\n')
+    assert cli("setup", "-c", str(cfg)).returncode == 0
+    audit, crm = tmp_path / "out" / "events.jsonl", tmp_path / "out" / "crm.jsonl"
+    with AgentProcess(cfg, tmp_path / "agent.log") as agent:
+        time.sleep(2)
+        p = cli("snapshot", "-c", str(cfg), "--table", "public.items", "--target", "crm", "--where", "id > 50")
+        assert p.returncode == 0, p.stderr
+        wait_for(lambda: len(read_events(crm)) >= 200, 60, what="the snapshot at crm")
+        pg_db.execute("UPDATE items SET v = 9 WHERE id = 3")
+        wait_for(lambda: any(e["data"]["op"] == "update" for e in read_events(audit)), 30, what="the update at audit")
+        wait_for(lambda: any(e["data"]["op"] == "update" for e in read_events(crm)), 30, what="the update at crm")
+        wait_for(lambda: any(s["state"] == "done" for s in _snapshots(cfg)), 30, what="done")
+        assert agent.stop() == 0
+    at_crm = read_events(crm, final=True)
+    assert sorted(int(e["subject"]) for e in at_crm if e["data"]["op"] == "read") == list(range(51, 251))
+    assert [e["data"]["op"] for e in read_events(audit, final=True)] == ["update"]
