@@ -67,7 +67,8 @@ def test_initial_snapshot_with_writers_and_kills(pg_db, tmp_path):
     pg_db.execute("CREATE TABLE items (id int PRIMARY KEY, v int NOT NULL, pad text)")
     pg_db.execute(f"INSERT INTO items SELECT g, 0, 'row ' || g FROM generate_series(1, {ROWS}) g")
     pg_db.execute("ANALYZE items")
-    cfg = write_config(tmp_path, pg_db.dsn, ["public.items"], extra_source=f"snapshot_chunk_rows = {CHUNK}")
+    cfg = write_config(tmp_path, pg_db.dsn, ["public.items"], snapshot="initial",
+                       extra_source=f"snapshot_chunk_rows = {CHUNK}")
     assert cli("setup", "-c", str(cfg)).returncode == 0
     out = tmp_path / "out" / "events.jsonl"
     stop, errors = threading.Event(), []
@@ -85,6 +86,11 @@ def test_initial_snapshot_with_writers_and_kills(pg_db, tmp_path):
             wait_for(lambda: sum(e["data"]["op"] == "read" for e in read_events(out)) >= n, 60,
                      what=f"{n} read events")
             if not altered:
+                # progress while it runs: `cdc-agent status` (the spool's view), estimate from the statistics
+                st = json.loads(cli("status", "-c", str(cfg), "--json").stdout)["source"]["snapshot"]
+                assert st["state"] == "running" and st["id"].startswith("initial-"), st
+                assert st["tables"]["public.items"]["rows_done"] >= 100
+                assert st["tables"]["public.items"]["rows_estimate"] == ROWS
                 # a snapshot holds no lock beyond one short statement: DDL with a short lock timeout goes through
                 with psycopg.connect(pg_db.dsn, autocommit=True) as conn:
                     conn.execute("SET lock_timeout = '3s'")
@@ -147,7 +153,8 @@ def test_when_needed_after_the_slot_was_dropped(pg_db, tmp_path):
     pg_db.execute("CREATE TABLE items (id int PRIMARY KEY, v int NOT NULL, pad text)")
     pg_db.execute("INSERT INTO items SELECT g, 0, 'row ' || g FROM generate_series(1, 300) g")
     cfg = write_config(tmp_path, pg_db.dsn, ["public.items"],
-                       extra_source='snapshot = "when_needed"\nsnapshot_chunk_rows = 50')
+                       snapshot="when_needed",
+                       extra_source='snapshot_chunk_rows = 50')
     assert cli("setup", "-c", str(cfg)).returncode == 0
     out = tmp_path / "out" / "events.jsonl"
     with AgentProcess(cfg, tmp_path / "agent.log") as agent:
@@ -176,7 +183,7 @@ def test_when_needed_after_the_slot_was_dropped(pg_db, tmp_path):
 def test_on_demand_snapshot_for_one_target(pg_db, tmp_path):
     pg_db.execute("CREATE TABLE items (id int PRIMARY KEY, v int NOT NULL, pad text)")
     pg_db.execute("INSERT INTO items SELECT g, 0, 'row ' || g FROM generate_series(1, 250) g")
-    cfg = write_config(tmp_path, pg_db.dsn, ["public.items"], extra_source='snapshot = "never"\nsnapshot_chunk_rows = 40')
+    cfg = write_config(tmp_path, pg_db.dsn, ["public.items"], extra_source='snapshot_chunk_rows = 40')
     cfg.write_text(cfg.read_text() + '\n[[targets]]\nname = "crm"\nkind = "file"\npath = "out/crm.jsonl"\n')
     assert cli("setup", "-c", str(cfg)).returncode == 0
     audit, crm = tmp_path / "out" / "events.jsonl", tmp_path / "out" / "crm.jsonl"
