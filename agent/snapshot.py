@@ -242,7 +242,7 @@ class SnapshotRunner:
         req["state"], req["finished"] = "cancelled", time.time()
         store_request(self.spool, req)
         log.info("snapshot %s cancelled", req["id"])
-        self.active = self.window = None
+        self.active = self.window = self.pending = None     # nothing of it is stored over "cancelled" later
 
     # -- the capture core's watermark hook
 
