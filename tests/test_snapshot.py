@@ -8,10 +8,12 @@ import json
 import random
 import threading
 import time
+import urllib.request
 
 import psycopg
 
 from tests.agentproc import AgentProcess, read_events, wait_for
+from tests.plugins import free_port
 from tests.test_pg_pipeline import cli, write_config
 
 ROWS, CHUNK = 3000, 100
@@ -69,6 +71,8 @@ def test_initial_snapshot_with_writers_and_kills(pg_db, tmp_path):
     pg_db.execute("ANALYZE items")
     cfg = write_config(tmp_path, pg_db.dsn, ["public.items"], snapshot="initial",
                        extra_source=f"snapshot_chunk_rows = {CHUNK}")
+    port = free_port()
+    cfg.write_text(cfg.read_text().replace('listen = "off"', f'listen = "127.0.0.1:{port}"'))
     assert cli("setup", "-c", str(cfg)).returncode == 0
     out = tmp_path / "out" / "events.jsonl"
     stop, errors = threading.Event(), []
@@ -91,6 +95,13 @@ def test_initial_snapshot_with_writers_and_kills(pg_db, tmp_path):
                 assert st["state"] == "running" and st["id"].startswith("initial-"), st
                 assert st["tables"]["public.items"]["rows_done"] >= 100
                 assert st["tables"]["public.items"]["rows_estimate"] == ROWS
+                # and the running agent's own view: /health and the metric
+                live = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5).read())
+                snap = live["source"]["snapshot"]
+                assert snap["state"] == "running" and snap["tables"]["public.items"]["rows_done"] >= 100, snap
+                assert snap["tables"]["public.items"]["rows_estimate"] == ROWS
+                metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+                assert 'cdc_agent_snapshot_rows_total{agent="erp-test",table="public.items"}' in metrics
                 # a snapshot holds no lock beyond one short statement: DDL with a short lock timeout goes through
                 with psycopg.connect(pg_db.dsn, autocommit=True) as conn:
                     conn.execute("SET lock_timeout = '3s'")
