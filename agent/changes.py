@@ -24,6 +24,8 @@ class RowChange:
     txid: str | None = None             # source transaction id, as a string
     key_columns: tuple[str, ...] = ()   # the table's primary key columns, as the source knows them
     unavailable: tuple[str, ...] = ()   # columns whose new value the log does not carry (unchanged TOAST)
+    id_key: str | None = None           # snapshot reads: the event id comes from this (request + row key)
+    target: str | None = None           # snapshot reads of `cdc-agent snapshot --target`: only that target
 
 
 # ---------------------------------------------------------------- what a source yields to the capture core
@@ -59,6 +61,7 @@ class Watermark:
 
     name: str
     kind: str
+    position: str = ""                  # where it lies in the stream (snapshot rows read at it sort after it)
 
 
 Item = Begin | RowChange | Commit | Keepalive | Watermark

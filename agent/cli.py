@@ -77,6 +77,8 @@ def _parser() -> argparse.ArgumentParser:
     cn.add_argument("--restart-failed", action="store_true", help="status: restart the tasks that failed")
     cn.add_argument("--handoff", action="store_true",
                     help="deploy: start the connector at the (stopped) agent's checkpoint, via the offsets API")
+    from .snapshot_cli import add_parser as add_snapshot_parser
+    add_snapshot_parser(cmd)
     sub.add_parser("demo", help="run the embedded SQLite demo: sample ERP, workload, events printed "
                                 "(cdc-agent demo --help for its options)")
     return p
@@ -349,7 +351,12 @@ def _connect(cfg, args) -> int:
 
 _COMMANDS = {"check": _check, "setup": _setup, "run": _run, "status": _status, "teardown": _teardown, "dlq": _dlq,
              "replay": _replay, "targets": _targets, "catalog": _catalog, "reconcile": _reconcile,
-             "connect": _connect}
+             "connect": _connect, "snapshot": lambda cfg, args: _snapshot(cfg, args)}
+
+
+def _snapshot(cfg, args) -> int:
+    from .snapshot_cli import run
+    return run(cfg, args)
 
 
 if __name__ == "__main__":

@@ -73,6 +73,8 @@ class SourceSettings:
     max_wait_seconds: float = 30.0           # trigger gap tracking: how long a missing id may stay open
     # all
     batch_size: int = 5000                   # changes per read / spool commit
+    snapshot: str = "initial"                # "initial" | "never" | "when_needed" (docs/snapshots.md)
+    snapshot_chunk_rows: int = 10000         # rows per snapshot chunk (one keyset read each)
 
 
 @dataclass(frozen=True)
@@ -339,7 +341,7 @@ def _source(file: str, raw: Any, agent_name: str, base: Path) -> SourceSettings:
         raise ConfigError(file, "source.kind", f"required key is missing (one of {', '.join(SOURCE_KINDS)})")
     if kind not in SOURCE_KINDS:
         raise ConfigError(file, "source.kind", f"must be one of {', '.join(SOURCE_KINDS)}, got {kind!r}")
-    common = {"kind", "dsn", "tables", "batch_size"}
+    common = {"kind", "dsn", "tables", "batch_size", "snapshot", "snapshot_chunk_rows"}
     r = _Reader(file, "source", raw, common | _SOURCE_KEYS[kind])
     raw_dsn = r.get("dsn", str, env=False)
     _refuse_literal_secret(r, "dsn", raw_dsn, "password")
@@ -374,6 +376,8 @@ def _source(file: str, raw: Any, agent_name: str, base: Path) -> SourceSettings:
         changelog_table=r.get("changelog_table", str, "cdc_changelog"),
         max_wait_seconds=r.positive("max_wait_seconds", float, 30.0),
         batch_size=r.positive("batch_size", int, 5000),
+        snapshot=_snapshot_mode(r),
+        snapshot_chunk_rows=r.positive("snapshot_chunk_rows", int, 10000),
     )
     for k in ("slot", "publication", "changelog_table"):
         if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", getattr(s, k)):
@@ -770,3 +774,13 @@ def _connect(file: str, raw: Any, agent_name: str, base: Path) -> ConnectSetting
     o = _options(_Reader(file, "connect", raw, {f.name for f in dataclasses.fields(ConnectOptions)}), ConnectOptions,
                  base)
     return ConnectSettings(url=o.url, name=o.name or agent_name, options=dict(o.options), secrets=o.secrets)
+
+
+SNAPSHOT_MODES = ("initial", "never", "when_needed")
+
+
+def _snapshot_mode(r) -> str:
+    mode = r.get("snapshot", str, "initial")
+    if mode not in SNAPSHOT_MODES:
+        raise r.fail("snapshot", f"must be one of {', '.join(SNAPSHOT_MODES)}, got {mode!r}")
+    return mode

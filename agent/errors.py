@@ -39,6 +39,11 @@ class SourceFatal(SourceError):
     retriable = False
 
 
+class PositionLost(SourceFatal):
+    """The log no longer holds the checkpoint (slot dropped, binlog purged): `snapshot = "when_needed"`
+    starts again from now with a snapshot; otherwise it needs a person."""
+
+
 class TargetError(CdcError):
     pass
 

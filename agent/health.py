@@ -40,6 +40,8 @@ def health_report(cfg: Config, monitor: Monitor | None, spool: Spool) -> dict:
               "capture_stopped": bool(monitor and monitor.capture_error)}
     if src and src.error:
         source["error"] = redact(src.error)
+    snap_fn = getattr(monitor, "snapshot_fn", None)
+    source["snapshot"] = snap_fn() if snap_fn else _spooled_snapshot(spool)
     status = "ok"
     if monitor is not None and not (src and src.connected):
         status = "failing"
@@ -93,6 +95,17 @@ def health_report(cfg: Config, monitor: Monitor | None, spool: Spool) -> dict:
     if monitor is not None and monitor.alerts is not None:
         report["alerts"] = monitor.alerts.firing()
     return report
+
+
+def _spooled_snapshot(spool: Spool) -> dict | None:
+    """Without the running agent: the progress the spool holds for a running request."""
+    from .snapshot import requests
+    for req in requests(spool):
+        if req["state"] in ("pending", "running"):
+            return {"state": req["state"], "id": req["id"], "tables": {
+                t: {"rows_done": req["rows"].get(t, 0), "rows_estimate": req["estimates"].get(t),
+                    "rows_per_second": None} for t in req["tables"]}}
+    return None
 
 
 def _event_types(cfg: Config, monitor: Monitor | None, reasons: list[str]) -> dict:

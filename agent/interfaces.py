@@ -62,6 +62,7 @@ class SpooledEvent:
     body: bytes         # the CloudEvent, JSON
     commit_ts: float
     position: str = ""  # the source position of its change (fixed width, sorts in commit order)
+    only_target: str | None = None   # snapshot --target: every other target passes over it
 
 
 @dataclass(slots=True)

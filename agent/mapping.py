@@ -32,6 +32,7 @@ class MappedEvent:
     commit_ts: float
     body: bytes            # the CloudEvent as JSON
     outbox_row: tuple[str, dict[str, Any]] | None = None   # (outbox table, row key): for delete_after
+    only_target: str | None = None     # snapshot --target: only this target gets it
 
 
 @dataclass(slots=True)
@@ -232,13 +233,13 @@ class EventMapper:
             names = _out_names(rule, ch.unavailable)
             if names:
                 data["unavailable"] = names
-        eid = event_id(self.agent, ch.position, rule.type)
+        eid = event_id(self.agent, ch.id_key or ch.position, rule.type)
         body = orjson.dumps({
             "specversion": "1.0", "id": eid, "source": rule.source, "type": rule.type, "subject": subject,
             "time": ch.commit_time, "datacontenttype": "application/json", "position": ch.position,
             "txid": ch.txid, "data": data,
         }, default=rawjson.default)       # json/jsonb values (RawJson) go in as the database wrote them
-        return MappedEvent(eid, rule.type, subject, ch.position, ch.commit_ts, body)
+        return MappedEvent(eid, rule.type, subject, ch.position, ch.commit_ts, body, ch.target)
 
     @staticmethod
     def _project(rule: _CompiledRule, row: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -46,6 +46,13 @@ class _Collector:
                                   "server.", labels=["agent"])
             g.add_metric([agent], src.retained_wal_bytes)
             yield g
+        rows_fn = getattr(mon, "snapshot_rows_fn", None)
+        if rows_fn:
+            m = CounterMetricFamily(P + "snapshot_rows", "Rows read by snapshots (op read) since the agent started.",
+                                    labels=["agent", "table"])
+            for table, n in sorted(rows_fn().items()):
+                m.add_metric([agent, table], n)
+            yield m
         g = GaugeMetricFamily(P + "backpressure", "1 while capture is paused because the spool is full.",
                               labels=["agent"])
         g.add_metric([agent], 1 if mon and mon.backpressure else 0)

@@ -20,13 +20,14 @@ import time
 from .capture import CaptureCore
 from .config import Config
 from .delivery import DeliveryProcess
-from .errors import CdcError, SourceError, SourceFatal, SpoolError
+from .errors import CdcError, PositionLost, SourceError, SourceFatal, SpoolError
 from .mapping import EventMapper, event_id
 from .monitor import Monitor
 from .outbox import OutboxCleaner
 from .reconcile import start_schedule
 from .secrets import redact, registered
 from .service import Notifier
+from .snapshot import SnapshotRunner, new_request, requests, store_request
 from .sources import capture_admin, open_source
 from .spool import Spool
 from .statefiles import private_state_dir
@@ -62,6 +63,9 @@ class Agent:
         self.source = None
         self.capture: CaptureCore | None = None
         self._setup_done = False
+        self.snapshots = SnapshotRunner(self.spool, cfg.source.snapshot_chunk_rows, cfg.agent.name)
+        self.monitor.snapshot_fn = self.snapshots.health
+        self.monitor.snapshot_rows_fn = lambda: dict(self.snapshots.rows_total)
         # a batch read from the source that the spool has not accepted yet (a full disk): kept, appended
         # again until it goes in, and only then is the source confirmed
         self._unspooled: tuple | None = None
@@ -174,8 +178,17 @@ class Agent:
                 log.warning("could not create capture objects (%s); using what exists", redact(str(e)))
         source = open_source(self.cfg)
         checkpoint = self.spool.checkpoint()
+        if checkpoint is None and self.cfg.source.snapshot != "never" and not requests(self.spool):
+            req = new_request(list(self.cfg.source.tables), initial=True)
+            store_request(self.spool, req)
+            log.info("first run of this state_dir: initial snapshot %s of %s", req["id"], ", ".join(req["tables"]))
         try:
-            source.start(checkpoint)
+            try:
+                source.start(checkpoint)
+            except PositionLost as e:
+                if self.cfg.source.snapshot != "when_needed":
+                    raise
+                checkpoint = self._position_lost(source, e)
         except BaseException:
             try:
                 source.close()
@@ -183,13 +196,35 @@ class Agent:
                 pass
             raise
         self.source = source
-        self.capture = CaptureCore(source)
+        self.capture = CaptureCore(source, on_watermark=self.snapshots.on_watermark)
+        reader_fn = getattr(source, "snapshot_reader", None)
+        self.snapshots.attach(reader_fn() if reader_fn else None)
         self.monitor.source_status_fn = source.status
         self.monitor.source_error, self.monitor.source_fatal = None, False
         log.info("source %s connected, resuming after %s", self.cfg.source.kind, checkpoint or "the start of capture")
 
+    def _position_lost(self, source, e: PositionLost) -> None:
+        """snapshot = "when_needed": the log no longer holds the checkpoint; create what capture needs again,
+        stream from now and read every table again, instead of stopping."""
+        log.warning("%s; snapshot = \"when_needed\": capture starts again from the current position and every "
+                    "table is read again (a snapshot)", redact(str(e)))
+        for line in capture_admin(self.cfg).setup():
+            log.info("setup: %s", line)
+        for req in requests(self.spool):
+            if req["state"] in ("pending", "running"):
+                req["state"], req["error"] = "cancelled", "the log position was lost; a new snapshot replaces it"
+                store_request(self.spool, req)
+        self.spool.set_checkpoint(None)
+        req = new_request(list(self.cfg.source.tables))
+        store_request(self.spool, req)
+        log.info("snapshot %s of %s requested", req["id"], ", ".join(req["tables"]))
+        source.start(None)
+        return None
+
     def _capture_once(self) -> None:
+        self.snapshots.step()
         batch = self.capture.read(self.cfg.source.batch_size, READ_WAIT_SECONDS)
+        progress = self.snapshots.progress_for(batch.changes, batch.checkpoint)
         if not batch.changes and batch.checkpoint is None:
             return
         events, failures = self.mapper.map(batch.changes)
@@ -197,14 +232,14 @@ class Agent:
             log.warning("change at %s cannot become %s (event %s): %s; it is in dead letters", f.position,
                         f.event_type, event_id(self.cfg.agent.name, f.position, f.event_type), f.reason)
         self.monitor.captured += len(batch.changes)
-        self._unspooled = (events, failures, batch.checkpoint)
+        self._unspooled = (events, failures, batch.checkpoint, progress)
         self._spool_batch()
 
     def _spool_batch(self) -> None:
         """Append the batch in hand; on a SpoolError it stays in hand (the source is not read further and not
         confirmed) and the capture loop tries again after a pause."""
-        events, failures, checkpoint = self._unspooled
-        added = self.spool.append(events, failures, checkpoint)
+        events, failures, checkpoint, progress = self._unspooled
+        added = self.spool.append(events, failures, checkpoint, snapshot_state=progress)
         self._unspooled = None
         if self.monitor.capture_error is not None:
             log.info("the spool accepts writes again: capture resumes")
@@ -278,6 +313,7 @@ class Agent:
             except Exception:
                 pass
             self.source = self.capture = None
+        self.snapshots.detach()
 
 
 def _lock_state_dir(cfg: Config) -> int:

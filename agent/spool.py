@@ -108,9 +108,10 @@ class Spool:
         return row[0] if row else None
 
     def append(self, events: list[MappedEvent], failures: list[MappingFailure], checkpoint: str | None,
-               resolves_dead_letter: int | None = None) -> int:
+               resolves_dead_letter: int | None = None, snapshot_state: dict[str, str] | None = None) -> int:
         """Spool events and mapping failures, and move the checkpoint, in one transaction (and, for
-        `dlq retry` of a change mapped again, remove its dead letter in the same one).
+        `dlq retry` of a change mapped again, remove its dead letter in the same one; for a snapshot, store
+        its progress, meta key -> value, with the checkpoint that covers the rows it emitted).
         Returns how many events were new (a replayed change is ignored by its identity)."""
         now = time.time()
         db = self.db
@@ -119,9 +120,9 @@ class Spool:
             before = db.total_changes
             if events:
                 db.executemany(
-                    "INSERT OR IGNORE INTO events (id, type, subject, position, commit_ts, spooled_at, body) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [(e.id, e.type, e.subject, e.position, e.commit_ts, now, e.body) for e in events])
+                    "INSERT OR IGNORE INTO events (id, type, subject, position, commit_ts, spooled_at, body, "
+                    "only_target) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(e.id, e.type, e.subject, e.position, e.commit_ts, now, e.body, e.only_target) for e in events])
             added = db.total_changes - before
             for f in failures:
                 exists = db.execute("SELECT 1 FROM dead_letters WHERE target IS NULL AND position = ? AND type = ?",
@@ -134,11 +135,23 @@ class Spool:
             if checkpoint is not None:
                 db.execute("INSERT INTO meta (key, value) VALUES ('source_checkpoint', ?) "
                            "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (checkpoint,))
+            if snapshot_state:
+                db.executemany("INSERT INTO meta (key, value) VALUES (?, ?) "
+                               "ON CONFLICT (key) DO UPDATE SET value = excluded.value", snapshot_state.items())
             db.execute("COMMIT")
         except BaseException:
             _rollback(db)
             raise
         return added
+
+    # snapshot requests and their progress: meta 'snapshot:<request id>' = JSON (agent/snapshot.py)
+    def meta_range(self, prefix: str) -> dict[str, str]:
+        hi = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        return dict(self.db.execute("SELECT key, value FROM meta WHERE key >= ? AND key < ?", (prefix, hi)))
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.db.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET "
+                        "value = excluded.value", (key, value))
 
     def set_checkpoint(self, checkpoint: str | None) -> None:
         if checkpoint is None:
@@ -196,7 +209,8 @@ class Spool:
 
     def fetch(self, after_seq: int, limit: int) -> list[SpooledEvent]:
         return [SpooledEvent(*r) for r in self.db.execute(
-            "SELECT seq, id, type, subject, body, commit_ts, position FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+            "SELECT seq, id, type, subject, body, commit_ts, position, only_target FROM events WHERE seq > ? "
+            "ORDER BY seq LIMIT ?",
             (after_seq, limit))]
 
     def pending(self, name: str) -> int:

@@ -173,15 +173,17 @@ class TargetWorker(threading.Thread):
         with event patterns reads on in chunks until its batch is full, looking at most SCAN_LIMIT rows."""
         size = self.settings.batch_size
         takes_all = self.takes_all
+        name = self.settings.name
         chunk = size if takes_all else max(size, 500)
         batch: list[SpooledEvent] = []
         upto = cursor
         while True:
             rows = spool.fetch(upto, chunk)
             if takes_all:
-                return rows, (rows[-1].seq if rows else cursor)
+                mine = [e for e in rows if e.only_target is None or e.only_target == name]
+                return mine, (rows[-1].seq if rows else cursor)
             for ev in rows:
-                if self.wants(ev.type):
+                if self.wants(ev.type) and (ev.only_target is None or ev.only_target == name):
                     if len(batch) == size:
                         return batch, upto
                     batch.append(ev)

@@ -146,6 +146,7 @@ kind = "postgres"
 dsn = "{pg_db.dsn}"
 tables = ["public.customers"]
 heartbeat_seconds = 1
+snapshot = "never"
 [[events]]
 type = "customer.changed"
 table = "public.customers"

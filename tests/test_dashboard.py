@@ -93,6 +93,7 @@ kind = "postgres"
 dsn = "{pg_db.dsn}"
 tables = ["public.customers"]
 heartbeat_seconds = 1
+snapshot = "never"
 [[events]]
 type = "customer.pricing.updated"
 table = "public.customers"

@@ -57,7 +57,10 @@ values = { status = { N = "accepted", H = "on_hold", S = "shipped", I = "invoice
 """
 
 
-def write_config(tmp_path: Path, dsn: str, tables: list[str], rules: str = "", extra_source: str = "") -> Path:
+def write_config(tmp_path: Path, dsn: str, tables: list[str], rules: str = "", extra_source: str = "",
+                 snapshot: str = "never") -> Path:
+    # "never" by default: these tests assert the exact events of the changes they make, and an initial
+    # snapshot racing their first writes would add read events (tests/test_snapshot.py covers snapshots)
     cfg = tmp_path / "agent.toml"
     cfg.write_text(f"""
 [agent]
@@ -70,6 +73,7 @@ kind = "postgres"
 dsn = "{dsn}"
 tables = {tables!r}
 heartbeat_seconds = 1
+snapshot = "{snapshot}"
 {extra_source}
 {rules}
 [[targets]]

@@ -209,7 +209,9 @@ class PostgresAdmin:
             return items
         with conn:
             try:
+                self._snapshot_items = []
                 self._checks(conn, items)
+                items.extend(self._snapshot_items)
             except psycopg.Error as e:          # the connection died half way: report it, keep what was found
                 items.append(CheckItem("server queries", False, redact(str(e)), "see the server's log"))
         return items
@@ -331,6 +333,28 @@ class PostgresAdmin:
                                    "cannot call pg_logical_emit_message: an idle database's slot may not advance",
                                    f"GRANT EXECUTE ON FUNCTION pg_logical_emit_message(boolean, text, text) TO "
                                    f"{ident(user)};", warning=not ok))
+        self._check_snapshot(conn, user, ver, info)
+
+    def _check_snapshot(self, conn, user: str, ver: int, info: dict) -> None:
+        """Snapshots (docs/snapshots.md): watermarks are transactional logical messages, chunks are SELECTs."""
+        if self.cfg.source.snapshot == "never":
+            return
+        ok = conn.execute("SELECT has_function_privilege('pg_logical_emit_message(boolean,text,text)', "
+                          "'EXECUTE')").fetchone()[0]
+        detail = "watermarks as logical messages (no signal table)"
+        if ver < 140000:
+            ok, detail = False, "PostgreSQL 14+ is needed: older pgoutput does not send logical messages"
+        elif not ok:
+            detail = "cannot call pg_logical_emit_message, which snapshot watermarks need"
+        items_fix = (f"GRANT EXECUTE ON FUNCTION pg_logical_emit_message(boolean, text, text) TO {ident(user)};"
+                     f"\nor set source.snapshot = \"never\"")
+        no_key = [t for t in self.tables if info[t].get("exists") and not info[t].get("pk")]
+        self._snapshot_items = [CheckItem("snapshot watermarks", ok, detail, items_fix)]
+        if no_key:
+            self._snapshot_items.append(CheckItem(
+                "snapshot keys", False, f"{', '.join(no_key)} has no primary key: a snapshot reads in key order and "
+                "cannot read it", "add a primary key, or leave the table out of snapshots (`cdc-agent snapshot "
+                "--table`), or set source.snapshot = \"never\""))
 
     def _check_replication_connection(self) -> CheckItem:
         try:

@@ -39,9 +39,10 @@ from psycopg import pq
 
 from ... import pgoutput as po
 from ... import pgvalues
-from ...changes import Begin, Commit, Item, Keepalive, RowChange, SourceStatus
+from ...changes import Begin, Commit, Item, Keepalive, RowChange, SourceStatus, Watermark
+from ...snapshot import WATERMARK_PREFIX
 from ...config import Config
-from ...errors import SourceError, SourceFatal, SourceUnavailable
+from ...errors import PositionLost, SourceError, SourceFatal, SourceUnavailable
 from ...secrets import redact
 from .common import HEARTBEAT_PREFIX, conninfo, ident, literal, translate, translate_result
 
@@ -169,6 +170,10 @@ class PostgresSource:
         plugin, database, confirmed, current_db, pubs, self._server_version, published = rows[0]
         fix = f"run `cdc-agent setup -c {self.cfg.path}` (as a role that may create it)"
         if plugin is None:
+            if self._skip_before:
+                raise PositionLost(f'replication slot "{self.slot}" does not exist, and the spool\'s checkpoint '
+                                   f'{self._skip_before:016X} was read from it: changes since then are gone from '
+                                   f'the log; {fix}, or set source.snapshot = "when_needed" to snapshot again')
             raise SourceFatal(f'replication slot "{self.slot}" does not exist: {fix}')
         if plugin != "pgoutput" or database != current_db:
             raise SourceFatal(f'replication slot "{self.slot}" belongs to database {database!r} with plugin '
@@ -325,6 +330,8 @@ class PostgresSource:
                 elif k == "M":
                     if not m.transactional:
                         self._idle_advance(m.lsn)
+                    elif m.prefix == WATERMARK_PREFIX and not self._skipping:
+                        append(self._watermark(m))
                 # 'Y' Type, 'O' Origin: nothing to do (types come from the catalog)
             elif buf[0] == 107:                                 # 'k' keepalive
                 ka = po.parse_keepalive(buf)
@@ -362,6 +369,17 @@ class PostgresSource:
         if self._pending_since is None:
             self._pending_since = self._txn_ts
         return True
+
+    def _watermark(self, m) -> Watermark:
+        """A snapshot watermark (agent/snapshot.py): 'name:kind', written by pg_logical_emit_message in its
+        own transaction; its position is taken like a row's, so the rows read at it sort right after it."""
+        self._ordinal += 1
+        name, _, kind = m.content.decode().rpartition(":")
+        return Watermark(name, kind, f"{self._txn_prefix}{self._ordinal:08d}")
+
+    def snapshot_reader(self):
+        from .snapshot import PostgresSnapshotReader
+        return PostgresSnapshotReader(self.cfg)
 
     def _row(self, m) -> RowChange | None:
         rel = m.relation
