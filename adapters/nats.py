@@ -168,7 +168,7 @@ class NatsTarget:
                                          connect_timeout=min(self.opts.ack_timeout_seconds, 5.0),
                                          allow_reconnect=True, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
                                          error_cb=on_error, **kw)
-        except (NatsError, OSError, asyncio.TimeoutError) as e:
+        except (TimeoutError, NatsError, OSError) as e:
             self.nc = None
             raise TargetUnavailable(f"nats {self.name}: cannot connect to {self.where}: "
                                     f"{redact(str(e)) or type(e).__name__}") from None

@@ -24,7 +24,8 @@ import codecs
 import struct
 import uuid
 import zlib
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from . import myvalues
 from .myvalues import (  # noqa: F401  (some only re-exported, for the trigger source and tests)

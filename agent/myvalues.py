@@ -15,7 +15,8 @@ import binascii
 import datetime as _dt
 import re
 import struct
-from typing import Any, Callable, Iterable
+from typing import Any
+from collections.abc import Callable, Iterable
 
 from .rawjson import RawJson, raw_json
 

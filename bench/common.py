@@ -89,7 +89,7 @@ class AgentRun:
         self.config, self.log = config, log
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "AgentRun":
+    def start(self) -> AgentRun:
         self.t0 = time.perf_counter()
         self.proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "run", "-c", str(self.config)],
                                      cwd=ROOT, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)

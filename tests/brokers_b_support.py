@@ -11,7 +11,7 @@ import threading
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 import orjson
 

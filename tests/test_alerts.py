@@ -3,7 +3,6 @@ delivery to a real receiver with retries, and a running agent whose lag and dead
 
 from __future__ import annotations
 
-import time
 
 import orjson
 import pytest

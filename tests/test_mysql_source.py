@@ -8,7 +8,6 @@ import sys
 import time
 from pathlib import Path
 
-import orjson
 import pytest
 
 from agent import config
@@ -535,7 +534,7 @@ def _self_signed(tmp_path: Path) -> tuple[str, str]:
     from cryptography.x509.oid import NameOID
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "cdc-test")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
             .not_valid_after(now + datetime.timedelta(days=1))

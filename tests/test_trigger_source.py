@@ -299,7 +299,7 @@ def test_insert_update_delete_arrive_in_contract_form(backend, tmp_path):
     assert ef[2][0] == {**gold, "name": "by the agent"} and ef[2][1] == named
     assert ef[3][0] == named and ef[3][1] is None
     assert all(c.table == backend.table("customers") and c.key_columns == ("customer_id",) for c in changes)
-    assert all(list((c.after or c.before)) == list(want) for c in changes)          # column order
+    assert all(list(c.after or c.before) == list(want) for c in changes)          # column order
     positions = [c.position for c in changes]
     assert positions == sorted(positions) and len(set(positions)) == 4 and len({len(p) for p in positions}) == 1
     assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", c.commit_time) for c in changes)

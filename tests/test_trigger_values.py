@@ -360,7 +360,7 @@ def test_mariadb_mixed_charsets_keep_the_erps_writes_working(mariadb_db, tmp_pat
     admin.setup()
     ca, cb = ("é", "Жж") if a == "latin1" else ("h€😀", "Жж😀")
     be.write(f"INSERT INTO mix VALUES (1, '{ca}', '{cb}', 'ÿ')")
-    be.write(f"UPDATE mix SET cb = CONCAT(cb, '!') WHERE id = 1")
+    be.write("UPDATE mix SET cb = CONCAT(cb, '!') WHERE id = 1")
     be.write("INSERT INTO mix VALUES (2, NULL, NULL, NULL)", "DELETE FROM mix WHERE id = 2")
     items = admin.check()
     assert all(i.ok or i.warning for i in items), [i for i in items if not i.ok]

@@ -22,7 +22,6 @@ import re
 import struct
 import uuid
 
-import pytest
 
 from agent import binlog, myvalues, pgoutput, pgvalues
 from agent.rawjson import RawJson

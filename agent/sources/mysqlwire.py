@@ -133,7 +133,7 @@ class Connection:
 
     # ---------------------------------------------------------------- socket
 
-    def connect(self) -> "Connection":
+    def connect(self) -> Connection:
         try:
             if self.host.startswith("/"):
                 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -180,7 +180,7 @@ class Connection:
         while True:
             try:
                 chunk = self.sock.recv(max(1 << 20, min(want - got, 64 << 20)))
-            except (socket.timeout, BlockingIOError, ssl_mod.SSLWantReadError):
+            except (TimeoutError, BlockingIOError, ssl_mod.SSLWantReadError):
                 break
             except OSError as e:
                 raise WireError(f"connection to {self.host}:{self.port} lost: {e.strerror or e}") from None

@@ -11,7 +11,8 @@ checkpoint, so a replay after a crash re-reads the same windows and gives the sa
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
 
 from ...changes import CheckItem
 from ...errors import SourceFatal

@@ -11,7 +11,8 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
 
 from ...changes import Commit, Item, RowChange, SourceBatch, SourceStatus
 from ...errors import SourceError, SourceFatal, SourceUnavailable

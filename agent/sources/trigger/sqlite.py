@@ -8,7 +8,8 @@ import os
 import re
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
 
 from ...binlog import _b64
 from ...changes import CheckItem
@@ -74,7 +75,7 @@ class SqliteDialect(Dialect):
         db.script("PRAGMA busy_timeout = 30000")
 
     def now_sql(self) -> str:
-        return self.literal(_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+        return self.literal(_dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
 
     # -------------------------------------------------------------- catalog
 
