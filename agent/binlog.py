@@ -722,7 +722,7 @@ class BinlogParser:
 
     def __init__(self, want: Callable[[str, str], bool] | None = None,
                  collations: dict[int, str] | None = None,
-                 json_columns: Callable[[str, str], set[str]] | None = None):
+                 json_columns: Callable[[str, str], Collection[str] | Mapping[str, str]] | None = None):
         self.want = want
         self.collations = dict(DEFAULT_COLLATIONS)
         if collations:
