@@ -38,7 +38,8 @@ log = logging.getLogger(__name__)
 
 OPERATORS: dict[str, Callable[[float, float], bool]] = {
     ">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le, "==": operator.eq, "!=": operator.ne}
-_WHEN_RE = re.compile(r"^\s*(?P<path>.+?)\s*(?P<op>>=|<=|==|!=|>|<)\s*(?P<num>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
+_WHEN_RE = re.compile(r"^\s*(?P<path>.+?)\s*(?P<op>>=|<=|==|!=|>|<)\s*"
+                      r"(?P<num>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
 _SEGMENT_RE = re.compile(r'"(?P<q>[^"]+)"|(?P<p>[A-Za-z0-9_\-*]+)')
 ZERO_TIME = "0001-01-01T00:00:00Z"          # Alertmanager's "no end" for a firing alert
 

@@ -70,6 +70,7 @@ def health_report(cfg: Config, monitor: Monitor | None, spool: Spool) -> dict:
                            "dead_lettered": spool.count_dead_letters(t.name),
                            "last_error": redact(last_error) if last_error else None}
         if state == "stopped":
+            assert live is not None  # only a live target has a state
             status = "failing"      # its worker gave up: nothing reaches this target until a restart
             reasons.append(f"target {t.name} stopped: {redact(live.last_error or '')}")
         elif live and state != "ok":
@@ -86,7 +87,8 @@ def health_report(cfg: Config, monitor: Monitor | None, spool: Spool) -> dict:
     if status == "ok" and reasons:
         status = "degraded"
     report = {"status": status, "agent": cfg.agent.name, "source": source, "targets": targets,
-              "stale_targets": stale, "dead_letters": spool.count_dead_letters(), "unmapped_dead_letters": spool.count_unmapped(),
+              "stale_targets": stale, "dead_letters": spool.count_dead_letters(),
+              "unmapped_dead_letters": spool.count_unmapped(),
               "dead_letters_by_priority": by_priority, "event_types": event_types, "reasons": reasons}
     if monitor is not None and monitor.alerts is not None:
         report["alerts"] = monitor.alerts.firing()

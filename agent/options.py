@@ -38,7 +38,7 @@ class OptionError(ValueError):
 
 
 def option(default: Any = dataclasses.MISSING, *, help: str = "", minimum: float | None = None,
-           above: float | None = None, maximum: float | None = None, choices: tuple[str, ...] | None = None,
+           above: float | None = None, maximum: float | None = None, choices: tuple[str | int, ...] | None = None,
            schemes: tuple[str, ...] | None = None, secret_keys: str | None = None,
            nonempty: bool = False) -> Any:
     """A dataclass field with the constraints the config reader enforces:

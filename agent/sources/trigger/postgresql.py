@@ -51,7 +51,8 @@ def _json_span(span: str) -> Any:
     return r if r is not None else span
 
 
-_json_span.from_span = True          # type: ignore[attr-defined]  (the reader hands it the value's exact text)
+# the reader hands it the value's exact text (mypy does not model attributes set on a function)
+_json_span.from_span = True          # type: ignore[attr-defined]
 
 # Values as to_json() writes them inside the capture function, whose settings are fixed (TimeZone UTC,
 # DateStyle ISO, IntervalStyle iso_8601, extra_float_digits 1, bytea_output hex; migration 003), and as

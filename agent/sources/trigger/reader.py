@@ -238,6 +238,7 @@ class TriggerSource(ConfiguredCapture):
         conv: list[tuple[str, Callable]]
         key: tuple[str, ...]
         unavailable: tuple[str, ...]
+        claimed: frozenset[str]
         if t is None:
             conv, key, unavailable, texts, claimed = [], (), (), {}, frozenset()
         else:

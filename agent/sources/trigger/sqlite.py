@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from collections.abc import Callable
 
-from ...binlog import _b64
+from ...myvalues import _b64
 from ...changes import CheckItem
 from ...errors import SourceFatal
 from .catalog import split_table
@@ -133,6 +133,7 @@ class SqliteDialect(Dialect):
     def privileges(self, db: Db, names: Names, tables: tuple[str, ...], target: Target,
                    installed: int) -> list[CheckItem]:
         p = target.sqlite_path
+        assert p is not None                     # a sqlite URL always has one (":memory:" at least)
         ok = p in (":memory:", "") or os.access(p, os.W_OK)
         return [CheckItem("privileges", ok, "database file is writable" if ok else f"{p} is read-only",
                           f"the agent's OS user must be able to write {p} (and its folder, for the WAL)")]
