@@ -70,7 +70,7 @@ def health_report(cfg: Config, monitor: Monitor | None, spool: Spool) -> dict:
                            "dead_lettered": spool.count_dead_letters(t.name),
                            "last_error": redact(last_error) if last_error else None}
         if state == "stopped":
-            assert live is not None  # only a live target has a state
+            assert live is not None  # "stopped" comes from the live state ("unknown" without one)
             status = "failing"      # its worker gave up: nothing reaches this target until a restart
             reasons.append(f"target {t.name} stopped: {redact(live.last_error or '')}")
         elif live and state != "ok":
