@@ -43,7 +43,8 @@ def write_mixed_changes(db, total: int, txn_rows: int = 10_000) -> dict:
             hi = min(ins, lo + txn_rows)
             conn.execute(f"""INSERT INTO bench_items SELECT g, g % 5000, 'SKU-' || g, g % 17, (g % 100000) / 100.0,
                 (g % 7) / 10.0, g % 2 = 0, '2026-11-23 10:00:00+00'::timestamptz + g * interval '1 second',
-                date '2026-01-01' + (g % 365), 'note ' || g, jsonb_build_object('g', g, 'tags', jsonb_build_array('a', 'b')),
+                date '2026-01-01' + (g % 365), 'note ' || g,
+                jsonb_build_object('g', g, 'tags', jsonb_build_array('a', 'b')),
                 md5(g::text)::uuid FROM generate_series({lo + 1}, {hi}) g""")
         for lo in range(0, upd, txn_rows):
             hi = min(upd, lo + txn_rows)
@@ -179,7 +180,9 @@ class Profiler:
         self.out = out
         exe = Path(sys.executable).parent / "py-spy"
         self.proc = subprocess.Popen([str(exe if exe.exists() else "py-spy"), "record", "--pid", str(pid),
-                                      "--subprocesses", "--nonblocking", *(["--idle", "--threads"] if os.environ.get("BENCH_PROFILE_IDLE") else []), "--rate", str(rate), "--format", "raw",
+                                      "--subprocesses", "--nonblocking",
+                                      *(["--idle", "--threads"] if os.environ.get("BENCH_PROFILE_IDLE") else []),
+                                      "--rate", str(rate), "--format", "raw",
                                       "-o", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def stop(self) -> None:

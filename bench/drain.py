@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import argparse
 
-from bench.common import (setup_capture, AgentRun, Profiler, agent_config, bench_cluster, emit, pg_recvlogical_drain, table,
+from bench.common import (setup_capture, AgentRun, Profiler, agent_config, bench_cluster, emit, pg_recvlogical_drain,
+                          table,
                           tmpdir, wait_lines, write_mixed_changes, MIXED_DDL)
 
 
@@ -55,7 +56,7 @@ def main() -> None:
         emit(fig)
         table([("pg_recvlogical (pgoutput → /dev/null)", f"{ref_s:.2f}", f"{ref_rate:,.0f}", ""),
                ("cdc-agent (→ file target, fsynced)", f"{agent_s:.2f}", f"{rate:,.0f}", f"{rss} MB")],
-              ("drain of %d changes" % args.changes, "seconds", "changes/s", "peak RSS"))
+              (f"drain of {args.changes} changes", "seconds", "changes/s", "peak RSS"))
         print(f"ratio agent / pg_recvlogical: {rate / ref_rate:.2f}")
         if profiler:
             top = profiler.top()

@@ -170,5 +170,6 @@ def check_random_transactions(events: list[dict], expected: list[dict]) -> None:
            for key, evs in firsts.items()}
     want = {k: v for exp in expected for k, v in exp.items()}
     missing = [k for k in want if got.get(k) != want[k]]
-    assert not missing, f"{len(missing)} subjects differ, e.g. {missing[0]}: got {got.get(missing[0])}, want {want[missing[0]]}"
+    assert not missing, (f"{len(missing)} subjects differ, e.g. {missing[0]}: got {got.get(missing[0])}, "
+                         f"want {want[missing[0]]}")
     assert set(got) == set(want)

@@ -59,10 +59,10 @@ class MariaDbServer:
             try:
                 self.connect().close()
                 return self
-            except Exception:
+            except Exception as e:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
                     log = (self.dir / "error.log").read_text(errors="replace")[-2000:]
-                    raise RuntimeError(f"mariadbd did not start:\n{log}")
+                    raise RuntimeError(f"mariadbd did not start:\n{log}") from e
                 time.sleep(0.1)
 
     @property
