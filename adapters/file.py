@@ -41,6 +41,7 @@ class FileTarget:
     def _drop_torn_tail(self) -> None:
         """A crash mid-write (disk full, power loss) can leave a partial last line. It was never
         acknowledged, so it will be sent again: cut it off rather than leave a broken JSON line."""
+        assert self.fd is not None                # open() sets it first
         size = os.fstat(self.fd).st_size
         if size == 0:
             return
@@ -63,13 +64,15 @@ class FileTarget:
     def send(self, events: list[SpooledEvent]) -> DeliveryResult:
         if self.fd is None:
             self.open()
+        fd = self.fd
+        assert fd is not None                     # open() sets it or raises
         data = b"\n".join(e.body for e in events) + b"\n"
         try:
             view = memoryview(data)
             while view:
-                n = os.write(self.fd, view)
+                n = os.write(fd, view)
                 view = view[n:]
-            os.fsync(self.fd)
+            os.fsync(fd)
         except OSError as e:
             self.close()
             raise TargetUnavailable(f"cannot write {self.path}: {e.strerror}") from None

@@ -103,7 +103,7 @@ def retry_after_seconds(value: str | None, now: float | None = None) -> float | 
         return None
     if when.tzinfo is None:     # HTTP dates are GMT
         import datetime as _dt
-        when = when.replace(tzinfo=_dt.timezone.utc)
+        when = when.replace(tzinfo=_dt.UTC)
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 

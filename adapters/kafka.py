@@ -28,7 +28,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.config import TargetSettings
 from agent.errors import TargetError, TargetUnavailable
@@ -38,6 +38,9 @@ from agent.secrets import redact
 from .envelope import STRUCTURED_CONTENT_TYPE, Destinations, Template, TemplateError, binary_parts
 
 from agent.options import OptionError, option
+
+if TYPE_CHECKING:
+    from confluent_kafka import Producer
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +111,7 @@ class KafkaMessage:
     topic: str
     key: bytes
     value: bytes
-    headers: list[tuple[str, bytes]]
+    headers: list[tuple[str, str | bytes | None]]   # (the producer's parameter type; always bytes here)
 
 
 def build_message(ev: SpooledEvent, fmt: str, topic: str) -> KafkaMessage:
@@ -116,7 +119,8 @@ def build_message(ev: SpooledEvent, fmt: str, topic: str) -> KafkaMessage:
     both cloudevents formats, the Debezium envelope for debezium)."""
     if fmt == "cloudevents-binary":
         parts = binary_parts(ev.body)
-        headers = [("ce_" + name, value.encode()) for name, value in parts.attributes.items()]
+        headers: list[tuple[str, str | bytes | None]] = [
+            ("ce_" + name, value.encode()) for name, value in parts.attributes.items()]
         headers.append(("content-type", parts.content_type.encode()))
         key = parts.attributes.get("partitionkey") or ev.subject
         return KafkaMessage(topic, key.encode(), parts.data, headers)
@@ -168,7 +172,7 @@ class KafkaTarget:
         self.format = settings.format
         self.opts: KafkaOptions = settings.options
         self.topics = Destinations(Template.parse(self.opts.topic))
-        self.producer = None
+        self.producer: Producer | None = None
         self._pending: _Batch | None = None    # a batch whose delivery reports did not all come back in time
         self._permanent: set = set()
 
@@ -199,6 +203,7 @@ class KafkaTarget:
         from confluent_kafka import KafkaException
         self.open()
         producer = self.producer
+        assert producer is not None             # open() made it
         timeout = self.opts.delivery_timeout_seconds
         batch = self._pending
         if batch is not None and batch.ids != [e.id for e in events]:

@@ -209,7 +209,8 @@ class MqttTarget:
             if problem is None and packet_size_bound(m) > self.max_packet:
                 size = packet_size(m.topic, m.payload, props)
                 if size > self.max_packet:
-                    problem = f"the message is {size} bytes, more than the broker's maximum packet size ({self.max_packet})"
+                    problem = (f"the message is {size} bytes, more than the broker's maximum packet size "
+                               f"({self.max_packet})")
             if problem is not None:
                 rejected.append(Rejection(ev.seq, f"{problem} ({self.where})"))
                 continue

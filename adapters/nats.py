@@ -35,7 +35,7 @@ import logging
 import re
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.config import TargetSettings
 from agent.errors import TargetError, TargetUnavailable
@@ -44,6 +44,10 @@ from agent.options import ConfigPath, OptionError, Secret, Url, option
 from agent.secrets import redact
 
 from .envelope import STRUCTURED_CONTENT_TYPE, Destinations, Template, TemplateError, binary_parts
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client
+    from nats.js import JetStreamContext
 
 log = logging.getLogger(__name__)
 
@@ -130,12 +134,13 @@ class NatsTarget:
         self.where = _safe_url(self.opts.url)
         self.loop: asyncio.AbstractEventLoop | None = None
         self.thread: threading.Thread | None = None
-        self.nc = None
-        self.js = None
+        self.nc: Client | None = None
+        self.js: JetStreamContext | None = None
 
     # the event loop thread: everything nats-py does runs there
 
     def _run(self, coro, timeout: float) -> Any:
+        assert self.loop is not None            # open() started it
         fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
         try:
             return fut.result(timeout)
@@ -168,7 +173,7 @@ class NatsTarget:
                                          connect_timeout=min(self.opts.ack_timeout_seconds, 5.0),
                                          allow_reconnect=True, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
                                          error_cb=on_error, **kw)
-        except (NatsError, OSError, asyncio.TimeoutError) as e:
+        except (TimeoutError, NatsError, OSError) as e:
             self.nc = None
             raise TargetUnavailable(f"nats {self.name}: cannot connect to {self.where}: "
                                     f"{redact(str(e)) or type(e).__name__}") from None
@@ -187,6 +192,7 @@ class NatsTarget:
         that has one in the failed wave was sent."""
         rejected: list[Rejection] = []
         sendable: list[tuple[SpooledEvent, NatsMessage]] = []
+        assert self.nc is not None              # open() connected
         max_payload = self.nc.max_payload
         for ev, msg in zip(events, msgs):
             reason = _refusal(msg, max_payload)
@@ -200,8 +206,10 @@ class NatsTarget:
 
     async def _wave(self, wave: list[tuple[SpooledEvent, NatsMessage]], rejected: list[Rejection]) -> None:
         timeout = self.opts.ack_timeout_seconds
+        js = self.js
+        assert js is not None                   # open() connected
         results = await asyncio.gather(
-            *(self.js.publish(m.subject, m.payload, timeout=timeout, stream=self.opts.stream, headers=m.headers)
+            *(js.publish(m.subject, m.payload, timeout=timeout, stream=self.opts.stream, headers=m.headers)
               for _, m in wave), return_exceptions=True)
         failure: TargetUnavailable | None = None
         for (ev, msg), r in zip(wave, results):
@@ -277,8 +285,11 @@ class NatsTarget:
     async def _create_stream(self, subjects: list[str], what: str) -> str:
         from nats.js.api import StorageType
         from nats.js.errors import APIError, NotFoundError
+        js, stream = self.js, self.opts.stream
+        assert js is not None                   # open() connected
+        assert stream is not None               # create_stream needs `stream` (checked with the options)
         try:
-            info = await self.js.stream_info(self.opts.stream)
+            info = await js.stream_info(stream)
         except NotFoundError:
             info = None
         if info is not None:
@@ -286,7 +297,7 @@ class NatsTarget:
             note = f"; it does not list {', '.join(missing)}: check that its wildcards capture them" if missing else ""
             return f"nats {self.name}: stream {self.opts.stream} exists{note}"
         try:
-            await self.js.add_stream(name=self.opts.stream, subjects=subjects, storage=StorageType.FILE,
+            await js.add_stream(name=self.opts.stream, subjects=subjects, storage=StorageType.FILE,
                                      duplicate_window=self.opts.duplicate_window_seconds)
         except APIError as e:
             raise TargetError(f"nats {self.name}: cannot create stream {self.opts.stream}: {e.description}") from None

@@ -90,7 +90,8 @@ class RedisTarget:
         try:
             client.ping()
             try:
-                self.max_bulk = int(client.config_get("proto-max-bulk-len").get("proto-max-bulk-len", DEFAULT_MAX_BULK))
+                limit = client.config_get("proto-max-bulk-len").get("proto-max-bulk-len", DEFAULT_MAX_BULK)
+                self.max_bulk = int(limit) if limit is not None else DEFAULT_MAX_BULK
             except redis.ResponseError:          # CONFIG renamed or forbidden (managed Redis): the default
                 self.max_bulk = DEFAULT_MAX_BULK
         except redis.RedisError as e:

@@ -25,8 +25,9 @@ import re
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Callable
+from datetime import datetime, UTC
+from typing import Any
+from collections.abc import Callable
 
 import orjson
 
@@ -37,7 +38,8 @@ log = logging.getLogger(__name__)
 
 OPERATORS: dict[str, Callable[[float, float], bool]] = {
     ">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le, "==": operator.eq, "!=": operator.ne}
-_WHEN_RE = re.compile(r"^\s*(?P<path>.+?)\s*(?P<op>>=|<=|==|!=|>|<)\s*(?P<num>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
+_WHEN_RE = re.compile(r"^\s*(?P<path>.+?)\s*(?P<op>>=|<=|==|!=|>|<)\s*"
+                      r"(?P<num>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
 _SEGMENT_RE = re.compile(r'"(?P<q>[^"]+)"|(?P<p>[A-Za-z0-9_\-*]+)')
 ZERO_TIME = "0001-01-01T00:00:00Z"          # Alertmanager's "no end" for a firing alert
 WEBHOOK_SCHEMES = ("http", "https")        # [[alerts]] webhook URLs (user:password@ allowed: no headers here)
@@ -164,7 +166,7 @@ class AlertBook:
 
 
 def _rfc3339(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def alertmanager_payload(n: Notification, agent: str, external_url: str = "") -> dict[str, Any]:

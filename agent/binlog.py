@@ -24,7 +24,8 @@ import codecs
 import struct
 import uuid
 import zlib
-from typing import Any, Callable
+from typing import Any, TypeVar
+from collections.abc import Callable, Collection, Mapping
 
 from . import myvalues
 from .myvalues import (  # noqa: F401  (some only re-exported, for the trigger source and tests)
@@ -150,8 +151,9 @@ DEFAULT_COLLATIONS.update({i: "utf8mb4" for i in range(224, 248)})
 DEFAULT_COLLATIONS.update({i: "utf8mb4" for i in range(255, 324)})
 
 
-def _mysql_latin1_errors(err: UnicodeDecodeError):
+def _mysql_latin1_errors(err: UnicodeError) -> tuple[str, int]:
     # MySQL's latin1 is cp1252 with the five bytes cp1252 leaves undefined mapped to U+0081.. (as latin-1)
+    assert isinstance(err, UnicodeDecodeError)       # registered for decoding only
     return err.object[err.start:err.end].decode("latin-1"), err.end
 
 
@@ -173,6 +175,10 @@ def decode_text(raw: bytes, charset: str | None) -> str:
 
 class BinlogError(Exception):
     """An event this decoder cannot read (corrupt, or a feature it does not support)."""
+
+
+# a compiled rows decoder: (b, p, end) -> (rows, end offset reached)
+RowsDecoder = Callable[[bytes, int, int], tuple[list[Any], int]]
 
 
 # ------------------------------------------------------------------ small readers
@@ -226,7 +232,8 @@ class TableMap:
         self.key_columns = tuple(columns[i].name for i in primary_key if i < len(columns))
         self.has_names = has_names
         self.shape = shape                    # the TABLE_MAP body without its table id: a schema fingerprint
-        self.decoders: dict[tuple, Callable] | None = None  # compiled rows decoders by (op, column bitmaps)
+        # compiled rows decoders by (op, column bitmaps)
+        self.decoders: dict[tuple[str, int, int], RowsDecoder] | None = None
 
     @property
     def column_names(self) -> list[str]:
@@ -291,6 +298,7 @@ def parse_table_map(body: bytes, table_id_len: int = 6, collations: dict[int, st
     p += nb
     columns = [Column(i, t, m, bool(nullmap >> i & 1)) for i, (t, m) in enumerate(metas)]
     primary_key: list[int] = []
+    raw_values: dict[int, list[bytes]] = {}   # ENUM / SET members by column index, decoded with the charset below
     has_names = False
     collations = collations or DEFAULT_COLLATIONS
     numeric = [c for c in columns if c.type in _NUMERIC]
@@ -336,12 +344,12 @@ def parse_table_map(body: bytes, table_id_len: int = 6, collations: dict[int, st
                 if c.type != want:
                     continue
                 count, q = packed_int(field, q)
-                vals = []
+                vals: list[bytes] = []
                 for _ in range(count):
                     ln, q = packed_int(field, q)
                     vals.append(field[q:q + ln])
                     q += ln
-                c.values = vals                                   # bytes; decoded with the charset below
+                raw_values[c.index] = vals
         elif ft == OM_SIMPLE_PRIMARY_KEY:
             q = 0
             while q < len(field):
@@ -359,12 +367,12 @@ def parse_table_map(body: bytes, table_id_len: int = 6, collations: dict[int, st
             c.charset = collations.get(c.collation)
             if c.charset is None:
                 c.charset = "utf8mb4"                              # unknown collation: assume the common one
-        if c.values is not None:
-            c.values = [decode_text(v, c.charset or "utf8mb4") for v in c.values]
+        if c.index in raw_values:
+            c.values = [decode_text(v, c.charset or "utf8mb4") for v in raw_values[c.index]]
     return TableMap(table_id, schema, table, columns, primary_key, has_names, bytes(shape))
 
 
-def apply_logical_types(tm: TableMap, hints) -> None:
+def apply_logical_types(tm: TableMap, hints: Collection[str] | Mapping[str, str] | None) -> None:
     """Marks the columns the catalog knows more about: `hints` is a set of JSON column names or a mapping
     column -> logical type. A hint that does not fit the column's binlog type is ignored (the column was
     altered since the catalog was read: its bytes decide)."""
@@ -443,7 +451,7 @@ def _float32_cached(raw: bytes) -> float:
     return v
 
 
-def _column_decoder(c: Column) -> tuple[list[str] | None, Callable | None]:
+def _column_decoder(c: Column) -> tuple[list[str] | None, Callable[..., Any] | None]:
     """How to decode one column: inline code lines (using `b`, `p`, assigning `v`) or a function
     (b, p) -> (v, p). Returns (lines, None) or (None, fn)."""
     t, m = c.type, c.meta
@@ -539,11 +547,12 @@ def _column_decoder(c: Column) -> tuple[list[str] | None, Callable | None]:
     raise BinlogError(f"column {c.name!r}: unsupported column type {t} ({TYPE_NAMES.get(t, '?')})")
 
 
-_GLOBALS = {"I32": _I32, "U32": _U32, "I64": _I64, "U64": _U64, "F32": _F32, "F64": _F64, "F32R": _float32_cached,
-            "F32C": _f32_cache, "DC": _day_cache, "DAY": _day, "JT": myvalues.json_text}
+_GLOBALS: dict[str, Any] = {"I32": _I32, "U32": _U32, "I64": _I64, "U64": _U64, "F32": _F32, "F64": _F64,
+                            "F32R": _float32_cached, "F32C": _f32_cache, "DC": _day_cache, "DAY": _day,
+                            "JT": myvalues.json_text}
 
 
-def _image_code(tm: TableMap, present: int, fns: dict[str, Callable], target: str) -> list[str]:
+def _image_code(tm: TableMap, present: int, fns: dict[str, Callable[..., Any]], target: str) -> list[str]:
     """Lines decoding one row image at b[p] into the dict `target`: the columns in the `present` bitmap (all of
     them with binlog_row_image=FULL), whose null bitmap counts present columns only."""
     cols = [c for c in tm.columns if present >> c.index & 1]
@@ -557,6 +566,7 @@ def _image_code(tm: TableMap, present: int, fns: dict[str, Callable], target: st
             fname = f"_c{c.index}"
             fns[fname] = fn
             code = ["$v, p = " + fname + "(b, p)"]
+        assert code is not None               # _column_decoder returns either code lines or a function
         body = [ln.replace("$v", f"v{i}") for ln in code]
         # the null bit is tested for NOT NULL columns too: cheap, and safe whatever the TABLE_MAP says
         checked.append(f"if nb >> {i} & 1: v{i} = None")
@@ -574,12 +584,12 @@ def _image_code(tm: TableMap, present: int, fns: dict[str, Callable], target: st
 
 
 def compile_rows_decoder(tm: TableMap, kind: str, present: int | None = None,
-                         present2: int | None = None) -> Callable[[bytes, int, int], tuple[list, int]]:
+                         present2: int | None = None) -> RowsDecoder:
     """A function (b, p, end) -> (rows, end offset reached), specialised for this TABLE_MAP and these column
     bitmaps (default: every column, binlog_row_image=FULL). insert/delete: a list of dicts; update: a list of
     (before, after) dict pairs."""
     full = (1 << len(tm.columns)) - 1
-    fns: dict[str, Callable] = {}
+    fns: dict[str, Callable[..., Any]] = {}
     img1 = _image_code(tm, full if present is None else present, fns, "r1")
     lines = ["def decode(b, p, end):", "    out = []", "    append = out.append", "    while p < end:"]
     lines += ["        " + ln for ln in img1]
@@ -594,7 +604,8 @@ def compile_rows_decoder(tm: TableMap, kind: str, present: int | None = None,
     ns = dict(_GLOBALS)
     ns.update(fns)
     exec(compile(src, f"<binlog rows {tm.name}>", "exec"), ns)
-    return ns["decode"]
+    decode: RowsDecoder = ns["decode"]
+    return decode
 
 
 # ------------------------------------------------------------------ events
@@ -667,7 +678,7 @@ class TableMapEvent(Event):
 class Rows(Event):
     __slots__ = ("op", "table_map", "rows", "present", "stmt_end")
     op: str
-    table_map: TableMap
+    table_map: TableMap | None
     rows: list[Any] | None
     present: tuple[int, int] | None
     stmt_end: bool
@@ -676,7 +687,7 @@ class Rows(Event):
 
 class Heartbeat(Event):
     __slots__ = ("filename",)
-    filename: str
+    filename: str | None
 
 
 class XaPrepare(Event):
@@ -688,7 +699,10 @@ class Other(Event):
     __slots__ = ()
 
 
-def _fill(ev: Event, h: tuple) -> Event:
+_E = TypeVar("_E", bound=Event)
+
+
+def _fill(ev: _E, h: tuple[int, ...]) -> _E:
     ev.timestamp, ev.type, ev.server_id, ev.size, ev.log_pos, ev.flags = h
     return ev
 
@@ -708,7 +722,7 @@ class BinlogParser:
 
     def __init__(self, want: Callable[[str, str], bool] | None = None,
                  collations: dict[int, str] | None = None,
-                 json_columns: Callable[[str, str], set[str]] | None = None):
+                 json_columns: Callable[[str, str], Collection[str] | Mapping[str, str]] | None = None):
         self.want = want
         self.collations = dict(DEFAULT_COLLATIONS)
         if collations:
@@ -764,37 +778,37 @@ class BinlogParser:
             return self._format_description(ev, h)
         end = self._body_end(ev)
         if etype in ROWS_OP:
-            e = self._rows(ev, h, end)
-            if e.stmt_end:
+            rows_ev = self._rows(ev, h, end)
+            if rows_ev.stmt_end:
                 self.tables.clear()       # table ids are valid for one statement; the next one maps again
-            return e
+            return rows_ev
         if etype == TABLE_MAP:
             return self._table_map(ev, h, end)
         if etype == MARIA_GTID:
-            e = _fill(MariaGtid(), h)
-            e.seq = int.from_bytes(ev[19:27], "little")
-            e.domain = int.from_bytes(ev[27:31], "little")
-            e.gtid_flags = ev[31]
-            e.standalone = bool(e.gtid_flags & FL_STANDALONE)
-            e.gtid = f"{e.domain}-{h[2]}-{e.seq}"
-            return e
+            gtid_ev = _fill(MariaGtid(), h)
+            gtid_ev.seq = int.from_bytes(ev[19:27], "little")
+            gtid_ev.domain = int.from_bytes(ev[27:31], "little")
+            gtid_ev.gtid_flags = ev[31]
+            gtid_ev.standalone = bool(gtid_ev.gtid_flags & FL_STANDALONE)
+            gtid_ev.gtid = f"{gtid_ev.domain}-{h[2]}-{gtid_ev.seq}"
+            return gtid_ev
         if etype == XID:
-            e = _fill(Xid(), h)
-            e.xid = int.from_bytes(ev[19:27], "little")
-            return e
+            xid_ev = _fill(Xid(), h)
+            xid_ev.xid = int.from_bytes(ev[19:27], "little")
+            return xid_ev
         if etype == QUERY or etype == QUERY_COMPRESSED:
             return self._query(ev, h, end, compressed=etype == QUERY_COMPRESSED)
         if etype == ROTATE:
-            e = _fill(Rotate(), h)
-            e.position = int.from_bytes(ev[19:27], "little")
+            rotate_ev = _fill(Rotate(), h)
+            rotate_ev.position = int.from_bytes(ev[19:27], "little")
             # a ROTATE the server makes up at the start of a stream carries no checksum in some versions;
             # the file name never contains NUL, and checksums are only stripped when the event has one
-            e.filename = ev[27:end].decode("utf-8", "replace")
-            return e
+            rotate_ev.filename = ev[27:end].decode("utf-8", "replace")
+            return rotate_ev
         if etype in (GTID, ANONYMOUS_GTID):
             return self._mysql_gtid(ev, h, end, anonymous=etype == ANONYMOUS_GTID)
         if etype == MARIA_GTID_LIST:
-            e = _fill(MariaGtidList(), h)
+            list_ev = _fill(MariaGtidList(), h)
             count = int.from_bytes(ev[19:23], "little") & 0x0FFFFFFF
             gtids = []
             p = 23
@@ -802,16 +816,16 @@ class BinlogParser:
                 d, s, n = struct.unpack_from("<IIQ", ev, p)
                 gtids.append(f"{d}-{s}-{n}")
                 p += 16
-            e.gtids = gtids
-            return e
+            list_ev.gtids = gtids
+            return list_ev
         if etype in (HEARTBEAT, HEARTBEAT_V2):
-            e = _fill(Heartbeat(), h)
-            e.filename = ev[19:end].decode("utf-8", "replace") if etype == HEARTBEAT else None
-            return e
+            beat_ev = _fill(Heartbeat(), h)
+            beat_ev.filename = ev[19:end].decode("utf-8", "replace") if etype == HEARTBEAT else None
+            return beat_ev
         if etype == XA_PREPARE:
-            e = _fill(XaPrepare(), h)
-            e.one_phase = bool(ev[19])
-            return e
+            xa_ev = _fill(XaPrepare(), h)
+            xa_ev.one_phase = bool(ev[19])
+            return xa_ev
         if etype == INCIDENT:
             # the server marks a gap in its own log (e.g. LOST_EVENTS): what follows misses changes
             raise BinlogError("the binlog holds an INCIDENT event (the server lost events here, e.g. after a "
@@ -825,7 +839,7 @@ class BinlogParser:
                               "which lack full row images; set binlog_row_value_options=''")
         return _fill(Other(), h)
 
-    def _format_description(self, ev: bytes, h: tuple) -> FormatDescription:
+    def _format_description(self, ev: bytes, h: tuple[int, ...]) -> FormatDescription:
         e = _fill(FormatDescription(), h)
         e.binlog_version = int.from_bytes(ev[19:21], "little")
         e.server_version = ev[21:71].split(b"\x00", 1)[0].decode("ascii", "replace")
@@ -848,7 +862,7 @@ class BinlogParser:
         self.table_id_len = 4 if self._post_header_len(TABLE_MAP, 8) == 6 else 6
         return e
 
-    def _query(self, ev: bytes, h: tuple, end: int, compressed: bool) -> Query:
+    def _query(self, ev: bytes, h: tuple[int, ...], end: int, compressed: bool) -> Query:
         e = _fill(Query(), h)
         ph = self._post_header_len(QUERY, 13)
         p = 19
@@ -864,7 +878,7 @@ class BinlogParser:
         e.query = raw.decode("utf-8", "replace")
         return e
 
-    def _mysql_gtid(self, ev: bytes, h: tuple, end: int, anonymous: bool) -> MysqlGtid:
+    def _mysql_gtid(self, ev: bytes, h: tuple[int, ...], end: int, anonymous: bool) -> MysqlGtid:
         e = _fill(MysqlGtid(), h)
         p = 19
         sid = ev[p + 1:p + 17]
@@ -884,7 +898,7 @@ class BinlogParser:
             e.commit_us = imm or None
         return e
 
-    def _table_map(self, ev: bytes, h: tuple, end: int) -> TableMapEvent:
+    def _table_map(self, ev: bytes, h: tuple[int, ...], end: int) -> TableMapEvent:
         e = _fill(TableMapEvent(), h)
         body = ev[19:end]
         tid_len = self.table_id_len
@@ -911,7 +925,7 @@ class BinlogParser:
         e.table_map = tm
         return e
 
-    def _rows(self, ev: bytes, h: tuple, end: int) -> Rows:
+    def _rows(self, ev: bytes, h: tuple[int, ...], end: int) -> Rows:
         e = _fill(Rows(), h)
         etype = h[1]
         e.op = op = ROWS_OP[etype]

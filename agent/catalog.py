@@ -33,7 +33,7 @@ def dumps(doc: Any) -> bytes:
 
 
 def _envelope(cfg: Config, typ: Any, table: str, data: dict, origin: str, extensions: bool = False) -> dict:
-    schema = {
+    schema: dict[str, Any] = {
         "$schema": SCHEMA_DIALECT, "title": typ["const"] if "const" in typ else f"events of {origin}",
         "description": f"CloudEvent emitted by cdc-agent {cfg.agent.name} from {table} ({origin})",
         "type": "object",
@@ -50,7 +50,8 @@ def _envelope(cfg: Config, typ: Any, table: str, data: dict, origin: str, extens
     if extensions:          # outbox headers: CloudEvents extension attributes
         # (properties and patternProperties both apply to a name: the standard attributes are excluded)
         reserved = "|".join(sorted(schema["properties"]) + ["data_base64", "dataschema"])
-        schema["patternProperties"] = {f"^(?!({reserved})$)[a-z0-9]{{1,20}}$": {"type": ["string", "integer", "boolean"]}}
+        schema["patternProperties"] = {
+            f"^(?!({reserved})$)[a-z0-9]{{1,20}}$": {"type": ["string", "integer", "boolean"]}}
     return schema
 
 
@@ -101,7 +102,7 @@ def _row_event(cfg: Config, rule: EventRule, shape: TableShape, origin: str) -> 
 
 def event_types(cfg: Config) -> list[tuple[str, str, EventRule | None, Any]]:
     """(catalog key, table, rule, origin) for every event type the config can emit, in config order."""
-    out = []
+    out: list[tuple[str, str, EventRule | None, Any]] = []
     outbox_tables = {o.table for o in cfg.outbox}
     for i, rule in enumerate(cfg.events):
         out.append((rule.type, rule.table, rule, f"events[{i}]"))
@@ -162,10 +163,11 @@ def _target_channel(cfg: Config, t, event_type: str, table: str) -> tuple[dict, 
             shown = str(path)
         return {"host": "localhost", "protocol": "file"}, shown, "JSON lines, one event per line, appended"
     if t.kind == "http":
-        proto, host, path = _safe_url(o.url)
-        return ({"host": host, "protocol": proto}, path,
+        proto, host, url_path = _safe_url(o.url)
+        return ({"host": host, "protocol": proto}, url_path,
                 "POST of a JSON array of events (application/cloudevents-batch+json); this message is one of them")
-    protocol = {"kafka": "kafka", "nats": "nats", "rabbitmq": "amqp", "redis": "redis", "mqtt": "mqtt"}.get(t.kind, t.kind)
+    protocol = {"kafka": "kafka", "nats": "nats", "rabbitmq": "amqp", "redis": "redis",
+                "mqtt": "mqtt"}.get(t.kind, t.kind)
     url = getattr(o, "url", None)
     servers = getattr(o, "bootstrap_servers", None)
     if servers:
@@ -284,6 +286,7 @@ def gate(cfg: Config, accept_breaking: bool, log) -> int:
     from .catalog_diff import compare
     current = build(cfg)
     path = cfg.agent.catalog
+    assert path is not None              # run calls this only when [agent] catalog is set
     if path.exists():
         changes = compare(load_catalog(path), current)
         breaking = [c for c in changes if c.breaking]

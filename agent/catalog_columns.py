@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from .errors import CdcError, SourceUnavailable
 
@@ -27,8 +28,10 @@ ANY_JSON: dict = {}
 UUID = {"type": "string", "pattern": r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"}
 PG_DATE = {"type": "string", "pattern": rf"^({_YEAR}-[0-9]{{2}}-[0-9]{{2}}{_INF})$"}
 PG_TIME = {"type": "string", "pattern": rf"^[0-9]{{2}}:[0-9]{{2}}:[0-9]{{2}}{_FRAC6}$"}
-PG_TIMETZ = {"type": "string", "pattern": rf"^[0-9]{{2}}:[0-9]{{2}}:[0-9]{{2}}{_FRAC6}[+-][0-9]{{2}}:[0-9]{{2}}(:[0-9]{{2}})?$"}
-PG_TIMESTAMP = {"type": "string", "pattern": rf"^({_YEAR}-[0-9]{{2}}-[0-9]{{2}}T[0-9]{{2}}:[0-9]{{2}}:[0-9]{{2}}{_FRAC6}{_INF})$"}
+PG_TIMETZ = {"type": "string",
+             "pattern": rf"^[0-9]{{2}}:[0-9]{{2}}:[0-9]{{2}}{_FRAC6}[+-][0-9]{{2}}:[0-9]{{2}}(:[0-9]{{2}})?$"}
+PG_TIMESTAMP = {"type": "string",
+                "pattern": rf"^({_YEAR}-[0-9]{{2}}-[0-9]{{2}}T[0-9]{{2}}:[0-9]{{2}}:[0-9]{{2}}{_FRAC6}{_INF})$"}
 TIMESTAMPTZ = {"type": "string",
                "pattern": rf"^({_YEAR}-[0-9]{{2}}-[0-9]{{2}}T[0-9]{{2}}:[0-9]{{2}}:[0-9]{{2}}\.[0-9]{{6}}Z{_INF})$"}
 INTERVAL = {"type": "string", "pattern": r"^P(-?[0-9]+Y)?(-?[0-9]+M)?(-?[0-9]+W)?(-?[0-9]+D)?"
@@ -122,7 +125,8 @@ def _pg_form(query: Query, oid: int, cache: dict[int, dict], depth: int = 0) -> 
     if typtype == "d":
         form = _pg_form(query, base, cache, depth + 1)
     elif typtype == "e":
-        labels = [r[0] for r in query(f"SELECT enumlabel FROM pg_enum WHERE enumtypid = {int(oid)} ORDER BY enumsortorder")]
+        labels = [r[0] for r in query(f"SELECT enumlabel FROM pg_enum WHERE enumtypid = {int(oid)} "
+                                      "ORDER BY enumsortorder")]
         form = {"enum": labels}
     elif category == "A" and elem:
         element = with_null(_pg_form(query, elem, cache, depth + 1))
@@ -171,7 +175,8 @@ def my_form(data_type: str, column_type: str, scale: int | None, fsp: int | None
     if dt in ("float", "double", "real"):
         return NUMBER
     if dt == "bit":
-        n = int(re.search(r"\((\d+)\)", ct).group(1)) if "(" in ct else 1
+        width = re.search(r"\((\d+)\)", ct) if "(" in ct else None
+        n = int(width.group(1)) if width else 1
         return integer(0, 2**n - 1)
     if dt == "year":
         return integer(0, 2155)

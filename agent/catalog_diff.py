@@ -83,7 +83,8 @@ def _describe(old: dict, new: dict) -> str:
             parts.append(f"enum value(s) added: {', '.join(sorted(n - o))}")
         if not ("enum" in old and "enum" in new):
             parts.append("type changed" + (" (narrowed to an enum)" if "enum" in new else " (no longer an enum)"))
-    if "minimum" in old and "minimum" in new and (old.get("minimum"), old.get("maximum")) != (new.get("minimum"), new.get("maximum")):
+    if ("minimum" in old and "minimum" in new
+            and (old.get("minimum"), old.get("maximum")) != (new.get("minimum"), new.get("maximum"))):
         narrowed = new["minimum"] >= old["minimum"] and new.get("maximum", 0) <= old.get("maximum", 0)
         parts.append(f"range {old['minimum']}..{old.get('maximum')} → {new['minimum']}..{new.get('maximum')} "
                      f"({'narrowed' if narrowed else 'widened'})")

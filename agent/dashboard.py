@@ -15,7 +15,8 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from .alerts import AlertBook, AlertNotifier
 from .history import History

@@ -22,11 +22,15 @@ import queue
 import signal
 import threading
 import time
+from typing import TYPE_CHECKING
 
 from . import logs, secrets
 from .config import Config
 from .monitor import Monitor
 from .worker import DRAIN_SECONDS, TargetWorker, tune_gc
+
+if TYPE_CHECKING:
+    from multiprocessing.context import SpawnProcess
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +47,7 @@ class DeliveryProcess:
         self.stop_event = self.ctx.Event()
         self.wake_event = self.ctx.Event()
         self.reports = self.ctx.Queue()
-        self.proc = None
+        self.proc: SpawnProcess | None = None
         self._spawned_at = 0.0
         self._relay = threading.Thread(target=self._relay_reports, name="delivery-relay", daemon=True)
         self._closing = False

@@ -183,7 +183,8 @@ class Workload:
         oid, self.next_order = self.next_order, self.next_order + 1
         lines = [(self.rnd.choice(SKUS), self.rnd.randint(1, 4)) for _ in range(self.rnd.randint(1, 3))]
         total = sum(float(price) * qty for (_, price), qty in lines)
-        stmts = [("INSERT INTO orders VALUES (?, ?, 'N', ?, datetime('now'))", (oid, cust, f"{total:.2f}"))]
+        stmts: list[tuple[str, tuple[object, ...]]] = [
+            ("INSERT INTO orders VALUES (?, ?, 'N', ?, datetime('now'))", (oid, cust, f"{total:.2f}"))]
         stmts += [("INSERT INTO order_lines VALUES (?, ?, ?, ?, ?)", (oid, i + 1, sku, qty, price))
                   for i, ((sku, price), qty) in enumerate(lines)]
         self._tx(*stmts)

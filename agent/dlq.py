@@ -9,9 +9,9 @@ Two kinds of dead letters live in the spool:
 - a target rejection is sent again right now (same event, same id, rendered in the target's format): by the
   running agent's worker for that target, between two of its batches, so nothing else writes to the target
   at the same time (the command waits up to 30 s for the outcome); when no agent runs, by the command
-  itself, holding the agent's lock so that no agent starts meanwhile. Accepted → removed from the store and counted as delivered; rejected
-  again → stays, with the new answer as its reason and `retries` + 1; target unreachable → stays, and the
-  remaining dead letters of that target are not tried this time.
+  itself, holding the agent's lock so that no agent starts meanwhile. Accepted → removed from the store and
+  counted as delivered; rejected again → stays, with the new answer as its reason and `retries` + 1; target
+  unreachable → stays, and the remaining dead letters of that target are not tried this time.
 - an unmappable change is mapped again with the *current* config; the events it now gives are spooled
   (a running agent delivers them within a second, otherwise the next `run` does) and the dead letter is
   removed. If it still cannot be mapped it stays with the new reason.
@@ -29,9 +29,9 @@ import time
 import orjson
 
 from . import rawjson
-from .config import Config
+from .config import Config, TargetSettings
 from .errors import CdcError, SpoolError, TargetError, TargetRejected
-from .interfaces import SpooledEvent
+from .interfaces import SpooledEvent, Target
 from .secrets import redact
 from .spool import DeadLetter, Spool
 from .statelock import unless_agent_runs
@@ -53,8 +53,10 @@ def dlq_command(cfg: Config, args) -> int:
         if action == "list":
             return _list(cfg, spool, as_json=getattr(args, "json", False))
         if action == "show":
+            assert dl_id is not None           # checked above
             return _show(cfg, spool, dl_id)
         if action == "drop":
+            assert dl_id is not None
             return _drop(spool, dl_id)
         return _retry(cfg, spool, dl_id)
     finally:
@@ -100,8 +102,8 @@ def _list(cfg: Config, spool: Spool, as_json: bool = False) -> int:
         print("no dead letters")
         return 0
     rows = [_row(d, cfg) for d in letters]
-    cols = [("ID", "id"), ("PRIORITY", "priority"), ("TARGET", "target"), ("EVENT ID", "event_id"), ("TYPE", "type"), ("SUBJECT", "subject"),
-            ("RETRIES", "retries"), ("TIME", "time")]
+    cols = [("ID", "id"), ("PRIORITY", "priority"), ("TARGET", "target"), ("EVENT ID", "event_id"), ("TYPE", "type"),
+            ("SUBJECT", "subject"), ("RETRIES", "retries"), ("TIME", "time")]
     width = {k: max(len(h), *(len(str(r[k] if r[k] is not None else "-")) for r in rows)) for h, k in cols}
     print("  ".join(h.ljust(width[k]) for h, k in cols) + "  REASON")
     for r in rows:
@@ -188,7 +190,8 @@ def _retry(cfg: Config, spool: Spool, dl_id: int | None) -> int:
     return 0 if failed == 0 else 1
 
 
-def _configured(cfg: Config, d: DeadLetter):
+def _configured(cfg: Config, d: DeadLetter) -> TargetSettings | None:
+    assert d.target is not None                # only rejections (they name their target) are sent again
     try:
         return cfg.target(d.target)
     except KeyError:
@@ -211,10 +214,11 @@ def _retry_here(cfg: Config, spool: Spool, letters: list[DeadLetter]) -> tuple[i
     """No agent runs (and none can start: we hold its lock): send through the targets from here."""
     from adapters import build_target
     done = failed = 0
-    targets: dict[str, object] = {}
+    targets: dict[str, Target] = {}
     unreachable: set[str] = set()
     try:
         for d in letters:
+            assert d.target is not None            # rejections only
             settings = _configured(cfg, d)
             if settings is None or d.target in unreachable:
                 failed += 1
@@ -332,7 +336,8 @@ def _retry_mapping(spool: Spool, mapper, d: DeadLetter) -> bool:
         spool.bump_retries(d.dl_id, reason)
         print(f"{d.dl_id}: still cannot be mapped: {reason}")
         return False
-    added = spool.append(events, [], None, resolves_dead_letter=d.dl_id)     # one transaction: never both, never neither
+    # one transaction: never both, never neither
+    added = spool.append(events, [], None, resolves_dead_letter=d.dl_id)
     print(f"{d.dl_id}: mapped again into {len(events)} event(s) ({', '.join(e.type for e in events) or 'none'}); "
           f"{added} spooled for delivery")
     return True

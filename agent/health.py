@@ -74,6 +74,7 @@ def health_report(cfg: Config, monitor: Monitor | None, spool: Spool) -> dict:
         if monitor and t.name in monitor.drift:
             targets[t.name]["drift"] = monitor.drift[t.name]
         if state == "stopped":
+            assert live is not None  # "stopped" comes from the live state ("unknown" without one)
             status = "failing"      # its worker gave up: nothing reaches this target until a restart
             reasons.append(f"target {t.name} stopped: {redact(live.last_error or '')}")
         elif live and state != "ok":
@@ -90,7 +91,8 @@ def health_report(cfg: Config, monitor: Monitor | None, spool: Spool) -> dict:
     if status == "ok" and reasons:
         status = "degraded"
     report = {"status": status, "agent": cfg.agent.name, "source": source, "targets": targets,
-              "stale_targets": stale, "dead_letters": spool.count_dead_letters(), "unmapped_dead_letters": spool.count_unmapped(),
+              "stale_targets": stale, "dead_letters": spool.count_dead_letters(),
+              "unmapped_dead_letters": spool.count_unmapped(),
               "dead_letters_by_priority": by_priority, "event_types": event_types, "reasons": reasons}
     if monitor is not None and monitor.alerts is not None:
         report["alerts"] = monitor.alerts.firing()

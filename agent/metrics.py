@@ -113,7 +113,9 @@ class _Collector:
                                 "type over the last 5 minutes (all targets).", labels=["agent", "type"])
         sla = GaugeMetricFamily(P + "event_type_sla_seconds", "The event type's sla_ms, in seconds.",
                                 labels=["agent", "type"])
-        for typ, (value, _n) in sorted(self.monitor.tracker.type_p95().items()):
+        mon = self.monitor
+        assert mon is not None                 # collect() calls this only with a monitor
+        for typ, (value, _n) in sorted(mon.tracker.type_p95().items()):
             if value is not None:
                 p95.add_metric([agent, typ], value)
         seen: set[str] = set()

@@ -8,6 +8,7 @@ import bisect
 import threading
 import time
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 from .changes import SourceStatus
@@ -69,7 +70,7 @@ class Monitor:
     capture_error: str | None = None  # why capture is stopped: a spool write error (retried), or a bug
     capture_stopped: bool = False     # a bug stopped capture until a restart
     captured: int = 0                 # row changes read from the source since start
-    source_status_fn: object = None   # callable returning SourceStatus, set while a source is open
+    source_status_fn: Callable[[], SourceStatus] | None = None   # set while a source is open
     targets: dict[str, TargetLive] = field(default_factory=dict)
     latency: dict[str, LatencyHistogram] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)

@@ -15,9 +15,13 @@ import binascii
 import datetime as _dt
 import re
 import struct
-from typing import Any, Callable, Iterable
+from typing import Any
+from collections.abc import Callable, Iterable
 
 from .rawjson import RawJson, raw_json
+
+# a column value decoder: (bytes, offset) -> (value, new offset)
+ColumnDecoder = Callable[[bytes, int], tuple[Any, int]]
 
 # ------------------------------------------------------------------ column types
 
@@ -110,7 +114,7 @@ def _decimal_layout(precision: int, scale: int) -> tuple[list[tuple[int, int]], 
     return int_pieces, frac_pieces, sum(n for n, _ in int_pieces) + sum(n for n, _ in frac_pieces)
 
 
-def _decimal_decoder(precision: int, scale: int) -> tuple[Callable, int]:
+def _decimal_decoder(precision: int, scale: int) -> tuple[Callable[[bytes, int], tuple[str, int]], int]:
     """DECIMAL(precision, scale) in MySQL's binary format: groups of 9 digits in 4 bytes, big-endian,
     sign bit flipped, every byte inverted for negative numbers. Returns the exact digits as a string."""
     int_pieces, frac_pieces, size = _decimal_layout(precision, scale)
@@ -174,7 +178,7 @@ def _time_str(packed: int, fsp: int) -> str:
     return f"{s}.{usec:06d}" if fsp else s
 
 
-def _time2(fsp: int):
+def _time2(fsp: int) -> Callable[[bytes, int], tuple[str, int]]:
     def dec(b: bytes, p: int) -> tuple[str, int]:
         if fsp >= 5:
             packed = int.from_bytes(b[p:p + 6], "big") - 0x800000000000
@@ -230,13 +234,13 @@ def _old_time(b: bytes, p: int) -> tuple[str, int]:
     return f"{sign}{v // 10000:02d}:{v // 100 % 100:02d}:{v % 100:02d}", p + 3
 
 
-def _bit(nbytes: int):
+def _bit(nbytes: int) -> Callable[[bytes, int], tuple[int, int]]:
     def dec(b: bytes, p: int) -> tuple[int, int]:
         return int.from_bytes(b[p:p + nbytes], "big"), p + nbytes
     return dec
 
 
-def _enum(values: list[str], nbytes: int):
+def _enum(values: list[str], nbytes: int) -> Callable[[bytes, int], tuple[str, int]]:
     vals = [""] + list(values)                        # index 0: the empty "error" value
 
     def dec(b: bytes, p: int) -> tuple[str, int]:
@@ -245,7 +249,7 @@ def _enum(values: list[str], nbytes: int):
     return dec
 
 
-def _set(values: list[str], nbytes: int):
+def _set(values: list[str], nbytes: int) -> Callable[[bytes, int], tuple[str, int]]:
     members = list(values)
 
     def dec(b: bytes, p: int) -> tuple[str, int]:
@@ -254,7 +258,7 @@ def _set(values: list[str], nbytes: int):
     return dec
 
 
-def _lenprefixed(lenbytes: int, conv: Callable[[bytes], Any]):
+def _lenprefixed(lenbytes: int, conv: Callable[[bytes], Any]) -> ColumnDecoder:
     def dec(b: bytes, p: int) -> tuple[Any, int]:
         n = int.from_bytes(b[p:p + lenbytes], "little")
         p += lenbytes
@@ -262,7 +266,7 @@ def _lenprefixed(lenbytes: int, conv: Callable[[bytes], Any]):
     return dec
 
 
-def _fixed_binary(field_len: int):
+def _fixed_binary(field_len: int) -> Callable[[bytes], str]:
     """BINARY(n): the binlog drops trailing zero bytes; the column holds them (SELECT shows them)."""
     def conv(raw: bytes) -> str:
         if len(raw) < field_len:
@@ -271,7 +275,7 @@ def _fixed_binary(field_len: int):
     return conv
 
 
-def _padded(field_len: int, conv: Callable[[bytes], Any]):
+def _padded(field_len: int, conv: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
     def pad(raw: bytes) -> Any:
         if len(raw) < field_len:
             raw = raw + b"\x00" * (field_len - len(raw))
@@ -465,7 +469,7 @@ JSON_CHECKS_SQL = (
     "WHERE CHECK_CLAUSE LIKE '%json_valid(%'")
 
 
-def logical_types_from_rows(type_rows: Iterable[tuple], check_rows: Iterable[tuple] = ()
+def logical_types_from_rows(type_rows: Iterable[tuple[Any, ...]], check_rows: Iterable[tuple[Any, ...]] = ()
                             ) -> dict[tuple[str, str], dict[str, str]]:
     """(schema, table) -> {column: logical type}, from the rows of LOGICAL_TYPES_SQL (schema, table, column,
     data type) and of JSON_CHECKS_SQL (schema, table, check clause)."""
@@ -480,6 +484,6 @@ def logical_types_from_rows(type_rows: Iterable[tuple], check_rows: Iterable[tup
     return out
 
 
-def load_logical_types(query: Callable[[str], list[tuple]]) -> dict[tuple[str, str], dict[str, str]]:
+def load_logical_types(query: Callable[[str], list[tuple[Any, ...]]]) -> dict[tuple[str, str], dict[str, str]]:
     """Runs both catalog queries through `query(sql) -> rows` and returns logical_types_from_rows."""
     return logical_types_from_rows(query(LOGICAL_TYPES_SQL), query(JSON_CHECKS_SQL))

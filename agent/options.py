@@ -41,7 +41,7 @@ class OptionError(ValueError):
 
 
 def option(default: Any = dataclasses.MISSING, *, help: str = "", minimum: float | None = None,
-           above: float | None = None, maximum: float | None = None, choices: tuple[str, ...] | None = None,
+           above: float | None = None, maximum: float | None = None, choices: tuple[str | int, ...] | None = None,
            schemes: tuple[str, ...] | None = None, secret_keys: str | None = None,
            nonempty: bool = False, http_headers: bool = False, writes: bool = False,
            userinfo: bool = True) -> Any:

@@ -40,8 +40,8 @@ class Redactor:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._secrets: set[str] = set()
-        self._any: re.Pattern | None = None      # finds the first occurrence quickly
-        self._each: re.Pattern | None = None     # every start position, the longest secret there
+        self._any: re.Pattern[str] | None = None      # finds the first occurrence quickly
+        self._each: re.Pattern[str] | None = None     # every start position, the longest secret there
 
     def register(self, value: str | None) -> None:
         if not value or len(value) < MIN_SECRET:
@@ -97,6 +97,7 @@ class Redactor:
         first = any_.search(text)
         if first is None:
             return text
+        assert each is not None                  # set together with _any
         out: list[str] = []
         done = 0                # text[:done] is in out
         cover_start = cover_end = -1
@@ -116,12 +117,15 @@ class Redactor:
         return "".join(out)
 
 
-def _mask_url_password(m: re.Match) -> str:
-    return m["pre"] + (MASK if m["pw"] else "") + m["post"]
+def _mask_url_password(m: re.Match[str]) -> str:
+    pre: str = m["pre"]
+    post: str = m["post"]
+    return pre + (MASK if m["pw"] else "") + post
 
 
-def _mask_kv_password(m: re.Match) -> str:
-    return m["pre"] + MASK
+def _mask_kv_password(m: re.Match[str]) -> str:
+    pre: str = m["pre"]
+    return pre + MASK
 
 
 _default = Redactor()

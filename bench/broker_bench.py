@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import time
 from datetime import datetime
-from typing import Callable
+from collections.abc import Callable
 
 import orjson
 

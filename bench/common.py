@@ -43,7 +43,8 @@ def write_mixed_changes(db, total: int, txn_rows: int = 10_000) -> dict:
             hi = min(ins, lo + txn_rows)
             conn.execute(f"""INSERT INTO bench_items SELECT g, g % 5000, 'SKU-' || g, g % 17, (g % 100000) / 100.0,
                 (g % 7) / 10.0, g % 2 = 0, '2026-11-23 10:00:00+00'::timestamptz + g * interval '1 second',
-                date '2026-01-01' + (g % 365), 'note ' || g, jsonb_build_object('g', g, 'tags', jsonb_build_array('a', 'b')),
+                date '2026-01-01' + (g % 365), 'note ' || g,
+                jsonb_build_object('g', g, 'tags', jsonb_build_array('a', 'b')),
                 md5(g::text)::uuid FROM generate_series({lo + 1}, {hi}) g""")
         for lo in range(0, upd, txn_rows):
             hi = min(upd, lo + txn_rows)
@@ -89,7 +90,7 @@ class AgentRun:
         self.config, self.log = config, log
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "AgentRun":
+    def start(self) -> AgentRun:
         self.t0 = time.perf_counter()
         self.proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "run", "-c", str(self.config)],
                                      cwd=ROOT, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)

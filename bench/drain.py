@@ -62,7 +62,7 @@ def main() -> None:
         emit(fig)
         table([("pg_recvlogical (pgoutput → /dev/null)", f"{ref_s:.2f}", f"{ref_rate:,.0f}", ""),
                ("cdc-agent (→ file target, fsynced)", f"{agent_s:.2f}", f"{rate:,.0f}", f"{rss} MB")],
-              ("drain of %d changes" % args.changes, "seconds", "changes/s", "peak RSS"))
+              (f"drain of {args.changes} changes", "seconds", "changes/s", "peak RSS"))
         print(f"ratio agent / pg_recvlogical: {rate / ref_rate:.2f}")
         if profiler:
             top = profiler.top()

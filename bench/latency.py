@@ -34,7 +34,8 @@ def writer(db, rate: int, seconds: float, start_id: int) -> int:
             if due > now:
                 time.sleep(due - now)
             conn.execute(f"""INSERT INTO bench_items SELECT g, g % 5000, 'SKU-' || g, 1, 9.99, 0.5, true, now(),
-                current_date, 'n', '{{}}'::jsonb, md5(g::text)::uuid FROM generate_series({next_id}, {next_id + per_tick - 1}) g""")
+                current_date, 'n', '{{}}'::jsonb, md5(g::text)::uuid
+                FROM generate_series({next_id}, {next_id + per_tick - 1}) g""")
             next_id += per_tick
             n += per_tick
             tick += 1

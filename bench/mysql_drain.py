@@ -173,7 +173,8 @@ listen = "off"
         src_rate = n / src_s
         fig.update(source_seconds=round(src_s, 2), source_rows_per_s=round(src_rate),
                    source_ratio_vs_mariadb_binlog=round(src_rate / ref_rate, 3))
-        rows.append(("MysqlSource (decode + JSON values)", f"{src_s:.2f}", f"{src_rate:,.0f}", f"{src_rate / ref_rate:.2f}"))
+        rows.append(("MysqlSource (decode + JSON values)", f"{src_s:.2f}", f"{src_rate:,.0f}",
+                     f"{src_rate / ref_rate:.2f}"))
 
         if not args.skip_pmr:
             pmr_s, n = pmr_seconds(server, cp["gtid"], args.rows)
@@ -192,7 +193,8 @@ listen = "off"
             fig.update(agent_seconds=round(agent_s, 2), agent_rows_per_s=round(rate),
                        agent_ratio_vs_mariadb_binlog=round(rate / ref_rate, 3), agent_peak_rss_mb=rss,
                        agent_cpu_seconds=round(cpu, 1))
-            rows.append(("cdc-agent run (→ file target, fsynced)", f"{agent_s:.2f}", f"{rate:,.0f}", f"{rate / ref_rate:.2f}"))
+            rows.append(("cdc-agent run (→ file target, fsynced)", f"{agent_s:.2f}", f"{rate:,.0f}",
+                         f"{rate / ref_rate:.2f}"))
         emit(fig)
         table(rows, (f"drain of {args.rows} row changes", "seconds", "rows/s", "vs mariadb-binlog"))
     finally:

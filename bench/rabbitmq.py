@@ -74,7 +74,7 @@ class Consumer(threading.Thread):
         conn = pika.BlockingConnection(pika.URLParameters(URL))
         ch = conn.channel()
         ch.basic_qos(prefetch_count=1000)
-        for method, _props, body in ch.consume(self.queue, auto_ack=True):
+        for _method, _props, body in ch.consume(self.queue, auto_ack=True):
             self.lat.append(bb.commit_latency(body, time.time()))
 
 

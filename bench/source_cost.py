@@ -11,7 +11,8 @@ import subprocess
 import threading
 import time
 
-from bench.common import (setup_capture, MIXED_DDL, PG_BIN, AgentRun, agent_config, bench_cluster, emit, proc_cpu_seconds,
+from bench.common import (setup_capture, MIXED_DDL, PG_BIN, AgentRun, agent_config, bench_cluster, emit,
+                          proc_cpu_seconds,
                           table, tmpdir, wait_lines, write_mixed_changes)
 
 

@@ -8,7 +8,8 @@ ratio is the mean "on" rate over the mean "off" rate. With --agent a last phase 
 draining the changelog at the same time (its reads and deletes are part of the source's cost).
 SQLite: one writer (SQLite has one at a time), small UPDATE + INSERT transactions, WAL, synchronous=FULL.
 
-    python -m bench.trigger_overhead [--seconds 8] [--rounds 2] [--clients 1,4] [--scale 10] [--agent] [--floor] [--no-sqlite]
+    python -m bench.trigger_overhead [--seconds 8] [--rounds 2] [--clients 1,4] [--scale 10] [--agent] [--floor]
+        [--no-sqlite]
 """
 
 from __future__ import annotations

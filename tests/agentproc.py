@@ -23,7 +23,7 @@ class AgentProcess:
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "AgentProcess":
+    def start(self) -> AgentProcess:
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "run", "-c", str(self.config)],
@@ -170,5 +170,6 @@ def check_random_transactions(events: list[dict], expected: list[dict]) -> None:
            for key, evs in firsts.items()}
     want = {k: v for exp in expected for k, v in exp.items()}
     missing = [k for k in want if got.get(k) != want[k]]
-    assert not missing, f"{len(missing)} subjects differ, e.g. {missing[0]}: got {got.get(missing[0])}, want {want[missing[0]]}"
+    assert not missing, (f"{len(missing)} subjects differ, e.g. {missing[0]}: got {got.get(missing[0])}, "
+                         f"want {want[missing[0]]}")
     assert set(got) == set(want)

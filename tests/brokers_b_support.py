@@ -11,7 +11,7 @@ import threading
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 import orjson
 
@@ -86,7 +86,8 @@ def crash_workload(pg_db, tmp_path: Path, target_toml: str, received: Callable[[
                    restart_broker: Callable[[], None], *, writers: int = 4, per_writer: int = 2500,
                    kills: int = 3, seed: int = 7) -> str:
     """PostgreSQL writers on `items` while the agent delivers to the broker target `target_toml`; the agent is
-    SIGKILLed `kills` times, the broker restarted once (before the first kill, while the agent delivers). `received()` returns every
+    SIGKILLed `kills` times, the broker restarted once (before the first kill, while the agent delivers).
+    `received()` returns every
     CloudEvent the consumer got so far (duplicates included). Checks: every change arrived, each subject in
     order, redeliveries identical. Returns the agent's log."""
     pg_db.execute("CREATE TABLE items (id bigint PRIMARY KEY, writer int, version int, pad text)")
@@ -129,7 +130,7 @@ listen = "off"
             wait_for(lambda: agent.children(), 20, what="the agent's delivery process to start")
             kids = agent.children()
             agent.kill()
-            wait_for(lambda: not any(pid_running(c) for c in kids), 10, what="the delivery process to exit")
+            wait_for(lambda kids=kids: not any(pid_running(c) for c in kids), 10, what="the delivery process to exit")
             agent.start()
         for t in threads:
             t.join(120)

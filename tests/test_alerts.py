@@ -3,7 +3,6 @@ delivery to a real receiver with retries, and a running agent whose lag and dead
 
 from __future__ import annotations
 
-import time
 
 import orjson
 import pytest
@@ -25,7 +24,8 @@ def rule(when: str, for_seconds: float = 0.0, name: str = "r", webhook: str = "h
 @pytest.mark.parametrize("when, path, op, num", [
     ("targets.crm.pending > 1000", ("targets", "crm", "pending"), ">", 1000.0),
     ("source.lag_seconds>=2.5", ("source", "lag_seconds"), ">=", 2.5),
-    ('event_types."order.status.changed".p95_ms > 2000', ("event_types", "order.status.changed", "p95_ms"), ">", 2000.0),
+    ('event_types."order.status.changed".p95_ms > 2000', ("event_types", "order.status.changed", "p95_ms"), ">",
+     2000.0),
     ("dead_letters != 0", ("dead_letters",), "!=", 0.0),
     ("source.connected == 0", ("source", "connected"), "==", 0.0),
     ("x < -1e3", ("x",), "<", -1000.0),

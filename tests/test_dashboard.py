@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from pathlib import Path
 
 import orjson
 import pytest

@@ -318,7 +318,7 @@ def test_a_down_target_holds_back_nothing_else(tmp_path, monkeypatch, make_http_
         for _ in range(4):                                     # spooled while the other target is down
             ids += spool_changes(cfg, customer_changes(25))
             d.wake()
-            wait_for(lambda: len(up.events()) == len(ids), 20, what="the healthy target to keep up")
+            wait_for(lambda ids=ids: len(up.events()) == len(ids), 20, what="the healthy target to keep up")
         assert d.monitor.target("down").state in ("retrying", "circuit_open")
         assert len(read_events(tmp_path / "out" / "events.jsonl")) == 100
     assert [e["id"] for e in up.events()] == ids
@@ -474,7 +474,8 @@ def insert_customers(db, n: int = N_CUSTOMERS) -> None:
 def reprice(db, round_: int, n: int = N_CUSTOMERS, tier=None) -> None:
     """One update per customer, each its own transaction."""
     for c in range(1, n + 1):
-        db.execute("UPDATE customers SET price_tier = %s WHERE customer_id = %s", (tier(c) if tier else f"r{round_}", c))
+        db.execute("UPDATE customers SET price_tier = %s WHERE customer_id = %s",
+                   (tier(c) if tier else f"r{round_}", c))
 
 
 def tiers_by_customer(events: list[dict]) -> dict[str, list[str]]:

@@ -111,4 +111,5 @@ def test_demo_from_an_installed_wheel(tmp_path):
     assert "`cdc-agent run -c cdc-agent-demo/agent.toml`" in r.stdout      # where the config copy is
     events = read_events(work / "cdc-agent-demo" / "demo-state" / "out" / "events.jsonl", final=True)
     assert {e["type"] for e in events} >= {"customer.order.placed", "order.status.changed"}
-    assert sorted(p.name for p in (prefix / "share" / "cdc-agent").iterdir()) == ["agent.toml", "docs", "migrations", "packaging"]
+    shipped = sorted(p.name for p in (prefix / "share" / "cdc-agent").iterdir())
+    assert shipped == ["agent.toml", "docs", "migrations", "packaging"]

@@ -418,7 +418,7 @@ def test_health_server_closes_idle_and_trickling_connections(health, trickle):
                 if data == b"" or data.startswith(b"HTTP/"):
                     closed = True
                     break
-            except socket.timeout:
+            except TimeoutError:
                 pass
             except OSError:
                 closed = True

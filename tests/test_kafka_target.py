@@ -37,7 +37,8 @@ def cloudevent(i: int, subject: str = "1", table: str = "public.items", pad: str
 
 def settings(bootstrap: str, fmt: str = "cloudevents", **opts) -> TargetSettings:
     opts.setdefault("topic", "erp.{table}")
-    return TargetSettings(name="bus", kind="kafka", format=fmt, options=KafkaOptions(bootstrap_servers=bootstrap, **opts))
+    return TargetSettings(name="bus", kind="kafka", format=fmt,
+                          options=KafkaOptions(bootstrap_servers=bootstrap, **opts))
 
 
 # ---------------------------------------------------------------- messages (pure)
@@ -222,7 +223,8 @@ def test_broker_restarted_without_its_state_gets_the_batch_from_a_new_producer(t
         _send_until_delivered(target, batch)
     finally:
         target.close()
-    got = tansu.consume(["lost"], until=lambda got: {"id-00002", "id-00003"} <= {orjson.loads(m.value())["id"] for m in got},
+    got = tansu.consume(["lost"],
+                        until=lambda got: {"id-00002", "id-00003"} <= {orjson.loads(m.value())["id"] for m in got},
                         timeout=30)
     assert {"id-00002", "id-00003"} <= {orjson.loads(m.value())["id"] for m in got}
 
@@ -286,7 +288,7 @@ def test_sigkills_lose_nothing_and_keep_each_subject_in_one_partition(pg_db, tan
             wait_for(lambda: delivery_running(agent), 20, what="the delivery process to be up")
             kids = agent.children()
             agent.kill()
-            wait_for(lambda: not any(pid_running(k) for k in kids), 10, what="the delivery process to exit")
+            wait_for(lambda kids=kids: not any(pid_running(k) for k in kids), 10, what="the delivery process to exit")
             agent.start()
         for t in threads:
             t.join(120)

@@ -61,7 +61,8 @@ class Subscriber:
         self.lock = threading.Lock()
         self.subscribed = threading.Event()
         host, port = url.split("://", 1)[1].split(":")
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or "sub-" + uuid.uuid4().hex[:8],
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+                                  client_id=client_id or "sub-" + uuid.uuid4().hex[:8],
                                   protocol=mqtt.MQTTv5)
         self.client.reconnect_delay_set(0.1, 1)
         self.client.on_message = self._on_message

@@ -8,7 +8,6 @@ import sys
 import time
 from pathlib import Path
 
-import orjson
 import pytest
 
 from agent import config
@@ -66,7 +65,8 @@ TYPE_ROWS = [
     "18446744073709551615, -1234567890.12, 12345678901234567890.0123456789, 0.1, 2.718281828459045, b'1', "
     "b'101010101010', 'abc  ', 'h€llo 😀 wörld', 'text ✓', REPEAT('long ', 2000), x'00ff00', x'deadbeef', "
     "x'0001020304', '2026-02-28', '9999-12-31 23:59:59.999999', '1000-01-01 00:00:00', '2038-01-19 03:14:07.999999', "
-    "'-838:59:59', '-00:00:00.000001', '12:34:56.789', 2155, '{\"a\": [1, 2.5, \"x\", null, true], \"b\": {\"c\": \"😀\"}}', "
+    "'-838:59:59', '-00:00:00.000001', '12:34:56.789', 2155, "
+    "'{\"a\": [1, 2.5, \"x\", null, true], \"b\": {\"c\": \"😀\"}}', "
     "'shipped', 'red,blue', 'ÿé àç')",
     "(2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, -3.5, -1e-300, b'0', b'0', '', '', '', '', x'', x'', x'', "
     "'0000-00-00', '2026-11-23 10:15:02.000000', '2026-11-23 10:15:02', '1970-01-01 00:00:01', '00:00:00', "
@@ -535,7 +535,7 @@ def _self_signed(tmp_path: Path) -> tuple[str, str]:
     from cryptography.x509.oid import NameOID
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "cdc-test")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
             .not_valid_after(now + datetime.timedelta(days=1))

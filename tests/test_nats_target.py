@@ -143,7 +143,8 @@ def test_setup_creates_the_stream_and_each_publish_is_acknowledged(make_nats_ser
     assert target.setup([("row.public.items", "erp-test", "public", "items")]) == [
         "nats bus: created stream ERP (file storage, duplicate window 300s, subjects erp.items)"]
     info = js_call(server.url, lambda js: js.stream_info("ERP"))
-    assert str(getattr(info.config.storage, "value", info.config.storage)) == "file" and info.config.duplicate_window == 300
+    assert str(getattr(info.config.storage, "value", info.config.storage)) == "file"
+    assert info.config.duplicate_window == 300
     assert target.setup([("row.public.items", "erp-test", "public", "items")]) == ["nats bus: stream ERP exists"]
     events = [cloudevent(i, subject=str(i % 5)) for i in range(1, 51)]
     try:
@@ -288,12 +289,12 @@ def test_sigkills_and_a_server_restart_deliver_every_event_once(pg_db, make_nats
         server.kill()
         wait_for(lambda: "target bus: nats bus:" in agent.log(), 30, what="the agent to see the server down")
         server.start()
-        for i in range(kills):
+        for _ in range(kills):
             time.sleep(rng.uniform(0.8, 2.0))
             wait_for(lambda: delivery_running(agent), 20, what="the delivery process to be up")
             kids = agent.children()
             agent.kill()
-            wait_for(lambda: not any(pid_running(k) for k in kids), 10, what="the delivery process to exit")
+            wait_for(lambda kids=kids: not any(pid_running(k) for k in kids), 10, what="the delivery process to exit")
             agent.start()
         for t in threads:
             t.join(120)

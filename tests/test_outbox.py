@@ -112,12 +112,13 @@ def run_workload(cfg_path: Path, tmp_path: Path, connect, insert_sql: str, count
             t.start()
         during: list[bool] = []
         for _ in range(3):
-            time.sleep(rng.uniform(1.0, 2.0))    # past the delivery process's start (a kill during its spawn handshake leaves a child traceback)
+            # past the delivery process's start (a kill during its spawn handshake leaves a child traceback)
+            time.sleep(rng.uniform(1.0, 2.0))
             wait_for(lambda: agent.children(), 20, what="the delivery process")
             kids = agent.children()
             during.append(any(t.is_alive() for t in threads))
             agent.kill()
-            wait_for(lambda: not any(pid_running(k) for k in kids), 10, what="the delivery process to exit")
+            wait_for(lambda kids=kids: not any(pid_running(k) for k in kids), 10, what="the delivery process to exit")
             agent.start()
         for t in threads:
             t.join(120)
@@ -277,7 +278,8 @@ def test_an_outbox_table_cannot_also_have_event_rules():
         config.parse({"agent": {"name": "a"}, "source": {"kind": "postgres", "dsn": "postgresql://u@h/db",
                                                          "tables": ["app.outbox"]},
                       "events": [{"type": "x.y", "table": "app.outbox"}],
-                      "outbox": [{"table": "app.outbox"}], "targets": [{"name": "f", "kind": "file", "path": "/tmp/x"}]})
+                      "outbox": [{"table": "app.outbox"}],
+                      "targets": [{"name": "f", "kind": "file", "path": "/tmp/x"}]})
 
 
 def test_outbox_headers_become_attributes_or_dead_letters():

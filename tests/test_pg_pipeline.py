@@ -153,7 +153,7 @@ def test_domain_events_from_postgres(pg_db, tmp_path):
     assert all(s["subject"] == "1001" for s in status)
 
     lines = by_type["row.public.order_lines"]
-    assert [(l["data"]["op"], l["subject"]) for l in lines] == [("insert", "1001|1"), ("insert", "1001|2"),
+    assert [(ln["data"]["op"], ln["subject"]) for ln in lines] == [("insert", "1001|1"), ("insert", "1001|2"),
                                                                 ("delete", "1001|2")]
     assert lines[2]["data"]["after"] is None and lines[2]["data"]["key"] == {"order_id": 1001, "line_no": 2}
 
@@ -210,7 +210,7 @@ def test_sigkill_during_concurrent_writes_loses_nothing(pg_db, tmp_path, kills):
             kids = agent.children()
             agent.kill()
             # the delivery process dies with the agent: two of them would deliver the spool twice
-            wait_for(lambda: not any(pid_running(k) for k in kids), 10, what="the delivery process to exit")
+            wait_for(lambda kids=kids: not any(pid_running(k) for k in kids), 10, what="the delivery process to exit")
             agent.start()
         for t in threads:
             t.join(120)

@@ -44,7 +44,8 @@ def test_array_elements_are_converted_and_other_delimiters():
 def test_scalars():
     f = v.SCALARS
     assert f[v.INT8](b"-9223372036854775808") == -9223372036854775808
-    assert f[v.NUMERIC](b"1234567890123456789012345678901234567890.0001") == "1234567890123456789012345678901234567890.0001"
+    assert (f[v.NUMERIC](b"1234567890123456789012345678901234567890.0001")
+            == "1234567890123456789012345678901234567890.0001")
     assert [f[v.FLOAT8](x) for x in (b"NaN", b"Infinity", b"-Infinity", b"-1.5e+300", b"0.1")] == \
         ["NaN", "Infinity", "-Infinity", -1.5e300, 0.1]
     assert f[v.BOOL](b"t") is True and f[v.BOOL](b"f") is False
@@ -164,7 +165,8 @@ SELECT id, json_build_object(
   'tm', to_char(tm::interval, 'HH24:MI:SS') || CASE WHEN date_part('microseconds', tm)::int % 1000000 = 0 THEN ''
         ELSE to_char(tm::interval, '.US') END,
   'ttz', to_char(ttz::time::interval, 'HH24:MI:SS')
-        || CASE WHEN date_part('microseconds', ttz)::int % 1000000 = 0 THEN '' ELSE to_char(ttz::time::interval, '.US') END
+        || CASE WHEN date_part('microseconds', ttz)::int % 1000000 = 0 THEN ''
+                ELSE to_char(ttz::time::interval, '.US') END
         || CASE WHEN date_part('timezone', ttz) < 0 THEN '-' ELSE '+' END
         || to_char(make_interval(secs => abs(date_part('timezone', ttz))), 'HH24:MI'),
   'ts', CASE WHEN isfinite(ts) THEN to_char(ts, 'YYYY-MM-DD"T"HH24:MI:SS')
@@ -239,7 +241,8 @@ def test_every_type_arrives_as_the_database_holds_it(pg_db, tmp_path):
         c.after = json.loads(dumps_event_json(c.after))
         want = expected[c.after["id"]]
         assert set(c.after) == set(want)
-        diff = {k: (c.after[k], want[k]) for k in want if c.after[k] != want[k] or type(c.after[k]) is not type(want[k])}
+        diff = {k: (c.after[k], want[k]) for k in want
+                if c.after[k] != want[k] or type(c.after[k]) is not type(want[k])}
         assert not diff, f"row {c.after['id']}: (source, database) differ: {diff}"
         assert c.before is None and c.key_columns == ("id",) and c.unavailable == ()
     # a few forms spelled out, so the expectation above cannot drift along with the converters

@@ -158,7 +158,8 @@ def test_a_missing_exchange_or_a_broker_that_is_down_is_unavailable(queue):
      "targets[0].routing_key", "unknown placeholder {tabel}"),
     ('name = "bus"\nkind = "rabbitmq"\nurl = "amqp://u:hunter22@h:5672/"\nrouting_key = "x"', "targets[0].url",
      "environment variable"),
-    ('name = "bus"\nkind = "file"\npath = "x"\nformat = "cloudevents-binary"', "targets[0].format", "for a file target"),
+    ('name = "bus"\nkind = "file"\npath = "x"\nformat = "cloudevents-binary"', "targets[0].format",
+     "for a file target"),
 ])
 def test_bad_config_is_one_line_naming_file_and_key(tmp_path, toml, key, words):
     check_bad_config(tmp_path, toml, key, words)

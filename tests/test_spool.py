@@ -29,7 +29,8 @@ def test_events_and_checkpoint_commit_together_and_replays_are_ignored(tmp_path)
     assert [e.body for e in sp.fetch(0, 10)] == [b'{"id":"A:1"}', b'{"id":"A:2"}', b'{"id":"A:3"}']
     sp.close()
     again = Spool(tmp_path)                              # reopening keeps both
-    assert again.checkpoint() == "ckpt-A" and [e.body for e in again.fetch(0, 10)] == [b"{\"id\":\"A:%d\"}" % i for i in (1, 2, 3)]
+    assert again.checkpoint() == "ckpt-A"
+    assert [e.body for e in again.fetch(0, 10)] == [b"{\"id\":\"A:%d\"}" % i for i in (1, 2, 3)]
 
 
 def test_nothing_is_pending_once_targets_pass_a_replay(tmp_path):

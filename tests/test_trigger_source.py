@@ -233,7 +233,8 @@ DDL = {
                  born date, prefs jsonb, big numeric, f4 real, local_ts timestamp, t time, iv interval,
                  tags text[], amounts numeric[], code char(4), uid uuid, nan float8)""",
     "mysql": """CREATE TABLE customers (customer_id int PRIMARY KEY, name varchar(60) NOT NULL, price_tier varchar(10),
-                 discount_pct decimal(5,2), score double, photo varbinary(20), active tinyint(1), since timestamp(6) NULL,
+                 discount_pct decimal(5,2), score double, photo varbinary(20), active tinyint(1),
+                 since timestamp(6) NULL,
                  born date, prefs json)""",
 }
 
@@ -274,7 +275,8 @@ def test_insert_update_delete_arrive_in_contract_form(backend, tmp_path):
     cfg = make_config(tmp_path, backend, ["customers"], rules)
     lines = TriggerAdmin(cfg).setup()
     assert any("version 002" in ln for ln in lines)
-    session = ["SET SESSION bytea_output = 'escape'", "SET SESSION TimeZone = 'America/Lima'"] if d == "postgresql" else []
+    session = (["SET SESSION bytea_output = 'escape'", "SET SESSION TimeZone = 'America/Lima'"]
+               if d == "postgresql" else [])
     backend.write(*session, INSERT[d])
     backend.write(*session, "UPDATE customers SET price_tier = 'gold', discount_pct = 12.5 WHERE customer_id = 42")
     backend.write("UPDATE customers SET name = 'by the agent' WHERE customer_id = 42", origin="cdc-agent/t")
@@ -299,7 +301,7 @@ def test_insert_update_delete_arrive_in_contract_form(backend, tmp_path):
     assert ef[2][0] == {**gold, "name": "by the agent"} and ef[2][1] == named
     assert ef[3][0] == named and ef[3][1] is None
     assert all(c.table == backend.table("customers") and c.key_columns == ("customer_id",) for c in changes)
-    assert all(list((c.after or c.before)) == list(want) for c in changes)          # column order
+    assert all(list(c.after or c.before) == list(want) for c in changes)          # column order
     positions = [c.position for c in changes]
     assert positions == sorted(positions) and len(set(positions)) == 4 and len({len(p) for p in positions}) == 1
     assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", c.commit_time) for c in changes)
@@ -874,7 +876,7 @@ def test_mssql_ddl_is_generated_and_well_formed():
         assert _balanced(stmt) and stmt.count("CASE") == stmt.count("END") - 1      # + BEGIN ... END
         assert "N'dbo.order_lines'" in stmt
     stmts = []
-    for ver, name, tmpl in trg.migrations("mssql"):
+    for _ver, _name, tmpl in trg.migrations("mssql"):
         stmts += trg.render(tmpl, names.common(seed=1795000000000000))
     assert [ver for ver, _, _ in trg.migrations("mssql")] == [1, 2]
     assert "id      bigint IDENTITY(1795000000000000, 1) NOT NULL PRIMARY KEY" in stmts[1]
@@ -883,7 +885,8 @@ def test_mssql_ddl_is_generated_and_well_formed():
     assert trg.render(trg_install.template_file("mssql", "teardown.sql"), names.common()) == [
         "DROP TABLE IF EXISTS [dbo].[cdc_changelog]", "DROP TABLE IF EXISTS [dbo].[cdc_changelog_version]"]
     mcfg = config.parse({"agent": {"name": "t"},
-                         "source": {"kind": "trigger", "dsn": "mssql+pyodbc://u@erp-host/erp", "tables": ["dbo.order_lines"]},
+                         "source": {"kind": "trigger", "dsn": "mssql+pyodbc://u@erp-host/erp",
+                                    "tables": ["dbo.order_lines"]},
                          "targets": [{"name": "f", "kind": "file", "path": "o.jsonl"}]})
     assert TriggerAdmin(mcfg)._drop_trigger_sql("dbo.order_lines", "cdc_changelog_order_lines") == \
         "DROP TRIGGER IF EXISTS [dbo].[cdc_changelog_order_lines]"         # what teardown runs per trigger
@@ -892,7 +895,8 @@ def test_mssql_ddl_is_generated_and_well_formed():
     assert conv["shipped_at"]("2026-11-23T10:15:02.1234567") == "2026-11-23T10:15:02.123456"
     assert conv["at_tz"]("2026-11-23T10:15:02.1234567+02:00") == "2026-11-23T08:15:02.123456Z"
     assert conv["x"](0.10000000149011612) == 0.1
-    assert trg.parse_dsn("DRIVER={ODBC Driver 18 for SQL Server};SERVER=db;DATABASE=erp;UID=cdc;PWD=${P}").dialect == "mssql"
+    odbc = "DRIVER={ODBC Driver 18 for SQL Server};SERVER=db;DATABASE=erp;UID=cdc;PWD=${P}"
+    assert trg.parse_dsn(odbc).dialect == "mssql"
     assert trg.parse_dsn("mssql+pyodbc://cdc@erp").url.startswith("mssql+pyodbc://")
 
 

@@ -166,7 +166,8 @@ def test_postgres_trigger_values_match_the_database_and_the_log_source(pg_db, tm
             else:
                 ok = have == want and type(have) is type(want)
             if not ok:
-                problems.append(f"row {i} {col} ({typ}): trigger {have!r}, database {want!r} (to_json {to_json_text!r})")
+                problems.append(f"row {i} {col} ({typ}): trigger {have!r}, database {want!r} "
+                                f"(to_json {to_json_text!r})")
             if rawjson.dumps(t_row[col]) != rawjson.dumps(l_row[col]):        # the same bytes in the event
                 problems.append(f"row {i} {col} ({typ}): trigger {t_row[col]!r} != log {l_row[col]!r}")
     assert not problems, f"{len(problems)} values differ (seed {SEED}):\n" + "\n".join(problems[:30])
@@ -224,7 +225,8 @@ def test_postgres_values_that_stopped_capture_are_events_and_capture_goes_on(pg_
         body = e.body if isinstance(e.body, bytes) else rawjson.dumps(e.body)
         after = rawjson.loads_exact(body)["data"]["after"]
         by_id[after["id"]] = body
-    assert sorted(by_id) == [100 + n for n in range(len(PG_STOPPERS) + 1)] + [200 + n for n in range(len(PG_STOPPERS) + 1)]
+    assert sorted(by_id) == ([100 + n for n in range(len(PG_STOPPERS) + 1)]
+                             + [200 + n for n in range(len(PG_STOPPERS) + 1)])
     for base in (100, 200):
         for n, (_, col, _, want) in enumerate(PG_STOPPERS):
             body = by_id[base + n].decode()
@@ -300,7 +302,8 @@ def test_mariadb_trigger_values_match_the_database_and_the_binlog(mariadb_db, tm
             if isinstance(have, RawJson):
                 have = have.text
             if typ == "float" and want is not None:
-                ok = type(have) is float and pack(have) == pack(want) and math.copysign(1, have) == math.copysign(1, want)
+                ok = (type(have) is float and pack(have) == pack(want)
+                      and math.copysign(1, have) == math.copysign(1, want))
             elif typ == "double" and want is not None:
                 ok = same_float(have, want)
             else:
@@ -360,7 +363,7 @@ def test_mariadb_mixed_charsets_keep_the_erps_writes_working(mariadb_db, tmp_pat
     admin.setup()
     ca, cb = ("é", "Жж") if a == "latin1" else ("h€😀", "Жж😀")
     be.write(f"INSERT INTO mix VALUES (1, '{ca}', '{cb}', 'ÿ')")
-    be.write(f"UPDATE mix SET cb = CONCAT(cb, '!') WHERE id = 1")
+    be.write("UPDATE mix SET cb = CONCAT(cb, '!') WHERE id = 1")
     be.write("INSERT INTO mix VALUES (2, NULL, NULL, NULL)", "DELETE FROM mix WHERE id = 2")
     items = admin.check()
     assert all(i.ok or i.warning for i in items), [i for i in items if not i.ok]

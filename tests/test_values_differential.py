@@ -22,7 +22,6 @@ import re
 import struct
 import uuid
 
-import pytest
 
 from agent import binlog, myvalues, pgoutput, pgvalues
 from agent.rawjson import RawJson
@@ -112,12 +111,14 @@ def pg_values(rng: random.Random, edge: int | None) -> dict[str, str | None]:
         "tm": f"{rng.randrange(24):02d}:{rng.randrange(60):02d}:{rng.randrange(60):02d}{frac}",
         "ttz": f"{rng.randrange(24):02d}:{rng.randrange(60):02d}:{rng.randrange(60):02d}{frac}{off[:6]}",
         "ts": dlit(y, m, d, clock), "tstz": dlit(y, m, d, clock + off),
-        "iv": rng.choice([f"{rng.randrange(-100, 100)} years {rng.randrange(-11, 12)} mons {rng.randrange(-40, 40)} days "
+        "iv": rng.choice([f"{rng.randrange(-100, 100)} years {rng.randrange(-11, 12)} mons "
+                          f"{rng.randrange(-40, 40)} days "
                           f"{rng.randrange(-99, 99)}:{rng.randrange(60):02d}:{rng.randrange(60):02d}{frac}",
                           "0", "-1.5 seconds", "100 hours"]),
         "by": "\\x" + rng.randbytes(rng.randrange(20)).hex(),
         "js": rand_json(rng), "jb": rand_json(rng), "u": str(uuid.UUID(bytes=rng.randbytes(16))),
-        "a_i4": "{" + ",".join(rng.choice([str(rng.randrange(-99, 99)), "NULL"]) for _ in range(rng.randrange(4))) + "}",
+        "a_i4": "{" + ",".join(rng.choice([str(rng.randrange(-99, 99)), "NULL"])
+                               for _ in range(rng.randrange(4))) + "}",
         "a_num": "{" + ",".join(rng.choice(["1.50", "NaN", "-0.001", "NULL", str(rng.getrandbits(80))])
                                 for _ in range(rng.randrange(4))) + "}",
         "a_t": "{" + ",".join(rng.choice(['"a,b"', '"q\\"x"', "NULL", '"NULL"', "plain", '""'])
@@ -132,10 +133,12 @@ def pg_values(rng: random.Random, edge: int | None) -> dict[str, str | None]:
          "tstz": "0001-01-01 00:00:00+05:30"},
         {"f4": "1e-45", "f8": "5e-324", "d": "4714-11-24 BC", "ts": "4714-11-24 00:00:00 BC",
          "tstz": "4713-11-24 01:00:00+02 BC"},
-        {"f4": "3.4028235e38", "f8": "1.7976931348623157e308", "d": "5874897-12-31", "ts": "294276-12-31 23:59:59.999999",
+        {"f4": "3.4028235e38", "f8": "1.7976931348623157e308", "d": "5874897-12-31",
+         "ts": "294276-12-31 23:59:59.999999",
          "tstz": "294276-12-31 23:59:59.999999+00"},
         {"f4": "0.1", "f8": "0.1", "d": "10000-01-01", "ts": "10000-01-01 00:00:00", "tstz": "9999-12-31 23:00:00-03",
-         "js": '{"e": 1e400}', "jb": '{"pi": 3.14159265358979323846, "tiny": 1e-400, "big": 123456789012345678901234567890}'},
+         "js": '{"e": 1e400}',
+         "jb": '{"pi": 3.14159265358979323846, "tiny": 1e-400, "big": 123456789012345678901234567890}'},
         {"js": '{"a": 1, "a": 2}', "jb": "[]", "num": "0", "t": "\\", "tm": "24:00:00", "ttz": "24:00:00-15:59",
          "iv": "-178000000 years", "i8": "-9223372036854775808", "f8": "-1e-320"},
         {"js": '{\n  "multi": [1,\n 2]\n}', "jb": "1e400"},
@@ -300,29 +303,35 @@ def my_values(rng: random.Random, edge: int | None) -> dict[str, object]:
         "ti": rng.randrange(-128, 128), "tiu": rng.randrange(256), "si": rng.randrange(-32768, 32768),
         "mi": rng.randrange(2**24), "i": rng.randrange(-2**31, 2**31), "iu": rng.randrange(2**32),
         "bi": rng.randrange(-2**63, 2**63), "biu": rng.randrange(2**64),
-        "d": f"{rng.choice(['', '-'])}{rng.randrange(10**28)}.{rng.randrange(10**12):012d}", "d0": str(rng.randrange(10**5)),
+        "d": f"{rng.choice(['', '-'])}{rng.randrange(10**28)}.{rng.randrange(10**12):012d}",
+        "d0": str(rng.randrange(10**5)),
         "f": repr(f32_from_bits(rng.getrandbits(31) % 0x7F800000 | rng.getrandbits(1) << 31)),
         "db": repr(finite_f64(rng)), "b5": rng.randrange(32), "b64": rng.getrandbits(64),
         "y": rng.randrange(1901, 2156), "dt": when(), "dtm": f"{when()} {clock()}",
         "dtm6": f"{when()} {clock()}.{rng.randrange(10**6):06d}",
         "ts3": f"{when(1971, 2037)} {clock()}.{rng.randrange(1000):03d}",
         "tm": f"{rng.choice(['', '-'])}{rng.randrange(839)}:{rng.randrange(60):02d}:{rng.randrange(60):02d}",
-        "tm4": f"{rng.choice(['', '-'])}{rng.randrange(839)}:{rng.randrange(60):02d}:{rng.randrange(60):02d}.{rng.randrange(10**4):04d}",
+        "tm4": f"{rng.choice(['', '-'])}{rng.randrange(839)}:{rng.randrange(60):02d}:{rng.randrange(60):02d}"
+               f".{rng.randrange(10**4):04d}",
         "c": rng.choice(["ab", "", "é😀", "12345"]), "vc": rng.choice(["plain", "tab\there", "", "€"]),
-        "l1": rng.choice(["äöü", "abc", "€"]), "bn": rng.randbytes(rng.randrange(7)), "vb": rng.randbytes(rng.randrange(11)),
+        "l1": rng.choice(["äöü", "abc", "€"]), "bn": rng.randbytes(rng.randrange(7)),
+        "vb": rng.randbytes(rng.randrange(11)),
         "bl": rng.randbytes(rng.randrange(40)), "e": rng.choice(["a", "bé", ""]),
         "s": ",".join(x for x in "xyz" if rng.random() < 0.5), "j": rand_json(rng),
         "u": str(uuid.UUID(bytes=rng.randbytes(16))), "i4": str(ipaddress.IPv4Address(rng.randbytes(4))),
         "i6": str(ipaddress.IPv6Address(b"".join(w.to_bytes(2, "big") for w in words))),
     }
     edges = [
-        {"y": 0, "dt": "0000-00-00", "dtm": "0000-00-00 00:00:00", "dtm6": "0000-00-00 00:00:00", "ts3": "0000-00-00 00:00:00",
+        {"y": 0, "dt": "0000-00-00", "dtm": "0000-00-00 00:00:00", "dtm6": "0000-00-00 00:00:00",
+         "ts3": "0000-00-00 00:00:00",
          "f": "1e-45", "tm": "-838:59:59", "tm4": "838:59:59.0000", "i6": "1:2:3:4:5:6:7:0"},
         {"f": "16777217", "db": "-0", "d": "-0.000000000001", "tm": "00:00:00", "tm4": "-00:00:00.0001",
          "i6": "::ffff:1.2.3.4", "i4": "0.0.0.0", "u": "00000000-0000-0000-0000-000000000000"},
         {"f": "0.1", "db": "0.1", "i6": "::1.2.3.4", "j": '{"e": 1e400}', "biu": 2**64 - 1, "bi": -2**63},
-        {"f": "3.4028235e38", "db": "5e-324", "i6": "::", "j": '[3.14159265358979323846, 1e-400, 123456789012345678901234567890]',
-         "dtm6": "9999-12-31 23:59:59.999999", "ts3": "2038-01-19 03:14:07.999", "dt": "1000-01-01", "i4": "255.255.255.255"},
+        {"f": "3.4028235e38", "db": "5e-324", "i6": "::",
+         "j": '[3.14159265358979323846, 1e-400, 123456789012345678901234567890]',
+         "dtm6": "9999-12-31 23:59:59.999999", "ts3": "2038-01-19 03:14:07.999", "dt": "1000-01-01",
+         "i4": "255.255.255.255"},
         {"i6": "1:0:2:3:4:5:6:7", "j": "  [1 ,2]  "}, {"i6": "1:0:0:2:0:0:3:4"}, {"i6": "1:2:3:4:5:6:7:8"},
         {"f": "-0", "i6": "1:0:0:2:0:0:0:3", "d0": "0", "bn": b"\x00" * 6, "vb": b"", "j": '{"a": 1, "a": 2}'},
         {k: None for k, _ in MY_COLUMNS},
@@ -433,7 +442,8 @@ def test_mariadb_binlog_values_match_the_database(mariadb_db):
             if typ == "float" and want is not None:
                 pack = struct.Struct("<f").pack
                 short = float(expected[i][k])            # SELECT's 6 digits: when they read back, no longer
-                ok = type(have) is float and pack(have) == pack(want) and math.copysign(1, have) == math.copysign(1, want) \
+                ok = type(have) is float and pack(have) == pack(want) \
+                    and math.copysign(1, have) == math.copysign(1, want) \
                     and (pack(short) != pack(want) or len(repr(have)) <= len(repr(short)))
             elif typ == "double" and want is not None:
                 ok = same_float(have, want)
@@ -456,6 +466,7 @@ def test_postgres_stored_generated_columns_are_not_in_the_log_and_are_named(pg_d
     dec = pgoutput.Decoder()
     rel = next(m for m in (dec.decode(bytes(r[0])) for r in rows) if isinstance(m, pgoutput.Relation))
     assert rel.names == ("id", "price", "qty", "note")                  # no "total": what the docs say
-    found = pgvalues.stored_generated_columns(pg_db.execute(pgvalues.STORED_GENERATED_SQL), ["public.g", "public.plain"])
+    found = pgvalues.stored_generated_columns(pg_db.execute(pgvalues.STORED_GENERATED_SQL),
+                                              ["public.g", "public.plain"])
     assert found == {"public.g": ["total"]}
     assert "public.g: total" in pgvalues.stored_generated_detail(found)

@@ -15,6 +15,7 @@ import socket
 import ssl as ssl_mod
 import struct
 import time
+from typing import NoReturn
 
 # capability flags
 CLIENT_LONG_PASSWORD = 1
@@ -101,14 +102,19 @@ def scramble_sha256(password: bytes, salt: bytes) -> bytes:
 def _rsa_encrypt(password: bytes, salt: bytes, pem: bytes) -> bytes:
     try:
         from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.hazmat.primitives.asymmetric import padding
+        from cryptography.hazmat.primitives.asymmetric import padding, rsa
     except ImportError:      # a dependency of the agent; only an install that skipped it gets here
         raise AuthError(2061, "HY000", "the server needs RSA password exchange (caching_sha2_password without TLS) "
-                                       "and the 'cryptography' package is not installed; use TLS or install it")
+                                       "and the 'cryptography' package is not installed; use TLS or install "
+                                       "it") from None
     key = serialization.load_pem_public_key(pem)
+    if not isinstance(key, rsa.RSAPublicKey):
+        raise AuthError(2061, "HY000", f"the server's public key for the password exchange is not an RSA key "
+                                       f"({type(key).__name__})")
     plain = password + b"\x00"
     xored = bytes(c ^ salt[i % len(salt)] for i, c in enumerate(plain))
-    return key.encrypt(xored, padding.OAEP(mgf=padding.MGF1(algorithm=hashes.SHA1()), algorithm=hashes.SHA1(), label=None))
+    oaep = padding.OAEP(mgf=padding.MGF1(algorithm=hashes.SHA1()), algorithm=hashes.SHA1(), label=None)
+    return key.encrypt(xored, oaep)
 
 
 class Connection:
@@ -133,7 +139,7 @@ class Connection:
 
     # ---------------------------------------------------------------- socket
 
-    def connect(self) -> "Connection":
+    def connect(self) -> Connection:
         try:
             if self.host.startswith("/"):
                 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -163,9 +169,14 @@ class Connection:
             except OSError:
                 pass
 
+    def _open_sock(self) -> socket.socket:
+        if self.sock is None:
+            raise WireError("connection is closed")
+        return self.sock
+
     def _set_timeout(self, t: float | None) -> None:
         if t != self._timeout:
-            self.sock.settimeout(t)
+            self._open_sock().settimeout(t)
             self._timeout = t
 
     def _recv(self, timeout: float | None, want: int = 0) -> bool:
@@ -180,7 +191,7 @@ class Connection:
         while True:
             try:
                 chunk = self.sock.recv(max(1 << 20, min(want - got, 64 << 20)))
-            except (socket.timeout, BlockingIOError, ssl_mod.SSLWantReadError):
+            except (TimeoutError, BlockingIOError, ssl_mod.SSLWantReadError):
                 break
             except OSError as e:
                 raise WireError(f"connection to {self.host}:{self.port} lost: {e.strerror or e}") from None
@@ -243,7 +254,7 @@ class Connection:
                     continue
                 return None
 
-    def _timeout_error(self):
+    def _timeout_error(self) -> NoReturn:
         raise WireError(f"no data from {self.host}:{self.port} for {self.connect_timeout:.0f}s")
 
     def _write(self, payload: bytes) -> None:
@@ -256,7 +267,7 @@ class Connection:
                 break
         try:
             self._set_timeout(self.connect_timeout)
-            self.sock.sendall(b"".join(out))
+            self._open_sock().sendall(b"".join(out))
         except OSError as e:
             raise WireError(f"connection to {self.host}:{self.port} lost: {e.strerror or e}") from None
 
@@ -342,7 +353,7 @@ class Connection:
         ctx = tls_context(self.ssl_mode, self.ssl_ca, self.ssl_cert, self.ssl_key)
         try:
             self._set_timeout(self.connect_timeout)
-            self.sock = ctx.wrap_socket(self.sock, server_hostname=self.host if ctx.check_hostname else None)
+            self.sock = ctx.wrap_socket(self._open_sock(), server_hostname=self.host if ctx.check_hostname else None)
         except (OSError, ssl_mod.SSLError) as e:
             raise WireError(f"TLS with {self.host}:{self.port} failed: {e}") from None
         self._timeout = -1.0

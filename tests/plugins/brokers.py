@@ -73,7 +73,7 @@ class TansuBroker:
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def start(self) -> "TansuBroker":
+    def start(self) -> TansuBroker:
         url = f"tcp://127.0.0.1:{self.port}"
         log = open(self.dir / "tansu.out", "ab")
         self.proc = subprocess.Popen([self.bin, "broker", "--listener-url", url, "--advertised-listener-url", url,
@@ -136,7 +136,7 @@ class NatsServer:
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
 
-    def start(self) -> "NatsServer":
+    def start(self) -> NatsServer:
         log = open(self.dir / "nats-server.out", "ab")
         self.proc = subprocess.Popen([shutil.which("nats-server") or "/usr/sbin/nats-server", "-c", str(self.config)],
                                      stdout=log, stderr=log)

@@ -107,7 +107,7 @@ class HttpReceiver:
 
     # ------------------------------------------------------------ lifecycle
 
-    def start(self) -> "HttpReceiver":
+    def start(self) -> HttpReceiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):

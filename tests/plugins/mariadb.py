@@ -52,17 +52,17 @@ class MariaDbServer:
             args.append(f"--{k}" if v is None else f"--{k}={v}")
         return args
 
-    def start(self, timeout: float = 60) -> "MariaDbServer":
+    def start(self, timeout: float = 60) -> MariaDbServer:
         self.proc = subprocess.Popen(self._args(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while True:
             try:
                 self.connect().close()
                 return self
-            except Exception:
+            except Exception as e:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
                     log = (self.dir / "error.log").read_text(errors="replace")[-2000:]
-                    raise RuntimeError(f"mariadbd did not start:\n{log}")
+                    raise RuntimeError(f"mariadbd did not start:\n{log}") from e
                 time.sleep(0.1)
 
     @property
@@ -108,7 +108,7 @@ class MariaDbServer:
         auth = f"{user}:{password}" if password else user
         return f"mysql://{auth}@127.0.0.1:{self.port}/{db}"
 
-    def create_database(self, name: str | None = None) -> "MariaDatabase":
+    def create_database(self, name: str | None = None) -> MariaDatabase:
         name = name or f"db{os.getpid()}_{next(_counter)}"
         self.execute(f"CREATE DATABASE `{name}`")
         return MariaDatabase(name, self)

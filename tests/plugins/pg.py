@@ -47,7 +47,7 @@ class PgCluster:
                 f.write(f"{k} = {v}\n")
         self.running = False
 
-    def start(self) -> "PgCluster":
+    def start(self) -> PgCluster:
         subprocess.run(_as_pg_user([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-o", f"-p {self.port}",
                                     "-l", str(self.dir / "server.log"), "-w", "-t", "60", "start"]),
                        check=True, capture_output=True)
@@ -81,7 +81,7 @@ class PgCluster:
             cur = conn.execute(sql, params)
             return cur.fetchall() if cur.description else []
 
-    def create_database(self, name: str | None = None) -> "PgDatabase":
+    def create_database(self, name: str | None = None) -> PgDatabase:
         name = name or f"db{os.getpid()}_{next(_counter)}"
         self.execute(f'CREATE DATABASE "{name}"')
         return PgDatabase(name, self)

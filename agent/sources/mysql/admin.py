@@ -220,8 +220,8 @@ class MysqlAdmin:
         rules_with_key = {r.table for r in self.cfg.events if r.key}
         for t in self.cfg.source.tables:
             schema, table = t.split(".", 1)
-            rows = run_query(ctl, "SELECT ENGINE FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s",
-                          (schema, table))
+            rows = run_query(ctl, "SELECT ENGINE FROM information_schema.TABLES "
+                                  "WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s", (schema, table))
             if not rows:
                 items.append(CheckItem(f"table {t}", False, "does not exist (or the user cannot see it)",
                                        f"create it, fix source.tables, or GRANT SELECT ON {schema}.{table} TO "
@@ -240,7 +240,8 @@ class MysqlAdmin:
                                                            f"engine {rows[0][0]}"))
             else:
                 ok = t in rules_with_key
-                items.append(CheckItem(f"table {t}", ok, "has no primary key" + (" (rules name their key)" if ok else ""),
+                items.append(CheckItem(f"table {t}", ok,
+                                       "has no primary key" + (" (rules name their key)" if ok else ""),
                                        f"ALTER TABLE `{schema}`.`{table}` ADD PRIMARY KEY (...), or set key = [...] "
                                        f"in the [[events]] rules for it", warning=not ok))
             cols = run_query(ctl, "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s "

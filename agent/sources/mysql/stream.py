@@ -129,7 +129,8 @@ class MysqlSource:
                 gtids = gtid_state(str(global_var(ctl, "gtid_binlog_pos") or "")) if self.mariadb else None
                 status = master_status(ctl)
                 if not status:
-                    raise SourceFatal(f"SHOW MASTER STATUS on {server_address(d)} returned nothing: binary logging is off")
+                    raise SourceFatal(f"SHOW MASTER STATUS on {server_address(d)} returned nothing: "
+                                      "binary logging is off")
                 file, pos = status[0][0], int(status[0][1])
                 start = format_checkpoint(gtids, file, pos)
                 self._returned = None                      # hand the starting point to the spool first
@@ -189,6 +190,7 @@ class MysqlSource:
             first = conn.read_event(d.connect_timeout)
             if first is None:
                 raise WireError(f"no answer to the binlog request from {server_address(d)} in {d.connect_timeout:.0f}s")
+            assert self._parser is not None       # made by start() before it opens the stream
             ev = self._parser.parse(first)
             if ev.type in binlog.ROWS_OP or ev.type == binlog.TABLE_MAP:
                 raise WireError("the binlog stream did not start with a ROTATE event")
@@ -199,7 +201,8 @@ class MysqlSource:
             raise SourceUnavailable(self._error) from None
         except AuthError as e:
             conn.close()
-            raise SourceFatal(f"MySQL {server_address(d)} refused the agent's user {d.user!r}: {redact(str(e))}") from None
+            raise SourceFatal(f"MySQL {server_address(d)} refused the agent's user {d.user!r}: "
+                              f"{redact(str(e))}") from None
         except ServerError as e:
             conn.close()
             raise self._server_error(e) from None
@@ -218,8 +221,9 @@ class MysqlSource:
             if "purged" in msg or "could not find first log" in msg:
                 return SourceFatal(f"binlogs purged: MySQL {where} no longer has the binlog at the agent's checkpoint "
                                    f"{ckpt} ({e.message}). {PURGED_HELP[0].upper()}{PURGED_HELP[1:]}")
-            return SourceFatal(f"MySQL {where} refuses to stream from the agent's checkpoint {ckpt}: {e.message}. The "
-                               f"checkpoint does not fit this server's binlog (a different, restored or reset server?). "
+            return SourceFatal(f"MySQL {where} refuses to stream from the agent's checkpoint {ckpt}: {e.message}. "
+                               f"The checkpoint does not fit this server's binlog (a different, restored or reset "
+                               f"server?). "
                                f"Reset the agent's checkpoint to start from the server's current position, and "
                                f"re-snapshot the captured tables for the consumers if they need it")
         if e.code in (1227, 1045, 1044, 1142):
@@ -259,7 +263,7 @@ class MysqlSource:
         CHECK) from text, and UUID / INET4 / INET6 from BINARY(16) / BINARY(4) (agent/myvalues.py)."""
         self._json_cols = myvalues.load_logical_types(lambda sql: run_query(ctl, sql))
 
-    def _json_columns(self, schema: str, table: str) -> set[str]:
+    def _json_columns(self, schema: str, table: str) -> dict[str, str]:
         key = (schema, table)
         if key in self._json_seen:
             # a new shape of a table seen before (ALTER TABLE): read the catalog again
@@ -287,6 +291,7 @@ class MysqlSource:
             self._returned = self._checkpoint
             out.append(Commit(self._checkpoint))
             return out
+        assert self._parser is not None           # made by start()
         parse = self._parser.parse
         try:
             while len(out) < max_items:
@@ -302,7 +307,7 @@ class MysqlSource:
                 self._last_packet = time.monotonic()
                 ev = parse(raw)
                 et = ev.type
-                if et in binlog.ROWS_OP:
+                if isinstance(ev, binlog.Rows):          # the ROWS_OP event types
                     if ev.rows:
                         if self._xa is None:
                             self._rows(ev, out)
@@ -310,7 +315,7 @@ class MysqlSource:
                             self._rows(ev, self._xa_changes)
                             self._check_xa_bound()
                     continue
-                if et == binlog.TABLE_MAP:
+                if isinstance(ev, binlog.TableMapEvent):
                     tm = ev.table_map
                     if tm is not None and not tm.has_names and tm.columns:
                         raise SourceFatal(f"the binlog's TABLE_MAP for {tm.name} carries no column names "
@@ -320,8 +325,10 @@ class MysqlSource:
                                           f"checkpoint")
                     continue
                 if self._control(ev):
-                    self._returned = self._resume_checkpoint()
-                    out.append(Commit(self._returned))
+                    resume = self._resume_checkpoint()
+                    assert resume is not None     # a transaction boundary was just read
+                    self._returned = resume
+                    out.append(Commit(resume))
                 elif et in (binlog.HEARTBEAT, binlog.HEARTBEAT_V2) and not self._in_txn:
                     out.append(Keepalive())
         except WireError as e:
@@ -394,7 +401,7 @@ class MysqlSource:
             sec, usec = divmod(commit_us, 1_000_000)
         else:
             sec, usec = ev.timestamp, 0
-        self._txn_time = binlog.format_timestamp(sec, usec)
+        self._txn_time = myvalues.format_timestamp(sec, usec)
         self._txn_ts = sec + usec / 1e6
         self._last_event_ts = self._txn_ts
         self._caught_up = False

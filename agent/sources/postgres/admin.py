@@ -99,7 +99,9 @@ class PostgresAdmin:
             conn = self._connect()
         except CdcError:
             # no server to ask: everything a first setup would run
-            return [self._pub_sql(None), self._slot_sql()]
+            create_pub = self._pub_sql(None)
+            assert create_pub is not None        # without a state: always CREATE PUBLICATION
+            return [create_pub, self._slot_sql()]
         with conn:
             st = self._state(conn)
             stmts = []
@@ -170,7 +172,7 @@ class PostgresAdmin:
         with self._connect() as conn:
             try:
                 # a just-stopped agent's walsender may take a moment to go away
-                for attempt in range(30):
+                for _attempt in range(30):
                     row = conn.execute("SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s",
                                        (self.slot,)).fetchone()
                     if row is None or row[0] is None:
@@ -229,7 +231,8 @@ class PostgresAdmin:
         items.append(CheckItem("wal_level", wal_level == "logical", f"wal_level = {wal_level}",
                                "ALTER SYSTEM SET wal_level = logical;\nthen restart PostgreSQL "
                                "(e.g. systemctl restart postgresql)"))
-        sup, repl = conn.execute("SELECT rolsuper, rolreplication FROM pg_roles WHERE rolname = current_user").fetchone()
+        sup, repl = conn.execute("SELECT rolsuper, rolreplication FROM pg_roles "
+                                 "WHERE rolname = current_user").fetchone()
         items.append(CheckItem("replication privilege", sup or repl,
                                "superuser" if sup else ("REPLICATION" if repl else f"role {user!r} lacks REPLICATION"),
                                f"ALTER ROLE {ident(user)} REPLICATION;"))
@@ -286,9 +289,9 @@ class PostgresAdmin:
                 items.append(CheckItem(f"replica identity {t}", True, "FULL (old row images in the log)"))
             elif t in changed_rules:
                 items.append(CheckItem(f"replica identity {t}", False,
-                                       f"{'DEFAULT' if replident == 'd' else 'USING INDEX'}: no old row image, so rules "
-                                       f"with `changed` ({', '.join(changed_rules[t])}) cannot tell what changed "
-                                       f"(they fire on every update)", full_fix))
+                                       f"{'DEFAULT' if replident == 'd' else 'USING INDEX'}: no old row image, "
+                                       f"so rules with `changed` ({', '.join(changed_rules[t])}) cannot tell what "
+                                       f"changed (they fire on every update)", full_fix))
             else:
                 items.append(CheckItem(f"replica identity {t}", False,
                                        f"{'DEFAULT' if replident == 'd' else 'USING INDEX'}: update events carry no "

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import re
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
 
 from ...changes import CheckItem, rule_column_checks
 from ...errors import SourceError, SourceFatal, SourceUnavailable

@@ -4,7 +4,8 @@ generated DDL is (tests/test_trigger_source.py)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
 
 from ...binlog import _float32
 from ...pgvalues import frac6

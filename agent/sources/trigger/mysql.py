@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 import re
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
 
 from ...changes import CheckItem
 from ...myvalues import _b64, float32_shortest, format_timestamp, json_text

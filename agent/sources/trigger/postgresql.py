@@ -11,7 +11,8 @@ checkpoint, so a replay after a crash re-reads the same windows and gives the sa
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
 
 from ...changes import CheckItem
 from ...errors import SourceFatal
@@ -50,7 +51,8 @@ def _json_span(span: str) -> Any:
     return r if r is not None else span
 
 
-_json_span.from_span = True          # type: ignore[attr-defined]  (the reader hands it the value's exact text)
+# the reader hands it the value's exact text (mypy does not model attributes set on a function)
+_json_span.from_span = True          # type: ignore[attr-defined]
 
 # Values as to_json() writes them inside the capture function, whose settings are fixed (TimeZone UTC,
 # DateStyle ISO, IntervalStyle iso_8601, extra_float_digits 1, bytea_output hex; migration 003), and as

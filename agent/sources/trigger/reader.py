@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
 
 from ...changes import Commit, Item, RowChange, SourceBatch, SourceStatus
 from ...errors import SourceError, SourceFatal, SourceUnavailable
@@ -229,6 +230,7 @@ class TriggerSource(ConfiguredCapture):
         conv: list[tuple[str, Callable]]
         key: tuple[str, ...]
         unavailable: tuple[str, ...]
+        claimed: frozenset[str]
         if t is None:
             conv, key, unavailable, texts, claimed = [], (), (), {}, frozenset()
         else:

@@ -8,9 +8,10 @@ import os
 import re
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
 
-from ...binlog import _b64
+from ...myvalues import _b64
 from ...changes import CheckItem
 from ...errors import SourceFatal
 from .catalog import split_table
@@ -74,7 +75,7 @@ class SqliteDialect(Dialect):
         db.script("PRAGMA busy_timeout = 30000")
 
     def now_sql(self) -> str:
-        return self.literal(_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+        return self.literal(_dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
 
     # -------------------------------------------------------------- catalog
 
@@ -132,6 +133,7 @@ class SqliteDialect(Dialect):
     def privileges(self, db: Db, names: Names, tables: tuple[str, ...], target: Target,
                    installed: int) -> list[CheckItem]:
         p = target.sqlite_path
+        assert p is not None                     # a sqlite URL always has one (":memory:" at least)
         ok = p in (":memory:", "") or os.access(p, os.W_OK)
         return [CheckItem("privileges", ok, "database file is writable" if ok else f"{p} is read-only",
                           f"the agent's OS user must be able to write {p} (and its folder, for the WAL)")]

@@ -14,13 +14,14 @@ import datetime as _dt
 import json
 import re
 from decimal import Decimal, InvalidOperation
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from ...myvalues import format_timestamp
 from ...rawjson import raw_json
 from .db import text_of
 
-UTC = _dt.timezone.utc
+UTC = _dt.UTC
 
 
 class RawNum(str):
