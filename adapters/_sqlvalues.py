@@ -15,7 +15,8 @@ import datetime as dt
 import re
 import uuid
 from decimal import Decimal, InvalidOperation
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import orjson
 from sqlalchemy import types as sqltypes
@@ -26,7 +27,7 @@ from agent import rawjson
 
 Writer = Callable[[Any], Any]
 
-_UTC = dt.timezone.utc
+_UTC = dt.UTC
 
 
 def _identity(v: Any) -> Any:

@@ -18,7 +18,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from .config import ENV_RE, Config
+from .config import Config
+from .config_reader import ENV_RE
 from .errors import CdcError, ConfigError
 
 CONNECTOR_CLASS = {"postgres": "io.debezium.connector.postgresql.PostgresConnector",

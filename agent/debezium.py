@@ -12,8 +12,9 @@ from __future__ import annotations
 import base64
 import re
 import time
-from datetime import date, datetime, timedelta, timezone
-from typing import Any, Callable
+from datetime import date, datetime, timedelta, UTC
+from typing import Any
+from collections.abc import Callable
 from urllib.parse import unquote
 
 import orjson
@@ -74,7 +75,7 @@ def _zoned_ts(precision: int) -> Callable[[Any], Any]:
         if not isinstance(v, str):
             return v
         try:
-            d = datetime.fromisoformat(v.replace("Z", "+00:00")).astimezone(timezone.utc)
+            d = datetime.fromisoformat(v.replace("Z", "+00:00")).astimezone(UTC)
         except ValueError:
             return v
         out = d.strftime("%Y-%m-%dT%H:%M:%S")
@@ -196,7 +197,7 @@ def _row(row: dict[str, Any] | None, encodings: dict[str, str]) -> dict[str, Any
 
 
 def _commit_us(rfc3339: str) -> int:
-    return (datetime.fromisoformat(rfc3339.replace("Z", "+00:00")) - datetime(1970, 1, 1, tzinfo=timezone.utc)) // _US
+    return (datetime.fromisoformat(rfc3339.replace("Z", "+00:00")) - datetime(1970, 1, 1, tzinfo=UTC)) // _US
 
 
 def _micros(base: dict) -> dict:
@@ -225,7 +226,8 @@ def _mysql_source(ev: dict, base: dict, schema: str, table: str, server: dict, r
     file_no, pos, ordinal = (int(p) for p in parts) if len(parts) == 3 and all(p.isdigit() for p in parts) \
         else (0, 0, 1)
     name = server.get("binlog_basename", "mysql-bin")
-    return {**base, "db": schema, "sequence": None, **us, "table": table, "server_id": 0 if read else server.get("server_id", 0), "gtid": None,
+    return {**base, "db": schema, "sequence": None, **us, "table": table,
+            "server_id": 0 if read else server.get("server_id", 0), "gtid": None,
             "file": f"{name}.{file_no:06d}", "pos": pos, "row": max(ordinal - 1, 0), "thread": None,
             "query": None}
 

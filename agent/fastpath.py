@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Callable, Sequence
+import types
+from collections.abc import Callable, Sequence
 
 import orjson
 
@@ -31,6 +32,7 @@ _KINDS: dict[Callable, int] = {
     pgvalues._date: 6, pgvalues._timestamp: 7, pgvalues.bytea_to_base64: 8, pgvalues._json: 9,
 }
 
+_fastpg: types.ModuleType | None
 try:
     from . import _fastpg
 except ImportError as e:        # not built (no compiler when it was installed)

@@ -29,14 +29,18 @@ Replication framing (CopyData payloads on a `START_REPLICATION ... LOGICAL` conn
 from __future__ import annotations
 
 import struct
-from datetime import datetime, timedelta, timezone
-from typing import Callable, Sequence
+from datetime import datetime, timedelta, UTC
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from . import fastpath
 
 # microseconds between the Unix epoch and PostgreSQL's epoch (2000-01-01 00:00:00 UTC)
 PG_EPOCH_UNIX = 946_684_800
-PG_EPOCH = datetime(2000, 1, 1, tzinfo=timezone.utc)
+PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+Converter = Callable[[bytes], Any]
 
 
 class _Unchanged:
@@ -47,7 +51,7 @@ class _Unchanged:
     def __repr__(self) -> str:
         return "UNCHANGED"
 
-    def __reduce__(self):
+    def __reduce__(self) -> str:
         return "UNCHANGED"
 
 
@@ -141,11 +145,11 @@ class Relation:
         self.info = None
 
     @property
-    def converters(self) -> tuple[Callable, ...]:
+    def converters(self) -> tuple[Converter, ...]:
         return self._converters
 
     @converters.setter
-    def converters(self, converters: Sequence[Callable]) -> None:
+    def converters(self, converters: Sequence[Converter]) -> None:
         # the kind bytes the compiled decoder uses always follow the converters (agent/fastpath.py)
         self._converters = tuple(converters)
         self._kinds = fastpath.kinds(self._converters)
@@ -175,7 +179,7 @@ class Insert:
     __slots__ = ("relation", "new")
     kind = "I"
 
-    def __init__(self, relation: Relation, new: list):
+    def __init__(self, relation: Relation, new: list[Any]):
         self.relation, self.new = relation, new
 
 
@@ -186,7 +190,7 @@ class Update:
     __slots__ = ("relation", "old_kind", "old", "new")
     kind = "U"
 
-    def __init__(self, relation: Relation, old_kind: str | None, old: list | None, new: list):
+    def __init__(self, relation: Relation, old_kind: str | None, old: list[Any] | None, new: list[Any]):
         self.relation, self.old_kind, self.old, self.new = relation, old_kind, old, new
 
 
@@ -194,7 +198,7 @@ class Delete:
     __slots__ = ("relation", "old_kind", "old")
     kind = "D"
 
-    def __init__(self, relation: Relation, old_kind: str, old: list):
+    def __init__(self, relation: Relation, old_kind: str, old: list[Any]):
         self.relation, self.old_kind, self.old = relation, old_kind, old
 
 
@@ -222,7 +226,8 @@ def _cstring(buf: bytes, pos: int) -> tuple[str, int]:
     return buf[pos:end].decode(), end + 1
 
 
-def decode_tuple(buf: bytes, pos: int, converters: Sequence[Callable], kinds: bytes = b"") -> tuple[list, int]:
+def decode_tuple(buf: bytes, pos: int, converters: Sequence[Converter],
+                 kinds: bytes = b"") -> tuple[list[Any], int]:
     """TupleData at `pos` -> (values, position after it). 't' values go through the column's converter,
     'n' is None, 'u' is UNCHANGED, 'b' (binary format) stays bytes. `kinds` is for the compiled twin of
     this function (agent/_fastpg.c, same signature and results); the pure path ignores it."""
@@ -230,7 +235,7 @@ def decode_tuple(buf: bytes, pos: int, converters: Sequence[Callable], kinds: by
     pos += 2
     if n > len(converters):
         raise DecodeError(f"tuple has {n} columns, the relation {len(converters)}")
-    out = [None] * n
+    out: list[Any] = [None] * n
     for i in range(n):
         k = buf[pos]
         if k == 116:                     # 't'
@@ -273,7 +278,7 @@ class Decoder:
         """A new session (reconnect): pgoutput sends every Relation again."""
         self.relations.clear()
 
-    def set_converters(self, relid: int, converters: Sequence[Callable]) -> None:
+    def set_converters(self, relid: int, converters: Sequence[Converter]) -> None:
         rel = self.relations[relid]
         if len(converters) != len(rel.columns):
             raise ValueError(f"{len(converters)} converters for {len(rel.columns)} columns")
@@ -285,7 +290,8 @@ class Decoder:
         except KeyError:
             raise DecodeError(f"row for relation {relid}, which this session has not described") from None
 
-    def decode(self, buf: bytes, pos: int = 0):
+    def decode(self, buf: bytes, pos: int = 0) -> (Begin | Commit | Relation | Type | Insert | Update | Delete
+                                                    | Truncate | Message | Origin):
         try:
             k = buf[pos]
         except IndexError:

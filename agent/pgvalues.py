@@ -39,7 +39,8 @@ from __future__ import annotations
 import binascii
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from .rawjson import RawJson, raw_json  # noqa: F401  (RawJson: the type json values have)
 
@@ -336,15 +337,16 @@ def interval_to_iso(s: str) -> str:
 
 # ---------------------------------------------------------------- arrays
 
-_ARRAY_TOKEN: dict[str, re.Pattern] = {}
+_ARRAY_TOKEN: dict[str, re.Pattern[bytes]] = {}
 _BACKSLASH = re.compile(rb"\\(.)", re.S)
 
 
-def _array_token(delim: str) -> re.Pattern:
+def _array_token(delim: str) -> re.Pattern[bytes]:
     p = _ARRAY_TOKEN.get(delim)
     if p is None:
         d = re.escape(delim.encode())
-        p = _ARRAY_TOKEN[delim] = re.compile(rb'\{|\}|' + d + rb'|"((?:[^"\\]|\\.)*)"|([^{}"' + d + rb'\s]+)|\s+', re.S)
+        p = _ARRAY_TOKEN[delim] = re.compile(
+            rb'\{|\}|' + d + rb'|"((?:[^"\\]|\\.)*)"|([^{}"' + d + rb'\s]+)|\s+', re.S)
     return p
 
 
@@ -354,16 +356,16 @@ def array_converter(elem: Converter, delim: str = ",") -> Converter:
     token = _array_token(delim)
     d = delim.encode()
 
-    def conv(b: bytes) -> list:
+    def conv(b: bytes) -> list[Any]:
         pos = 0
         if b[:1] == b"[":                   # explicit bounds when the lower bound is not 1: dropped
             pos = b.index(b"=") + 1
-        root: list | None = None
-        stack: list[list] = []
+        root: list[Any] | None = None
+        stack: list[list[Any]] = []
         for m in token.finditer(b, pos):
             t = m.group(0)
             if t == b"{":
-                new: list = []
+                new: list[Any] = []
                 if stack:
                     stack[-1].append(new)
                 else:
@@ -428,10 +430,10 @@ def converter(type_oid: int, types: Mapping[int, TypeInfo] | None = None, _depth
     return _decode
 
 
-def converters(type_oids, types: Mapping[int, TypeInfo] | None = None) -> list[Converter]:
+def converters(type_oids: Iterable[int], types: Mapping[int, TypeInfo] | None = None) -> list[Converter]:
     """One converter per column, computed once per relation."""
     cache: dict[int, Converter] = {}
-    out = []
+    out: list[Converter] = []
     for oid in type_oids:
         c = cache.get(oid)
         if c is None:
@@ -450,7 +452,7 @@ STORED_GENERATED_SQL = (
     "WHERE a.attgenerated = 's' AND a.attnum > 0 AND NOT a.attisdropped ORDER BY 1, 2, a.attnum")
 
 
-def stored_generated_columns(rows, tables) -> dict[str, list[str]]:
+def stored_generated_columns(rows: Iterable[Sequence[Any]], tables: Iterable[str]) -> dict[str, list[str]]:
     """'schema.table' -> its STORED generated columns, for the captured `tables`, from STORED_GENERATED_SQL rows."""
     wanted = set(tables)
     out: dict[str, list[str]] = {}

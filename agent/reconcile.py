@@ -242,7 +242,7 @@ def start_schedule(cfg, monitor) -> Any:
 
 def _soon(seconds: float):
     import datetime as dt
-    return dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=seconds)
+    return dt.datetime.now(dt.UTC) + dt.timedelta(seconds=seconds)
 
 
 def _scheduled(cfg, target_name: str, monitor) -> None:

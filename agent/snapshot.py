@@ -84,7 +84,7 @@ def requests(spool) -> list[dict]:
     """Every request in the spool, oldest first, with `cancel_requested` from the CLI."""
     cancels = spool.meta_range(CANCEL_PREFIX)
     out = []
-    for key, value in spool.meta_range(META_PREFIX).items():
+    for _key, value in spool.meta_range(META_PREFIX).items():
         req = json.loads(value)
         req["cancel_requested"] = CANCEL_PREFIX + req["id"] in cancels
         out.append(req)

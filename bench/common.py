@@ -182,7 +182,9 @@ class Profiler:
         # capture_only: the capture process alone, with native frames (what C code and SQLite cost inside it)
         scope = ["--native"] if capture_only else ["--subprocesses", "--nonblocking"]
         self.proc = subprocess.Popen([str(exe if exe.exists() else "py-spy"), "record", "--pid", str(pid),
-                                      *scope, *(["--idle", "--threads"] if os.environ.get("BENCH_PROFILE_IDLE") else []), "--rate", str(rate), "--format", "raw",
+                                      *scope,
+                                      *(["--idle", "--threads"] if os.environ.get("BENCH_PROFILE_IDLE") else []),
+                                      "--rate", str(rate), "--format", "raw",
                                       "-o", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def stop(self) -> None:

@@ -113,9 +113,11 @@ def main() -> None:
         rates = {"pg_recvlogical": args.changes / ref_s, "debezium": args.changes / dbz["seconds"],
                  "agent": args.changes / agent_s}
         emit({"scenario": "debezium_side_by_side", "changes": args.changes, **written,
-              "pg_recvlogical_changes_per_s": round(rates["pg_recvlogical"]), "pg_recvlogical_cpu_seconds": round(ref_cpu, 1),
+              "pg_recvlogical_changes_per_s": round(rates["pg_recvlogical"]),
+              "pg_recvlogical_cpu_seconds": round(ref_cpu, 1),
               "debezium_changes_per_s": round(rates["debezium"]), "debezium_cpu_seconds": round(dbz["cpu_seconds"], 1),
-              "debezium_peak_rss_mb": dbz["peak_rss_mb"], "debezium_startup_seconds": round(dbz["startup_seconds"], 1), "agent_changes_per_s": round(rates["agent"]),
+              "debezium_peak_rss_mb": dbz["peak_rss_mb"], "debezium_startup_seconds": round(dbz["startup_seconds"], 1),
+              "agent_changes_per_s": round(rates["agent"]),
               "agent_cpu_seconds": round(cpu, 1), "agent_peak_rss_mb": rss})
         table([("pg_recvlogical (pgoutput → /dev/null)", f"{rates['pg_recvlogical']:,.0f}", f"{ref_cpu:.1f}", ""),
                ("Debezium 3.6 embedded (JSON → Python handler; from its first record)", f"{rates['debezium']:,.0f}",

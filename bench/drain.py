@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import argparse
 
-from bench.common import (setup_capture, AgentRun, Profiler, agent_config, bench_cluster, emit, pg_recvlogical_drain, proc_cpu_seconds, table,
-                          tmpdir, wait_lines, write_mixed_changes, MIXED_DDL)
+from bench.common import (setup_capture, AgentRun, Profiler, agent_config, bench_cluster, emit, pg_recvlogical_drain,
+                          proc_cpu_seconds, table, tmpdir, wait_lines, write_mixed_changes, MIXED_DDL)
 
 
 def main() -> None:

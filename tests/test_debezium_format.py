@@ -8,7 +8,6 @@ import os
 import time
 from pathlib import Path
 
-import orjson
 import pytest
 
 from agent import config

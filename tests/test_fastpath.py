@@ -79,7 +79,8 @@ def bytea_text():
 
 def array_text():
     elem = st.one_of(st.just("NULL"), st.just('"NULL"'), st.integers(-99, 99).map(str),
-                     st.text(min_size=1, max_size=5).map(lambda s: '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'))
+                     st.text(min_size=1, max_size=5).map(
+                         lambda s: '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'))
     return st.lists(elem, max_size=5).map(lambda xs: "{" + ",".join(xs) + "}")
 
 
@@ -95,13 +96,16 @@ TYPES = {
     | digits,
     v.FLOAT4: float_text(), v.FLOAT8: float_text(),
     v.BOOL: st.sampled_from(["t", "f", "true", ""]),
-    v.TEXT: st.text(max_size=20), v.VARCHAR: st.text(max_size=20), v.BPCHAR: st.text(max_size=5).map(lambda s: s + "  "),
+    v.TEXT: st.text(max_size=20), v.VARCHAR: st.text(max_size=20),
+    v.BPCHAR: st.text(max_size=5).map(lambda s: s + "  "),
     v.NAME: st.text(max_size=10), v.UUID: st.uuids().map(str),
-    v.DATE: date_text(), v.TIME: clock(), v.TIMETZ: st.builds(lambda c, o: c + o, clock(), st.sampled_from(["+00", "-05:30"])),
+    v.DATE: date_text(), v.TIME: clock(),
+    v.TIMETZ: st.builds(lambda c, o: c + o, clock(), st.sampled_from(["+00", "-05:30"])),
     v.TIMESTAMP: ts_text(False), v.TIMESTAMPTZ: ts_text(True),
     v.INTERVAL: st.sampled_from(["P1Y2M3DT4H5M6.5S", "1 year 2 mons -3 days +04:05:06.5", "00:00:00"]),
     v.BYTEA: bytea_text(), v.JSON: json_text(), v.JSONB: json_text(),
-    1007: array_text(), 1009: array_text(), 1231: st.just("{1.50,NaN,NULL}"), 1185: st.just('{"2026-11-23 10:00:00+00",NULL}'),
+    1007: array_text(), 1009: array_text(), 1231: st.just("{1.50,NaN,NULL}"),
+    1185: st.just('{"2026-11-23 10:00:00+00",NULL}'),
 }
 OIDS = sorted(TYPES)
 
@@ -223,7 +227,8 @@ def test_pure_env_forces_the_fallback_and_says_so_once(monkeypatch, caplog):
     with caplog.at_level(logging.INFO, logger="agent.fastpath"):
         assert po.Decoder()._decode_tuple is po.decode_tuple
         assert po.Decoder()._decode_tuple is po.decode_tuple
-    assert [r.getMessage() for r in caplog.records] == ["CDC_AGENT_PURE is set: decoding PostgreSQL changes in pure Python"]
+    assert [r.getMessage() for r in caplog.records] == [
+        "CDC_AGENT_PURE is set: decoding PostgreSQL changes in pure Python"]
     monkeypatch.delenv(fastpath.PURE_ENV)
     assert po.Decoder()._decode_tuple is fastpath._fastpg.decode_tuple
 

@@ -87,7 +87,7 @@ def test_initial_snapshot_with_writers_and_kills(pg_db, tmp_path):
         agent.start()
         altered = False
         for n in (500, 1200, 2000):
-            wait_for(lambda: sum(e["data"]["op"] == "read" for e in read_events(out)) >= n, 60,
+            wait_for(lambda n=n: sum(e["data"]["op"] == "read" for e in read_events(out)) >= n, 60,
                      what=f"{n} read events")
             if not altered:
                 # progress while it runs: `cdc-agent status` (the spool's view), estimate from the statistics

@@ -112,7 +112,7 @@ def test_replicas_equal_the_source_after_sigkills(pg_cluster, pg_db, mariadb_db,
             wait_for(lambda: agent.children(), 15, what="the delivery process")
             kids = agent.children()
             agent.kill()
-            wait_for(lambda: not any(pid_running(k) for k in kids), 10, what="the delivery process to exit")
+            wait_for(lambda kids=kids: not any(pid_running(k) for k in kids), 10, what="the delivery process to exit")
             agent.start()
         for t in threads:
             t.join(120)
