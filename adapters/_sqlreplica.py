@@ -118,7 +118,7 @@ class Replica:
         skip = set(data.get("unavailable") or ())
         row = self.row(plan, after, skip)
         key = tuple(row[k] for k in plan.key)
-        out = []
+        out: list[tuple[Plan, str, tuple[Any, ...], dict[str, Any] | None]] = []    # deletes carry no row
         before = data.get("before")
         if op == "update" and before:
             try:
@@ -212,6 +212,7 @@ class Replica:
                                                                self.engine.dialect, cols)
         if isinstance(prepared, tuple):
             sql, order, positional = prepared
+            params: list[tuple[Any, ...]] | list[dict[str, Any]]
             if positional:
                 params = [tuple(p(r[c]) if p else r[c] for c, p in order) for r in rows]
             else:
@@ -267,23 +268,24 @@ def upsert_statement(plan: Plan, cols: tuple, dialect: str):
     t = plan.table
     rest = [c for c in cols if c not in plan.key]
     if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-        stmt = insert(t)
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+        pg_stmt = pg_insert(t)
         if not rest:
-            return stmt.on_conflict_do_nothing(index_elements=list(plan.key))
-        return stmt.on_conflict_do_update(index_elements=list(plan.key),
-                                          set_={c: stmt.excluded[c] for c in rest})
+            return pg_stmt.on_conflict_do_nothing(index_elements=list(plan.key))
+        return pg_stmt.on_conflict_do_update(index_elements=list(plan.key),
+                                             set_={c: pg_stmt.excluded[c] for c in rest})
     if dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-        stmt = insert(t)
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+        lite_stmt = sqlite_insert(t)
         if not rest:
-            return stmt.on_conflict_do_nothing(index_elements=list(plan.key))
-        return stmt.on_conflict_do_update(index_elements=list(plan.key), set_={c: stmt.excluded[c] for c in rest})
+            return lite_stmt.on_conflict_do_nothing(index_elements=list(plan.key))
+        return lite_stmt.on_conflict_do_update(index_elements=list(plan.key),
+                                               set_={c: lite_stmt.excluded[c] for c in rest})
     if dialect in ("mysql", "mariadb"):
-        from sqlalchemy.dialects.mysql import insert
-        stmt = insert(t)
+        from sqlalchemy.dialects.mysql import insert as mysql_insert
+        my_stmt = mysql_insert(t)
         keep = rest or [plan.key[0]]
-        return stmt.on_duplicate_key_update({c: stmt.inserted[c] for c in keep})
+        return my_stmt.on_duplicate_key_update({c: my_stmt.inserted[c] for c in keep})
     if dialect == "mssql":
         return text(mssql_merge_sql(plan, cols, dialect_quote=_mssql_quote)).bindparams(
             *(bindparam(c, type_=t.c[c].type) for c in cols))

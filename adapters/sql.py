@@ -31,6 +31,7 @@ from agent.options import Dsn, OptionError, option
 from agent.secrets import redact
 
 if TYPE_CHECKING:
+    from adapters._sqlreplica import Replica
     from agent.config import Config, TargetSettings
 
 DIALECT_DRIVERS = {"postgresql": "postgresql+psycopg", "postgres": "postgresql+psycopg",
@@ -85,7 +86,7 @@ def finish(cfg: Config, settings: TargetSettings, base: Path) -> SqlOptions:
     url = o.url
     if u.get_backend_name() == "sqlite" and u.database and u.database != ":memory:" \
             and not Path(u.database).is_absolute():
-        url = u.set(database=str((base / u.database).resolve())).render_as_string(hide_password=False)
+        url = Dsn(u.set(database=str((base / u.database).resolve())).render_as_string(hide_password=False))
     # default: every captured table, same name; MySQL/MariaDB and SQLite replicas take the bare table name in
     # the URL's database (their "schema" would be another database / an attached file)
     bare = u.get_backend_name() in ("mysql", "sqlite")
@@ -130,15 +131,15 @@ class SqlTarget:
         self.name = settings.name
         self.options: SqlOptions = settings.options
         self.engine = None
-        self.replica = None                  # _sqlreplica.Replica, built in open()
+        self.replica: Replica | None = None  # built in open()
 
     def open(self) -> str | None:
         from adapters._sqlreplica import Replica, db_error
         if self.engine is None:
             self.engine = make_engine(self.options.url)
         try:
-            self.replica = Replica(self.engine, self.options)
-            return self.replica.open_position(self.options.offsets_agent, self.name)
+            self.replica = replica = Replica(self.engine, self.options)
+            return replica.open_position(self.options.offsets_agent, self.name)
         except Exception as e:
             err = db_error(e)
             if err is None:
@@ -149,22 +150,24 @@ class SqlTarget:
         from adapters._sqlreplica import DataProblem, db_error
         if self.replica is None:
             self.open()
+        replica = self.replica
+        assert replica is not None          # open() built it, or raised
         changes, rejected = [], []
         for ev in events:
             try:
-                changes.extend(self.replica.changes_of(_data(ev)))
+                changes.extend(replica.changes_of(_data(ev)))
             except (ValueError, KeyError, TypeError) as e:
                 rejected.append(Rejection(ev.seq, f"cannot apply event {ev.id}: {e}"))
         position = max((e.position for e in events), default="")
         try:
-            self.replica.apply(changes, self.options.offsets_agent, self.name, position)
+            replica.apply(changes, self.options.offsets_agent, self.name, position)
         except DataProblem as e:
             raise TargetRejected(redact(str(e))) from None
         except Exception as e:
             err = db_error(e)
             if err is None:
                 raise
-            self.replica.forget_connection()
+            replica.forget_connection()
             raise TargetUnavailable(err) from None
         return DeliveryResult(rejected=rejected)
 

@@ -22,10 +22,13 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import TargetUnavailable
 from .secrets import redact
+
+if TYPE_CHECKING:
+    from .config import Config
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +99,7 @@ def encoding_mysql(data_type: str, column_type: str, precision: int | None) -> s
 class ColumnTypes:
     """Column encodings per table for one agent; shared by the targets' workers (thread-safe)."""
 
-    def __init__(self, cfg):
+    def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.path = Path(cfg.agent.state_dir) / FILE_NAME
         self.lock = threading.Lock()
@@ -158,7 +161,9 @@ class ColumnTypes:
             from .sources.postgres.common import conninfo
             with psycopg.connect(conninfo(self.cfg), autocommit=True) as conn:
                 rows = conn.execute(PG_CATALOG_SQL, (schema, name)).fetchall()
-                db = conn.execute("SELECT current_database()").fetchone()[0]
+                row = conn.execute("SELECT current_database()").fetchone()
+                assert row is not None      # SELECT current_database() always returns its one row
+                db = row[0]
             return {"db": db}, {r[0]: encoding_pg(r[1], r[2], r[3]) for r in rows}
         if self.cfg.source.kind == "mysql":
             from .myvalues import load_logical_types

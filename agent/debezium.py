@@ -180,7 +180,9 @@ def encoder(encoding: str) -> Callable[[Any], Any] | None:
     if conv is None:
         return None
     if encoding in _STRING_ONLY:
-        return lambda v, c=conv: c(v) if isinstance(v, str) else v
+        def string_only(v: Any, c: Callable[[Any], Any] = conv) -> Any:
+            return c(v) if isinstance(v, str) else v
+        return string_only
     return conv
 
 

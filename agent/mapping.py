@@ -53,11 +53,12 @@ _blake2b = hashlib.blake2b
 
 
 def change_to_json(change: RowChange) -> bytes:
-    before, after, raw = change.before, change.after, []
+    before, after = change.before, change.after
+    raw: list[list[str]] = []
     if _has_raw_json(before) or _has_raw_json(after):
         # json values go in as their text, listed in raw_json, so a retried dead letter keeps them as written
         before, after = _raw_json_as_text(before, "before", raw), _raw_json_as_text(after, "after", raw)
-    d = {
+    d: dict[str, Any] = {
         "table": change.table, "op": change.op, "before": before, "after": after,
         "position": change.position, "commit_time": change.commit_time, "commit_ts": change.commit_ts,
         "txid": change.txid, "key_columns": list(change.key_columns), "unavailable": list(change.unavailable),
@@ -80,7 +81,7 @@ def _has_raw_json(row: dict[str, Any] | None) -> bool:
     return row is not None and any(type(v) is rawjson.RawJson for v in row.values())
 
 
-def _raw_json_as_text(row: dict[str, Any] | None, side: str, raw: list) -> dict[str, Any] | None:
+def _raw_json_as_text(row: dict[str, Any] | None, side: str, raw: list[list[str]]) -> dict[str, Any] | None:
     if row is None:
         return None
     out = dict(row)
@@ -223,6 +224,7 @@ class EventMapper:
         before = self._project(rule, ch.before)
         after = self._project(rule, ch.after)
         if ch.op in ("update",) and changed_cols is not None:
+            assert ch.after is not None     # an update always carries its new row
             changed = _changed_out_names(rule, changed_cols, ch.after)
         elif ch.op == "update":
             changed = None    # no old image (REPLICA IDENTITY DEFAULT): which columns changed is unknown
@@ -239,7 +241,7 @@ class EventMapper:
             "time": ch.commit_time, "datacontenttype": "application/json", "position": ch.position,
             "txid": ch.txid, "data": data,
         }, default=rawjson.default)       # json/jsonb values (RawJson) go in as the database wrote them
-        return MappedEvent(eid, rule.type, subject, ch.position, ch.commit_ts, body, ch.target)
+        return MappedEvent(eid, rule.type, subject, ch.position, ch.commit_ts, body, only_target=ch.target)
 
     @staticmethod
     def _project(rule: _CompiledRule, row: dict[str, Any] | None) -> dict[str, Any] | None:

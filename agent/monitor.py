@@ -71,6 +71,8 @@ class Monitor:
     capture_stopped: bool = False     # a bug stopped capture until a restart
     captured: int = 0                 # row changes read from the source since start
     source_status_fn: Callable[[], SourceStatus] | None = None   # set while a source is open
+    snapshot_fn: Callable[[], dict[str, Any] | None] | None = None   # the running snapshot (agent/snapshot.py)
+    snapshot_rows_fn: Callable[[], dict[str, int]] | None = None     # table -> read rows emitted (metrics)
     targets: dict[str, TargetLive] = field(default_factory=dict)
     latency: dict[str, LatencyHistogram] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)

@@ -142,7 +142,7 @@ class Relation:
         self.columns = columns
         self.names = tuple(c.name for c in columns)
         self.converters = (_DECODE,) * len(columns)
-        self.info = None
+        self.info: Any = None       # the caller's (the PostgreSQL source keeps its _RelMeta here)
 
     @property
     def converters(self) -> tuple[Converter, ...]:
@@ -290,8 +290,9 @@ class Decoder:
         except KeyError:
             raise DecodeError(f"row for relation {relid}, which this session has not described") from None
 
-    def decode(self, buf: bytes, pos: int = 0) -> (Begin | Commit | Relation | Type | Insert | Update | Delete
-                                                    | Truncate | Message | Origin):
+    def decode(self, buf: bytes, pos: int = 0) -> Any:
+        # one of Begin, Commit, Relation, Type, Insert, Update, Delete, Truncate, Message, Origin: Any, as
+        # callers tell them apart by their `kind` (a str compare, cheaper than isinstance on the hot path)
         try:
             k = buf[pos]
         except IndexError:

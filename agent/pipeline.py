@@ -20,6 +20,7 @@ import time
 from .capture import CaptureCore
 from .config import Config
 from .delivery import DeliveryProcess
+from .interfaces import Source
 from .errors import CdcError, PositionLost, SourceError, SourceFatal, SpoolError
 from .mapping import EventMapper, event_id
 from .monitor import Monitor
@@ -60,7 +61,7 @@ class Agent:
             self.workers = []
         else:
             self.workers = [TargetWorker(cfg, t, self.monitor, stop) for t in cfg.targets]
-        self.source = None
+        self.source: Source | None = None
         self.capture: CaptureCore | None = None
         self._setup_done = False
         self.snapshots = SnapshotRunner(self.spool, cfg.source.snapshot_chunk_rows, cfg.agent.name)
@@ -188,7 +189,8 @@ class Agent:
             except PositionLost as e:
                 if self.cfg.source.snapshot != "when_needed":
                     raise
-                checkpoint = self._position_lost(source, e)
+                self._position_lost(source, e)
+                checkpoint = None
         except BaseException:
             try:
                 source.close()
@@ -223,6 +225,7 @@ class Agent:
 
     def _capture_once(self) -> None:
         self.snapshots.step()
+        assert self.capture is not None     # _open_source ran (the capture loop opens the source first)
         batch = self.capture.read(self.cfg.source.batch_size, READ_WAIT_SECONDS)
         progress = self.snapshots.progress_for(batch.changes, batch.checkpoint)
         if not batch.changes and batch.checkpoint is None:
@@ -238,6 +241,7 @@ class Agent:
     def _spool_batch(self) -> None:
         """Append the batch in hand; on a SpoolError it stays in hand (the source is not read further and not
         confirmed) and the capture loop tries again after a pause."""
+        assert self._unspooled is not None  # callers check there is a batch in hand
         events, failures, checkpoint, progress = self._unspooled
         added = self.spool.append(events, failures, checkpoint, snapshot_state=progress)
         self._unspooled = None
@@ -246,8 +250,10 @@ class Agent:
             self.monitor.capture_error = None
         if added:
             self._wake_targets()
-        if checkpoint is not None:
-            self.source.confirm(checkpoint)      # only now: the spool holds everything up to it
+        if checkpoint is not None and self.source is not None:
+            # only now: the spool holds everything up to it. (No source: it failed while this batch waited for
+            # the spool; the next one starts from the spool's checkpoint, which confirms the same.)
+            self.source.confirm(checkpoint)
         if self.outbox_cleaner:                  # after the spool commit, never before
             self.outbox_cleaner.consumed([e.outbox_row for e in events if e.outbox_row is not None])
 

@@ -146,7 +146,9 @@ def reconcile_table(cfg, settings, source_table: str, *, repair: bool = False, c
                         d[c] = orjson.loads(d[c])
                 return d
 
-            changes = [(plan, "d", tuple(plan.writers[k](v) for k, v in zip(rkey, kk)), None) for kk in rep_only]
+            # (plan, op, key, row): deletes carry no row
+            changes: list[tuple[Any, str, tuple[Any, ...], dict[str, Any] | None]] = [
+                (plan, "d", tuple(plan.writers[k](v) for k, v in zip(rkey, kk)), None) for kk in rep_only]
             for raw in [v[1] for v in src_only.values()] + list(different.values()):
                 row = replica.row(plan, source_row(raw), set())
                 changes.append((plan, "u", tuple(row[k] for k in plan.key), row))
@@ -247,6 +249,7 @@ def _soon(seconds: float):
 
 def _scheduled(cfg, target_name: str, monitor) -> None:
     from .secrets import redact
+    drift: dict[str, Any]
     try:
         results = reconcile(cfg, target_name)
         drift = {"missing": sum(len(r.missing) for r in results), "extra": sum(len(r.extra) for r in results),

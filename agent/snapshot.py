@@ -258,6 +258,7 @@ class SnapshotRunner:
         self._drop_changed(out[w.low_index:] if out is w.low_list else out)
         self.window = None
         req = self.active
+        assert req is not None      # a window is only opened for the active request
         emitted = []
         ts = time.time()
         commit_time = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1e6):06d}Z"
@@ -277,6 +278,7 @@ class SnapshotRunner:
 
     def _drop_changed(self, changes: list[RowChange]) -> None:
         w = self.window
+        assert w is not None        # called only while a window is open
         rows, keys, table = w.rows, w.keys, w.table
         for c in changes:
             if c.table != table:

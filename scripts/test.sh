@@ -27,4 +27,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test,debezium]"
 
+# lint and types first (settings in pyproject.toml): a finding fails the run like a failing test
+.venv/bin/python -m ruff check .
+.venv/bin/python -m mypy agent adapters
+
 exec .venv/bin/python -m pytest "$@"

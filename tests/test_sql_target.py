@@ -55,6 +55,8 @@ kind = "postgres"
 dsn = "{source_dsn}"
 tables = {json.dumps(tables)}
 heartbeat_seconds = 1
+# the tests count each change applied once; an initial snapshot's reads would be upserts on top of them
+snapshot = "never"
 {rules}
 {blocks}
 [health]

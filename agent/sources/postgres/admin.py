@@ -211,7 +211,7 @@ class PostgresAdmin:
             return items
         with conn:
             try:
-                self._snapshot_items = []
+                self._snapshot_items: list[CheckItem] = []
                 self._checks(conn, items)
                 items.extend(self._snapshot_items)
             except psycopg.Error as e:          # the connection died half way: report it, keep what was found

@@ -130,7 +130,7 @@ class PostgresSnapshotReader:
             rows = self._query(
                 "SELECT oid::int8, typname::text, typtype::text, typcategory::text, typelem::int8, "
                 "typbasetype::int8, typdelim::text FROM pg_type WHERE oid = ANY(%s::oid[])", (sorted(missing),))
-            nxt = set()
+            nxt: set[int] = set()
             for oid, name, typtype, cat, elem, base, delim in rows:
                 self._types[oid] = pgvalues.TypeInfo(oid, name, typtype, cat, elem, base, delim)
                 nxt.update(x for x in (elem, base) if x)

@@ -32,6 +32,7 @@ import select
 import threading
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import psycopg
 from psycopg import errors as pgerr
@@ -45,6 +46,9 @@ from ...config import Config
 from ...errors import PositionLost, SourceError, SourceFatal, SourceUnavailable
 from ...secrets import redact
 from .common import HEARTBEAT_PREFIX, conninfo, ident, literal, translate, translate_result
+
+if TYPE_CHECKING:
+    from apscheduler.schedulers.background import BackgroundScheduler
 
 log = logging.getLogger(__name__)
 
@@ -74,13 +78,13 @@ class PostgresSource:
         self.slot, self.publication = s.slot, s.publication
         self.tables = set(s.tables)
         self._conn: psycopg.Connection | None = None      # replication connection
-        self._pg = None                                    # its libpq connection
-        self._poll = None
+        self._pg: pq.abc.PGconn | None = None              # its libpq connection
+        self._poll: select.poll | None = None
         self._meta: psycopg.Connection | None = None      # catalog + status
         self._meta_lock = threading.Lock()
         self._hb_conn: psycopg.Connection | None = None
         self._hb_failing = False
-        self._scheduler = None
+        self._scheduler: BackgroundScheduler | None = None
         self._decoder = po.Decoder()
         self._types: dict[int, pgvalues.TypeInfo] = {}
         self._error: str | None = None
@@ -133,10 +137,10 @@ class PostgresSource:
         if self.cfg.source.heartbeat_seconds > 0:
             from apscheduler.schedulers.background import BackgroundScheduler
             self._closing = False
-            self._scheduler = BackgroundScheduler(daemon=True)
-            self._scheduler.add_job(self._heartbeat, "interval", seconds=self.cfg.source.heartbeat_seconds,
-                                    id="heartbeat", max_instances=1, coalesce=True, misfire_grace_time=None)
-            self._scheduler.start()
+            self._scheduler = scheduler = BackgroundScheduler(daemon=True)
+            scheduler.add_job(self._heartbeat, "interval", seconds=self.cfg.source.heartbeat_seconds,
+                              id="heartbeat", max_instances=1, coalesce=True, misfire_grace_time=None)
+            scheduler.start()
 
     def _meta_conn(self) -> psycopg.Connection:
         if self._meta is None or self._meta.closed:
@@ -207,12 +211,13 @@ class PostgresSource:
         if res is None or res.status != pq.ExecStatus.COPY_BOTH:
             err = self._result_error(res, "START_REPLICATION failed")
             raise err
-        self._poll = select.poll()
-        self._poll.register(pg.socket, select.POLLIN)
+        self._poll = poller = select.poll()
+        poller.register(pg.socket, select.POLLIN)
 
     def _result_error(self, res, what: str) -> SourceError:
         if res is None:
-            detail = self._pg.get_error_message().decode(errors="replace").strip() if self._pg else ""
+            # get_error_message() is already str (psycopg decodes it): .decode() here raised AttributeError
+            detail = self._pg.get_error_message().strip() if self._pg else ""
             return SourceUnavailable(redact(f"{what}: {detail or 'the connection closed'}"))
         sqlstate = (res.error_field(pq.DiagnosticField.SQLSTATE) or b"").decode()
         msg = (res.error_field(pq.DiagnosticField.MESSAGE_PRIMARY) or res.error_message or b"").decode(errors="replace")
@@ -261,16 +266,19 @@ class PostgresSource:
     def _recv(self, timeout: float):
         """The next CopyData payload (memoryview), or None when nothing arrives within `timeout`."""
         pg = self._pg
+        assert pg is not None       # poll() reads only while the replication connection is open
         try:
             n, data = pg.get_copy_data(1)
             if n == 0:
                 pg.consume_input()
                 n, data = pg.get_copy_data(1)
             if n == 0:
+                poller = self._poll
+                assert poller is not None   # registered with the connection in _start_replication
                 deadline = time.monotonic() + timeout
                 while n == 0:
                     remaining = deadline - time.monotonic()
-                    if remaining <= 0 or not self._poll.poll(remaining * 1000):
+                    if remaining <= 0 or not poller.poll(remaining * 1000):
                         return None
                     pg.consume_input()
                     n, data = pg.get_copy_data(1)
@@ -450,7 +458,7 @@ class PostgresSource:
             rows = self._meta_query(
                 "SELECT oid::int8, typname::text, typtype::text, typcategory::text, typelem::int8, "
                 "typbasetype::int8, typdelim::text FROM pg_type WHERE oid = ANY(%s::oid[])", (sorted(missing),))
-            nxt = set()
+            nxt: set[int] = set()
             for oid, name, typtype, cat, elem, base, delim in rows:
                 self._types[oid] = pgvalues.TypeInfo(oid, name, typtype, cat, elem, base, delim)
                 nxt.update(x for x in (elem, base) if x)
@@ -483,9 +491,11 @@ class PostgresSource:
         if not force and state == self._sent_status:
             return
         msg = po.standby_status(written, self._flushed, self._flushed, po.pg_time_from_unix(time.time()))
+        pg = self._pg
+        assert pg is not None       # every caller checks that the replication connection is open
         try:
-            self._pg.put_copy_data(msg)
-            self._pg.flush()
+            pg.put_copy_data(msg)
+            pg.flush()
         except psycopg.Error as e:
             self._error = redact(str(e))
             raise translate(e, "replication connection lost") from None
