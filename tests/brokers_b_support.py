@@ -54,6 +54,7 @@ name = "erp"
 kind = "postgres"
 dsn = "postgresql://u@127.0.0.1/db"
 tables = ["public.customers"]
+snapshot = "never"          # these tests count the events of their own writes
 [[targets]]
 {target_toml}
 """)
@@ -100,6 +101,7 @@ state_dir = "state"
 kind = "postgres"
 dsn = "{pg_db.dsn}"
 tables = ["public.items"]
+snapshot = "never"          # these tests count the events of their own writes
 heartbeat_seconds = 1
 [[targets]]
 {target_toml}

@@ -35,6 +35,7 @@ state_dir = "state"
 kind = "{kind}"
 dsn = "{dsn}"
 tables = [{", ".join(f'"{t}"' for t in tables)}]
+snapshot = "never"          # these tests count the events of their own writes
 {"heartbeat_seconds = 1" if kind == "postgres" else ""}
 {rules}
 [[targets]]

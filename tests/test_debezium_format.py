@@ -72,6 +72,7 @@ state_dir = "state"
 kind = "{kind}"
 dsn = "{dsn}"
 tables = ["{table}"]
+snapshot = "never"          # these tests count the events of their own writes
 {extra}
 
 [[targets]]

@@ -208,10 +208,10 @@ def test_crash_safe_delivery_through_a_broker_restart(pg_db, tmp_path, make_rabb
             c.close()
 
     def crash_server() -> None:
-        before = wait_for(queued, 30, what="the agent's first deliveries")    # mid-stream
+        wait_for(queued, 30, what="the agent's first deliveries")    # mid-stream
         server.restart(signal.SIGKILL)
-        # what the broker confirmed was on disk: all of it is still queued after the crash
-        assert queued() >= before
+        # no count check here: the queue also held messages not yet confirmed (not yet on disk), which the
+        # crash may drop; the agent re-sends those, and the consumer's check below sees every event
 
     log = crash_workload(pg_db, tmp_path, f"""name = "bus"
 kind = "rabbitmq"
@@ -243,6 +243,7 @@ state_dir = "state"
 kind = "postgres"
 dsn = "{pg_db.dsn}"
 tables = ["public.items", "public.notes"]
+snapshot = "never"          # these tests count the events of their own writes
 [[targets]]
 name = "bus"
 kind = "rabbitmq"
