@@ -122,3 +122,49 @@ def _sqlite_origin_table(changelog_table: str) -> str:
     """The origin table trigger capture installs next to its changelog (named as agent/sources/trigger does)."""
     from agent.sources.trigger.catalog import Names
     return Names("sqlite", "main", changelog_table).origin_table
+
+
+# ---------------------------------------------------------------- cdc-agent check
+
+
+def check_marking(engine, options, label: str, config_path: str) -> list:
+    """`check` lines: can this target's sessions carry the marker? Verified on the target, without marking."""
+    from agent.changes import CheckItem
+    what = f"{label}: no-echo mark"
+    off = "or mark_writes = false when no cdc-agent captures this database"
+    dialect = engine.dialect.name
+    try:
+        with engine.connect() as conn:
+            if dialect == "postgresql":
+                user, superuser = conn.exec_driver_sql(
+                    "SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user").one()
+                lacking = [f for f in PG_FUNCTIONS if not superuser and not conn.exec_driver_sql(
+                    "SELECT has_function_privilege(%s, 'EXECUTE')", (f,)).scalar()]
+                if lacking:
+                    return [CheckItem(what, False, f"{user} may not use replication origins ({', '.join(lacking)}): "
+                                      "the target cannot mark its writes, and does not write unmarked",
+                                      pg_grant_fix(user))]
+                return [CheckItem(what, True, f"replication origin {options.marker} (pgoutput sends it as the "
+                                  "Origin of these transactions) and cdc.origin for trigger capture")]
+            if dialect in ("mysql", "mariadb"):
+                version = str(conn.exec_driver_sql("SELECT VERSION()").scalar())
+                if "mariadb" not in version.lower():
+                    return [CheckItem(what, False, "MySQL has no skip_replication: a binlog capture of this database "
+                                      "sees the target's writes; @cdc_origin marks them for trigger capture",
+                                      f"capture this database with triggers, {off}", warning=True)]
+                conn.exec_driver_sql("SET SESSION skip_replication = 1")
+                return [CheckItem(what, True, "skip_replication (binlog events flagged) and @cdc_origin for "
+                                  "trigger capture")]
+            if dialect == "sqlite":
+                table = _sqlite_origin_table(options.trigger_changelog)
+                found = conn.exec_driver_sql("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                                             (table,)).first() is not None
+                return [CheckItem(what, True, f"trigger capture's origin table {table} carries the marker" if found
+                                  else f"no trigger capture here ({table} does not exist): nothing reads a marker")]
+            return [CheckItem(what, True, "sp_set_session_context N'cdc.origin' for trigger capture")]
+    except Exception as e:
+        from adapters._sqlreplica import db_error
+        err = db_error(e)
+        if err is None:
+            raise
+        return [CheckItem(what, False, f"cannot set the mark: {err}", off)]

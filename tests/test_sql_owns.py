@@ -7,6 +7,7 @@ CloudEvents in the contract's form (the end-to-end runs through `cdc-agent run` 
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import time
 from decimal import Decimal
@@ -19,6 +20,7 @@ from adapters._sqlmark import PREFIX
 from adapters.sql import SqlTarget
 from agent import conflicts as conflict_store
 from agent import config as config_mod
+from agent.errors import TargetUnavailable
 from agent.interfaces import SpooledEvent
 from agent.spool import Spool
 from tests.test_pg_pipeline import cli
@@ -229,7 +231,39 @@ def test_bad_owns_configs(tmp_path, pg_cluster):
     cfg.write_text(config(tmp_path, url).read_text().replace('"limits"]', '"limitz"]'))
     out = cli("check", "-c", str(cfg))
     assert out.returncode == 1
-    assert "owns public.customers: replica table contacts has no column limitz" in out.stdout, out.stdout
+    assert re.search(r"\[FAIL\] target crm: owns public.customers +replica table contacts has no column limitz\n"
+                     r" +fix: fix owns, or add the column", out.stdout), out.stdout
+    # the running target says the same (retried, the reason in health), instead of writing other columns
+    conf = config_mod.load(str(cfg))
+    with pytest.raises(TargetUnavailable, match="owns.public.customers: replica table contacts has no column limitz"):
+        SqlTarget(conf.targets[0]).open()
+
+
+def test_postgres_marking_needs_the_origin_privilege(pg_cluster, tmp_path):
+    pg = pg_cluster.create_database()
+    pg.execute(CONTACTS["pg"])
+    user = f"crm_{pg.name}"[:60]
+    pg.execute(f"CREATE ROLE {user} LOGIN")
+    pg.execute(f"GRANT ALL ON SCHEMA public TO {user}; GRANT ALL ON contacts TO {user}")
+    url = pg_cluster.dsn(pg.name, user=user).replace("postgresql://", "postgresql+psycopg://")
+    cfg = config(tmp_path, url)
+    out = cli("check", "-c", str(cfg))
+    assert re.search(rf"\[FAIL\] target crm: no-echo mark +{user} may not use replication origins .*\n +fix: GRANT "
+                     rf"EXECUTE ON FUNCTION pg_replication_origin_oid\(text\), pg_replication_origin_create\(text\), "
+                     rf"pg_replication_origin_session_setup\(text\) TO {user}", out.stdout), out.stdout
+    conf = config_mod.load(str(cfg))
+    with pytest.raises(TargetUnavailable, match="cannot mark this target's writes with a replication origin"):
+        SqlTarget(conf.targets[0]).open()
+    pg.execute(f"GRANT EXECUTE ON FUNCTION pg_replication_origin_oid(text), pg_replication_origin_create(text), "
+               f"pg_replication_origin_session_setup(text) TO {user}")
+    out = cli("check", "-c", str(cfg))
+    assert re.search(r"\[ok  \] target crm: no-echo mark +replication origin cdc-agent/erp-two", out.stdout), out.stdout
+    target = open_target(cfg)
+    try:
+        target.send([Events().make("insert", FULL)])
+    finally:
+        target.close()
+    assert pg.execute("SELECT price_tier FROM contacts") == [("silver",)]
 
 
 # ---------------------------------------------------------------- the marks
