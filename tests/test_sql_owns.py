@@ -7,7 +7,9 @@ CloudEvents in the contract's form (the end-to-end runs through `cdc-agent run` 
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import sqlite3
 import time
 from decimal import Decimal
@@ -272,7 +274,7 @@ def test_postgres_marking_needs_the_origin_privilege(pg_cluster, tmp_path):
 def test_postgres_writes_carry_a_replication_origin(pg_cluster, tmp_path):
     pg = pg_cluster.create_database()
     pg.execute(CONTACTS["pg"])
-    pg.execute("CREATE PUBLICATION everything FOR ALL TABLES")
+    pg.execute("CREATE PUBLICATION everything FOR TABLE contacts")
     slot = f"peek_{pg.name}"[:60]
     pg.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (slot,))
     target = open_target(config(tmp_path, pg.dsn.replace("postgresql://", "postgresql+psycopg://")))
@@ -372,7 +374,130 @@ listen = "off"
         target.close()
     with sqlite3.connect(crm) as c:
         got = [tuple(r) for r in c.execute("SELECT op, json_extract(coalesce(after, before), '$.customer_id'), "
-                                           "origin FROM cdc_changelog ORDER BY id")]
+                                           "origin FROM cdc_changelog WHERE op IN ('I', 'U', 'D') ORDER BY id")]
         assert c.execute("SELECT count(*) FROM cdc_changelog_origin").fetchone() == (0,)   # taken out before COMMIT
     assert got == [("I", 1, MARK), ("I", 2, None), ("U", 1, MARK)], got
     assert MARK.startswith(PREFIX)
+
+
+# ---------------------------------------------------------------- end to end: cdc-agent run
+
+
+ERP = """CREATE TABLE customers (customer_id int PRIMARY KEY, name text, price_tier text, discount_pct numeric(5,2),
+         street text);
+         ALTER TABLE customers REPLICA IDENTITY FULL"""
+
+
+def test_run_conflicts_in_health_metrics_and_a_crash_before_the_record(pg_cluster, pg_db, mariadb_db, tmp_path):
+    import urllib.request
+
+    from tests.agentproc import AgentProcess, wait_for
+    from tests.plugins import free_port
+    from tests.test_sql_target import sql_config
+    pg_db.execute(ERP)
+    crm_pg = pg_cluster.create_database()
+    crm_pg.execute(CONTACTS["pg"])
+    mariadb_db.execute(CONTACTS["maria"])
+    lite = tmp_path / "crm.db"
+    with sqlite3.connect(lite) as c:
+        c.execute(CONTACTS["lite"])
+    crms = {"pg": Db("pg", crm_pg), "maria": Db("maria", mariadb_db), "lite": Db("lite", str(lite))}
+    port = free_port()
+    cfg = sql_config(tmp_path, pg_db.dsn, ["public.customers"], {
+        "pg": crm_pg.dsn.replace("postgresql://", "postgresql+psycopg://"), "maria": mariadb_db.sqlalchemy_url,
+        "lite": f"sqlite:///{lite.name}"}, extra="""tables = { "public.customers" = "contacts" }
+columns = { "public.customers.discount_pct" = "discount" }
+owns = { "public.customers" = ["price_tier", "discount_pct"] }""")
+    cfg.write_text(cfg.read_text().replace('listen = "off"', f'listen = "127.0.0.1:{port}"'))
+    out = cli("setup", "-c", str(cfg))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert crm_pg.execute("SELECT count(*) FROM cdc_agent_conflicts") == [(0,)]
+    check = cli("check", "-c", str(cfg))
+    assert check.returncode == 0, check.stdout
+    assert re.search(r"\[ok  \] target maria: no-echo mark +skip_replication", check.stdout), check.stdout
+
+    def everywhere(sql: str) -> dict:
+        return {n: db.run(sql) for n, db in crms.items()}
+
+    def health() -> dict:
+        return json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5).read())
+
+    def listed() -> list[dict]:
+        got = cli("conflicts", "-c", str(cfg), "--json")
+        assert got.returncode == 0, got.stderr
+        return [json.loads(x) for x in got.stdout.splitlines()]
+
+    agent = AgentProcess(cfg, tmp_path / "agent.log").start()
+    try:
+        pg_db.execute("INSERT INTO customers VALUES (1, 'Acme', 'silver', 5.00, 'Main St 1')")
+        wait_for(lambda: all(r == [("silver",)] for r in everywhere("SELECT price_tier FROM contacts").values()),
+                 60, what="the insert in every CRM")
+        # a CRM user overwrites the ERP-owned price tier (and its own name); then the ERP changes it
+        for db in crms.values():
+            db.run("UPDATE contacts SET price_tier = 'platinum', name = 'Acme (CRM)' WHERE customer_id = 1")
+        pg_db.execute("UPDATE customers SET price_tier = 'gold', street = 'Side St 2' WHERE customer_id = 1")
+        wait_for(lambda: all(r == [("gold", "Acme (CRM)")] for r in
+                             everywhere("SELECT price_tier, name FROM contacts").values()), 60, what="the ERP's value")
+        wait_for(lambda: len(listed()) == 3, 30, what="three conflicts recorded")
+        assert sorted((c["target"], c["key"], c["column"], c["overwritten"], c["applied"]) for c in listed()) == [
+            (n, "1", "price_tier", "platinum", "gold") for n in ("lite", "maria", "pg")]
+        h = health()
+        assert {n: (t["conflicts"], t["unowned_changes"]) for n, t in h["targets"].items()} == \
+            {"pg": (1, 1), "maria": (1, 1), "lite": (1, 1)}
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        for n in crms:
+            assert (f'cdc_agent_conflicts_total{{agent="erp-sql",column="price_tier",table="public.customers",'
+                    f'target="{n}"}} 1.0') in metrics, metrics
+            assert (f'cdc_agent_unowned_changes_total{{agent="erp-sql",column="street",table="public.customers",'
+                    f'target="{n}"}} 1.0') in metrics
+        # an ERP delete does not delete the CRM contacts (owns: deletes default to ignore)
+        pg_db.execute("INSERT INTO customers VALUES (2, 'Beta', 'bronze', 0, 'x')")
+        pg_db.execute("DELETE FROM customers WHERE customer_id = 2")
+        pg_db.execute("UPDATE customers SET name = 'Acme Ltd' WHERE customer_id = 1")      # unowned only
+        wait_for(lambda: all(h["unowned_changes"] == 2 for h in health()["targets"].values()), 30,
+                 what="the last change applied")
+        assert all(r == [(1,), (2,)] for r in everywhere("SELECT customer_id FROM contacts ORDER BY 1").values())
+
+        # SIGKILL between the target's commit and the conflict record in the agent's state: the state refuses
+        # the record (a trigger), so the conflict exists only in the target databases when the agent dies
+        spool_db = tmp_path / "state" / "spool.db"
+        with sqlite3.connect(spool_db, timeout=30) as c:
+            c.execute("CREATE TRIGGER refuse BEFORE INSERT ON conflicts BEGIN SELECT RAISE(ABORT, 'refused'); END")
+        for db in crms.values():
+            db.run("UPDATE contacts SET discount = 1 WHERE customer_id = 1")
+        pg_db.execute("UPDATE customers SET discount_pct = 7 WHERE customer_id = 1")
+        wait_for(lambda: all(r == [(1,)] for r in everywhere("SELECT count(*) FROM cdc_agent_conflicts").values()),
+                 60, what="the conflicts committed in the targets")
+        assert len(listed()) == 3
+        wait_for(lambda: agent.log().count("conflicts stay in the target's cdc_agent_conflicts for now") >= 3, 30,
+                 what="the refused copies logged")
+        kids = agent.children()
+        agent.kill()
+        for k in kids:
+            os.kill(k, signal.SIGKILL)
+        with sqlite3.connect(spool_db, timeout=30) as c:
+            c.execute("DROP TRIGGER refuse")
+        agent.start()
+        wait_for(lambda: len(listed()) == 6, 60, what="the conflicts copied after the restart")
+        assert all(r == [(0,)] for r in everywhere("SELECT count(*) FROM cdc_agent_conflicts").values())
+        assert sorted((c["target"], c["column"], float(c["overwritten"]), float(c["applied"]))
+                      for c in listed() if c["column"] == "discount") == \
+            [(n, "discount", 1.0, 7.0) for n in ("lite", "maria", "pg")]
+        assert all(Decimal(str(r[0][0])) == 7 for r in everywhere("SELECT discount FROM contacts WHERE customer_id = 1")
+                   .values())
+        # the other window: copied into the state, killed before the target's copy was deleted
+        wait_for(lambda: agent.children(), 15, what="the delivery process")
+        assert agent.stop() == 0
+        ev = next(c for c in listed() if c["target"] == "pg" and c["column"] == "discount")
+        crm_pg.execute("INSERT INTO cdc_agent_conflicts VALUES ('erp-sql', 'pg', %s, 'discount', 'public.customers', "
+                       "'1', '\"1.00\"', '\"7.00\"', 0)", (ev["event_id"],))
+        agent.start()
+        wait_for(lambda: crm_pg.execute("SELECT count(*) FROM cdc_agent_conflicts") == [(0,)], 60,
+                 what="the target's copy taken")
+        assert len(listed()) == 6
+        assert health()["targets"]["pg"]["conflicts"] == 2
+        wait_for(lambda: agent.children(), 15, what="the delivery process")
+        assert agent.stop() == 0
+    finally:
+        agent.kill()
+    assert "Traceback" not in agent.log(), agent.log()[-3000:]
