@@ -496,6 +496,9 @@ owns = { "public.customers" = ["price_tier", "discount_pct"] }""")
                  what="the target's copy taken")
         assert len(listed()) == 6
         assert health()["targets"]["pg"]["conflicts"] == 2
+        st = cli("status", "-c", str(cfg))
+        assert "conflicts: pg 2 (unowned changes passed over: 2), maria 2 (unowned changes passed over: 2), " \
+               "lite 2" in st.stdout, st.stdout
         wait_for(lambda: agent.children(), 15, what="the delivery process")
         assert agent.stop() == 0
     finally:
