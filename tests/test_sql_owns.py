@@ -496,6 +496,15 @@ owns = { "public.customers" = ["price_tier", "discount_pct"] }""")
                  what="the target's copy taken")
         assert len(listed()) == 6
         assert health()["targets"]["pg"]["conflicts"] == 2
+        # reconcile compares the owned columns only (the CRM's name differs, and is the CRM's), and rows the
+        # ERP deleted are no difference when deletes are ignored
+        rc = cli("reconcile", "-c", str(cfg), "--target", "maria", "--json")
+        assert rc.returncode == 0, rc.stdout + rc.stderr
+        mariadb_db.execute("UPDATE contacts SET price_tier = 'tin' WHERE customer_id = 1")
+        rc = cli("reconcile", "-c", str(cfg), "--target", "maria", "--repair")
+        assert rc.returncode == 1 and "different" in rc.stdout, rc.stdout + rc.stderr
+        assert mariadb_db.execute("SELECT customer_id, price_tier, name FROM contacts ORDER BY 1") == [
+            (1, "gold", "Acme (CRM)"), (2, "bronze", None)]
         st = cli("status", "-c", str(cfg))
         assert "conflicts: pg 2 (unowned changes passed over: 2), maria 2 (unowned changes passed over: 2), " \
                "lite 2" in st.stdout, st.stdout
