@@ -165,7 +165,8 @@ class Replica:
 
     def row(self, plan: Plan, values: dict, skip: set, keyless: bool = False) -> dict:
         names = tuple(values)
-        spec = plan.statements.get(("row", names)) if not skip and not keyless else None
+        kind = "row" if not keyless else "row-keyless"
+        spec = plan.statements.get((kind, names)) if not skip else None
         if spec is None:
             spec = []
             for c in names:
@@ -177,8 +178,8 @@ class Replica:
                     raise TargetUnavailable(f"replica table {plan.table.fullname} has no column {col} (source "
                                             f"{plan.source}); add it or rename it with columns")
                 spec.append(None if c in skip else (col, plan.writers[col]))
-            if not skip and not keyless:
-                plan.statements[("row", names)] = spec
+            if not skip:
+                plan.statements[(kind, names)] = spec
             missing = [k for k in plan.key if k not in {s[0] for s in spec if s is not None}]
             if missing and not keyless:
                 raise ValueError(f"key column {missing[0]} is missing from the row")
@@ -246,7 +247,9 @@ class Replica:
             k = (plan.source, key)
             if plan.owned is not None:
                 origin = change[4] if len(change) > 4 else None
-                first.setdefault(k, origin if kind == "u" else None)
+                # only an update's before can be compared; an insert or read is a plain upsert of the owned values
+                first.setdefault(k, origin if kind == "u" and origin is not None and origin.before is not None
+                                 else None)
                 if origin is not None:
                     for c in origin.unowned:
                         outcome.unowned[(plan.source, c)] += 1
