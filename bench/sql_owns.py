@@ -85,8 +85,9 @@ def main(argv=None) -> None:
     evs = events(a.changes)
     work = Path(tmpdir("cdc-bench-owns-"))
     results = []
+    owns = {"public.items": ("pad", "amount", "at")}
     runs = {"plain": {}, "marked": {"marker": "cdc-agent/bench"},
-            "owns": {"marker": "cdc-agent/bench", "deletes": "apply", "owns": {"public.items": ("pad", "amount", "at")}}}
+            "owns": {"marker": "cdc-agent/bench", "deletes": "apply", "owns": owns}}
     for kind in a.kinds.split(","):
         cleanup = None
         if kind == "postgresql":

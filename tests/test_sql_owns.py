@@ -241,6 +241,25 @@ def test_bad_owns_configs(tmp_path, pg_cluster):
         SqlTarget(conf.targets[0]).open()
 
 
+def test_owns_naming_a_column_the_source_lacks(pg_db, pg_cluster, tmp_path):
+    pg_db.execute(ERP)
+    crm = pg_cluster.create_database()
+    crm.execute(CONTACTS["pg"])
+    crm.execute("ALTER TABLE contacts ADD COLUMN nickname text")
+    cfg = config(tmp_path, crm.dsn.replace("postgresql://", "postgresql+psycopg://"))
+    cfg.write_text(cfg.read_text().replace("postgresql://cdc@127.0.0.1:1/erp", pg_db.dsn)
+                   .replace('"changed_at", "limits"]', '"nickname"]'))
+    out = cli("check", "-c", str(cfg))
+    assert out.returncode == 1
+    assert re.search(r"\[FAIL\] target crm: owns public.customers +names column\(s\) nickname, which the source table "
+                     r"does not have\n +fix: fix owns", out.stdout), out.stdout
+    # a malformed owns is a config error: one line, exit 2
+    cfg.write_text(cfg.read_text().replace('["price_tier", "discount_pct", "nickname"]', '"price_tier"'))
+    out = cli("check", "-c", str(cfg))
+    assert out.returncode == 2 and out.stderr.count("\n") == 1
+    assert "targets[0].owns.public.customers: must be a non-empty array of names, got 'price_tier'" in out.stderr
+
+
 def test_postgres_marking_needs_the_origin_privilege(pg_cluster, tmp_path):
     pg = pg_cluster.create_database()
     pg.execute(CONTACTS["pg"])
