@@ -172,7 +172,7 @@ class SqlTarget:
             self.replica = replica = Replica(self.engine, self.options, marking=self.marking)
             position = replica.open_position(self.options.offsets_agent, self.name)
             if replica.owns:
-                self._copy_conflicts(Counter())     # what a crash left in the target's cdc_agent_conflicts
+                self._after_commit(Counter())       # what a crash left in the target's cdc_agent_conflicts
             return position
         except Exception as e:
             err = db_error(e)

@@ -6,6 +6,7 @@ CloudEvents in the contract's form (the end-to-end runs through `cdc-agent run` 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -126,6 +127,11 @@ def open_target(cfg: Path) -> SqlTarget:
     t = SqlTarget(conf.targets[0])
     t.open()
     return t
+
+
+def target_settings(target: SqlTarget):
+    conf = config_mod.load(str(Path(target.options.state_dir).parent / "agent.toml"))
+    return conf.targets[0]
 
 
 def stored_conflicts(tmp_path: Path) -> list[dict]:
@@ -323,6 +329,13 @@ def test_postgres_writes_carry_a_replication_origin(pg_cluster, tmp_path):
         # trigger capture on this database reads cdc.origin: the target's session carries it
         with target.engine.connect() as conn:
             assert conn.exec_driver_sql("SELECT current_setting('cdc.origin', true)").scalar() == MARK
+        # an origin serves one session: a second target of the agent into this database takes <marker>/<target>
+        other = SqlTarget(dataclasses.replace(target_settings(target), name="crm2"))
+        try:
+            other.open()
+            assert other.marking is not None and other.marking.pg_origin == f"{MARK}/crm2"
+        finally:
+            other.close()
     finally:
         target.close()
         pg.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
