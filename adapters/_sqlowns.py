@@ -30,8 +30,8 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-from sqlalchemy import (Column, Float, MetaData, String, Table, Text, and_, bindparam, delete, or_, select, tuple_,
-                        type_coerce)
+from sqlalchemy import (Column, Float, MetaData, String, Table, Text, and_, bindparam, cast, delete, or_, select,
+                        tuple_, type_coerce)
 from sqlalchemy import types as sqltypes
 
 CONFLICTS_TABLE = "cdc_agent_conflicts"
@@ -146,7 +146,8 @@ def read_current(conn, plan, keys: list[tuple], dialect: str) -> dict[tuple, dic
 def _current_statement(plan, owned: list[str], dialect: str):
     t = plan.table
     cols = [type_coerce(t.c[k], sqltypes.NullType()).label(f"k{i}") for i, k in enumerate(plan.key)] + \
-           [type_coerce(t.c[c], sqltypes.NullType()).label(f"c{i}") for i, c in enumerate(owned)]
+           [(cast(t.c[c], Text) if c in plan.text_columns else type_coerce(t.c[c], sqltypes.NullType())).label(f"c{i}")
+            for i, c in enumerate(owned)]
     stmt = select(*cols)
     if len(plan.key) == 1:
         stmt = stmt.where(t.c[plan.key[0]].in_(bindparam("keys", expanding=True)))
@@ -187,8 +188,8 @@ def check_rows(conn, dialect: str, items: list[tuple], now: float | None = None)
                 before = origin.before or {}
                 if col in before and cmp(before[col]) != now_there:
                     is_json = col in plan.json_columns
-                    conflicts.append(Conflict(plan.source, origin.subject, col,
-                                              jsonable(_typed(plan, col, cur[col]), is_json),
+                    seen = now_there if col in plan.text_columns else _typed(plan, col, cur[col])
+                    conflicts.append(Conflict(plan.source, origin.subject, col, jsonable(seen, is_json),
                                               jsonable(row[col], is_json), origin.event_id, now))
             if same:
                 unchanged.add((plan.source, key))

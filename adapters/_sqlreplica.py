@@ -14,7 +14,7 @@ from sqlalchemy import types as sqltypes
 from sqlalchemy import insert as generic_insert
 
 from adapters._sqlowns import Origin, Outcome, check_rows, clear_journal, conflicts_table, read_journal, write_journal
-from adapters._sqlvalues import comparable_json, comparer_for, writer_for
+from adapters._sqlvalues import _pg_text_cast, comparable, comparable_json, comparer_for, writer_for
 from agent.errors import TargetUnavailable
 from agent.secrets import redact
 
@@ -70,6 +70,7 @@ class Plan:
     deletes: str = "apply"
     comparers: dict[str, Any] = field(default_factory=dict)
     json_columns: frozenset[str] = frozenset()
+    text_columns: frozenset[str] = frozenset()  # owned columns read back as text (PostgreSQL interval)
 
 
 class Replica:
@@ -425,3 +426,12 @@ def _own(plan: Plan, owned_source: tuple[str, ...], types: dict[str, Any], json_
     plan.json_columns = frozenset(c for c in plan.owned if c in json_text or isinstance(types[c], sqltypes.JSON)
                                   or type(types[c]).__name__.upper() in ("JSON", "JSONB"))
     plan.comparers = {c: comparable_json if c in plan.json_columns else comparer_for(types[c]) for c in plan.owned}
+    for c in plan.owned:          # PostgreSQL interval: read back as text, in the contract's ISO 8601 form
+        if type(types[c]).__name__.upper() == "INTERVAL" and plan.writers[c] is _pg_text_cast:
+            plan.text_columns |= {c}
+            plan.comparers[c] = _interval_comparable
+
+
+def _interval_comparable(v: Any) -> Any:
+    from agent.pgvalues import interval_text_to_iso
+    return interval_text_to_iso(v) if isinstance(v, str) else comparable(v)

@@ -293,6 +293,28 @@ def test_postgres_marking_needs_the_origin_privilege(pg_cluster, tmp_path):
     assert pg.execute("SELECT price_tier FROM contacts") == [("silver",)]
 
 
+def test_postgres_interval_compares_in_the_events_form(pg_cluster, tmp_path):
+    pg = pg_cluster.create_database()
+    pg.execute(CONTACTS["pg"] + "; ALTER TABLE contacts ADD COLUMN span interval")
+    cfg = config(tmp_path, pg.dsn.replace("postgresql://", "postgresql+psycopg://"))
+    cfg.write_text(cfg.read_text().replace('"limits"]', '"limits", "span"]'))
+    target = open_target(cfg)
+    ev = Events()
+    try:
+        row = {**FULL, "span": "P1DT2H3M4.5S"}
+        target.send([ev.make("insert", row)])
+        later = {**row, "price_tier": "gold"}
+        target.send([ev.make("update", later, row, ["price_tier"])])
+        assert stored_conflicts(tmp_path) == []              # 1 day 02:03:04.5 is P1DT2H3M4.5S
+        pg.execute("UPDATE contacts SET span = '3 hours'")
+        target.send([ev.make("update", {**later, "span": "PT5H"}, later, ["span"])])
+        assert [(c["column"], c["overwritten"], c["applied"]) for c in stored_conflicts(tmp_path)] == [
+            ("span", "PT3H", "PT5H")]
+        assert pg.execute("SELECT span::text FROM contacts") == [("05:00:00",)]
+    finally:
+        target.close()
+
+
 # ---------------------------------------------------------------- the marks
 
 
