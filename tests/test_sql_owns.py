@@ -369,7 +369,12 @@ def test_mariadb_writes_carry_the_skip_replication_flag(mariadb_db, tmp_path):
     server = mariadb_db.server
     server.execute("FLUSH BINARY LOGS")
     (log_name, *_), = server.execute("SHOW MASTER STATUS")
-    target = open_target(config(tmp_path, mariadb_db.sqlalchemy_url))
+    # a user with privileges on this database only: MariaDB 10.11 lets any session set skip_replication
+    user = f"w{mariadb_db.name}"[:32]
+    server.execute(f"CREATE USER '{user}'@'127.0.0.1'")
+    server.execute(f"GRANT ALL ON `{mariadb_db.name}`.* TO '{user}'@'127.0.0.1'")
+    url = f"mysql+pymysql://{user}@127.0.0.1:{server.port}/{mariadb_db.name}"
+    target = open_target(config(tmp_path, url))
     ev = Events()
     try:
         target.send([ev.make("insert", FULL)])
@@ -389,6 +394,7 @@ def test_mariadb_writes_carry_the_skip_replication_flag(mariadb_db, tmp_path):
             ident = (first[1] if e.op == "update" else first)["customer_id"]
             rows.append((e.op, ident, bool(e.flags & 0x8000)))      # LOG_EVENT_SKIP_REPLICATION_F
     assert rows == [("insert", 1, True), ("insert", 2, False), ("update", 1, True)], rows
+    server.execute(f"DROP USER '{user}'@'127.0.0.1'")
 
 
 def test_sqlite_writes_mark_the_trigger_changelog(tmp_path):
