@@ -487,3 +487,104 @@ def logical_types_from_rows(type_rows: Iterable[tuple[Any, ...]], check_rows: It
 def load_logical_types(query: Callable[[str], list[tuple[Any, ...]]]) -> dict[tuple[str, str], dict[str, str]]:
     """Runs both catalog queries through `query(sql) -> rows` and returns logical_types_from_rows."""
     return logical_types_from_rows(query(LOGICAL_TYPES_SQL), query(JSON_CHECKS_SQL))
+
+
+# ---------------------------------------------------------------- the same values read by SELECT (snapshots)
+# A snapshot (agent/sources/mysql/snapshot.py) reads rows with an ordinary SELECT: text protocol, no client
+# conversions (text as str, binary data as bytes), session time_zone '+00:00'. `select_column` gives each
+# column's SELECT expression and the converter that turns its text into the form the binlog decoder gives
+# the same value, so a row read equals the row streamed.
+
+INT_TYPES = frozenset({"tinyint", "smallint", "mediumint", "int", "integer", "bigint", "year"})
+BINARY_TYPES = frozenset({"binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob", "geometry", "point",
+                          "linestring", "polygon", "multipoint", "multilinestring", "multipolygon",
+                          "geometrycollection"})
+
+
+def _fraction(fsp: int, suffix: str = "") -> Callable[[str], str]:
+    """'YYYY-MM-DD HH:MM:SS[.fff]' -> 'YYYY-MM-DDTHH:MM:SS[.ffffff]' + suffix: 6 digits when fsp > 0, and
+    always for TIMESTAMP (suffix 'Z')."""
+    def conv(s: str) -> str:
+        s = s.replace(" ", "T", 1)
+        if fsp and fsp < 6:
+            head, _, frac = s.partition(".")
+            s = f"{head}.{frac.ljust(6, '0')}"
+        elif not fsp and suffix:
+            s += ".000000"
+        return s + suffix
+    return conv
+
+
+def _time_text(fsp: int) -> Callable[[str], str] | None:
+    if not fsp or fsp == 6:
+        return None
+    def conv(s: str) -> str:
+        head, _, frac = s.partition(".")
+        return f"{head}.{frac.ljust(6, '0')}"
+    return conv
+
+
+def _float_text(s: str) -> float:
+    return float32_shortest(float(s))
+
+
+def _bit_value(b: bytes | str) -> int:
+    return int.from_bytes(b.encode("latin-1") if isinstance(b, str) else b, "big")
+
+
+def _binary_value(b: bytes | str) -> str:
+    return _b64(b.encode() if isinstance(b, str) else b)
+
+
+def _text_value(v: bytes | str) -> str:
+    return v.decode("utf-8", "replace") if isinstance(v, bytes) else v
+
+
+def _mysql_json(s: str) -> Any:
+    """MySQL's JSON type as SELECT prints it. (A DECIMAL inside the document is indistinguishable from a
+    double in the text: it arrives as a float, where the binlog keeps its digits.)"""
+    import json
+    return json.loads(s)
+
+
+def _any_value(v: bytes | str) -> str:
+    return _b64(v) if isinstance(v, bytes) else v
+
+
+def select_column(expr: str, data_type: str, fsp: int | None, logical: str | None
+                  ) -> tuple[str, Callable[[Any], Any] | None]:
+    """(SELECT expression, converter of its non-NULL text; None: the text as is) for a column whose quoted
+    name is `expr`, with information_schema.COLUMNS' DATA_TYPE and DATETIME_PRECISION, and the catalog's
+    logical type (LOGICAL_TYPES: MariaDB's JSON, UUID, INET4, INET6)."""
+    dt = data_type.lower()
+    fsp = fsp or 0
+    if logical == JSON:
+        return expr, json_text
+    if logical in (UUID, INET4, INET6) or dt in LOGICAL_TYPES - {JSON}:
+        return expr, _text_value
+    if dt in INT_TYPES:
+        return expr, int
+    if dt == "decimal":
+        return expr, None
+    if dt == "float":
+        # SELECT prints 6 significant digits, which do not always read back: the double is exact
+        return f"CAST({expr} AS DOUBLE)", _float_text
+    if dt in ("double", "real", "double precision"):
+        return expr, float
+    if dt == "bit":
+        return expr, _bit_value
+    if dt == "date":
+        return expr, None
+    if dt == "datetime":
+        return expr, _fraction(fsp)
+    if dt == "timestamp":
+        return expr, _fraction(fsp, "Z")
+    if dt == "time":
+        return expr, _time_text(fsp)
+    if dt == "json":
+        return expr, _mysql_json
+    if dt in BINARY_TYPES:
+        return expr, _binary_value
+    if dt in ("char", "varchar", "tinytext", "text", "mediumtext", "longtext", "enum", "set"):
+        return expr, None                # str already (the server converts to the connection's utf8mb4)
+    return expr, _any_value
