@@ -451,3 +451,23 @@ def test_setup_teardown_and_check_of_the_signal_table(mariadb_db, mariadb_server
     assert not mariadb_db.execute("SHOW TABLES LIKE 'cdc_maria_snap_signal'")
     p = cli("check", "-c", str(cfg))       # root may create it: setup (or run) will
     assert "[ok  ] snapshot signal table" in p.stdout and "does not exist yet" in p.stdout
+
+
+def test_a_reader_connection_closed_while_idle_is_opened_again(mariadb_db, mariadb_server, tmp_path):
+    """No snapshot for hours: the server drops the reader's idle connection (wait_timeout; here KILL). The
+    next request connects again instead of failing the source."""
+    mariadb_db.execute("CREATE TABLE items (id int PRIMARY KEY)")
+    table = f"{mariadb_db.name}.items"
+    cfg = make_config(tmp_path, mariadb_db.url, [table])
+    MysqlAdmin(cfg).setup()
+    from agent.sources.mysql import MysqlSource
+    from agent.sources.mysql import snapshot as mysnap
+    reader = MysqlSource(cfg).snapshot_reader()
+    try:
+        assert reader.key_columns(table) == ("id",)
+        mariadb_server.execute(f"KILL {reader.conn.connection_id}")
+        reader._used -= mysnap.IDLE_CHECK_SECONDS                 # as if it had been idle that long
+        assert reader.key_columns(table) == ("id",)
+        reader.watermark("w/1", "low")
+    finally:
+        reader.close()

@@ -21,6 +21,7 @@ read again with the new shape.
 
 from __future__ import annotations
 
+import time
 from decimal import Decimal
 from typing import Any
 
@@ -32,6 +33,7 @@ from ...snapshot import SnapshotError
 from ..mysqlwire import AuthError, Connection, ServerError, WireError
 from .common import parse_dsn, quote, server_address, signal_create_sql, signal_ident, signal_table
 
+IDLE_CHECK_SECONDS = 300   # a connection idle this long is checked before a request uses it (wait_timeout)
 LOCK_WAIT_SECONDS = 10      # a chunk waits this long for a metadata lock (an ALTER TABLE); then it is read again
 # errors that end the statement, not the request: the capture loop reconnects and reads the chunk again
 _RETRIABLE = {1053, 1152, 1153, 1158, 1159, 1160, 1161, 1205, 1213, 1317, 1927, 1969, 3024, 4031}
@@ -41,9 +43,16 @@ _DENIED = {1044, 1045, 1142, 1143, 1227}
 class MysqlSnapshotReader:
     def __init__(self, cfg: Config):
         self.cfg = cfg
-        self.dsn = d = parse_dsn(cfg.source.dsn, str(cfg.path))
+        self.dsn = parse_dsn(cfg.source.dsn, str(cfg.path))
         self.agent = cfg.agent.name
         self.signal = signal_ident(cfg)
+        self._used = 0.0                    # when the connection last answered (monotonic)
+        self._connect()
+        self.mariadb = "mariadb" in self.conn.server_version.lower()
+        self._signal_ok = False
+
+    def _connect(self) -> None:
+        d = self.dsn
         self.conn = Connection(d.unix_socket or d.host, d.port, d.user, d.password, connect_timeout=d.connect_timeout,
                                ssl_mode=d.ssl_mode, ssl_ca=d.ssl_ca, ssl_cert=d.ssl_cert, ssl_key=d.ssl_key)
         try:
@@ -53,8 +62,18 @@ class MysqlSnapshotReader:
         # plain SQL semantics whatever the server's defaults: UTC, backslash escapes (the literals), short waits
         self._exec("SET time_zone = '+00:00', sql_mode = 'NO_ENGINE_SUBSTITUTION', "
                    f"lock_wait_timeout = {LOCK_WAIT_SECONDS}")
-        self.mariadb = "mariadb" in self.conn.server_version.lower()
-        self._signal_ok = False
+
+    def _fresh(self) -> None:
+        """Before a request uses a connection that sat idle (no snapshot for a while): the server may have
+        closed it (wait_timeout); connect again rather than fail the source. No window is open here."""
+        if time.monotonic() - self._used < IDLE_CHECK_SECONDS:
+            return
+        try:
+            self.conn.query("SELECT 1", timeout=self.dsn.connect_timeout)
+            self._used = time.monotonic()
+        except (ServerError, WireError):
+            self.conn.close()
+            self._connect()
 
     def close(self) -> None:
         self.conn.close()
@@ -71,9 +90,11 @@ class MysqlSnapshotReader:
 
     def _exec(self, sql: str) -> list[bytes]:
         try:
-            return self.conn.query(sql)
+            rows = self.conn.query(sql)
         except (ServerError, WireError) as e:
             raise self._error(e) from None
+        self._used = time.monotonic()
+        return rows
 
     def _query(self, sql: str, *args: Any) -> list[list[str | None]]:
         """A catalog query, `%s` filled with literals; values as text."""
@@ -123,6 +144,7 @@ class MysqlSnapshotReader:
         return schema, name
 
     def key_columns(self, table: str) -> tuple[str, ...]:
+        self._fresh()
         schema, name = self._split(table)
         if not self._query("SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s",
                            schema, name):
