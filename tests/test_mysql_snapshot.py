@@ -471,3 +471,12 @@ def test_a_reader_connection_closed_while_idle_is_opened_again(mariadb_db, maria
         reader.watermark("w/1", "low")
     finally:
         reader.close()
+
+
+def test_debezium_source_of_a_read_row_names_the_binlog_position_of_its_chunk():
+    """A read row's position is the HIGH watermark's position plus its ordinal in the chunk; Debezium's
+    `source` block takes the binlog file and offset from the first part (pure, no database)."""
+    from agent.debezium import _mysql_source
+    src = _mysql_source({"position": "00000003:000000001234:00000002:00000007"}, {"ts_ms": 5, "_us": 0}, "erp", "t",
+                        {"server_id": 1}, True)
+    assert (src["file"], src["pos"], src["row"], src["server_id"]) == ("mysql-bin.000003", 1234, 1, 0)
