@@ -61,6 +61,7 @@ class SourceSettings:
     heartbeat_seconds: float = 30.0          # 0 disables; keeps an idle database's slot advancing
     # mysql
     server_id: int = 4242
+    signal_table: str = ""                   # snapshot watermarks: "table" or "db.table" (docs/snapshots.md)
     # trigger
     poll_interval_seconds: float = 0.2
     changelog_table: str = "cdc_changelog"
@@ -209,7 +210,7 @@ def _agent(file: str, raw: Any, base: Path) -> AgentSettings:
 
 _SOURCE_KEYS = {
     "postgres": {"slot", "publication", "heartbeat_seconds"},
-    "mysql": {"server_id"},
+    "mysql": {"server_id", "signal_table"},
     "trigger": {"poll_interval_seconds", "changelog_table", "max_wait_seconds"},
 }
 
@@ -261,6 +262,7 @@ def _source(file: str, raw: Any, agent_name: str, base: Path) -> SourceSettings:
         publication=r.get("publication", str, default_ident),
         heartbeat_seconds=r.positive("heartbeat_seconds", float, 30.0, zero_ok=True),
         server_id=r.positive("server_id", int, 4242),
+        signal_table=r.get("signal_table", str, default_ident[:57] + "_signal"),
         poll_interval_seconds=r.positive("poll_interval_seconds", float, 0.2),
         changelog_table=r.get("changelog_table", str, "cdc_changelog"),
         max_wait_seconds=r.positive("max_wait_seconds", float, 30.0),
@@ -272,6 +274,9 @@ def _source(file: str, raw: Any, agent_name: str, base: Path) -> SourceSettings:
         if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", getattr(s, k)):
             raise r.fail(k, f"must be a lower-case SQL identifier ([a-z_][a-z0-9_]*, at most 63), "
                             f"got {getattr(s, k)!r}")
+    if not re.fullmatch(r"(?:[A-Za-z0-9_$]{1,64}\.)?[A-Za-z0-9_$]{1,64}", s.signal_table):
+        raise r.fail("signal_table", f'must be "table" or "db.table" (letters, digits, _ and $), '
+                                     f'got {s.signal_table!r}')
     if not 1 <= s.server_id < 2**32:
         raise r.fail("server_id", "must be between 1 and 4294967295")
     return s
