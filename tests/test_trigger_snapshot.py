@@ -329,12 +329,12 @@ def test_watermark_function_setup_check_teardown(pg_db, tmp_path):
     # a role that may read the changelog but not write watermarks: check says what to grant
     pg_db.execute("CREATE ROLE snapless LOGIN")
     pg_db.execute("GRANT SELECT, DELETE ON public.cdc_changelog TO snapless")
-    low = cfg.read_text().replace("postgres@", "snapless@") if "postgres@" in cfg.read_text() else None
-    if low is not None:
-        (tmp_path / "low.toml").write_text(low)
-        p = cli("check", "-c", str(tmp_path / "low.toml"))
-        assert "no EXECUTE on public.cdc_changelog_watermark(text)" in p.stdout, p.stdout
-        assert "GRANT EXECUTE ON FUNCTION public.cdc_changelog_watermark(text) TO" in p.stdout
+    pg_db.execute("GRANT SELECT ON public.cdc_changelog_version, public.items TO snapless")
+    assert "//postgres@" in cfg.read_text()
+    (tmp_path / "low.toml").write_text(cfg.read_text().replace("//postgres@", "//snapless@"))
+    p = cli("check", "-c", str(tmp_path / "low.toml"))
+    assert p.returncode == 1 and "no EXECUTE on public.cdc_changelog_watermark(text)" in p.stdout, p.stdout
+    assert "GRANT EXECUTE ON FUNCTION public.cdc_changelog_watermark(text) TO" in p.stdout
     pg_db.execute("DROP OWNED BY snapless")
     pg_db.execute("DROP ROLE snapless")
     p = cli("teardown", "-c", str(cfg))
