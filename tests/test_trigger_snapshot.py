@@ -405,3 +405,24 @@ def test_change_committed_after_the_read_is_not_overwritten(kind, request, tmp_p
             table[c.after["id"]] = c.after["v"]
     assert table[7] == 1, [(c.op, c.after) for c in changes if (c.after or c.before)["id"] == 7]
     assert table == {r[0]: r[1] for r in be.db.execute("SELECT id, v FROM items")}
+
+
+def test_mssql_chunk_and_watermark_sql():
+    """SQL Server (no server here: the generated SQL): TOP instead of LIMIT, the row-value comparison spelled
+    out, the trigger's FOR JSON image as a correlated subquery, the watermark row."""
+    from agent.sources.trigger import Names, TableInfo
+    from agent.sources.trigger.mssql import DIALECT as ms
+    from tests.test_trigger_source import MS_COLUMNS, _balanced
+    names = Names("mssql", "dbo", "cdc_changelog")
+    info = TableInfo("dbo.order_lines", MS_COLUMNS, ("order_id", "line_no"))
+    image, texts = ms.snapshot_image("r", info)
+    assert texts is None and image.startswith("(SELECT r.[order_id] AS [order_id]") and image.endswith(
+        "FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)")
+    sql = ms.chunk_sql("[dbo].[order_lines]", "r", "r.[order_id], r.[line_no], " + image,
+                       ["r.[order_id]", "r.[line_no]"], [ms.key_literal(7), ms.key_literal("it's")], "qty > 1", 500)
+    assert sql.startswith("SELECT TOP (500) r.[order_id], r.[line_no], (SELECT ")
+    assert ("WHERE ((r.[order_id] > 7) OR (r.[order_id] = 7 AND r.[line_no] > N'it''s')) AND (qty > 1) "
+            "ORDER BY r.[order_id], r.[line_no]") in sql
+    assert _balanced(sql)
+    assert ms.watermark_sql(names) == ("INSERT INTO [dbo].[cdc_changelog] (txid, tbl, op, created) "
+                                       "VALUES (CURRENT_TRANSACTION_ID(), :mark, 'W', SYSUTCDATETIME())")
