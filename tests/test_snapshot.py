@@ -218,7 +218,8 @@ def test_restart_after_the_slot_was_dropped(pg_db, tmp_path):
     Without "when_needed" it stops with the reason (and creates no slot); with it, a snapshot, then streaming."""
     pg_db.execute("CREATE TABLE items (id int PRIMARY KEY, v int NOT NULL, pad text)")
     pg_db.execute("INSERT INTO items SELECT g, 0, 'row ' || g FROM generate_series(1, 200) g")
-    cfg = write_config(tmp_path, pg_db.dsn, ["public.items"], snapshot="initial", extra_source='snapshot_chunk_rows = 50')
+    cfg = write_config(tmp_path, pg_db.dsn, ["public.items"], snapshot="initial",
+                       extra_source='snapshot_chunk_rows = 50')
     assert cli("setup", "-c", str(cfg)).returncode == 0
     out = tmp_path / "out" / "events.jsonl"
     with AgentProcess(cfg, tmp_path / "agent.log") as agent:

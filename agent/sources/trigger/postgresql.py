@@ -267,8 +267,9 @@ class PostgresqlDialect(Dialect):
         texts = [c.name for c in info.columns if c.text_form]
         text_sql = None
         if texts:
-            text_sql = ("pg_catalog.json_object(ARRAY[" + ", ".join(self.literal(c) for c in texts) + "]::text[], ARRAY["
-                        + ", ".join(f"{alias}.{self.quote(c)}::text" for c in texts) + "]::text[])::text")
+            names = ", ".join(self.literal(c) for c in texts)
+            values = ", ".join(f"{alias}.{self.quote(c)}::text" for c in texts)
+            text_sql = f"pg_catalog.json_object(ARRAY[{names}]::text[], ARRAY[{values}]::text[])::text"
         return f"pg_catalog.to_json({alias}.*)::text", text_sql
 
     def snapshot_key(self, ref: str, col: Column) -> str:
