@@ -208,7 +208,11 @@ class TriggerSource(ConfiguredCapture):
 
     def snapshot_reader(self):
         from .snapshot import TriggerSnapshotReader
-        return TriggerSnapshotReader(self.cfg)
+        return TriggerSnapshotReader(self.cfg, wrote=self._poll_now)
+
+    def _poll_now(self) -> None:
+        """A watermark was just written: read the changelog at once, not a poll interval later."""
+        self._next_poll = 0.0
 
     def row_change(self, row: ChangelogRow) -> RowChange:
         """One changelog row in the contract's value forms (the snapshot converts its chunk rows with it)."""

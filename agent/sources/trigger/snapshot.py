@@ -21,6 +21,7 @@ settings), converted by a TriggerSource's converters: a read row equals a captur
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ...errors import SourceError, SourceUnavailable
@@ -46,7 +47,8 @@ def watermark_version(dialect: str) -> int:
 class TriggerSnapshotReader:
     read_after_low = True          # read a chunk only once the stream has passed its LOW (module docstring)
 
-    def __init__(self, cfg: Config):
+    def __init__(self, cfg: Config, wrote: Callable[[], None] | None = None):
+        self._wrote = wrote                     # tells the source a watermark is there to read
         cap = ConfiguredCapture(cfg)
         self.file, self.names, self.sql, self.dialect = cap.file, cap.names, cap.sql, cap.dialect
         self.db = Db(cap.target, "source database (snapshot)")
@@ -87,6 +89,8 @@ class TriggerSnapshotReader:
             self.db.execute(self.sql.watermark_sql(self.names), {"mark": f"{WATERMARK_PREFIX}:{name}:{kind}"})
         except Exception as e:
             raise self._error(e, "cannot write a snapshot watermark into the changelog") from None
+        if self._wrote is not None:
+            self._wrote()
 
     def _info(self, table: str) -> TableInfo:
         try:
