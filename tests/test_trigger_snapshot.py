@@ -229,6 +229,11 @@ def test_initial_snapshot_with_writers_and_kills(backend, tmp_path):
         for n in (300, 900, 1500):
             wait_for(lambda n=n: sum(e["data"]["op"] == "read" for e in read_events(out)) >= n, 90,
                      what=f"{n} read events")
+            if kills == 0:
+                # progress while it runs (`cdc-agent status`, the spool's view)
+                st = json.loads(cli("status", "-c", str(cfg), "--json").stdout)["source"]["snapshot"]
+                assert st["state"] == "running" and st["id"].startswith("initial-"), st
+                assert st["tables"][be.table("items")]["rows_done"] >= CHUNK, st
             agent.kill()
             kills += 1
             agent.start()
