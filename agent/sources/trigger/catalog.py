@@ -81,8 +81,8 @@ class Names:
     def common(self, seed: int | None = None) -> dict[str, str]:
         d = {"schema": self.schema, "cl": self.cl, "qcl": self.qcl, "qversion": self.qversion,
              "cl_lit": self.sql.literal(self.cl), "origin": self.sql.quote(self.origin_table),
-             "qorigin": self.q(self.schema, self.origin_table), "qfn": self.q(self.schema, self.fn),
-             "qwm": self.qwm}
+             "qorigin": self.q(self.schema, self.origin_table), "qfn": self.q(self.schema, self.fn)}
+        d["qwm"] = self.qwm
         if seed is not None:
             d["seed"] = str(seed)
         return d
