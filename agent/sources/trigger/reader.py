@@ -13,13 +13,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from collections.abc import Callable
 
-from ...changes import Commit, Item, RowChange, SourceBatch, SourceStatus, Watermark
+from ...changes import Commit, Item, RowChange, SourceBatch, SourceStatus
 from ...errors import SourceError, SourceFatal, SourceUnavailable
 from .catalog import ConfiguredCapture, installed_version, load_table
 from .changelog import ChangelogRow
 from .db import MISSING_RE, Db, friendly
 from .dialect import TableInfo, dialect_named
 from ...rawjson import raw_json
+from ...changes import Watermark
 from .values import RawNum, created_epoch, finish, loads, ts_text
 
 if TYPE_CHECKING:
