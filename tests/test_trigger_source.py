@@ -741,6 +741,7 @@ dsn = "{be.dsn}"
 tables = ["public.items"]
 poll_interval_seconds = 0.05
 batch_size = 2000
+snapshot = "never"
 [[targets]]
 name = "f"
 kind = "file"
@@ -878,7 +879,7 @@ def test_mssql_ddl_is_generated_and_well_formed():
     stmts = []
     for _ver, _name, tmpl in trg.migrations("mssql"):
         stmts += trg.render(tmpl, names.common(seed=1795000000000000))
-    assert [ver for ver, _, _ in trg.migrations("mssql")] == [1, 2]
+    assert [ver for ver, _, _ in trg.migrations("mssql")] == [1, 2, 3]
     assert "id      bigint IDENTITY(1795000000000000, 1) NOT NULL PRIMARY KEY" in stmts[1]
     assert stmts[-1] == "ALTER TABLE [dbo].[cdc_changelog] ADD origin nvarchar(200) NULL"
     assert all(_balanced(s) for s in stmts)

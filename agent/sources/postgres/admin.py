@@ -34,6 +34,21 @@ class PostgresAdmin:
 
     # -- what exists
 
+    def position_lost(self, checkpoint: str) -> str | None:
+        """At start, before `run` creates what is missing: a checkpoint read from a slot that no longer
+        exists means the changes since then are gone from the log (creating the slot again would hide it)."""
+        conn = self._connect()
+        try:
+            if conn.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (self.slot,)).fetchone():
+                return None
+        except psycopg.Error as e:
+            raise translate(e, "cannot look for the replication slot") from None
+        finally:
+            conn.close()
+        return (f'replication slot "{self.slot}" does not exist, and the spool\'s checkpoint {checkpoint} was read '
+                f'from it: changes since then are gone from the log; run `cdc-agent setup -c {self.cfg.path}` to '
+                f'capture from now on, or set source.snapshot = "when_needed" to snapshot again')
+
     def _state(self, conn) -> dict:
         slot = conn.execute("SELECT plugin, database, active_pid FROM pg_replication_slots WHERE slot_name = %s",
                             (self.slot,)).fetchone()
