@@ -280,12 +280,14 @@ def test_insert_update_delete_arrive_in_contract_form(backend, tmp_path):
     backend.write(*session, INSERT[d])
     backend.write(*session, "UPDATE customers SET price_tier = 'gold', discount_pct = 12.5 WHERE customer_id = 42")
     backend.write("UPDATE customers SET name = 'by the agent' WHERE customer_id = 42", origin="cdc-agent/t")
+    # no echo: another agent's `sql` target wrote this (two-way sync); only cdc-agent/ markers are skipped
+    backend.write("UPDATE customers SET name = 'by the crm agent' WHERE customer_id = 42", origin="cdc-agent/crm")
     backend.write("UPDATE customers SET name = 'Ann' WHERE customer_id = 42", origin="crm-sync")
     backend.write("DELETE FROM customers WHERE customer_id = 42")
     src = started(cfg)
     try:
         changes = drain(src)
-        assert src.skipped_own == 1
+        assert src.skipped_own == 2 and src.status().skipped_echo == 2
     finally:
         src.close()
     want = EXPECTED[d]
