@@ -36,7 +36,7 @@ import uuid
 from ... import binlog, myvalues
 from ...changes import Begin, Commit, Item, Keepalive, RowChange, SourceStatus
 from ...config import Config
-from ...echo import LOG_EVENT_SKIP_REPLICATION_F
+from ...twoway import LOG_EVENT_SKIP_REPLICATION_F
 from ...errors import SourceError, SourceFatal, SourceUnavailable
 from ...secrets import redact
 from ..mysqlwire import AuthError, Connection, ServerError, WireError
@@ -312,7 +312,7 @@ class MysqlSource:
                 if isinstance(ev, binlog.Rows):          # the ROWS_OP event types
                     if ev.rows:
                         if ev.flags & LOG_EVENT_SKIP_REPLICATION_F:
-                            # a `sql` target's write (skip_replication = 1, agent/echo.py): no echo; the
+                            # a `sql` target's write (skip_replication = 1, agent/twoway.py): no echo; the
                             # transaction's GTID and XID still go through, so the checkpoint moves past it
                             self._skipped_echo += len(ev.rows)
                         elif self._xa is None:

@@ -39,7 +39,7 @@ from psycopg import errors as pgerr
 from psycopg import pq
 
 from ... import pgoutput as po
-from ...echo import is_echo
+from ...twoway import is_echo
 from ... import pgvalues
 from ...changes import Begin, Commit, Item, Keepalive, RowChange, SourceStatus, Watermark
 from ...snapshot import WATERMARK_PREFIX
@@ -347,7 +347,7 @@ class PostgresSource:
                     elif m.prefix == WATERMARK_PREFIX and not self._skipping:
                         append(self._watermark(m))
                 elif k == "O":
-                    # a `sql` target's write (agent/echo.py): its Begin is out already, so the transaction
+                    # a `sql` target's write (agent/twoway.py): its Begin is out already, so the transaction
                     # still ends in a Commit (an empty one: the checkpoint moves, the slot is confirmed past it)
                     self._echo = is_echo(m.name)
                 # 'Y' Type: nothing to do (types come from the catalog)

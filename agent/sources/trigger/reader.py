@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from collections.abc import Callable
 
 from ...changes import Commit, Item, RowChange, SourceBatch, SourceStatus
-from ...echo import is_echo, origin_name
+from ...twoway import is_echo, origin_name
 from ...errors import SourceError, SourceFatal, SourceUnavailable
 from .catalog import ConfiguredCapture, installed_version, load_table
 from .changelog import ChangelogRow

@@ -1,5 +1,5 @@
-"""No echo (CONTRACT §4): what a cdc-agent `sql` target writes into a database carries a marker, and every
-source skips the changes that carry one, so two-way sync does not loop.
+"""Two-way sync, the source side. No echo (CONTRACT §4): what a cdc-agent `sql` target writes into a database
+carries a marker, and every source skips the changes that carry one, so two-way sync does not loop.
 
 The marker is the text `cdc-agent/<name of the writing agent>`: the PostgreSQL replication origin of the
 writing session (pgoutput's Origin message), the trigger changelog's `origin` column (the session variable or
@@ -22,3 +22,14 @@ def origin_name(agent: str) -> str:
 def is_echo(origin: str | None) -> bool:
     """True for a change a cdc-agent wrote: the sources skip it."""
     return origin is not None and origin.startswith(ORIGIN_PREFIX)
+
+
+def owned_tables(cfg) -> dict[str, list[str]]:
+    """Source table -> the `sql` targets whose `owns` names it (two-way sync). Their conflict detection compares
+    the replica's values with the change's `before`, so those tables need a whole old row image in the log
+    (PostgreSQL: REPLICA IDENTITY FULL; `cdc-agent check` says so)."""
+    out: dict[str, list[str]] = {}
+    for t in cfg.targets:
+        for table in (getattr(t.options, "owns", None) or {}) if t.kind == "sql" else ():
+            out.setdefault(table, []).append(t.name)
+    return out
