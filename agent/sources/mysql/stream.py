@@ -23,6 +23,10 @@ in memory, bounded by MAX_PREPARED_XA_CHANGES, and emitted at XA COMMIT with the
 group; a rollback drops them. While one is unresolved, checkpoints stay before its XA PREPARE, so a restart
 reads it again (what follows is read again with the same positions and the spool drops the copies).
 
+No echo (docs/two-way-sync.md): rows events with the header flag LOG_EVENT_SKIP_REPLICATION_F were written by
+a session with skip_replication = 1, as a cdc-agent `sql` target writes into MariaDB: counted (skipped_echo),
+not emitted; their transaction's boundaries still move the checkpoint. MySQL has no such flag.
+
 No silent reconnects: a lost connection raises SourceUnavailable and the pipeline calls start() again
 with the spool's checkpoint. A position the server no longer has (binlogs purged) raises SourceFatal.
 """

@@ -23,6 +23,10 @@ The slot is confirmed (standby status update, flush = checkpoint) only when the 
 holds everything up to it. When idle with everything confirmed, the keepalive's WAL position is confirmed
 too, so the slot advances over WAL that holds nothing for it. While capture is paused (backpressure),
 `keepalive` sends standby status updates so that wal_sender_timeout does not end the connection.
+
+No echo (docs/two-way-sync.md): a transaction whose pgoutput Origin message (sent after Begin) names an origin
+starting with `cdc-agent/` was written by a cdc-agent `sql` target; its changes are counted (skipped_echo) and
+dropped, its Begin/Commit still go out, so its commit is a checkpoint and the slot is confirmed past it.
 """
 
 from __future__ import annotations
