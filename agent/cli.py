@@ -79,6 +79,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="deploy: start the connector at the (stopped) agent's checkpoint, via the offsets API")
     from .snapshot_cli import add_parser as add_snapshot_parser
     add_snapshot_parser(cmd)
+    from .conflicts import add_parser as add_conflicts_parser
+    add_conflicts_parser(cmd)
     sub.add_parser("demo", help="run the embedded SQLite demo: sample ERP, workload, events printed "
                                 "(cdc-agent demo --help for its options)")
     return p
@@ -351,7 +353,13 @@ def _connect(cfg, args) -> int:
 
 _COMMANDS = {"check": _check, "setup": _setup, "run": _run, "status": _status, "teardown": _teardown, "dlq": _dlq,
              "replay": _replay, "targets": _targets, "catalog": _catalog, "reconcile": _reconcile,
-             "connect": _connect, "snapshot": lambda cfg, args: _snapshot(cfg, args)}
+             "connect": _connect, "snapshot": lambda cfg, args: _snapshot(cfg, args),
+             "conflicts": lambda cfg, args: _conflicts(cfg, args)}
+
+
+def _conflicts(cfg, args) -> int:
+    from .conflicts import run
+    return run(cfg, args)
 
 
 def _snapshot(cfg, args) -> int:

@@ -376,7 +376,7 @@ def _target(file: str, i: int, raw: Any, base: Path) -> TargetSettings:
         spec = adapters.target_kind(kind)
     except LookupError as e:
         raise ConfigError(file, f"{path}.kind", str(e.args[0])) from None
-    own = {f.name for f in dataclasses.fields(spec.options)}
+    own = {f.name for f in dataclasses.fields(spec.options) if not f.metadata.get("internal")}
     if own & _TARGET_COMMON:
         raise TypeError(f"adapters/{kind}.py redeclares common target settings {sorted(own & _TARGET_COMMON)}")
     r = _Reader(file, path, raw, _TARGET_COMMON | own)

@@ -64,13 +64,14 @@ def reconcile_table(cfg, settings, source_table: str, *, repair: bool = False, c
     from adapters._sqladmin import source_engine, source_table_name
     from adapters._sqlreplica import Replica, key_range, split_name
     from adapters._sqlvalues import comparer_for
-    from adapters.sql import make_engine
+    from adapters.sql import make_engine, marking_for
 
     opts = settings.options
     started = time.monotonic()
     own_src, own_rep = src_engine is None, rep_engine is None
     src_engine = src_engine or source_engine(cfg)
-    rep_engine = rep_engine or make_engine(opts.url)
+    marking = marking_for(opts, "repair") if repair else None      # repairs are marked like the target's writes
+    rep_engine = rep_engine or make_engine(opts.url, marking)
     try:
         dst = opts.tables[source_table]
         res = TableResult(source_table, dst)
@@ -153,7 +154,10 @@ def reconcile_table(cfg, settings, source_table: str, *, repair: bool = False, c
                 row = replica.row(plan, source_row(raw), set())
                 changes.append((plan, "u", tuple(row[k] for k in plan.key), row))
             with rep_engine.begin() as conn:
+                marked = marking is not None and marking.begin(conn)
                 replica.apply_in(conn, changes)
+                if marked and marking is not None:
+                    marking.end(conn)
             res.repaired = True
         res.seconds = round(time.monotonic() - started, 3)
         return res

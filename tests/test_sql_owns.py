@@ -1,0 +1,378 @@
+"""Two-way sync on the `sql` target (issue 16): `owns` writes only the owned columns and the key, `deletes`,
+conflicts detected against `before` and recorded exactly once, and the writes marked so that capture on the
+target database skips them (PostgreSQL replication origin seen by pgoutput, MariaDB binlog skip flag, SQLite
+trigger changelog origin). Real PostgreSQL, MariaDB and SQLite targets; the target is driven directly with
+CloudEvents in the contract's form (the end-to-end runs through `cdc-agent run` are below)."""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import orjson
+import pytest
+
+from adapters._sqlmark import PREFIX
+from adapters.sql import SqlTarget
+from agent import conflicts as conflict_store
+from agent import config as config_mod
+from agent.errors import TargetUnavailable
+from agent.interfaces import SpooledEvent
+from agent.spool import Spool
+from tests.test_pg_pipeline import cli
+
+AGENT = "erp-two"
+MARK = f"cdc-agent/{AGENT}"
+
+CONTACTS = {
+    "pg": """CREATE TABLE contacts (customer_id int PRIMARY KEY, name text, price_tier varchar(20),
+             discount numeric(5,2), changed_at timestamptz, limits jsonb, email text DEFAULT 'crm@example.org')""",
+    "maria": """CREATE TABLE contacts (customer_id int PRIMARY KEY, name text, price_tier varchar(20),
+                discount decimal(5,2), changed_at datetime(6), limits json, email varchar(100) DEFAULT
+                'crm@example.org')""",
+    "lite": """CREATE TABLE contacts (customer_id integer PRIMARY KEY, name text, price_tier varchar(20),
+               discount numeric(5,2), changed_at datetime, limits json, email text DEFAULT 'crm@example.org')""",
+}
+
+
+def config(tmp_path: Path, url: str, extra: str = "", source_tables=("public.customers",)) -> Path:
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text(f"""
+[agent]
+name = "{AGENT}"
+state_dir = "state"
+
+[source]
+kind = "postgres"
+dsn = "postgresql://cdc@127.0.0.1:1/erp"
+tables = {json.dumps(list(source_tables))}
+
+[[targets]]
+name = "crm"
+kind = "sql"
+url = "{url}"
+tables = {{ "public.customers" = "contacts" }}
+columns = {{ "public.customers.discount_pct" = "discount" }}
+owns = {{ "public.customers" = ["price_tier", "discount_pct", "changed_at", "limits"] }}
+{extra}
+
+[health]
+listen = "off"
+""")
+    return cfg
+
+
+class Events:
+    """CloudEvents of public.customers in the contract's form, with increasing positions."""
+
+    def __init__(self):
+        self.seq = 0
+
+    def make(self, op: str, after: dict | None, before: dict | None = None, changed=None) -> SpooledEvent:
+        self.seq += 1
+        row = after or before
+        assert row is not None
+        key = {"customer_id": row["customer_id"]}
+        body = {"specversion": "1.0", "id": f"ev{self.seq:06d}", "source": "cdc-agent://erp/public.customers",
+                "type": "row.public.customers", "subject": str(key["customer_id"]),
+                "data": {"op": op, "key": key, "before": before, "after": after, "changed": changed}}
+        return SpooledEvent(self.seq, body["id"], body["type"], body["subject"], orjson.dumps(body), time.time(),
+                            f"{self.seq:016X}")
+
+
+FULL = {"customer_id": 1, "name": "Acme", "price_tier": "silver", "discount_pct": "5.00",
+        "changed_at": "2026-11-23T10:15:02.123456Z", "limits": {"b": [1, 2.5], "a": "x"}, "street": "Main St 1"}
+
+
+class Db:
+    """The target database, the same few statements for the three kinds."""
+
+    def __init__(self, kind: str, handle):
+        self.kind, self.h = kind, handle
+
+    def run(self, sql: str) -> list[tuple]:
+        if self.kind == "lite":
+            with sqlite3.connect(self.h) as c:
+                return [tuple(r) for r in c.execute(sql)]
+        return [tuple(r) for r in self.h.execute(sql)]
+
+
+@pytest.fixture(params=["pg", "maria", "lite"])
+def target_db(request, tmp_path):
+    kind = request.param
+    if kind == "pg":
+        pg = request.getfixturevalue("pg_cluster").create_database()
+        db = Db(kind, pg)
+        url = pg.dsn.replace("postgresql://", "postgresql+psycopg://")
+    elif kind == "maria":
+        maria = request.getfixturevalue("mariadb_db")
+        db, url = Db(kind, maria), maria.sqlalchemy_url
+    else:
+        path = tmp_path / "crm.db"
+        db, url = Db(kind, str(path)), f"sqlite:///{path}"
+    db.run(CONTACTS[kind])
+    return db, url
+
+
+def open_target(cfg: Path) -> SqlTarget:
+    conf = config_mod.load(str(cfg))
+    Spool(conf.agent.state_dir).close()            # the agent's state exists (the pipeline creates it)
+    t = SqlTarget(conf.targets[0])
+    t.open()
+    return t
+
+
+def stored_conflicts(tmp_path: Path) -> list[dict]:
+    s = Spool(tmp_path / "state", readonly=True)
+    try:
+        return conflict_store.listing(s)
+    finally:
+        s.close()
+
+
+def test_owned_columns_only_conflicts_recorded_once(target_db, tmp_path):
+    db, url = target_db
+    cfg = config(tmp_path, url)
+    target = open_target(cfg)
+    ev = Events()
+    try:
+        # an insert creates the row with the key and the owned columns; the others get their defaults
+        target.send([ev.make("insert", FULL)])
+        name, tier, discount, email = db.run("SELECT name, price_tier, discount, email FROM contacts")[0]
+        assert (name, tier, Decimal(str(discount)), email) == (None, "silver", Decimal("5.00"), "crm@example.org")
+
+        # the CRM edits its own column (name) and, wrongly, one the ERP owns (price_tier)
+        db.run("UPDATE contacts SET name = 'Acme CRM', price_tier = 'platinum' WHERE customer_id = 1")
+        # the ERP changes price_tier and discount, and also name and street, which it does not own
+        after = {**FULL, "name": "ACME Ltd", "street": "Side St 2", "price_tier": "gold", "discount_pct": "12.50"}
+        result = target.send([ev.make("update", after, FULL, ["name", "price_tier", "discount_pct", "street"])])
+        assert not result.rejected
+        name, tier, discount = db.run("SELECT name, price_tier, discount FROM contacts")[0]
+        assert (name, tier, Decimal(str(discount))) == ("Acme CRM", "gold", Decimal("12.50"))   # ERP wins its own
+        found = stored_conflicts(tmp_path)
+        assert [(c["table"], c["key"], c["column"], c["overwritten"], c["applied"], c["event_id"]) for c in found] \
+            == [("public.customers", "1", "price_tier", "platinum", "gold", "ev000002")]
+        # nothing is left in the target database's journal once copied
+        assert db.run("SELECT count(*) FROM cdc_agent_conflicts") == [(0,)]
+
+        # values equal in the target's value space are no conflict: 12.50 vs DECIMAL 12.5, a timestamp and
+        # its UTC DATETIME, JSON with its keys in another order
+        same = {**after, "limits": {"a": "x", "b": [1, 2.5]}}
+        later = {**same, "price_tier": "bronze", "changed_at": "2026-11-24T08:00:00Z"}
+        target.send([ev.make("update", later, same, ["price_tier", "changed_at"])])
+        assert db.run("SELECT price_tier FROM contacts") == [("bronze",)]
+        assert len(stored_conflicts(tmp_path)) == 1
+
+        # a change of unowned columns only writes nothing (and so gives capture there nothing to skip)
+        target.send([ev.make("update", {**later, "street": "Third St"}, later, ["street"])])
+        s = Spool(tmp_path / "state", readonly=True)
+        assert conflict_store.unowned_counts(s) == {"crm": {("public.customers", "name"): 1,
+                                                            ("public.customers", "street"): 2}}
+        s.close()
+
+        # an insert of a row that exists at the target (no before): owned columns upserted, no conflict
+        db.run("UPDATE contacts SET discount = 99 WHERE customer_id = 1")
+        target.send([ev.make("read", later)])
+        assert Decimal(str(db.run("SELECT discount FROM contacts")[0][0])) == Decimal("12.50")
+        assert len(stored_conflicts(tmp_path)) == 1
+
+        # a delete at the source does not delete the CRM's contact (default with owns)
+        target.send([ev.make("delete", None, later)])
+        assert db.run("SELECT count(*) FROM contacts") == [(1,)]
+    finally:
+        target.close()
+
+    out = cli("conflicts", "-c", str(cfg))
+    assert out.returncode == 0, out.stderr
+    assert "public.customers key 1  price_tier: \"platinum\" (set at the target) overwritten by \"gold\"" in out.stdout
+    out = cli("conflicts", "-c", str(cfg), "--json", "--target", "crm")
+    assert [json.loads(x)["applied"] for x in out.stdout.splitlines()] == ["gold"]
+    assert cli("conflicts", "-c", str(cfg), "--target", "nope").returncode == 2
+
+
+def test_deletes_apply_and_several_changes_in_one_batch(target_db, tmp_path):
+    db, url = target_db
+    target = open_target(config(tmp_path, url, 'deletes = "apply"'))
+    ev = Events()
+    try:
+        rows = [{**FULL, "customer_id": i} for i in (1, 2, 3)]
+        target.send([ev.make("insert", r) for r in rows])
+        db.run("UPDATE contacts SET discount = 1.5 WHERE customer_id = 2")
+        # one batch: row 2 changed twice at the source (the target's edit is compared with the first before),
+        # row 3 deleted
+        r2a = {**rows[1], "discount_pct": "6.00"}
+        r2b = {**r2a, "discount_pct": "7.00"}
+        target.send([ev.make("update", r2a, rows[1], ["discount_pct"]), ev.make("update", r2b, r2a, ["discount_pct"]),
+                     ev.make("delete", None, rows[2])])
+        assert [(i, Decimal(str(d))) for i, d in db.run("SELECT customer_id, discount FROM contacts ORDER BY 1")] \
+            == [(1, Decimal("5.00")), (2, Decimal("7.00"))]
+        assert [(c["key"], c["column"], Decimal(c["overwritten"]), c["applied"], c["event_id"])
+                for c in stored_conflicts(tmp_path)] == [("2", "discount", Decimal("1.5"), "7.00", "ev000004")]
+    finally:
+        target.close()
+
+
+def test_bad_owns_configs(tmp_path, pg_cluster):
+    pg = pg_cluster.create_database()
+    pg.execute(CONTACTS["pg"])
+    url = pg.dsn.replace("postgresql://", "postgresql+psycopg://")
+    cfg = config(tmp_path, url, 'deletes = "sometimes"')
+    out = cli("check", "-c", str(cfg))
+    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+    assert "targets[0].deletes: must be one of apply, ignore" in out.stderr
+    cfg.write_text(cfg.read_text().replace('deletes = "sometimes"', 'owns = { "public.orders" = ["status"] }')
+                   .replace('owns = { "public.customers"', 'xowns = { "public.customers"').replace("xowns", "#"))
+    out = cli("check", "-c", str(cfg))
+    assert out.returncode == 2 and "targets[0].owns.public.orders: is not one of this target's tables" in out.stderr
+    cfg.write_text(config(tmp_path, url).read_text().replace('"limits"]', '"limitz"]'))
+    out = cli("check", "-c", str(cfg))
+    assert out.returncode == 1
+    assert re.search(r"\[FAIL\] target crm: owns public.customers +replica table contacts has no column limitz\n"
+                     r" +fix: fix owns, or add the column", out.stdout), out.stdout
+    # the running target says the same (retried, the reason in health), instead of writing other columns
+    conf = config_mod.load(str(cfg))
+    with pytest.raises(TargetUnavailable, match="owns.public.customers: replica table contacts has no column limitz"):
+        SqlTarget(conf.targets[0]).open()
+
+
+def test_postgres_marking_needs_the_origin_privilege(pg_cluster, tmp_path):
+    pg = pg_cluster.create_database()
+    pg.execute(CONTACTS["pg"])
+    user = f"crm_{pg.name}"[:60]
+    pg.execute(f"CREATE ROLE {user} LOGIN")
+    pg.execute(f"GRANT ALL ON SCHEMA public TO {user}; GRANT ALL ON contacts TO {user}")
+    url = pg_cluster.dsn(pg.name, user=user).replace("postgresql://", "postgresql+psycopg://")
+    cfg = config(tmp_path, url)
+    out = cli("check", "-c", str(cfg))
+    assert re.search(rf"\[FAIL\] target crm: no-echo mark +{user} may not use replication origins .*\n +fix: GRANT "
+                     rf"EXECUTE ON FUNCTION pg_replication_origin_oid\(text\), pg_replication_origin_create\(text\), "
+                     rf"pg_replication_origin_session_setup\(text\) TO {user}", out.stdout), out.stdout
+    conf = config_mod.load(str(cfg))
+    with pytest.raises(TargetUnavailable, match="cannot mark this target's writes with a replication origin"):
+        SqlTarget(conf.targets[0]).open()
+    pg.execute(f"GRANT EXECUTE ON FUNCTION pg_replication_origin_oid(text), pg_replication_origin_create(text), "
+               f"pg_replication_origin_session_setup(text) TO {user}")
+    out = cli("check", "-c", str(cfg))
+    assert re.search(r"\[ok  \] target crm: no-echo mark +replication origin cdc-agent/erp-two", out.stdout), out.stdout
+    target = open_target(cfg)
+    try:
+        target.send([Events().make("insert", FULL)])
+    finally:
+        target.close()
+    assert pg.execute("SELECT price_tier FROM contacts") == [("silver",)]
+
+
+# ---------------------------------------------------------------- the marks
+
+
+def test_postgres_writes_carry_a_replication_origin(pg_cluster, tmp_path):
+    pg = pg_cluster.create_database()
+    pg.execute(CONTACTS["pg"])
+    pg.execute("CREATE PUBLICATION everything FOR ALL TABLES")
+    slot = f"peek_{pg.name}"[:60]
+    pg.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (slot,))
+    target = open_target(config(tmp_path, pg.dsn.replace("postgresql://", "postgresql+psycopg://")))
+    ev = Events()
+    try:
+        target.send([ev.make("insert", FULL)])
+        pg.execute("INSERT INTO contacts (customer_id, name) VALUES (2, 'typed in the CRM')")
+        target.send([ev.make("update", {**FULL, "price_tier": "gold"}, FULL, ["price_tier"])])
+        # pgoutput: 'B'egin, 'O'rigin (Int64 lsn, name), 'R'elation, 'I'nsert/'U'pdate, 'C'ommit per transaction
+        msgs = pg.execute("SELECT data FROM pg_logical_slot_get_binary_changes(%s, NULL, NULL, 'proto_version', "
+                          "'1', 'publication_names', 'everything')", (slot,))
+        txns: list[list[bytes]] = []
+        for (data,) in msgs:
+            data = bytes(data)
+            if data[:1] == b"B":
+                txns.append([])
+            txns[-1].append(data)
+        marks = []
+        for t in txns:
+            kinds = [m[:1] for m in t]
+            origin = [m[9:-1].decode() for m in t if m[:1] == b"O"]
+            writes = [k for k in kinds if k in (b"I", b"U", b"D")]
+            if writes:
+                marks.append((origin[0] if origin else None, writes))
+        # our two batches are marked (the insert, and the update), the CRM's own insert is not
+        assert marks == [(MARK, [b"I"]), (None, [b"I"]), (MARK, [b"U"])], marks
+        # trigger capture on this database reads cdc.origin: the target's session carries it
+        with target.engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT current_setting('cdc.origin', true)").scalar() == MARK
+    finally:
+        target.close()
+        pg.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+
+
+def test_mariadb_writes_carry_the_skip_replication_flag(mariadb_db, tmp_path):
+    from agent import binlog
+    mariadb_db.execute(CONTACTS["maria"])
+    server = mariadb_db.server
+    server.execute("FLUSH BINARY LOGS")
+    (log_name, *_), = server.execute("SHOW MASTER STATUS")
+    target = open_target(config(tmp_path, mariadb_db.sqlalchemy_url))
+    ev = Events()
+    try:
+        target.send([ev.make("insert", FULL)])
+        mariadb_db.execute("INSERT INTO contacts (customer_id, name) VALUES (2, 'typed in the CRM')")
+        target.send([ev.make("update", {**FULL, "price_tier": "gold"}, FULL, ["price_tier"])])
+        with target.engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT @cdc_origin, @@skip_replication").one() == (MARK, 1)
+    finally:
+        target.close()
+    data = (server.data / log_name).read_bytes()
+    parser = binlog.BinlogParser()
+    rows = []
+    for raw in binlog.split_binlog_file(data):
+        e = parser.parse(raw)
+        if isinstance(e, binlog.Rows) and e.table_map is not None and e.table_map.table == "contacts":
+            first = e.rows[0]
+            ident = (first[1] if e.op == "update" else first)["customer_id"]
+            rows.append((e.op, ident, bool(e.flags & 0x8000)))      # LOG_EVENT_SKIP_REPLICATION_F
+    assert rows == [("insert", 1, True), ("insert", 2, False), ("update", 1, True)], rows
+
+
+def test_sqlite_writes_mark_the_trigger_changelog(tmp_path):
+    crm = tmp_path / "crm.db"
+    with sqlite3.connect(crm) as c:
+        c.execute(CONTACTS["lite"])
+    # trigger capture installed on the CRM database by its own agent
+    capture = tmp_path / "crm-agent"
+    capture.mkdir()
+    (capture / "agent.toml").write_text(f"""
+[agent]
+name = "crm-east"
+state_dir = "state"
+[source]
+kind = "trigger"
+dsn = "sqlite:///{crm}"
+tables = ["main.contacts"]
+[[targets]]
+name = "f"
+kind = "file"
+path = "{tmp_path}/out.jsonl"
+[health]
+listen = "off"
+""")
+    out = cli("setup", "-c", str(capture / "agent.toml"))
+    assert out.returncode == 0, out.stdout + out.stderr
+    work = tmp_path / "erp-agent"
+    work.mkdir()
+    target = open_target(config(work, f"sqlite:///{crm}"))
+    ev = Events()
+    try:
+        target.send([ev.make("insert", FULL)])
+        with sqlite3.connect(crm) as c:
+            c.execute("INSERT INTO contacts (customer_id, name) VALUES (2, 'typed in the CRM')")
+        target.send([ev.make("update", {**FULL, "price_tier": "gold"}, FULL, ["price_tier"])])
+    finally:
+        target.close()
+    with sqlite3.connect(crm) as c:
+        got = [tuple(r) for r in c.execute("SELECT op, json_extract(coalesce(after, before), '$.customer_id'), "
+                                           "origin FROM cdc_changelog ORDER BY id")]
+        assert c.execute("SELECT count(*) FROM cdc_changelog_origin").fetchone() == (0,)   # taken out before COMMIT
+    assert got == [("I", 1, MARK), ("I", 2, None), ("U", 1, MARK)], got
+    assert MARK.startswith(PREFIX)
