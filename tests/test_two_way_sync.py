@@ -363,6 +363,8 @@ def conflict_erp_wins(pair: Pair) -> None:
     conflict (both values) is listed and counted."""
     erp, crm = pair.erp, pair.crm
     before = erp.rows()[7][1]
+    unowned = pair.health(crm.name)["targets"]["other"]["unowned_changes"]
+    assert pair.health(erp.name)["targets"]["other"]["conflicts"] == 0
     crm_ids = len(pair.event_ids(crm.name))
     assert crm.execute("UPDATE customers SET price_tier = %s WHERE id = 7", ("crm-edit",)) == 1
     # the CRM agent captures it (its own user's change) but does not write a column it does not own
@@ -377,7 +379,11 @@ def conflict_erp_wins(pair: Pair) -> None:
     assert len(line) == 1 and "erp-final" in line[0] and "price_tier" in line[0], listed.stdout
     h = pair.health(erp.name)
     assert h["targets"]["other"]["conflicts"] == 1, h
-    assert f'cdc_agent_conflicts_total{{agent="{erp.name}",target="other"}} 1.0' in pair.metrics(erp.name)
+    counted = [ln for ln in pair.metrics(erp.name).splitlines() if ln.startswith("cdc_agent_conflicts_total{")]
+    assert len(counted) == 1 and 'target="other"' in counted[0] and 'column="price_tier"' in counted[0] \
+        and counted[0].endswith(" 1.0"), counted
+    # the CRM agent passed over its user's change of a column the CRM does not own, and counted it
+    assert pair.health(crm.name)["targets"]["other"]["unowned_changes"] == unowned + 1
     assert pair.agree() == (True, "")
 
 
@@ -445,7 +451,7 @@ def test_owns_fed_by_a_table_without_full_replica_identity_fails_check_with_the_
     assert r.returncode == 1, r.stdout + r.stderr
     line = [ln for ln in r.stdout.splitlines() if "replica identity public.customers" in ln]
     assert len(line) == 1 and "owns" in line[0] and "other" in line[0], r.stdout
-    assert "ALTER TABLE public.customers REPLICA IDENTITY FULL;" in r.stdout
+    assert 'fix: ALTER TABLE "public"."customers" REPLICA IDENTITY FULL;' in r.stdout, r.stdout
     # the other side, FULL already, passes that line
     r = cli("check", "-c", str(pair.cfg[crm.name]))
     assert "[ok  ] replica identity public.customers" in r.stdout, r.stdout
