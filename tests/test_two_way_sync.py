@@ -246,7 +246,14 @@ class Pair:
         for n, a in self.agents.items():
             wait_for(lambda a=a: a._has_started() or not a.alive(), 30, what=f"agent {n} to start")
             assert a.alive(), a.log()[-3000:]
-            wait_for(lambda n=n: self.health(n), 30, what=f"agent {n}'s health endpoint")
+            # capture must have fixed where it starts before the writers begin: a binlog source without a
+            # checkpoint starts at the server's current position (snapshot = "never"), so a change written
+            # before that would never be captured
+            wait_for(lambda n=n: self._capturing(n), 30, what=f"agent {n}'s source to be connected")
+
+    def _capturing(self, name: str) -> bool:
+        h = self.health(name)
+        return bool(h and h["source"]["connected"] and (h["source"]["kind"] != "mysql" or h["source"]["checkpoint"]))
 
     def health(self, name: str) -> dict | None:
         try:
