@@ -30,7 +30,8 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-from sqlalchemy import Column, Float, MetaData, String, Table, Text, and_, delete, or_, select, tuple_, type_coerce
+from sqlalchemy import (Column, Float, MetaData, String, Table, Text, and_, bindparam, cast, delete, or_, select,
+                        tuple_, type_coerce)
 from sqlalchemy import types as sqltypes
 
 CONFLICTS_TABLE = "cdc_agent_conflicts"
@@ -122,29 +123,41 @@ def _key_of(values) -> tuple:
 def read_current(conn, plan, keys: list[tuple], dialect: str) -> dict[tuple, dict[str, Any]]:
     """The owned columns' current values of the rows with `keys`, locked for this transaction, by comparable
     key. Values come as the driver gives them (no SQLAlchemy result processing: a text DATETIME another
-    program wrote in SQLite must not fail to parse)."""
-    t = plan.table
+    program wrote in SQLite must not fail to parse). One statement per 500 keys, built once per table."""
     owned = sorted(plan.owned)
-    cols = [type_coerce(t.c[k], sqltypes.NullType()).label(f"k{i}") for i, k in enumerate(plan.key)] + \
-           [type_coerce(t.c[c], sqltypes.NullType()).label(f"c{i}") for i, c in enumerate(owned)]
+    stmt = plan.statements.get("current")
+    if stmt is None:
+        stmt = plan.statements["current"] = _current_statement(plan, owned, dialect)
     out: dict[tuple, dict[str, Any]] = {}
     n = len(plan.key)
     for s in range(0, len(keys), 500):
         chunk = keys[s:s + 500]
-        if n == 1:
-            where = t.c[plan.key[0]].in_([k[0] for k in chunk])
-        elif dialect == "mssql":
+        if dialect == "mssql" and n > 1:     # no row-value IN on SQL Server
+            t = plan.table
             where = or_(*(and_(*(t.c[c] == v for c, v in zip(plan.key, k))) for k in chunk))
+            rows = conn.execute(stmt.where(where))
         else:
-            where = tuple_(*(t.c[c] for c in plan.key)).in_(chunk)
-        stmt = select(*cols).where(where)
-        if dialect in ("postgresql", "mysql", "mariadb"):
-            stmt = stmt.with_for_update()
-        elif dialect == "mssql":
-            stmt = stmt.with_hint(t, "WITH (UPDLOCK, HOLDLOCK)", "mssql")
-        for r in conn.execute(stmt):
+            rows = conn.execute(stmt, {"keys": [k[0] for k in chunk] if n == 1 else chunk})
+        for r in rows:
             out[_key_of(r[:n])] = dict(zip(owned, r[n:]))
     return out
+
+
+def _current_statement(plan, owned: list[str], dialect: str):
+    t = plan.table
+    cols = [type_coerce(t.c[k], sqltypes.NullType()).label(f"k{i}") for i, k in enumerate(plan.key)] + \
+           [(cast(t.c[c], Text) if c in plan.text_columns else type_coerce(t.c[c], sqltypes.NullType())).label(f"c{i}")
+            for i, c in enumerate(owned)]
+    stmt = select(*cols)
+    if len(plan.key) == 1:
+        stmt = stmt.where(t.c[plan.key[0]].in_(bindparam("keys", expanding=True)))
+    elif dialect != "mssql":
+        stmt = stmt.where(tuple_(*(t.c[c] for c in plan.key)).in_(bindparam("keys", expanding=True)))
+    if dialect in ("postgresql", "mysql", "mariadb"):
+        stmt = stmt.with_for_update()
+    elif dialect == "mssql":
+        stmt = stmt.with_hint(t, "WITH (UPDLOCK, HOLDLOCK)", "mssql")
+    return stmt
 
 
 def check_rows(conn, dialect: str, items: list[tuple], now: float | None = None) -> tuple[list[Conflict], set]:
@@ -175,8 +188,8 @@ def check_rows(conn, dialect: str, items: list[tuple], now: float | None = None)
                 before = origin.before or {}
                 if col in before and cmp(before[col]) != now_there:
                     is_json = col in plan.json_columns
-                    conflicts.append(Conflict(plan.source, origin.subject, col,
-                                              jsonable(_typed(plan, col, cur[col]), is_json),
+                    seen = now_there if col in plan.text_columns else _typed(plan, col, cur[col])
+                    conflicts.append(Conflict(plan.source, origin.subject, col, jsonable(seen, is_json),
                                               jsonable(row[col], is_json), origin.event_id, now))
             if same:
                 unchanged.add((plan.source, key))

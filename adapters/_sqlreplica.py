@@ -14,7 +14,7 @@ from sqlalchemy import types as sqltypes
 from sqlalchemy import insert as generic_insert
 
 from adapters._sqlowns import Origin, Outcome, check_rows, clear_journal, conflicts_table, read_journal, write_journal
-from adapters._sqlvalues import comparable_json, comparer_for, writer_for
+from adapters._sqlvalues import _pg_text_cast, comparable, comparable_json, comparer_for, writer_for
 from agent.errors import TargetUnavailable
 from agent.secrets import redact
 
@@ -70,6 +70,7 @@ class Plan:
     deletes: str = "apply"
     comparers: dict[str, Any] = field(default_factory=dict)
     json_columns: frozenset[str] = frozenset()
+    text_columns: frozenset[str] = frozenset()  # owned columns read back as text (PostgreSQL interval)
 
 
 class Replica:
@@ -165,7 +166,8 @@ class Replica:
 
     def row(self, plan: Plan, values: dict, skip: set, keyless: bool = False) -> dict:
         names = tuple(values)
-        spec = plan.statements.get(("row", names)) if not skip and not keyless else None
+        kind = "row" if not keyless else "row-keyless"
+        spec = plan.statements.get((kind, names)) if not skip else None
         if spec is None:
             spec = []
             for c in names:
@@ -177,8 +179,8 @@ class Replica:
                     raise TargetUnavailable(f"replica table {plan.table.fullname} has no column {col} (source "
                                             f"{plan.source}); add it or rename it with columns")
                 spec.append(None if c in skip else (col, plan.writers[col]))
-            if not skip and not keyless:
-                plan.statements[("row", names)] = spec
+            if not skip:
+                plan.statements[(kind, names)] = spec
             missing = [k for k in plan.key if k not in {s[0] for s in spec if s is not None}]
             if missing and not keyless:
                 raise ValueError(f"key column {missing[0]} is missing from the row")
@@ -246,7 +248,9 @@ class Replica:
             k = (plan.source, key)
             if plan.owned is not None:
                 origin = change[4] if len(change) > 4 else None
-                first.setdefault(k, origin if kind == "u" else None)
+                # only an update's before can be compared; an insert or read is a plain upsert of the owned values
+                first.setdefault(k, origin if kind == "u" and origin is not None and origin.before is not None
+                                 else None)
                 if origin is not None:
                     for c in origin.unowned:
                         outcome.unowned[(plan.source, c)] += 1
@@ -422,3 +426,12 @@ def _own(plan: Plan, owned_source: tuple[str, ...], types: dict[str, Any], json_
     plan.json_columns = frozenset(c for c in plan.owned if c in json_text or isinstance(types[c], sqltypes.JSON)
                                   or type(types[c]).__name__.upper() in ("JSON", "JSONB"))
     plan.comparers = {c: comparable_json if c in plan.json_columns else comparer_for(types[c]) for c in plan.owned}
+    for c in plan.owned:          # PostgreSQL interval: read back as text, in the contract's ISO 8601 form
+        if type(types[c]).__name__.upper() == "INTERVAL" and plan.writers[c] is _pg_text_cast:
+            plan.text_columns |= {c}
+            plan.comparers[c] = _interval_comparable
+
+
+def _interval_comparable(v: Any) -> Any:
+    from agent.pgvalues import interval_text_to_iso
+    return interval_text_to_iso(v) if isinstance(v, str) else comparable(v)

@@ -172,7 +172,7 @@ class SqlTarget:
             self.replica = replica = Replica(self.engine, self.options, marking=self.marking)
             position = replica.open_position(self.options.offsets_agent, self.name)
             if replica.owns:
-                self._copy_conflicts(Counter())     # what a crash left in the target's cdc_agent_conflicts
+                self._after_commit(Counter())       # what a crash left in the target's cdc_agent_conflicts
             return position
         except Exception as e:
             err = db_error(e)
@@ -184,10 +184,13 @@ class SqlTarget:
         """The conflicts recorded in the target database into the agent's state, then out of the target (a
         crash in between copies them again next time: the state ignores a second copy)."""
         from agent import conflicts
+        from agent.errors import SpoolError
         from agent.spool import Spool
         replica = self.replica
         assert replica is not None
         rows = replica.take_journal(self.options.offsets_agent, self.name)
+        if not self.options.state_dir:
+            raise SpoolError("no state_dir to record conflicts in (a target built without its config)")
         if self.spool is None:
             self.spool = Spool(Path(self.options.state_dir))
         conflicts.record(self.spool, self.name, rows, unowned)

@@ -300,6 +300,10 @@ def _status(cfg, args) -> int:
     for name, t in report["targets"].items():
         print(f"{name:<16} {t['state']:<12} {t['pending']:>9} {t['delivered']:>10} {t['failed']:>7} "
               f"{t['dead_lettered']:>6}  {t['last_error'] or ''}")
+    two_way = {n: t for n, t in report["targets"].items() if "conflicts" in t}
+    if two_way:
+        print("conflicts: " + ", ".join(f"{n} {t['conflicts']} (unowned changes passed over: {t['unowned_changes']})"
+                                        for n, t in two_way.items()) + "; see `cdc-agent conflicts`")
     print(f"dead letters: {report['dead_letters']} ({report['unmapped_dead_letters']} unmappable changes)"
           + ("; see `cdc-agent dlq list`" if report["dead_letters"] else ""))
     return 1 if report["status"] == "failing" else 0

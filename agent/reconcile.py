@@ -83,7 +83,9 @@ def reconcile_table(cfg, settings, source_table: str, *, repair: bool = False, c
         key = [c.name for c in stab.primary_key.columns]
         if not key:
             raise ConfigError(str(cfg.path), None, f"source table {source_table} has no primary key to reconcile by")
-        cols = [c.name for c in stab.columns if renames.get(c.name, c.name) in rtab.c]
+        owned = opts.owns.get(source_table)          # two-way sync: only the key and the owned columns are ours
+        cols = [c.name for c in stab.columns if renames.get(c.name, c.name) in rtab.c
+                and (owned is None or c.name in owned or c.name in key)]
         rcols = [renames.get(c, c) for c in cols]
         rkey = [renames.get(k, k) for k in key]
         comparers = [comparer_for(stab.c[c].type) for c in cols]
@@ -135,6 +137,8 @@ def reconcile_table(cfg, settings, source_table: str, *, repair: bool = False, c
                 c, raw = src_only.pop(k)
                 if rep_only.pop(k)[0] != c:
                     different[k] = raw
+        if opts.deletes_for(source_table) == "ignore":
+            rep_only.clear()        # rows the source deleted (or never had) stay in the target by design
         res.missing, res.extra, res.different = sorted(src_only), sorted(rep_only), sorted(different)
         if repair and res.differences:
             replica = Replica(rep_engine, dataclasses.replace(opts, tables={source_table: dst}))
@@ -149,7 +153,8 @@ def reconcile_table(cfg, settings, source_table: str, *, repair: bool = False, c
 
             # (plan, op, key, row): deletes carry no row
             changes: list[tuple[Any, str, tuple[Any, ...], dict[str, Any] | None]] = [
-                (plan, "d", tuple(plan.writers[k](v) for k, v in zip(rkey, kk)), None) for kk in rep_only]
+                (plan, "d", tuple(plan.writers[k](v) for k, v in zip(rkey, kk)), None) for kk in rep_only
+                if opts.deletes_for(source_table) == "apply"]      # deletes = "ignore": extra rows are theirs
             for raw in [v[1] for v in src_only.values()] + list(different.values()):
                 row = replica.row(plan, source_row(raw), set())
                 changes.append((plan, "u", tuple(row[k] for k in plan.key), row))

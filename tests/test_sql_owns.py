@@ -6,8 +6,11 @@ CloudEvents in the contract's form (the end-to-end runs through `cdc-agent run` 
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import re
+import signal
 import sqlite3
 import time
 from decimal import Decimal
@@ -126,6 +129,11 @@ def open_target(cfg: Path) -> SqlTarget:
     return t
 
 
+def target_settings(target: SqlTarget):
+    conf = config_mod.load(str(Path(target.options.state_dir).parent / "agent.toml"))
+    return conf.targets[0]
+
+
 def stored_conflicts(tmp_path: Path) -> list[dict]:
     s = Spool(tmp_path / "state", readonly=True)
     try:
@@ -239,6 +247,25 @@ def test_bad_owns_configs(tmp_path, pg_cluster):
         SqlTarget(conf.targets[0]).open()
 
 
+def test_owns_naming_a_column_the_source_lacks(pg_db, pg_cluster, tmp_path):
+    pg_db.execute(ERP)
+    crm = pg_cluster.create_database()
+    crm.execute(CONTACTS["pg"])
+    crm.execute("ALTER TABLE contacts ADD COLUMN nickname text")
+    cfg = config(tmp_path, crm.dsn.replace("postgresql://", "postgresql+psycopg://"))
+    cfg.write_text(cfg.read_text().replace("postgresql://cdc@127.0.0.1:1/erp", pg_db.dsn)
+                   .replace('"changed_at", "limits"]', '"nickname"]'))
+    out = cli("check", "-c", str(cfg))
+    assert out.returncode == 1
+    assert re.search(r"\[FAIL\] target crm: owns public.customers +names column\(s\) nickname, which the source table "
+                     r"does not have\n +fix: fix owns", out.stdout), out.stdout
+    # a malformed owns is a config error: one line, exit 2
+    cfg.write_text(cfg.read_text().replace('["price_tier", "discount_pct", "nickname"]', '"price_tier"'))
+    out = cli("check", "-c", str(cfg))
+    assert out.returncode == 2 and out.stderr.count("\n") == 1
+    assert "targets[0].owns.public.customers: must be a non-empty array of names, got 'price_tier'" in out.stderr
+
+
 def test_postgres_marking_needs_the_origin_privilege(pg_cluster, tmp_path):
     pg = pg_cluster.create_database()
     pg.execute(CONTACTS["pg"])
@@ -266,13 +293,35 @@ def test_postgres_marking_needs_the_origin_privilege(pg_cluster, tmp_path):
     assert pg.execute("SELECT price_tier FROM contacts") == [("silver",)]
 
 
+def test_postgres_interval_compares_in_the_events_form(pg_cluster, tmp_path):
+    pg = pg_cluster.create_database()
+    pg.execute(CONTACTS["pg"] + "; ALTER TABLE contacts ADD COLUMN span interval")
+    cfg = config(tmp_path, pg.dsn.replace("postgresql://", "postgresql+psycopg://"))
+    cfg.write_text(cfg.read_text().replace('"limits"]', '"limits", "span"]'))
+    target = open_target(cfg)
+    ev = Events()
+    try:
+        row = {**FULL, "span": "P1DT2H3M4.5S"}
+        target.send([ev.make("insert", row)])
+        later = {**row, "price_tier": "gold"}
+        target.send([ev.make("update", later, row, ["price_tier"])])
+        assert stored_conflicts(tmp_path) == []              # 1 day 02:03:04.5 is P1DT2H3M4.5S
+        pg.execute("UPDATE contacts SET span = '3 hours'")
+        target.send([ev.make("update", {**later, "span": "PT5H"}, later, ["span"])])
+        assert [(c["column"], c["overwritten"], c["applied"]) for c in stored_conflicts(tmp_path)] == [
+            ("span", "PT3H", "PT5H")]
+        assert pg.execute("SELECT span::text FROM contacts") == [("05:00:00",)]
+    finally:
+        target.close()
+
+
 # ---------------------------------------------------------------- the marks
 
 
 def test_postgres_writes_carry_a_replication_origin(pg_cluster, tmp_path):
     pg = pg_cluster.create_database()
     pg.execute(CONTACTS["pg"])
-    pg.execute("CREATE PUBLICATION everything FOR ALL TABLES")
+    pg.execute("CREATE PUBLICATION everything FOR TABLE contacts")
     slot = f"peek_{pg.name}"[:60]
     pg.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (slot,))
     target = open_target(config(tmp_path, pg.dsn.replace("postgresql://", "postgresql+psycopg://")))
@@ -302,6 +351,13 @@ def test_postgres_writes_carry_a_replication_origin(pg_cluster, tmp_path):
         # trigger capture on this database reads cdc.origin: the target's session carries it
         with target.engine.connect() as conn:
             assert conn.exec_driver_sql("SELECT current_setting('cdc.origin', true)").scalar() == MARK
+        # an origin serves one session: a second target of the agent into this database takes <marker>/<target>
+        other = SqlTarget(dataclasses.replace(target_settings(target), name="crm2"))
+        try:
+            other.open()
+            assert other.marking is not None and other.marking.pg_origin == f"{MARK}/crm2"
+        finally:
+            other.close()
     finally:
         target.close()
         pg.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
@@ -313,7 +369,12 @@ def test_mariadb_writes_carry_the_skip_replication_flag(mariadb_db, tmp_path):
     server = mariadb_db.server
     server.execute("FLUSH BINARY LOGS")
     (log_name, *_), = server.execute("SHOW MASTER STATUS")
-    target = open_target(config(tmp_path, mariadb_db.sqlalchemy_url))
+    # a user with privileges on this database only: MariaDB 10.11 lets any session set skip_replication
+    user = f"w{mariadb_db.name}"[:32]
+    server.execute(f"CREATE USER '{user}'@'127.0.0.1'")
+    server.execute(f"GRANT ALL ON `{mariadb_db.name}`.* TO '{user}'@'127.0.0.1'")
+    url = f"mysql+pymysql://{user}@127.0.0.1:{server.port}/{mariadb_db.name}"
+    target = open_target(config(tmp_path, url))
     ev = Events()
     try:
         target.send([ev.make("insert", FULL)])
@@ -333,6 +394,7 @@ def test_mariadb_writes_carry_the_skip_replication_flag(mariadb_db, tmp_path):
             ident = (first[1] if e.op == "update" else first)["customer_id"]
             rows.append((e.op, ident, bool(e.flags & 0x8000)))      # LOG_EVENT_SKIP_REPLICATION_F
     assert rows == [("insert", 1, True), ("insert", 2, False), ("update", 1, True)], rows
+    server.execute(f"DROP USER '{user}'@'127.0.0.1'")
 
 
 def test_sqlite_writes_mark_the_trigger_changelog(tmp_path):
@@ -372,7 +434,142 @@ listen = "off"
         target.close()
     with sqlite3.connect(crm) as c:
         got = [tuple(r) for r in c.execute("SELECT op, json_extract(coalesce(after, before), '$.customer_id'), "
-                                           "origin FROM cdc_changelog ORDER BY id")]
+                                           "origin FROM cdc_changelog WHERE op IN ('I', 'U', 'D') ORDER BY id")]
         assert c.execute("SELECT count(*) FROM cdc_changelog_origin").fetchone() == (0,)   # taken out before COMMIT
     assert got == [("I", 1, MARK), ("I", 2, None), ("U", 1, MARK)], got
     assert MARK.startswith(PREFIX)
+
+
+# ---------------------------------------------------------------- end to end: cdc-agent run
+
+
+ERP = """CREATE TABLE customers (customer_id int PRIMARY KEY, name text, price_tier text, discount_pct numeric(5,2),
+         street text);
+         ALTER TABLE customers REPLICA IDENTITY FULL"""
+
+
+def test_run_conflicts_in_health_metrics_and_a_crash_before_the_record(pg_cluster, pg_db, mariadb_db, tmp_path):
+    import urllib.request
+
+    from tests.agentproc import AgentProcess, wait_for
+    from tests.plugins import free_port
+    from tests.test_sql_target import sql_config
+    pg_db.execute(ERP)
+    crm_pg = pg_cluster.create_database()
+    crm_pg.execute(CONTACTS["pg"])
+    mariadb_db.execute(CONTACTS["maria"])
+    lite = tmp_path / "crm.db"
+    with sqlite3.connect(lite) as c:
+        c.execute(CONTACTS["lite"])
+    crms = {"pg": Db("pg", crm_pg), "maria": Db("maria", mariadb_db), "lite": Db("lite", str(lite))}
+    port = free_port()
+    cfg = sql_config(tmp_path, pg_db.dsn, ["public.customers"], {
+        "pg": crm_pg.dsn.replace("postgresql://", "postgresql+psycopg://"), "maria": mariadb_db.sqlalchemy_url,
+        "lite": f"sqlite:///{lite.name}"}, extra="""tables = { "public.customers" = "contacts" }
+columns = { "public.customers.discount_pct" = "discount" }
+owns = { "public.customers" = ["price_tier", "discount_pct"] }""")
+    cfg.write_text(cfg.read_text().replace('listen = "off"', f'listen = "127.0.0.1:{port}"'))
+    out = cli("setup", "-c", str(cfg))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert crm_pg.execute("SELECT count(*) FROM cdc_agent_conflicts") == [(0,)]
+    check = cli("check", "-c", str(cfg))
+    assert check.returncode == 0, check.stdout
+    assert re.search(r"\[ok  \] target maria: no-echo mark +skip_replication", check.stdout), check.stdout
+
+    def everywhere(sql: str) -> dict:
+        return {n: db.run(sql) for n, db in crms.items()}
+
+    def health() -> dict:
+        return json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5).read())
+
+    def listed() -> list[dict]:
+        got = cli("conflicts", "-c", str(cfg), "--json")
+        assert got.returncode == 0, got.stderr
+        return [json.loads(x) for x in got.stdout.splitlines()]
+
+    agent = AgentProcess(cfg, tmp_path / "agent.log").start()
+    try:
+        pg_db.execute("INSERT INTO customers VALUES (1, 'Acme', 'silver', 5.00, 'Main St 1')")
+        wait_for(lambda: all(r == [("silver",)] for r in everywhere("SELECT price_tier FROM contacts").values()),
+                 60, what="the insert in every CRM")
+        # a CRM user overwrites the ERP-owned price tier (and its own name); then the ERP changes it
+        for db in crms.values():
+            db.run("UPDATE contacts SET price_tier = 'platinum', name = 'Acme (CRM)' WHERE customer_id = 1")
+        pg_db.execute("UPDATE customers SET price_tier = 'gold', street = 'Side St 2' WHERE customer_id = 1")
+        wait_for(lambda: all(r == [("gold", "Acme (CRM)")] for r in
+                             everywhere("SELECT price_tier, name FROM contacts").values()), 60, what="the ERP's value")
+        wait_for(lambda: len(listed()) == 3, 30, what="three conflicts recorded")
+        assert sorted((c["target"], c["key"], c["column"], c["overwritten"], c["applied"]) for c in listed()) == [
+            (n, "1", "price_tier", "platinum", "gold") for n in ("lite", "maria", "pg")]
+        h = health()
+        assert {n: (t["conflicts"], t["unowned_changes"]) for n, t in h["targets"].items()} == \
+            {"pg": (1, 1), "maria": (1, 1), "lite": (1, 1)}
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        for n in crms:
+            assert (f'cdc_agent_conflicts_total{{agent="erp-sql",column="price_tier",table="public.customers",'
+                    f'target="{n}"}} 1.0') in metrics, metrics
+            assert (f'cdc_agent_unowned_changes_total{{agent="erp-sql",column="street",table="public.customers",'
+                    f'target="{n}"}} 1.0') in metrics
+        # an ERP delete does not delete the CRM contacts (owns: deletes default to ignore)
+        pg_db.execute("INSERT INTO customers VALUES (2, 'Beta', 'bronze', 0, 'x')")
+        pg_db.execute("DELETE FROM customers WHERE customer_id = 2")
+        pg_db.execute("UPDATE customers SET name = 'Acme Ltd' WHERE customer_id = 1")      # unowned only
+        wait_for(lambda: all(h["unowned_changes"] == 2 for h in health()["targets"].values()), 30,
+                 what="the last change applied")
+        assert all(r == [(1,), (2,)] for r in everywhere("SELECT customer_id FROM contacts ORDER BY 1").values())
+
+        # SIGKILL between the target's commit and the conflict record in the agent's state: the state refuses
+        # the record (a trigger), so the conflict exists only in the target databases when the agent dies
+        spool_db = tmp_path / "state" / "spool.db"
+        with sqlite3.connect(spool_db, timeout=30) as c:
+            c.execute("CREATE TRIGGER refuse BEFORE INSERT ON conflicts BEGIN SELECT RAISE(ABORT, 'refused'); END")
+        for db in crms.values():
+            db.run("UPDATE contacts SET discount = 1 WHERE customer_id = 1")
+        pg_db.execute("UPDATE customers SET discount_pct = 7 WHERE customer_id = 1")
+        wait_for(lambda: all(r == [(1,)] for r in everywhere("SELECT count(*) FROM cdc_agent_conflicts").values()),
+                 60, what="the conflicts committed in the targets")
+        assert len(listed()) == 3
+        wait_for(lambda: agent.log().count("conflicts stay in the target's cdc_agent_conflicts for now") >= 3, 30,
+                 what="the refused copies logged")
+        kids = agent.children()
+        agent.kill()
+        for k in kids:
+            os.kill(k, signal.SIGKILL)
+        with sqlite3.connect(spool_db, timeout=30) as c:
+            c.execute("DROP TRIGGER refuse")
+        agent.start()
+        wait_for(lambda: len(listed()) == 6, 60, what="the conflicts copied after the restart")
+        assert all(r == [(0,)] for r in everywhere("SELECT count(*) FROM cdc_agent_conflicts").values())
+        assert sorted((c["target"], c["column"], float(c["overwritten"]), float(c["applied"]))
+                      for c in listed() if c["column"] == "discount") == \
+            [(n, "discount", 1.0, 7.0) for n in ("lite", "maria", "pg")]
+        assert all(Decimal(str(r[0][0])) == 7 for r in everywhere("SELECT discount FROM contacts WHERE customer_id = 1")
+                   .values())
+        # the other window: copied into the state, killed before the target's copy was deleted
+        wait_for(lambda: agent.children(), 15, what="the delivery process")
+        assert agent.stop() == 0
+        ev = next(c for c in listed() if c["target"] == "pg" and c["column"] == "discount")
+        crm_pg.execute("INSERT INTO cdc_agent_conflicts VALUES ('erp-sql', 'pg', %s, 'discount', 'public.customers', "
+                       "'1', '\"1.00\"', '\"7.00\"', 0)", (ev["event_id"],))
+        agent.start()
+        wait_for(lambda: crm_pg.execute("SELECT count(*) FROM cdc_agent_conflicts") == [(0,)], 60,
+                 what="the target's copy taken")
+        assert len(listed()) == 6
+        assert health()["targets"]["pg"]["conflicts"] == 2
+        # reconcile compares the owned columns only (the CRM's name differs, and is the CRM's), and rows the
+        # ERP deleted are no difference when deletes are ignored
+        rc = cli("reconcile", "-c", str(cfg), "--target", "maria", "--json")
+        assert rc.returncode == 0, rc.stdout + rc.stderr
+        mariadb_db.execute("UPDATE contacts SET price_tier = 'tin' WHERE customer_id = 1")
+        rc = cli("reconcile", "-c", str(cfg), "--target", "maria", "--repair")
+        assert rc.returncode == 1 and "different" in rc.stdout, rc.stdout + rc.stderr
+        assert mariadb_db.execute("SELECT customer_id, price_tier, name FROM contacts ORDER BY 1") == [
+            (1, "gold", "Acme (CRM)"), (2, "bronze", None)]
+        st = cli("status", "-c", str(cfg))
+        assert "conflicts: pg 2 (unowned changes passed over: 2), maria 2 (unowned changes passed over: 2), " \
+               "lite 2" in st.stdout, st.stdout
+        wait_for(lambda: agent.children(), 15, what="the delivery process")
+        assert agent.stop() == 0
+    finally:
+        agent.kill()
+    assert "Traceback" not in agent.log(), agent.log()[-3000:]
