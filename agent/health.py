@@ -36,6 +36,7 @@ def health_report(cfg: Config, monitor: Monitor | None, spool: Spool) -> dict:
               "retained_wal_bytes": src.retained_wal_bytes if src else None,
               "checkpoint": spool.checkpoint(),
               "changes_captured": monitor.captured if monitor else None,
+              "skipped_echo": src.skipped_echo if src else None,   # a cdc-agent wrote them: not captured
               "capture_paused": bool(monitor and monitor.backpressure),
               "capture_stopped": bool(monitor and monitor.capture_error)}
     if src and src.error:

@@ -33,6 +33,11 @@ class _Collector:
         m.add_metric([agent], mon.captured if mon else 0)
         yield m
 
+        m = CounterMetricFamily(P + "echo_skipped", "Row changes not captured because a cdc-agent sql target "
+                                "wrote them (no echo), since the agent started.", labels=["agent"])
+        m.add_metric([agent], src.skipped_echo if src else 0)
+        yield m
+
         g = GaugeMetricFamily(P + "source_connected", "1 while the source database is connected.", labels=["agent"])
         g.add_metric([agent], 1 if src and src.connected else 0)
         yield g

@@ -23,6 +23,10 @@ in memory, bounded by MAX_PREPARED_XA_CHANGES, and emitted at XA COMMIT with the
 group; a rollback drops them. While one is unresolved, checkpoints stay before its XA PREPARE, so a restart
 reads it again (what follows is read again with the same positions and the spool drops the copies).
 
+No echo (docs/two-way-sync.md): rows events with the header flag LOG_EVENT_SKIP_REPLICATION_F were written by
+a session with skip_replication = 1, as a cdc-agent `sql` target writes into MariaDB: counted (skipped_echo),
+not emitted; their transaction's boundaries still move the checkpoint. MySQL has no such flag.
+
 No silent reconnects: a lost connection raises SourceUnavailable and the pipeline calls start() again
 with the spool's checkpoint. A position the server no longer has (binlogs purged) raises PositionLost
 (fatal, unless source.snapshot = "when_needed": then the pipeline starts again from now with a snapshot).
@@ -42,6 +46,7 @@ from ...changes import Begin, Commit, Item, Keepalive, RowChange, SourceStatus, 
 from ...config import Config
 from ...errors import PositionLost, SourceError, SourceFatal, SourceUnavailable
 from ...secrets import redact
+from ...twoway import LOG_EVENT_SKIP_REPLICATION_F
 from ..mysqlwire import AuthError, Connection, ServerError, WireError
 from .common import (PURGED_HELP, control_connection, driver_error, file_number, format_checkpoint, global_var,
                      gtid_state, master_status, parse_checkpoint, parse_dsn, run_query, server_address, signal_table)
@@ -69,6 +74,7 @@ class MysqlSource:
         self._last_position: str | None = None
         self._last_event_ts: float | None = None
         self._caught_up = False
+        self._skipped_echo = 0    # row changes a cdc-agent wrote (skip_replication flag), since start
         self._reset_stream_state()
 
     # -- lifecycle
@@ -254,7 +260,7 @@ class MysqlSource:
             else:
                 lag = max(0.0, round(time.time() - self._last_event_ts, 3))
         return SourceStatus(connected=self._conn is not None, position=self._last_position, lag_seconds=lag,
-                            error=self._error)
+                            error=self._error, skipped_echo=self._skipped_echo)
 
     # -- catalog help for the decoder
 
@@ -317,6 +323,10 @@ class MysqlSource:
                     if ev.rows:
                         if self._is_signal(ev.table_map):
                             self._watermark(ev, out)
+                        elif ev.flags & LOG_EVENT_SKIP_REPLICATION_F:
+                            # a `sql` target's write (skip_replication = 1, agent/twoway.py): no echo; the
+                            # transaction's GTID and XID still go through, so the checkpoint moves past it
+                            self._skipped_echo += len(ev.rows)
                         elif self._xa is None:
                             self._rows(ev, out)
                         else:

@@ -15,6 +15,7 @@ from ...changes import CheckItem, rule_column_checks
 from ...config import Config
 from ...errors import CdcError, SourceFatal
 from ...secrets import redact
+from ...twoway import owned_tables
 from .common import conninfo, ident, literal, table_ident, translate
 
 log = logging.getLogger(__name__)
@@ -277,6 +278,7 @@ class PostgresAdmin:
             if "update" in r.on or "delete" in r.on:
                 update_rules.setdefault(r.table, []).append(r.type)
         not_owned: list[str] = []
+        owned = owned_tables(self.cfg)
         for t in self.tables:
             i = info[t]
             if not i["exists"]:
@@ -302,6 +304,12 @@ class PostgresAdmin:
                                        "none usable: once published, UPDATE and DELETE on it fail", full_fix))
             elif replident == "f":
                 items.append(CheckItem(f"replica identity {t}", True, "FULL (old row images in the log)"))
+            elif t in owned:
+                items.append(CheckItem(f"replica identity {t}", False,
+                                       f"{'DEFAULT' if replident == 'd' else 'USING INDEX'}: no old row image, but "
+                                       f"sql target(s) {', '.join(owned[t])} own columns of it (`owns`): conflict "
+                                       f"detection compares the replica with the change's `before` "
+                                       f"(docs/two-way-sync.md)", full_fix))
             elif t in changed_rules:
                 items.append(CheckItem(f"replica identity {t}", False,
                                        f"{'DEFAULT' if replident == 'd' else 'USING INDEX'}: no old row image, "

@@ -23,6 +23,10 @@ The slot is confirmed (standby status update, flush = checkpoint) only when the 
 holds everything up to it. When idle with everything confirmed, the keepalive's WAL position is confirmed
 too, so the slot advances over WAL that holds nothing for it. While capture is paused (backpressure),
 `keepalive` sends standby status updates so that wal_sender_timeout does not end the connection.
+
+No echo (docs/two-way-sync.md): a transaction whose pgoutput Origin message (sent after Begin) names an origin
+starting with `cdc-agent/` was written by a cdc-agent `sql` target; its changes are counted (skipped_echo) and
+dropped, its Begin/Commit still go out, so its commit is a checkpoint and the slot is confirmed past it.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from psycopg import errors as pgerr
 from psycopg import pq
 
 from ... import pgoutput as po
+from ...twoway import is_echo
 from ... import pgvalues
 from ...changes import Begin, Commit, Item, Keepalive, RowChange, SourceStatus, Watermark
 from ...snapshot import WATERMARK_PREFIX
@@ -91,6 +96,7 @@ class PostgresSource:
         self._server_version = 150000
         self._hb_lock = threading.Lock()
         self._closing = False
+        self._skipped_echo = 0             # changes of transactions a cdc-agent wrote (no echo), since start
         self._reset_stream_state(0)
 
     def _reset_stream_state(self, checkpoint: int) -> None:
@@ -101,6 +107,7 @@ class PostgresSource:
         self._last_status = 0.0
         self._in_txn = False
         self._skipping = False
+        self._echo = False                 # this transaction's Origin is a cdc-agent's: skip its changes
         self._txn_prefix = ""
         self._txn_time = ""
         self._txn_ts = 0.0
@@ -312,7 +319,9 @@ class PostgresSource:
                     raise SourceFatal(f"cannot decode a pgoutput message: {e}") from None
                 k = m.kind
                 if k == "I" or k == "U" or k == "D":
-                    if not self._skipping:
+                    if self._echo:
+                        self._skipped_echo += 1
+                    elif not self._skipping:
                         c = row(m)
                         if c is not None:
                             append(c)
@@ -322,6 +331,7 @@ class PostgresSource:
                         append(Begin(self._txn_xid, self._txn_ts))
                 elif k == "C":
                     self._in_txn = False
+                    self._echo = False
                     if self._skipping:
                         self._skipping = False
                     else:
@@ -340,7 +350,11 @@ class PostgresSource:
                         self._idle_advance(m.lsn)
                     elif m.prefix == WATERMARK_PREFIX and not self._skipping:
                         append(self._watermark(m))
-                # 'Y' Type, 'O' Origin: nothing to do (types come from the catalog)
+                elif k == "O":
+                    # a `sql` target's write (agent/twoway.py): its Begin is out already, so the transaction
+                    # still ends in a Commit (an empty one: the checkpoint moves, the slot is confirmed past it)
+                    self._echo = is_echo(m.name)
+                # 'Y' Type: nothing to do (types come from the catalog)
             elif buf[0] == 107:                                 # 'k' keepalive
                 ka = po.parse_keepalive(buf)
                 if ka.wal_end > self._written:
@@ -366,6 +380,7 @@ class PostgresSource:
         """False when the transaction was spooled before the checkpoint capture resumed from (skip it)."""
         self._in_txn = True
         self._ordinal = 0
+        self._echo = False
         if m.final_lsn < self._skip_before:
             self._skipping = True
             return False
@@ -541,7 +556,8 @@ class PostgresSource:
             since = self._pending_since
             lag = 0.0 if since is None else max(0.0, round(time.time() - since, 3))
         return SourceStatus(connected=connected, position=self._position, lag_seconds=lag,
-                            retained_wal_bytes=self._retained_wal() if connected else None, error=self._error)
+                            retained_wal_bytes=self._retained_wal() if connected else None, error=self._error,
+                            skipped_echo=self._skipped_echo)
 
     def _retained_wal(self) -> int | None:
         at, value = self._retained

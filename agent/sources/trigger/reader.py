@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from collections.abc import Callable
 
 from ...changes import Commit, Item, RowChange, SourceBatch, SourceStatus
+from ...twoway import is_echo, origin_name
 from ...errors import SourceError, SourceFatal, SourceUnavailable
 from .catalog import ConfiguredCapture, installed_version, load_table
 from .changelog import ChangelogRow
@@ -72,7 +73,7 @@ class TriggerSource(ConfiguredCapture):
     def __init__(self, cfg: Config):
         super().__init__(cfg)
         self.tables = set(cfg.source.tables)
-        self.origin = f"cdc-agent/{cfg.agent.name}"       # the agent's own writes carry this marker
+        self.origin = origin_name(cfg.agent.name)          # the agent's own writes carry this marker
         self.poll_interval = cfg.source.poll_interval_seconds
         self.max_wait = cfg.source.max_wait_seconds
         self.db: Db | None = None
@@ -83,7 +84,7 @@ class TriggerSource(ConfiguredCapture):
         self._more = True
         self._version = 0
         self._status = SourceStatus()
-        self.skipped_own = 0        # changes written by this agent's own sessions (origin marker), not emitted
+        self.skipped_own = 0        # changes any cdc-agent wrote (origin marker `cdc-agent/...`), not emitted
 
     @property
     def late(self) -> int:
@@ -187,8 +188,9 @@ class TriggerSource(ConfiguredCapture):
                 return [], None
             changes: list[RowChange | Watermark] = []
             for row in got.rows:
-                if row.origin is not None and row.origin == self.origin:
+                if is_echo(row.origin):    # this agent's or another's `sql` target wrote it: no echo
                     self.skipped_own += 1
+                    self._status.skipped_echo = self.skipped_own
                     continue
                 if row.table not in self.tables:
                     if row.op == "W":
