@@ -347,7 +347,11 @@ def test_postgres_writes_carry_a_replication_origin(pg_cluster, tmp_path):
             if writes:
                 marks.append((origin[0] if origin else None, writes))
         # our two batches are marked (the insert, and the update), the CRM's own insert is not
-        assert marks == [(MARK, [b"I"]), (None, [b"I"]), (MARK, [b"U"])], marks
+        # (the session may hold <marker>/<target> when a closed session of an earlier test still held the
+        # marker's origin on this shared cluster: the backend's exit lags the client's close)
+        taken = target.marking.pg_origin if target.marking is not None else None
+        assert taken in (MARK, f"{MARK}/crm"), taken
+        assert marks == [(taken, [b"I"]), (None, [b"I"]), (taken, [b"U"])], marks
         # trigger capture on this database reads cdc.origin: the target's session carries it
         with target.engine.connect() as conn:
             assert conn.exec_driver_sql("SELECT current_setting('cdc.origin', true)").scalar() == MARK
@@ -355,7 +359,8 @@ def test_postgres_writes_carry_a_replication_origin(pg_cluster, tmp_path):
         other = SqlTarget(dataclasses.replace(target_settings(target), name="crm2"))
         try:
             other.open()
-            assert other.marking is not None and other.marking.pg_origin == f"{MARK}/crm2"
+            assert other.marking is not None and other.marking.pg_origin in (MARK, f"{MARK}/crm2")
+            assert other.marking.pg_origin != taken
         finally:
             other.close()
     finally:
