@@ -12,8 +12,8 @@ import subprocess
 import sys
 import time
 
-from bench.common import (MIXED_DDL, ROOT, AgentRun, agent_config, bench_cluster, emit, setup_capture, table,
-                          tmpdir, wait_lines)
+from bench.common import (MIXED_DDL, ROOT, AgentRun, agent_config, bench_cluster, emit, setup_capture, spool_bytes,
+                          table, tmpdir, wait_lines)
 
 FILL = """INSERT INTO bench_items SELECT g, g % 5000, 'SKU-' || g, g % 17, (g % 100000) / 100.0,
     (g % 7) / 10.0, g % 2 = 0, '2026-11-23 10:00:00+00'::timestamptz + g * interval '1 second',
@@ -74,12 +74,14 @@ def main() -> None:
         snap_s = done - t0
         peak = agent.peak_rss_mb()
         agent.stop()
+        spooled = spool_bytes(work / "state")
         time.sleep(1)
         snap_load = delta(before, db_load(db))
         fig = {"scenario": "snapshot", "rows": args.rows, "chunk_rows": args.chunk,
                "snapshot_rows_per_second": round(args.rows / snap_s), "copy_rows_per_second": round(args.rows / copy_s),
                "ratio": round(copy_s / snap_s, 2), "copy_mb": round(copied / 1e6, 1), "idle_rss_mb": idle_rss,
-               "peak_rss_mb": peak, "db_load_snapshot": snap_load, "db_load_copy": copy_load}
+               "peak_rss_mb": peak, "spool_bytes_per_row": round(spooled / args.rows, 1),
+               "db_load_snapshot": snap_load, "db_load_copy": copy_load}
         emit(fig)
         table([(f"snapshot of {args.rows:,} rows → file", f"{fig['snapshot_rows_per_second']:,}/s",
                 f"COPY {fig['copy_rows_per_second']:,}/s", fig["ratio"], f"{peak} MB")],
