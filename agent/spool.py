@@ -147,9 +147,10 @@ class Spool:
     def _insert_frame(self, seq: int, events, spooled_at: float, only_target: str | None, head: bytes,
                       body: bytes) -> None:
         ts = [e.commit_ts for e in events]
-        self.db.execute("INSERT INTO frames (seq, n, first_position, last_position, min_ts, max_ts, spooled_at, "
+        positions = [e.position for e in events]      # a batch is in position order, except retried dead letters
+        self.db.execute("INSERT INTO frames (seq, n, min_position, max_position, min_ts, max_ts, spooled_at, "
                         "only_target, head, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (seq, len(events), events[0].position, events[-1].position, min(ts), max(ts), spooled_at,
+                        (seq, len(events), min(positions), max(positions), min(ts), max(ts), spooled_at,
                          only_target, head, body))
 
     def close(self) -> None:
@@ -226,7 +227,7 @@ class Spool:
         position is new without looking further (the normal case: one index lookup per batch); one at or
         before it (a change replayed after a crash, a retried dead letter, a source whose positions started
         again lower) is looked up by (position, type) in the frames around its position."""
-        row = self.db.execute("SELECT max(last_position) FROM frames").fetchone()
+        row = self.db.execute("SELECT max(max_position) FROM frames").fetchone()
         newest = row[0] if row else None
         if newest is None or events[0].position > newest and all(
                 events[i].position >= events[i - 1].position for i in range(1, len(events))):
@@ -237,7 +238,7 @@ class Spool:
         lo, hi = min(e.position for e in old), max(e.position for e in old)
         have: set[tuple[str, str]] = set()
         for seq, n, only, head in self.db.execute(
-                "SELECT seq, n, only_target, head FROM frames WHERE last_position >= ? AND first_position <= ?",
+                "SELECT seq, n, only_target, head FROM frames WHERE max_position >= ? AND min_position <= ?",
                 (lo, hi)):
             f = FrameHead(seq, n, only, head)
             have.update((f.positions[i], f.type_of(i)) for i in range(n) if lo <= f.positions[i] <= hi)
@@ -469,7 +470,7 @@ class Spool:
         """The first spooled event at `position`, or the first committed at or after `since_ts`."""
         floor = self._pruned_seq()
         if position is not None:
-            heads = self._heads("last_position >= ? AND first_position <= ? AND seq + n - 1 > ?",
+            heads = self._heads("max_position >= ? AND min_position <= ? AND seq + n - 1 > ?",
                                 (position, position, floor))
             for f in heads:
                 for i, p in enumerate(f.positions):

@@ -7,8 +7,8 @@
 CREATE TABLE IF NOT EXISTS frames (
     seq            INTEGER PRIMARY KEY,   -- the spool number of its first event
     n              INTEGER NOT NULL,      -- how many events it holds
-    first_position TEXT NOT NULL,         -- position of its first and its last event: a change replayed
-    last_position  TEXT NOT NULL,         --   after a crash is recognised by (position, type)
+    min_position   TEXT NOT NULL,         -- lowest and highest position of its events: a change replayed
+    max_position   TEXT NOT NULL,         --   after a crash is recognised by (position, type)
     min_ts         REAL NOT NULL,         -- commit times of its events (replay --since)
     max_ts         REAL NOT NULL,
     spooled_at     REAL NOT NULL,
@@ -16,5 +16,5 @@ CREATE TABLE IF NOT EXISTS frames (
     head           BLOB NOT NULL,         -- per-event id, type, subject, position, commit time (compressed)
     body           BLOB NOT NULL          -- the CloudEvent bodies (compressed)
 );
-CREATE INDEX IF NOT EXISTS frames_last_position ON frames (last_position);
+CREATE INDEX IF NOT EXISTS frames_max_position ON frames (max_position);
 CREATE INDEX IF NOT EXISTS frames_for_one_target ON frames (seq) WHERE only_target IS NOT NULL;
