@@ -203,7 +203,11 @@ class SnapshotRunner:
             if WINDOW_PAUSE_SECONDS:
                 time.sleep(WINDOW_PAUSE_SECONDS)
             self.reader.watermark(name, "high")
-            chunk = {tuple(r[k] for k in keys): r for r in rows}
+            if len(keys) == 1:
+                k0 = keys[0]
+                chunk = {(r[k0],): r for r in rows}
+            else:
+                chunk = {tuple([r[k] for k in keys]): r for r in rows}
             self.window = _Window(name, table, keys, chunk, last)
             return
 
@@ -265,7 +269,7 @@ class SnapshotRunner:
         prefix = f"{req['id']}\x00{w.table}\x00"
         for i, (key, row) in enumerate(w.rows.items(), 1):
             emitted.append(RowChange(w.table, "read", None, row, f"{mark.position}:{i:08d}", commit_time, ts, None,
-                                     w.keys, id_key="snapshot\x00" + prefix + orjson.dumps(list(key)).decode(),
+                                     w.keys, id_key="snapshot\x00" + prefix + orjson.dumps(key).decode(),
                                      target=req["target"]))
         state = dict(req)
         state["rows"] = dict(req["rows"])

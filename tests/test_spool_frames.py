@@ -95,8 +95,9 @@ WORKER = textwrap.dedent("""
 
 def test_delivery_killed_mid_frame_resumes_at_the_next_event(tmp_path, monkeypatch):
     """SIGKILL of a delivery process in the middle of a frame (3000 events in frames of 1000; a file target,
-    7 events a batch, each fsynced, so no cursor falls on a frame's end): a new one resumes inside the frame. Every event arrives, in order; what arrives twice is
-    at most the one batch that was written but not confirmed when the process died."""
+    7 events a batch, each fsynced, so no cursor falls on a frame's end): a new one resumes inside the frame.
+    Every event arrives, in order; what arrives twice is at most the one batch that was written but not
+    confirmed when the process died."""
     cfg_path = write_config(tmp_path, file_block("audit") + "batch_size = 7\n")
     cfg = load(cfg_path, monkeypatch)
     sp = Spool(cfg.agent.state_dir)
@@ -261,7 +262,7 @@ def test_dlq_retry_of_a_read_event_keeps_its_id_and_its_target(tmp_path, monkeyp
 
 @pytest.mark.parametrize("n", [1, 2, 700])
 def test_frame_codec_round_trip(n):
-    evs = [ev(i, "t%d" % (i % 3)) for i in range(1, n + 1)]
+    evs = [ev(i, f"t{i % 3}") for i in range(1, n + 1)]
     head, body = pack(evs)
     f = FrameHead(41, n, "x", head)
     f.load_body(body)
