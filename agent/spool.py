@@ -33,7 +33,7 @@ from .spool_frames import FrameHead, pack
 from .statefiles import create_private_file, private_state_dir
 
 MIGRATIONS = shipped("migrations/state")
-FRAME_CACHE = 2              # decoded frames a reader keeps: a target reads a frame in several batches
+FRAME_CACHE = 1              # decoded frames a reader keeps: a target reads a frame in several batches, in order
 # events per frame at most: a batch of 5000 changes is 5 frames. Compression gains nothing beyond ~1000
 # similar events, and smaller frames keep the transient buffers (joined bodies, a decompressed frame) small:
 # frames of 5000 cost the delivery process 24 MB more peak RSS in bench.memory.

@@ -84,12 +84,12 @@ class FrameHead:
         return self.types[self.tix[i]]
 
     def load_body(self, body: bytes) -> None:
-        payload = zlib.decompress(body)
         starts = [0]
         at = 0
         for ln in self.lens:
             at += ln
             starts.append(at)
+        payload = zlib.decompress(body, zlib.MAX_WBITS, max(1, at))     # the right size at once: no regrowing
         if at != len(payload):
             raise ValueError(f"spool frame {self.seq}: bodies take {len(payload)} bytes, the head says {at}")
         self.starts, self.payload = starts, payload
