@@ -623,6 +623,9 @@ def _spool_error(spool: Spool, e: sqlite3.Error) -> SpoolError:
                   "stops until the spool accepts writes again, then resumes by itself")
     elif "locked" in text or "busy" in text:
         advice = "another process holds the spool's write lock too long; try again"
+    elif "no such table" in text or "no such column" in text:
+        advice = ("the spool was written by an older cdc-agent and not upgraded yet: `cdc-agent run` upgrades it "
+                  "when it starts (so do `dlq retry`, `replay` and `targets forget`)")
     elif "readonly" in text:
         advice = f"the agent cannot write to state_dir {where}: check its owner and permissions"
     else:

@@ -212,6 +212,9 @@ def test_an_old_state_dir_with_per_event_rows_is_migrated_and_delivered(tmp_path
     cfg_path = write_config(tmp_path, file_block("audit") + file_block("crm", "out/crm.jsonl"))
     cfg = load(cfg_path, monkeypatch)
     _legacy_state_dir(cfg.agent.state_dir)
+    status = cli("status", "-c", str(cfg_path))        # reads only: cannot upgrade, says what will
+    assert status.returncode != 0 and "older cdc-agent" in status.stderr + status.stdout, status.stderr
+    assert "Traceback" not in status.stderr
     sp = Spool(cfg.agent.state_dir)
     assert sp.db.execute("PRAGMA user_version").fetchone()[0] >= 3
     assert not sp.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'events'").fetchone()
