@@ -22,6 +22,7 @@ import functools
 import re
 import sqlite3
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -278,22 +279,35 @@ class Spool:
         """A frame decoded, from the reader's cache when it was read before (frames never change)."""
         cache = self._cache
         f = cache.get(seq)
-        if f is None or f.n != n:
-            f = FrameHead(seq, n, only, self.db.execute("SELECT head FROM frames WHERE seq = ?", (seq,)).fetchone()[0])
-        else:
-            del cache[seq]
-        if with_body and f.payload is None:
-            f.load_body(self.db.execute("SELECT body FROM frames WHERE seq = ?", (seq,)).fetchone()[0])
+        try:
+            if f is None or f.n != n:
+                f = FrameHead(seq, n, only, self._blob("head", seq))
+            else:
+                del cache[seq]
+            if with_body and f.payload is None:
+                f.load_body(self._blob("body", seq))
+        except (ValueError, zlib.error) as e:
+            raise SpoolError(f"spool {self.path}: frame {seq} is damaged ({e}); its events cannot be read") from None
         cache[seq] = f                       # most recent last
         while len(cache) > FRAME_CACHE:
             del cache[next(iter(cache))]
         return f
 
+    def _blob(self, column: str, seq: int) -> bytes:
+        row = self.db.execute(f"SELECT {column} FROM frames WHERE seq = ?", (seq,)).fetchone()
+        if row is None:        # pruned between two statements: only a reader behind every cursor sees this
+            raise SpoolError(f"spool {self.path}: frame {seq} was pruned while being read; try again")
+        return row[0]
+
     def _heads(self, where: str, args: tuple, order: str = "seq"):
         """Decoded heads of the frames matching `where`, in `order`, read one by one (not cached)."""
         for seq, n, only, head in self.db.execute(
                 f"SELECT seq, n, only_target, head FROM frames WHERE {where} ORDER BY {order}", args):
-            yield FrameHead(seq, n, only, head)
+            try:
+                yield FrameHead(seq, n, only, head)
+            except (ValueError, zlib.error) as e:
+                raise SpoolError(f"spool {self.path}: frame {seq} is damaged ({e}); its events cannot be "
+                                 "read") from None
 
     def _pruned_seq(self) -> int:
         return self._meta_int("pruned_through_seq")

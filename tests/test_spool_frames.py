@@ -274,3 +274,15 @@ def test_frame_codec_round_trip(n):
            [(41 + i, e.id, e.type, e.subject, e.position, e.body, "x") for i, e in enumerate(evs)]
     with pytest.raises(ValueError):
         FrameHead(41, n + 1, None, head)
+
+
+def test_a_damaged_frame_is_one_clear_spool_error(tmp_path):
+    from agent.errors import SpoolError
+    sp = Spool(tmp_path)
+    sp.append([ev(i) for i in range(1, 4)], [], "c1")
+    sp.db.execute("UPDATE frames SET body = x'789c00'")          # a cut zlib stream
+    with pytest.raises(SpoolError, match="frame 1 is damaged"):
+        sp.fetch(0, 10)
+    sp.db.execute("UPDATE frames SET head = x'00'")
+    with pytest.raises(SpoolError, match="frame 1 is damaged"):
+        sp.types_after(0)
