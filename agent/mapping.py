@@ -65,6 +65,10 @@ def change_to_json(change: RowChange) -> bytes:
     }
     if raw:
         d["raw_json"] = raw
+    if change.id_key is not None:       # a snapshot read: `dlq retry` gives it the same id, for the same target
+        d["id_key"] = change.id_key
+    if change.target is not None:
+        d["target"] = change.target
     return orjson.dumps(d, default=rawjson.default)
 
 
@@ -74,7 +78,8 @@ def change_from_json(raw: bytes) -> RowChange:
         d[side][col] = rawjson.RawJson(d[side][col])
     return RowChange(table=d["table"], op=d["op"], before=d["before"], after=d["after"], position=d["position"],
                      commit_time=d["commit_time"], commit_ts=d["commit_ts"], txid=d["txid"],
-                     key_columns=tuple(d["key_columns"]), unavailable=tuple(d["unavailable"]))
+                     key_columns=tuple(d["key_columns"]), unavailable=tuple(d["unavailable"]),
+                     id_key=d.get("id_key"), target=d.get("target"))
 
 
 def _has_raw_json(row: dict[str, Any] | None) -> bool:

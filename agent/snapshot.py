@@ -229,7 +229,11 @@ class SnapshotRunner:
         except SnapshotError as e:
             self._fail(req, e)
             return True
-        w.rows = {tuple(r[k] for k in w.keys): r for r in rows}
+        if len(w.keys) == 1:
+            k0 = w.keys[0]
+            w.rows = {(r[k0],): r for r in rows}
+        else:
+            w.rows = {tuple([r[k] for k in w.keys]): r for r in rows}
         w.last_key = last
         self.window = w
         return True
@@ -298,7 +302,7 @@ class SnapshotRunner:
         prefix = f"{req['id']}\x00{w.table}\x00"
         for i, (key, row) in enumerate(w.rows.items(), 1):
             emitted.append(RowChange(w.table, "read", None, row, f"{mark.position}:{i:08d}", commit_time, ts, None,
-                                     w.keys, id_key="snapshot\x00" + prefix + orjson.dumps(list(key)).decode(),
+                                     w.keys, id_key="snapshot\x00" + prefix + orjson.dumps(key).decode(),
                                      target=req["target"]))
         state = dict(req)
         state["rows"] = dict(req["rows"])
