@@ -9,6 +9,13 @@ environment, the agent decodes in pure Python and says so once in its log.
 Each column's kind byte tells the C code which converter the pure path chose for it; a column whose
 converter has no C counterpart (arrays, interval, time, timetz, ...) gets KIND_CALL and goes through
 that Python converter, and so does any value of a C-handled type that is not in the usual form.
+
+Past the decoder the compiled core goes on to the event (docs/performance.md): `render_row` turns a row
+message into its values' JSON text in one pass (no Python object per column), the source hands that on in a
+RenderedRowChange (agent/fastrow.py), and the mapper renders each rule's CloudEvent body and id from it in C
+(`render_event`, with a plan per rule and relation from `event_plan`). What the C path cannot reproduce
+byte for byte (values maps, unchanged TOAST values, binary values, a float or Python-formatted key in the
+subject...) goes through the pure path for that change, which the C code then leaves alone.
 """
 
 from __future__ import annotations
@@ -68,5 +75,54 @@ def tuple_decoder(decode_error: type, unchanged: object, force_pure: bool | None
             else:
                 log.info("%s is set: decoding PostgreSQL changes in pure Python", PURE_ENV)
         return None
-    _fastpg.init(decode_error, unchanged, orjson.loads, rawjson.RawJson)
+    _fastpg.init(decode_error, unchanged, orjson.loads, rawjson.RawJson, orjson.dumps)
     return _fastpg.decode_tuple
+
+
+def row_renderer(force_pure: bool | None = None) -> Callable[[bytes, int, tuple, bytes], bytes | None] | None:
+    """The compiled render_row(buf, pos, converters, kinds), or None on the pure path. Call after
+    tuple_decoder (which initialises the extension)."""
+    pure = force_pure if force_pure is not None else os.environ.get(PURE_ENV, "") not in ("", "0")
+    return None if _fastpg is None or pure else _fastpg.render_row
+
+
+def _u16s(idx: Sequence[int]) -> bytes:
+    return b"".join(i.to_bytes(2, "big") for i in idx)
+
+
+NOT_A_COLUMN = 0xFFFF
+
+
+def event_plan(agent: str, event_type: str, source: str, names: Sequence[str], key_columns: Sequence[str],
+               key_index: Sequence[int], fields: Sequence[tuple[str, str]] | None,
+               changed: frozenset[str] | None) -> tuple | None:
+    """What render_event needs of one rule on one relation (agent/fastpg_event.c lists the parts), or None
+    when the rule is one the C path does not render: no key, a key column the table lacks (the pure path
+    dead-letters those), a key column or field output named twice."""
+    col = {n: i for i, n in enumerate(names)}
+    if not key_columns or any(c not in col for c in key_columns) or len(set(key_columns)) != len(key_columns):
+        return None
+    if fields is not None and len({out for out, _ in fields}) != len(fields):
+        return None
+    if len(names) >= NOT_A_COLUMN:
+        return None
+    dumps = orjson.dumps
+    mid = b'","source":' + dumps(source) + b',"type":' + dumps(event_type) + b',"subject":'
+    return (agent.encode() + b"\0", b"\0" + event_type.encode(), mid,
+            _u16s([col[c] for c in key_columns]), tuple(dumps(c) for c in key_columns),
+            tuple(dumps(n) for n in names),
+            None if fields is None else _u16s([col.get(c, NOT_A_COLUMN) for _, c in fields]),
+            None if fields is None else tuple(dumps(out) for out, _ in fields),
+            None if changed is None else bytes(1 if n in changed else 0 for n in names),
+            _u16s(key_index),
+            None if fields is None else dumps([out for out, _ in fields]))
+
+
+def _not_built(rendered: bytes, plan: tuple, position: str, time: str, txid: str | None) -> bool:
+    return False        # (never called: without the extension no row is rendered)
+
+
+# render_event(rendered, plan, position, time, txid) -> (id, subject, body) of one rule's event of a row
+# render_row made; None: the rule's `changed` skips it; False: this change needs the pure path
+render_event: Callable[[bytes, tuple, str, str, str | None], tuple[str, str, bytes] | bool | None] = \
+    _fastpg.render_event if _fastpg is not None else _not_built

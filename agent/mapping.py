@@ -17,8 +17,9 @@ from urllib.parse import quote
 
 import orjson
 
-from . import rawjson
+from . import fastpath, rawjson
 from .changes import RowChange
+from .fastrow import RenderedRowChange
 from .config import Config, EventRule
 from .outbox import OutboxMapper, OutboxUnmappable
 
@@ -131,7 +132,7 @@ def event_source(agent: str, table: str) -> str:
 
 
 class _CompiledRule:
-    __slots__ = ("type", "on", "changed", "key", "fields", "values", "source")
+    __slots__ = ("type", "on", "changed", "key", "fields", "values", "source", "plans")
 
     def __init__(self, rule: EventRule, source: str):
         self.type = rule.type
@@ -141,6 +142,7 @@ class _CompiledRule:
         self.fields = rule.fields
         self.values = rule.values
         self.source = source
+        self.plans: dict[Any, tuple | None] = {}   # the compiled core's plan per row layout (None: pure path)
 
 
 class _Unmappable(Exception):
@@ -174,6 +176,9 @@ class EventMapper:
                 failures.append(MappingFailure(f"row.{ch.table}", ch.position,
                                                f"table {ch.table} is not in source.tables", change_to_json(ch)))
                 continue
+            if type(ch) is RenderedRowChange:
+                self._rendered_events(rules, ch, events, failures)
+                continue
             changed_cols = _changed_columns(ch)
             for rule in rules:
                 if ch.op not in rule.on:
@@ -188,6 +193,39 @@ class EventMapper:
                 # any other exception is a bug in the rules' evaluation, not a bad row: it propagates, and
                 # the capture loop stops with its traceback instead of dead-lettering every change
         return events, failures
+
+    def _rendered_events(self, rules: list[_CompiledRule], ch: RenderedRowChange, events: list[MappedEvent],
+                         failures: list[MappingFailure]) -> None:
+        """The events of a row the compiled core rendered: each rule's body and id rendered in C from the row's
+        JSON text (agent/fastpg_event.c), the same bytes _event writes; a rule or a change it cannot render
+        goes through _event."""
+        op = ch.op
+        changed_cols: Any = _UNSET
+        for rule in rules:
+            if op not in rule.on:
+                continue
+            plan = rule.plans.get(ch.layout, _UNSET)
+            if plan is _UNSET:
+                plan = rule.plans[ch.layout] = None if rule.values else fastpath.event_plan(
+                    self.agent, rule.type, rule.source, ch.layout.names, rule.key or ch.key_columns,
+                    ch.layout.key_index, rule.fields, rule.changed)
+            if plan is not None:
+                made = fastpath.render_event(ch.rendered, plan, ch.position, ch.commit_time, ch.txid)
+                if made is None:
+                    continue                # the rule's `changed` columns did not change
+                if made is not False:
+                    eid, subject, body = made
+                    events.append(MappedEvent(eid, rule.type, subject, ch.position, ch.commit_ts, body))
+                    continue
+            if changed_cols is _UNSET:
+                changed_cols = _changed_columns(ch)
+            if rule.changed is not None and changed_cols is not None and op == "update" \
+                    and rule.changed.isdisjoint(changed_cols):
+                continue
+            try:
+                events.append(self._event(rule, ch, changed_cols))
+            except _Unmappable as e:
+                failures.append(MappingFailure(rule.type, ch.position, str(e), change_to_json(ch)))
 
     @staticmethod
     def _outbox_event(mapper: OutboxMapper, ch: RowChange, events: list[MappedEvent],
@@ -260,6 +298,8 @@ class EventMapper:
             return row
         return {out: row[col] for out, col in rule.fields if col in row}
 
+
+_UNSET: Any = object()
 
 REASON_VALUE = 200       # characters of a row value quoted in a dead-letter reason (the raw change has it all)
 
