@@ -331,19 +331,122 @@ static int conv_bytea(Buf *b, PyObject *conv, const unsigned char *s, Py_ssize_t
     return 0;
 }
 
-/* pgvalues._json: text orjson accepts with no line break in it goes in verbatim (rawjson.raw_json) */
-static int conv_json(Buf *b, PyObject *conv, const unsigned char *s, Py_ssize_t n, uint8_t *tag) {
-    if (FpJsonLoads == NULL || memchr(s, '\n', n) != NULL || memchr(s, '\r', n) != NULL || !utf8_valid(s, n))
-        return call_conv(b, conv, s, n, tag);
-    PyObject *mv = PyMemoryView_FromMemory((char *)s, n, PyBUF_READ);
-    if (mv == NULL) return -1;
-    PyObject *parsed = PyObject_CallOneArg(FpJsonLoads, mv);
-    Py_DECREF(mv);
-    if (parsed == NULL) {
-        PyErr_Clear();
-        return call_conv(b, conv, s, n, tag);
+/* ---- JSON text per RFC 8259, for json/jsonb values. Text this accepts is JSON to rawjson.is_json too
+   (orjson accepts it, or else Python's parser does: numbers beyond double range, lone surrogate escapes),
+   so it goes in verbatim; anything else (deeper nesting than JSON_DEPTH included) goes to the converter. */
+
+#define JSON_DEPTH 200
+
+typedef struct {
+    const unsigned char *s;
+    Py_ssize_t i, n;
+} JP;
+
+static void jws(JP *p) {
+    while (p->i < p->n) {
+        unsigned char c = p->s[p->i];
+        if (c != ' ' && c != '\t' && c != '\n' && c != '\r') return;
+        p->i++;
     }
-    Py_DECREF(parsed);
+}
+
+static int jlit(JP *p, const char *lit, Py_ssize_t n) {
+    if (p->n - p->i < n || memcmp(p->s + p->i, lit, n) != 0) return 0;
+    p->i += n;
+    return 1;
+}
+
+static int jstring(JP *p) {
+    if (p->i >= p->n || p->s[p->i] != '"') return 0;
+    p->i++;
+    while (p->i < p->n) {
+        unsigned char c = p->s[p->i++];
+        if (c == '"') return 1;
+        if (c < 0x20) return 0;
+        if (c == '\\') {
+            if (p->i >= p->n) return 0;
+            c = p->s[p->i++];
+            if (c == 'u') {
+                if (p->n - p->i < 4) return 0;
+                for (int k = 0; k < 4; k++)
+                    if (hexval(p->s[p->i + k]) < 0) return 0;
+                p->i += 4;
+            } else if (!strchr("\"\\/bfnrt", c) || c == 0) {
+                return 0;
+            }
+        }
+    }
+    return 0;
+}
+
+static int jdigits(JP *p) {
+    Py_ssize_t start = p->i;
+    while (p->i < p->n && is_digit(p->s[p->i])) p->i++;
+    return p->i > start;
+}
+
+static int jnumber(JP *p) {
+    if (p->s[p->i] == '-') p->i++;
+    if (p->i >= p->n) return 0;
+    if (p->s[p->i] == '0') p->i++;
+    else if (!jdigits(p)) return 0;
+    if (p->i < p->n && p->s[p->i] == '.') {
+        p->i++;
+        if (!jdigits(p)) return 0;
+    }
+    if (p->i < p->n && (p->s[p->i] == 'e' || p->s[p->i] == 'E')) {
+        p->i++;
+        if (p->i < p->n && (p->s[p->i] == '+' || p->s[p->i] == '-')) p->i++;
+        if (!jdigits(p)) return 0;
+    }
+    return 1;
+}
+
+static int jvalue(JP *p, int depth) {
+    jws(p);
+    if (p->i >= p->n) return 0;
+    unsigned char c = p->s[p->i];
+    if (c == '{' || c == '[') {
+        unsigned char close = c == '{' ? '}' : ']';
+        if (depth >= JSON_DEPTH) return 0;
+        p->i++;
+        jws(p);
+        if (p->i < p->n && p->s[p->i] == close) { p->i++; return 1; }
+        for (;;) {
+            if (c == '{') {
+                jws(p);
+                if (!jstring(p)) return 0;
+                jws(p);
+                if (p->i >= p->n || p->s[p->i] != ':') return 0;
+                p->i++;
+            }
+            if (!jvalue(p, depth + 1)) return 0;
+            jws(p);
+            if (p->i >= p->n) return 0;
+            if (p->s[p->i] == close) { p->i++; return 1; }
+            if (p->s[p->i] != ',') return 0;
+            p->i++;
+        }
+    }
+    if (c == '"') return jstring(p);
+    if (c == 't') return jlit(p, "true", 4);
+    if (c == 'f') return jlit(p, "false", 5);
+    if (c == 'n') return jlit(p, "null", 4);
+    if (c == '-' || is_digit(c)) return jnumber(p);
+    return 0;
+}
+
+static int json_valid(const unsigned char *s, Py_ssize_t n) {
+    JP p = {s, 0, n};
+    if (!jvalue(&p, 0)) return 0;
+    jws(&p);
+    return p.i == n;
+}
+
+/* pgvalues._json: JSON text with no line break in it goes in verbatim (rawjson.raw_json) */
+static int conv_json(Buf *b, PyObject *conv, const unsigned char *s, Py_ssize_t n, uint8_t *tag) {
+    if (memchr(s, '\n', n) != NULL || memchr(s, '\r', n) != NULL || !utf8_valid(s, n) || !json_valid(s, n))
+        return call_conv(b, conv, s, n, tag);
     *tag = T_OTHER;
     return buf_put(b, s, n);
 }

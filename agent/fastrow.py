@@ -33,19 +33,22 @@ class RowLayout:
 
 
 class RenderedRowChange(RowChange):
-    __slots__ = ("rendered", "layout", "_load", "_loaded")
+    __slots__ = ("rendered", "layout", "_load", "_message", "_loaded")
 
     def __init__(self, table: str, op: str, position: str, commit_time: str, commit_ts: float, txid: str | None,
-                 key_columns: tuple[str, ...], rendered: bytes, layout: RowLayout, load: Callable[[], Images]):
-        self._loaded = True         # (the dataclass's __init__ sets before and after through the setters)
-        RowChange.__init__(self, table, op, None, None, position, commit_time, commit_ts, txid, key_columns)
+                 key_columns: tuple[str, ...], rendered: bytes, layout: RowLayout, load: Callable[[Any], Images],
+                 message: Any):
+        # the fields one by one, not through the dataclass's __init__: this runs for every change, and
+        # before/after stay unset until read (the properties load them first)
+        self.table, self.op, self.position, self.commit_time = table, op, position, commit_time
+        self.commit_ts, self.txid, self.key_columns = commit_ts, txid, key_columns
+        self.unavailable, self.id_key, self.target = (), None, None
         self.rendered = rendered    # render_row's output
         self.layout = layout        # the columns it was rendered with
-        self._load = load
-        self._loaded = False
+        self._load, self._message, self._loaded = load, message, False
 
     def _images(self) -> None:
-        before, after = self._load()
+        before, after = self._load(self._message)
         _BEFORE.__set__(self, before)
         _AFTER.__set__(self, after)
         self._loaded = True

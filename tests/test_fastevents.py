@@ -7,6 +7,7 @@ key, on) must give byte-identical event bodies, ids and subjects, the same dead 
 from __future__ import annotations
 
 import hashlib
+import json
 import struct
 
 import orjson
@@ -24,6 +25,22 @@ needs_extension = pytest.mark.skipif(not fastpath.compiled(), reason="agent._fas
 RELID = 16500
 POS = "000000000A1B2C3D:00000007"
 TIME = "2026-11-23T10:00:00.123456Z"
+
+
+def json_docs():
+    scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text()
+    docs = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3)
+                        | st.dictionaries(st.text(max_size=4), inner, max_size=3), max_leaves=8)
+    spaced = st.builds(lambda d, sep: json.dumps(d, ensure_ascii=False).replace(",", sep), docs,
+                       st.sampled_from([",", ", ", " ,\t"]))
+    odd = st.sampled_from(['{"a":1,}', "[1 2]", "01", "1.", "-", "-0", "1e400", "-1E-400", '"\\x"', '"\\u12"',
+                           '"\\ud800"', '"a\x01"', "nan", "NaN", " true ", "\ufefftrue", "tru", "[" * 300 + "]" * 300,
+                           "[" * 150 + "]" * 150, '{"a" 1}', '{1: 2}', "[,]", "", " ", '"\\/"', "1 2", "{}", "[]",
+                           '{"a": {"b": [1, 2.50, {"c": null}]}}', "123456789012345678901234567890"])
+    return docs.map(json.dumps) | spaced | odd
+
+
+TYPES = {**TYPES, v.JSON: json_docs(), v.JSONB: json_docs()}
 
 
 def relation_msg(oids, keys) -> bytes:
@@ -191,3 +208,15 @@ def test_usual_rows_are_rendered_in_c(msg_kind, monkeypatch):
 def test_blake2b_matches_hashlib(n):
     data = bytes(range(256)) * 4
     assert fastpath._fastpg.blake2b16(data[:n]) == hashlib.blake2b(data[:n], digest_size=16).hexdigest()
+
+
+@needs_extension
+@settings(max_examples=1500, deadline=None)
+@given(json_docs() | st.text(max_size=12))
+def test_json_values_alike(text):
+    """json/jsonb text: verbatim where the C validator says JSON, else the converter's form, as on the pure path."""
+    rid = struct.pack(">I", RELID)
+    msg = b"I" + rid + b"N" + tuple_bytes([("t", b"1"), ("t", text.encode())])
+    want, _ = outcome(True, [v.INT8, v.JSONB], {0}, msg, [])
+    got, ch = outcome(False, [v.INT8, v.JSONB], {0}, msg, [])
+    assert type(ch) is RenderedRowChange and got == want

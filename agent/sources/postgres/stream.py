@@ -32,7 +32,6 @@ import select
 import threading
 import time
 from dataclasses import dataclass
-from functools import partial
 from typing import TYPE_CHECKING
 
 import psycopg
@@ -119,7 +118,7 @@ def row_change(m, meta: RelMeta, pos: str, commit_time: str, commit_ts: float, t
     rendered = m.rendered
     if rendered is not None:        # the compiled core rendered its values (agent/fastrow.py)
         return RenderedRowChange(meta.table, _OPS[m.kind], pos, commit_time, commit_ts, txid, meta.key_columns,
-                                 rendered, meta.layout, partial(_rendered_images, m))
+                                 rendered, meta.layout, _rendered_images, m)
     before, after, unavailable = _images(m, meta)
     return RowChange(meta.table, _OPS[m.kind], before, after, pos, commit_time, commit_ts, txid, meta.key_columns,
                      unavailable)
