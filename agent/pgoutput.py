@@ -337,9 +337,10 @@ class Decoder:
         try:
             if k == 73 or k == 85 or k == 68:                    # 'I' 'U' 'D'
                 (relid,) = _u32_from(buf, pos + 1)
-                rel = self._rel(relid)
-                if self._render is not None and type(buf) is bytes:
-                    rendered = self._render(buf, pos, rel._converters, rel._kinds)
+                rel = self.relations.get(relid) or self._rel(relid)
+                render = self._render
+                if render is not None and type(buf) is bytes:
+                    rendered = render(buf, pos, rel._converters, rel._kinds)
                     if rendered is not None:
                         return RenderedRow(_ROW_KINDS[k], rel, rendered, buf, pos, self)
                 return self.row_message(buf, pos, rel)
