@@ -60,7 +60,8 @@ enum {            /* what a cell's JSON text is, as far as the subject and the c
     T_BOOL = 4,
     T_FLOAT = 5,       /* a float other than zero */
     T_FLOAT_ZERO = 6,  /* 0.0 or -0.0 (equal as values, different as text) */
-    T_OTHER = 7,       /* embedded json, an array */
+    T_OTHER = 7,       /* embedded json */
+    T_LIST = 8,        /* an array */
 };
 
 typedef struct {

@@ -119,9 +119,16 @@ static inline unsigned u16at(const char *p, Py_ssize_t i) {
     return (unsigned)(uint8_t)p[2 * i] << 8 | (uint8_t)p[2 * i + 1];
 }
 
+/* what Python compares: the same text is the same value only within one kind of value (json null and SQL
+   NULL, the json text "x" and the string x write alike) */
+static int tag_class(uint8_t tag) {
+    return tag == T_STR_ESC ? T_STR : tag == T_FLOAT_ZERO ? T_FLOAT : tag;
+}
+
 static int cells_equal(const Cell *a, const Cell *b, const char *text) {
     if (a->tag == T_FLOAT_ZERO && b->tag == T_FLOAT_ZERO) return 1;       /* 0.0 == -0.0 */
-    return a->len == b->len && memcmp(text + a->off, text + b->off, a->len) == 0;
+    return tag_class(a->tag) == tag_class(b->tag) && a->len == b->len
+        && memcmp(text + a->off, text + b->off, a->len) == 0;
 }
 
 static int put_cell(Buf *b, const Cell *c, const char *text) { return buf_put(b, text + c->off, c->len); }

@@ -155,6 +155,7 @@ static int put_obj(Buf *b, PyObject *v, uint8_t *tag, int depth) {
         return put_double(b, PyFloat_AS_DOUBLE(v), tag);
     }
     if (FpRawJsonType != NULL && Py_IS_TYPE(v, (PyTypeObject *)FpRawJsonType)) {
+        if (tag == NULL) return 1;      /* in an array: equal text would not mean equal values (str vs json) */
         PyObject *text = PyObject_GetAttrString(v, "text");
         if (text == NULL) return -1;
         Py_ssize_t n;
@@ -172,7 +173,7 @@ static int put_obj(Buf *b, PyObject *v, uint8_t *tag, int depth) {
             int rc = put_obj(b, PyList_GET_ITEM(v, i), NULL, depth + 1);
             if (rc) return rc;
         }
-        if (tag) *tag = T_OTHER;
+        if (tag) *tag = T_LIST;
         return buf_putc(b, ']');
     }
     return 1;

@@ -53,7 +53,7 @@ class RenderedRowChange(RowChange):
         _AFTER.__set__(self, after)
         self._loaded = True
 
-    @property  # type: ignore[override]
+    @property
     def before(self) -> dict[str, Any] | None:
         if not self._loaded:
             self._images()
@@ -65,7 +65,7 @@ class RenderedRowChange(RowChange):
             self._images()
         _BEFORE.__set__(self, value)
 
-    @property  # type: ignore[override]
+    @property
     def after(self) -> dict[str, Any] | None:
         if not self._loaded:
             self._images()

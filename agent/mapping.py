@@ -213,7 +213,7 @@ class EventMapper:
                 made = fastpath.render_event(ch.rendered, plan, ch.position, ch.commit_time, ch.txid)
                 if made is None:
                     continue                # the rule's `changed` columns did not change
-                if made is not False:
+                if type(made) is tuple:
                     eid, subject, body = made
                     events.append(MappedEvent(eid, rule.type, subject, ch.position, ch.commit_ts, body))
                     continue

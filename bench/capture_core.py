@@ -120,7 +120,8 @@ def main() -> None:
         tot = {p: sum(us[p]) for p in PATHS}
         emit({"scenario": "capture_core_ratio", "round": r + 1,
               "compiled_over_tuples": round(tot["compiled"] / tot["tuples"], 3),
-              "compiled_over_pure": round(tot["compiled"] / tot["pure"], 3), "bare_loop_us_per_message": round(bare, 2)})
+              "compiled_over_pure": round(tot["compiled"] / tot["pure"], 3),
+              "bare_loop_us_per_message": round(bare, 2)})
         rows.append((f"round {r + 1}", *(f"{us[p][0]:.2f} + {us[p][1]:.2f} = {tot[p]:.2f}" for p in PATHS),
                      f"{tot['compiled'] / tot['tuples']:.2f} / {tot['compiled'] / tot['pure']:.2f}", f"{bare:.2f}"))
     table(rows, ("µs CPU per change (decode+row + map)", "compiled", "tuples (C decode, Python map)", "pure",

@@ -70,7 +70,7 @@ class RelMeta:
     wanted: bool
     key_columns: tuple[str, ...]
     key_index: tuple[int, ...]     # replica identity columns (what a 'K' old image holds)
-    layout: RowLayout | None = None     # the same for rendered rows (agent/fastrow.py)
+    layout: RowLayout      # names and key index for rendered rows (agent/fastrow.py)
 
 
 _OPS = {"I": "insert", "U": "update", "D": "delete"}
