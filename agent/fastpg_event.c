@@ -45,11 +45,15 @@ static inline uint64_t rotr64(uint64_t x, int n) { return x >> n | x << (64 - n)
 
 static void compress(uint64_t h[8], const uint8_t block[128], uint64_t t, int last) {
     uint64_t v[16], m[16];
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    memcpy(m, block, 128);                                               /* little-endian words */
+#else
     for (int i = 0; i < 16; i++) {
         uint64_t w = 0;
-        for (int k = 7; k >= 0; k--) w = w << 8 | block[8 * i + k];      /* little-endian words */
+        for (int k = 7; k >= 0; k--) w = w << 8 | block[8 * i + k];
         m[i] = w;
     }
+#endif
     for (int i = 0; i < 8; i++) { v[i] = h[i]; v[i + 8] = IV[i]; }
     v[12] ^= t;                 /* messages here are far below 2**64 bytes: the high counter word stays 0 */
     if (last) v[14] = ~v[14];
