@@ -319,8 +319,8 @@ done:
 static PyObject *init(PyObject *self, PyObject *args) {
     PyObject *err, *unchanged, *loads = NULL, *rawjson = NULL, *dumps = NULL;
     if (!PyArg_ParseTuple(args, "OO|OOO", &err, &unchanged, &loads, &rawjson, &dumps)) return NULL;
-    Py_XSETREF(FpDecodeError, Py_NewRef(err));
-    Py_XSETREF(FpUnchanged, Py_NewRef(unchanged));
+    if (err != Py_None) Py_XSETREF(FpDecodeError, Py_NewRef(err));          /* None: leave as it is */
+    if (unchanged != Py_None) Py_XSETREF(FpUnchanged, Py_NewRef(unchanged));
     if (loads != NULL && rawjson != NULL) {
         Py_XSETREF(FpJsonLoads, Py_NewRef(loads));
         Py_XSETREF(FpRawJsonType, Py_NewRef(rawjson));
@@ -334,6 +334,8 @@ static PyMethodDef methods[] = {
      "decode_tuple(buf, pos, converters, kinds) -> (values, position after the tuple)"},
     {"render_row", (PyCFunction)(void (*)(void))fp_render_row, METH_FASTCALL,
      "render_row(buf, pos, converters, kinds) -> the row message's values as JSON (bytes), or None"},
+    {"render_dicts", (PyCFunction)(void (*)(void))fp_render_dicts, METH_FASTCALL,
+     "render_dicts(op, before, after, names) -> a RowChange's row images as render_row's JSON, or None"},
     {"render_event", (PyCFunction)(void (*)(void))fp_render_event, METH_FASTCALL,
      "render_event(row, plan, position, time, txid) -> (id, subject, body), None (skipped) or False"},
     {"blake2b16", fp_blake2b16, METH_O, "blake2b16(data) -> the 16-byte BLAKE2b digest as hex"},

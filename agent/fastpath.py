@@ -86,6 +86,16 @@ def row_renderer(force_pure: bool | None = None) -> Callable[[bytes, int, tuple,
     return None if _fastpg is None or pure else _fastpg.render_row
 
 
+def dict_renderer(force_pure: bool | None = None) -> Callable[..., bytes | None] | None:
+    """The compiled render_dicts(op, before, after, names) for RowChanges of other sources (their values
+    already in JSON form), or None on the pure path (extension missing, CDC_AGENT_PURE=1)."""
+    pure = force_pure if force_pure is not None else os.environ.get(PURE_ENV, "") not in ("", "0")
+    if _fastpg is None or pure:
+        return None
+    _fastpg.init(None, None, orjson.loads, rawjson.RawJson, orjson.dumps)    # (what render_dicts writes with)
+    return _fastpg.render_dicts
+
+
 def _u16s(idx: Sequence[int]) -> bytes:
     return b"".join(i.to_bytes(2, "big") for i in idx)
 

@@ -78,6 +78,7 @@ typedef struct {
 } Cell;
 
 PyObject *fp_render_row(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+PyObject *fp_render_dicts(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 PyObject *fp_render_event(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 PyObject *fp_blake2b16(PyObject *self, PyObject *arg);
 

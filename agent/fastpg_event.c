@@ -129,6 +129,13 @@ static int tag_class(uint8_t tag) {
     return tag == T_STR_ESC ? T_STR : tag == T_FLOAT_ZERO ? T_FLOAT : tag;
 }
 
+static int is_number(uint8_t tag) { return tag == T_INT || tag == T_BOOL || tag == T_FLOAT || tag == T_FLOAT_ZERO; }
+
+/* an int, a bool and a float in one column (a source that types values loosely): equal text is not the test */
+static int numbers_apart(const Cell *a, const Cell *b) {
+    return is_number(a->tag) && is_number(b->tag) && tag_class(a->tag) != tag_class(b->tag);
+}
+
 static int cells_equal(const Cell *a, const Cell *b, const char *text) {
     if (a->tag == T_FLOAT_ZERO && b->tag == T_FLOAT_ZERO) return 1;       /* 0.0 == -0.0 */
     return tag_class(a->tag) == tag_class(b->tag) && a->len == b->len
@@ -214,6 +221,7 @@ PyObject *fp_render_event(PyObject *self, PyObject *const *args, Py_ssize_t narg
     memcpy(&head, row, sizeof head);
     Py_ssize_t ncols = head.ncols;
     if (ncols != PyTuple_GET_SIZE(col_names)
+        || head.ntuples < 1 || head.ntuples > 2 || (head.op == 'U' && head.old_kind && head.ntuples != 2)
         || rowlen < (Py_ssize_t)(sizeof head + sizeof(Cell) * ncols * head.ntuples))
         goto bad_row;
     Cell *cells = PyMem_Malloc(sizeof(Cell) * ncols * head.ntuples + ncols * 2 + 1);
@@ -222,10 +230,21 @@ PyObject *fp_render_event(PyObject *self, PyObject *const *args, Py_ssize_t narg
     uint8_t *present = (uint8_t *)(cells + ncols * head.ntuples);   /* the before image's columns */
     uint8_t *changed = present + ncols;
     const char *text = row + sizeof head + sizeof(Cell) * ncols * head.ntuples;
+    Py_ssize_t textlen = rowlen - (text - row);
+    for (Py_ssize_t i = 0; i < ncols * head.ntuples; i++) {
+        if ((Py_ssize_t)cells[i].off + (Py_ssize_t)cells[i].len > textlen) {
+            PyMem_Free(cells);
+            goto bad_row;
+        }
+    }
 
     const Cell *after = NULL, *before = NULL;
     const uint8_t *before_present = NULL;
     const char *opname;
+    if (head.op != 'I' && head.op != 'U' && head.op != 'D') {
+        PyMem_Free(cells);
+        goto bad_row;
+    }
     if (head.op == 'I') {
         opname = "insert";
         after = cells;
@@ -253,6 +272,10 @@ PyObject *fp_render_event(PyObject *self, PyObject *const *args, Py_ssize_t narg
         int any_named = 0;
         const char *mask = changed_mask != Py_None ? PyBytes_AS_STRING(changed_mask) : NULL;
         for (Py_ssize_t i = 0; i < ncols; i++) {
+            if (numbers_apart(&after[i], &before[i])) {       /* 1 == 1.0 == True: Python decides */
+                PyMem_Free(cells);
+                Py_RETURN_FALSE;
+            }
             changed[i] = !cells_equal(&after[i], &before[i], text);
             if (changed[i] && mask && mask[i]) any_named = 1;
         }

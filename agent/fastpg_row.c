@@ -131,8 +131,11 @@ static int put_double(Buf *b, double d, uint8_t *tag) {
 
 static int put_obj(Buf *b, PyObject *v, uint8_t *tag, int depth) {
     if (v == Py_None) return BUF_LIT(b, "null");
-    if (v == Py_True) { if (tag) *tag = T_BOOL; return BUF_LIT(b, "true"); }
-    if (v == Py_False) { if (tag) *tag = T_BOOL; return BUF_LIT(b, "false"); }
+    if (v == Py_True || v == Py_False) {
+        if (tag == NULL) return 1;          /* in an array: [True] == [1] though they write differently */
+        *tag = T_BOOL;
+        return v == Py_True ? BUF_LIT(b, "true") : BUF_LIT(b, "false");
+    }
     if (PyUnicode_CheckExact(v)) {
         Py_ssize_t n;
         const char *s = PyUnicode_AsUTF8AndSize(v, &n);
@@ -560,6 +563,88 @@ PyObject *fp_render_row(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     } else {
         rc = tuple_cells(&text, cells, ncols, buf, len, &p, convs, kinds, nkinds);
     }
+    if (rc == 0 && text.n > 0xFFFFFFF0) rc = 1;
+    if (rc == 0) {
+        Py_ssize_t cellbytes = sizeof(Cell) * ncells;
+        out = PyBytes_FromStringAndSize(NULL, sizeof head + cellbytes + text.n);
+        if (out != NULL) {
+            char *o = PyBytes_AS_STRING(out);
+            memcpy(o, &head, sizeof head);
+            memcpy(o + sizeof head, cells, cellbytes);
+            memcpy(o + sizeof head + cellbytes, text.p, text.n);
+        }
+    } else if (rc > 0) {
+        out = Py_NewRef(Py_None);
+    }
+    PyMem_Free(cells);
+    buf_free(&text);
+    return out;
+}
+
+/* ---- render_dicts: the same rendered row from the before/after dicts of any source's RowChange (values
+   already in their JSON form), so that every source's changes get render_event. Each dict must hold exactly
+   the layout's columns in its order; a value put_obj cannot write exactly makes it None (the pure path). */
+
+static int dict_cells(Buf *text, Cell *cells, PyObject *d, PyObject *names) {
+    Py_ssize_t ncols = PyTuple_GET_SIZE(names);
+    if (!PyDict_CheckExact(d) || PyDict_GET_SIZE(d) != ncols) return 1;
+    Py_ssize_t it = 0, i = 0;
+    PyObject *k, *val;
+    while (PyDict_Next(d, &it, &k, &val)) {
+        PyObject *want = PyTuple_GET_ITEM(names, i);
+        if (k != want && (!PyUnicode_CheckExact(k) || PyUnicode_Compare(k, want) != 0)) {
+            PyErr_Clear();
+            return 1;
+        }
+        Cell *c = &cells[i];
+        c->off = (uint32_t)text->n;
+        c->tag = T_NULL;
+        int rc = put_obj(text, val, &c->tag, 0);
+        if (rc) return rc;
+        c->len = (uint32_t)(text->n - c->off);
+        i++;
+    }
+    return 0;
+}
+
+PyObject *fp_render_dicts(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4 || !PyUnicode_Check(args[0]) || !PyTuple_Check(args[3])) {
+        PyErr_SetString(PyExc_TypeError, "render_dicts(op: str, before, after, names: tuple)");
+        return NULL;
+    }
+    PyObject *before = args[1], *after = args[2], *names = args[3];
+    Py_ssize_t ncols = PyTuple_GET_SIZE(names);
+    if (ncols == 0 || ncols > 0xFFFE || PyUnicode_GET_LENGTH(args[0]) < 1) Py_RETURN_NONE;
+    RowHead head = {0};
+    head.ncols = (uint16_t)ncols;
+    Py_UCS4 op = PyUnicode_READ_CHAR(args[0], 0);
+    PyObject *first, *second = NULL;
+    if (op == 'i' && before == Py_None && after != Py_None) {
+        head.op = 'I';
+        first = after;
+    } else if (op == 'u' && after != Py_None) {
+        head.op = 'U';
+        first = after;
+        if (before != Py_None) {
+            head.old_kind = 'O';
+            second = before;
+        }
+    } else if (op == 'd' && before != Py_None && after == Py_None) {
+        head.op = 'D';
+        head.old_kind = 'O';
+        first = before;
+    } else {
+        Py_RETURN_NONE;
+    }
+    head.ntuples = second ? 2 : 1;
+    Py_ssize_t ncells = ncols * head.ntuples;
+    Cell *cells = PyMem_Malloc(sizeof(Cell) * ncells);
+    if (cells == NULL) return PyErr_NoMemory();
+    Buf text;
+    buf_init(&text);
+    PyObject *out = NULL;
+    int rc = dict_cells(&text, cells, first, names);
+    if (rc == 0 && second) rc = dict_cells(&text, cells + ncols, second, names);
     if (rc == 0 && text.n > 0xFFFFFFF0) rc = 1;
     if (rc == 0) {
         Py_ssize_t cellbytes = sizeof(Cell) * ncells;

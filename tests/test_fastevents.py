@@ -125,11 +125,11 @@ def rules(draw, n):
     return out
 
 
-def mapper(event_rules, table: str = "public.t") -> EventMapper:
+def mapper(event_rules, table: str = "public.t", pure: bool = False) -> EventMapper:
     return EventMapper(config.parse({
         "agent": {"name": "east-1"},
         "source": {"kind": "postgres", "dsn": "postgresql://cdc@127.0.0.1/erp", "tables": [table]},
-        "targets": [{"name": "f", "kind": "file", "path": "x.jsonl"}], "events": event_rules}))
+        "targets": [{"name": "f", "kind": "file", "path": "x.jsonl"}], "events": event_rules}), pure=pure)
 
 
 def outcome(pure: bool, oids, keys, msg, event_rules):
@@ -140,7 +140,7 @@ def outcome(pure: bool, oids, keys, msg, event_rules):
         return ("DecodeError", str(e)), None
     ch = row_change(m, m.relation.info, POS, TIME, 1795428000.123456, "7412")
     try:
-        events, failures = mapper(event_rules).map([ch])
+        events, failures = mapper(event_rules, pure=pure).map([ch])
     except Exception as e:      # a binary ('b') value orjson cannot write: raised alike on both paths
         return (type(e).__name__, str(e)), ch
     return ([(e.id, e.type, e.subject, e.position, e.commit_ts, e.body, e.outbox_row, e.only_target)
@@ -265,12 +265,13 @@ def test_database_messages_render_alike(pg_db):
                 "SELECT oid::int8, typname::text, typtype::text, typcategory::text, typelem::int8, "
                 "typbasetype::int8, typdelim::text FROM pg_type"):
             types[oid] = v.TypeInfo(oid, name, typtype, cat, elem, base, delim)
-    m = mapper([{"type": "vals.row", "table": "public.vals"},
-                {"type": "vals.some", "table": "public.vals", "fields": {"k": "id", "x": PG_COLUMNS[0][0],
-                                                                         "y": PG_COLUMNS[-1][0]}}], "public.vals")
+    rules = [{"type": "vals.row", "table": "public.vals"},
+             {"type": "vals.some", "table": "public.vals", "fields": {"k": "id", "x": PG_COLUMNS[0][0],
+                                                                      "y": PG_COLUMNS[-1][0]}}]
     bodies: dict[bool, list] = {}
     kinds: dict[bool, list] = {}
     for pure in (True, False):
+        m = mapper(rules, "public.vals", pure=pure)
         d = po.Decoder(pure=pure)
         changes = []
         for i, raw in enumerate(data):
@@ -289,3 +290,15 @@ def test_database_messages_render_alike(pg_db):
     assert len(bodies[True]) == 2 * (ROWS + ROWS // 2 + len(range(0, ROWS, 3)))
     # most rows take the compiled path (the rest: values in forms only the pure path reproduces)
     assert kinds[False].count("RenderedRowChange") > 0.5 * len(kinds[False])
+
+
+@needs_extension
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200))
+def test_render_event_refuses_what_render_row_did_not_make(junk_row):
+    """render_event trusts only its own layout: any other bytes are a ValueError, never a crash."""
+    plan = fastpath.event_plan("a", "t", "s", ["c0", "c1"], ["c0"], (0,), None, None)
+    try:
+        fastpath.render_event(junk_row, plan, POS, TIME, "1")
+    except ValueError:
+        pass
