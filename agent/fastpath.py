@@ -39,6 +39,8 @@ _KINDS: dict[Callable, int] = {
     pgvalues._date: 6, pgvalues._timestamp: 7, pgvalues.bytea_to_base64: 8, pgvalues._json: 9,
 }
 
+_API = ("decode_tuple", "init", "render_row", "render_event", "render_dicts", "blake2b16")
+
 _fastpg: types.ModuleType | None
 try:
     from . import _fastpg
@@ -46,7 +48,13 @@ except ImportError as e:        # not built (no compiler when it was installed)
     _fastpg = None
     _import_error = str(e)
 else:
-    _import_error = ""
+    _missing = [name for name in _API if not hasattr(_fastpg, name)]
+    if _missing:                # a build from older sources (not rebuilt after an update): do not use it
+        _import_error = (f"{getattr(_fastpg, '__file__', 'agent._fastpg')} is an older build without {', '.join(_missing)}; "
+                         "rebuild it with pip install -e .")
+        _fastpg = None
+    else:
+        _import_error = ""
 
 _reported = False
 
@@ -61,19 +69,25 @@ def compiled() -> bool:
     return _fastpg is not None
 
 
+def _report(pure: bool, what: str) -> None:
+    """The pure path's one log line per process (whichever part of the agent meets it first)."""
+    global _reported
+    if _reported:
+        return
+    _reported = True
+    if _fastpg is None:
+        log.warning("compiled decoder not available (%s): %s in pure Python, which costs more CPU per change",
+                    _import_error, what)
+    else:
+        log.info("%s is set: %s in pure Python", PURE_ENV, what)
+
+
 def tuple_decoder(decode_error: type, unchanged: object, force_pure: bool | None = None):
     """The compiled decode_tuple(buf, pos, converters, kinds), or None for the pure path: when the
     extension is missing or CDC_AGENT_PURE=1 (force_pure overrides the environment). Logs the choice once."""
-    global _reported
     pure = force_pure if force_pure is not None else os.environ.get(PURE_ENV, "") not in ("", "0")
     if _fastpg is None or pure:
-        if not _reported:
-            _reported = True
-            if _fastpg is None:
-                log.warning("compiled decoder not available (%s): decoding PostgreSQL changes in pure Python, "
-                            "which costs more CPU per change", _import_error)
-            else:
-                log.info("%s is set: decoding PostgreSQL changes in pure Python", PURE_ENV)
+        _report(pure, "decoding PostgreSQL changes")
         return None
     _fastpg.init(decode_error, unchanged, orjson.loads, rawjson.RawJson, orjson.dumps)
     return _fastpg.decode_tuple
@@ -91,6 +105,7 @@ def dict_renderer(force_pure: bool | None = None) -> Callable[..., bytes | None]
     already in JSON form), or None on the pure path (extension missing, CDC_AGENT_PURE=1)."""
     pure = force_pure if force_pure is not None else os.environ.get(PURE_ENV, "") not in ("", "0")
     if _fastpg is None or pure:
+        _report(pure, "mapping changes")
         return None
     _fastpg.init(None, None, orjson.loads, rawjson.RawJson, orjson.dumps)    # (what render_dicts writes with)
     return _fastpg.render_dicts
