@@ -50,8 +50,8 @@ except ImportError as e:        # not built (no compiler when it was installed)
 else:
     _missing = [name for name in _API if not hasattr(_fastpg, name)]
     if _missing:                # a build from older sources (not rebuilt after an update): do not use it
-        _import_error = (f"{getattr(_fastpg, '__file__', 'agent._fastpg')} is an older build without {', '.join(_missing)}; "
-                         "rebuild it with pip install -e .")
+        _where = getattr(_fastpg, "__file__", "agent._fastpg")
+        _import_error = f"{_where} is an older build without {', '.join(_missing)}; rebuild it with pip install -e ."
         _fastpg = None
     else:
         _import_error = ""
