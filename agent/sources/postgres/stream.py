@@ -46,6 +46,7 @@ from ... import pgoutput as po
 from ...twoway import is_echo
 from ... import pgvalues
 from ...changes import Begin, Commit, Item, Keepalive, RowChange, SourceStatus, Watermark
+from ...fastrow import RenderedRowChange, RowLayout
 from ...snapshot import WATERMARK_PREFIX
 from ...config import Config
 from ...errors import PositionLost, SourceError, SourceFatal, SourceUnavailable
@@ -69,11 +70,68 @@ _UNCHANGED = po.UNCHANGED
 
 
 @dataclass(slots=True)
-class _RelMeta:
+class RelMeta:
     table: str
     wanted: bool
     key_columns: tuple[str, ...]
     key_index: tuple[int, ...]     # replica identity columns (what a 'K' old image holds)
+    layout: RowLayout      # names and key index for rendered rows (agent/fastrow.py)
+
+
+_OPS = {"I": "insert", "U": "update", "D": "delete"}
+
+
+def _images(m, meta: RelMeta) -> tuple[dict | None, dict | None, tuple[str, ...]]:
+    """(before, after, unavailable) of a decoded Insert / Update / Delete."""
+    names = m.relation.names
+    k = m.kind
+    if k == "I":
+        return None, dict(zip(names, m.new)), ()
+    if k == "U":
+        old = m.old if m.old_kind == "O" else None
+        new = m.new
+        unavailable: tuple[str, ...] = ()
+        if _UNCHANGED in new:
+            after = {}
+            missing = []
+            for i, v in enumerate(new):
+                if v is _UNCHANGED:
+                    v = old[i] if old is not None else _UNCHANGED
+                    if v is _UNCHANGED:
+                        missing.append(names[i])
+                        continue
+                after[names[i]] = v
+            unavailable = tuple(missing)
+        else:
+            after = dict(zip(names, new))
+        before = None
+        if old is not None:
+            before = dict(zip(names, old))
+            if _UNCHANGED in old:       # not expected under FULL; never let the marker out
+                before = {n: v for n, v in before.items() if v is not _UNCHANGED}
+        return before, after, unavailable
+    old = m.old
+    if m.old_kind == "O":
+        before = {n: v for n, v in zip(names, old) if v is not _UNCHANGED}
+    else:                               # 'K': only the replica identity columns are in the log
+        before = {names[i]: old[i] for i in meta.key_index}
+    return before, None, ()
+
+
+def row_change(m, meta: RelMeta, pos: str, commit_time: str, commit_ts: float, txid: str) -> RowChange:
+    """The RowChange of a decoded row message, or its RenderedRowChange when the compiled core rendered it."""
+    rendered = m.rendered
+    if rendered is not None:        # the compiled core rendered its values (agent/fastrow.py)
+        return RenderedRowChange(meta.table, _OPS[m.kind], pos, commit_time, commit_ts, txid, meta.key_columns,
+                                 rendered, meta.layout, _rendered_images, m)
+    before, after, unavailable = _images(m, meta)
+    return RowChange(meta.table, _OPS[m.kind], before, after, pos, commit_time, commit_ts, txid, meta.key_columns,
+                     unavailable)
+
+
+def _rendered_images(m: po.RenderedRow) -> tuple[dict | None, dict | None]:
+    before, after, _ = _images(m.decoded(), m.relation.info)     # (a rendered row has no unavailable column)
+    return before, after
 
 
 class PostgresSource:
@@ -406,47 +464,12 @@ class PostgresSource:
 
     def _row(self, m) -> RowChange | None:
         rel = m.relation
-        meta: _RelMeta = rel.info
+        meta: RelMeta = rel.info
         if not meta.wanted:
             return None
         self._ordinal += 1
         pos = f"{self._txn_prefix}{self._ordinal:08d}"
-        names = rel.names
-        k = m.kind
-        if k == "I":
-            return RowChange(meta.table, "insert", None, dict(zip(names, m.new)), pos, self._txn_time,
-                             self._txn_ts, self._txn_xid, meta.key_columns)
-        if k == "U":
-            old = m.old if m.old_kind == "O" else None
-            new = m.new
-            unavailable = ()
-            if _UNCHANGED in new:
-                after = {}
-                missing = []
-                for i, v in enumerate(new):
-                    if v is _UNCHANGED:
-                        v = old[i] if old is not None else _UNCHANGED
-                        if v is _UNCHANGED:
-                            missing.append(names[i])
-                            continue
-                    after[names[i]] = v
-                unavailable = tuple(missing)
-            else:
-                after = dict(zip(names, new))
-            before = None
-            if old is not None:
-                before = dict(zip(names, old))
-                if _UNCHANGED in old:       # not expected under FULL; never let the marker out
-                    before = {n: v for n, v in before.items() if v is not _UNCHANGED}
-            return RowChange(meta.table, "update", before, after, pos, self._txn_time, self._txn_ts,
-                             self._txn_xid, meta.key_columns, unavailable)
-        old = m.old
-        if m.old_kind == "O":
-            before = {n: v for n, v in zip(names, old) if v is not _UNCHANGED}
-        else:                               # 'K': only the replica identity columns are in the log
-            before = {names[i]: old[i] for i in meta.key_index}
-        return RowChange(meta.table, "delete", before, None, pos, self._txn_time, self._txn_ts, self._txn_xid,
-                         meta.key_columns)
+        return row_change(m, meta, pos, self._txn_time, self._txn_ts, self._txn_xid)
 
     def _relation(self, rel: po.Relation) -> None:
         table = rel.qualified
@@ -463,7 +486,7 @@ class PostgresSource:
             key_columns = tuple(r[0] for r in rows)
             if not key_columns and rel.replica_identity != "f":
                 key_columns = rel.key_names        # REPLICA IDENTITY USING INDEX: that index's columns
-        rel.info = _RelMeta(table, wanted, key_columns, key_index)
+        rel.info = RelMeta(table, wanted, key_columns, key_index, RowLayout(rel.names, key_index))
 
     def _load_types(self, oids: list[int]) -> None:
         missing = {o for o in oids if o not in pgvalues.SCALARS and o not in self._types}
