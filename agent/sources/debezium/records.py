@@ -1,0 +1,188 @@
+"""Debezium change records (the JSON converter's text; values with their schema) -> capture items. Pure.
+
+Transaction boundaries come from Debezium's transaction metadata (provide.transaction.metadata=true): a
+BEGIN record on `<prefix>.transaction` is a Begin, its END a Commit. A record that can end a transaction in
+the agent's sense ("closes"): END, a heartbeat outside a transaction, the last record of a snapshot, and a
+change that arrived outside any BEGIN (a connector without metadata for it). The caller turns those into a
+Commit whose checkpoint is the record's Debezium offsets (engine.py): only there can a restart resume.
+
+Snapshot: Debezium's `r` records are `op = "read"` changes, all of one agent transaction that ends at the
+snapshot's last record (source.snapshot = "last"). An interrupted snapshot is redone by Debezium from its
+start (the agent's checkpoint did not move); the read events keep their ids (id_key: the snapshot's start
+checkpoint, the table and the row's key), so consumers drop the copies.
+
+Position (fixed width, sorts in stream order, the same on every replay; the event id derives from it):
+    postgres  "<last commit LSN before the transaction, 16 hex>:<ordinal 8>"   (source.sequence[0]; the
+              first transaction after a start without one: its first change's LSN)
+    mysql     "<binlog file number 8>:<offset of its first change 12>:<ordinal 8>"
+    others    "<commit LSN / SCN of the transaction>:<ordinal 8>" (sqlserver commit_lsn, oracle commit_scn
+              zero-padded to 20, db2 commit_lsn)
+    snapshot reads: "<the snapshot's position>:00000000:<row number 10>", before the changes after it
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from ...changes import Begin, Item, RowChange
+from ...myvalues import format_timestamp
+from .values import Converter, convert_row, row_converters
+
+log = logging.getLogger(__name__)
+
+OPS = {"c": "insert", "u": "update", "d": "delete", "r": "read"}
+
+
+@dataclass
+class Decoded:
+    items: list[Item] = field(default_factory=list)
+    closes: bool = False          # append a Commit with this record's offsets after the items
+    keepalive: bool = False       # and a Keepalive (a heartbeat: caught up)
+
+
+class RecordDecoder:
+    def __init__(self, connector: str, prefix: str, tables: tuple[str, ...], start_marker: str,
+                 logical: dict[tuple[str, str], dict[str, str]] | None = None):
+        self.connector = connector
+        self.prefix = prefix
+        self.transaction_topic = f"{prefix}.transaction"
+        self.tables = {t.lower(): t for t in tables}
+        self.start_marker = start_marker          # the checkpoint capture started from: snapshot read ids
+        self.logical = {f"{k[0]}.{k[1]}".lower(): v for k, v in (logical or {}).items()}
+        self.in_txn = False
+        self.in_snapshot = False
+        self.txid: str | None = None
+        self.txn_prefix: str | None = None
+        self.ordinal = 0
+        self.last_position: str | None = None
+        self.last_commit_ts: float | None = None
+        self._convs: dict[tuple[str, str], tuple[int, list[tuple[str, Converter]]]] = {}
+
+    def decode(self, topic: str, key: str | None, value: str | None) -> Decoded:
+        out = Decoded()
+        if value is None:
+            return out                               # a tombstone (turned off; harmless)
+        if topic.startswith("__debezium-heartbeat"):
+            if not self.in_txn:
+                out.closes = out.keepalive = True
+            return out
+        doc = json.loads(value)
+        payload = doc.get("payload", doc) if "schema" in doc else doc
+        if topic == self.transaction_topic:
+            return self._transaction(payload)
+        if not isinstance(payload, dict) or "op" not in payload:
+            return out                               # a schema change or a message we do not capture
+        op = OPS.get(payload["op"])
+        if op is None:
+            log.warning("Debezium %r record on %s not captured (truncate and logical messages are not changes "
+                        "the agent emits)", payload["op"], topic)
+            return out
+        src = payload.get("source") or {}
+        table = self._table(src)
+        if table is None:
+            return out
+        convs = self._converters(table, doc.get("schema"))
+        before = convert_row(payload.get("before"), convs)
+        after = convert_row(payload.get("after"), convs)
+        keys = tuple(json.loads(key)) if key else ()
+        us = src.get("ts_us") or (src.get("ts_ms") or 0) * 1000
+        commit_time = format_timestamp(*divmod(int(us), 1_000_000))
+        commit_ts = us / 1e6
+        self.last_commit_ts = commit_ts
+        if op == "read":
+            return self._read(out, table, src, before, after, keys, commit_time, commit_ts, key)
+        if self.in_snapshot:                         # streaming began without a "last" marker: close it
+            self.in_snapshot = self.in_txn = False
+        alone = not self.in_txn
+        if alone:
+            self.txid = self._txid(src, payload)
+            out.items.append(Begin(self.txid, commit_ts))
+            self.in_txn = True
+            self.txn_prefix, self.ordinal = None, 0
+        if self.txn_prefix is None:
+            self.txn_prefix = self._prefix(src)
+        self.ordinal += 1
+        pos = f"{self.txn_prefix}:{self.ordinal:08d}"
+        self.last_position = pos
+        txid = self._txid(src, payload) if self.connector == "postgres" else self.txid
+        out.items.append(RowChange(table, op, before, after, pos, commit_time, commit_ts, txid, keys))
+        if alone:
+            self.in_txn = False
+            out.closes = True
+        return out
+
+    # -- pieces
+
+    def _transaction(self, p: dict[str, Any]) -> Decoded:
+        out = Decoded()
+        status = p.get("status")
+        if status == "BEGIN":
+            self.in_snapshot = False
+            self.in_txn = True
+            self.txid = str(p.get("id"))
+            self.txn_prefix, self.ordinal = None, 0
+            out.items.append(Begin(self.txid, (p.get("ts_ms") or 0) / 1e3))
+        elif status == "END" and self.in_txn:
+            self.in_txn = False
+            out.closes = True
+        return out
+
+    def _read(self, out: Decoded, table: str, src: dict, before, after, keys, commit_time, commit_ts,
+              key: str | None) -> Decoded:
+        if not self.in_snapshot:
+            self.in_snapshot = self.in_txn = True
+            self.txid = f"snapshot:{self.start_marker}"
+            self.txn_prefix, self.ordinal = self._prefix(src, snapshot=True) + ":00000000", 0
+            out.items.append(Begin(self.txid, commit_ts))
+        self.ordinal += 1
+        pos = f"{self.txn_prefix}:{self.ordinal:010d}"
+        self.last_position = pos
+        out.items.append(RowChange(table, "read", None, after or before, pos, commit_time, commit_ts, None, keys,
+                                   id_key=f"dbz-read:{self.start_marker}:{table}:{key}"))
+        if src.get("snapshot") == "last":
+            self.in_snapshot = self.in_txn = False
+            out.closes = True
+        return out
+
+    def _table(self, src: dict) -> str | None:
+        schema = src.get("db") if self.connector == "mysql" else src.get("schema")
+        name = f"{schema}.{src.get('table')}"
+        return self.tables.get(name.lower())
+
+    def _converters(self, table: str, schema: dict | None) -> list[tuple[str, Converter]]:
+        """The before/after struct's converters, rebuilt when the table's shape changes (ALTER TABLE)."""
+        fields = (schema or {}).get("fields") or ()
+        struct = next((f for f in fields if f.get("field") in ("after", "before")), None)
+        if struct is None:
+            return []
+        shape = hash(json.dumps(struct, sort_keys=True))
+        cached = self._convs.get((table, struct.get("name") or ""))
+        if cached is not None and cached[0] == shape:
+            return cached[1]
+        convs = row_converters(struct, self.logical.get(table.lower()))
+        self._convs[(table, struct.get("name") or "")] = (shape, convs)
+        return convs
+
+    def _txid(self, src: dict, payload: dict) -> str | None:
+        if self.connector == "postgres" and src.get("txId") is not None:
+            return str(src["txId"])
+        txn = payload.get("transaction") or {}
+        return str(txn["id"]) if txn.get("id") is not None else self.txid
+
+    def _prefix(self, src: dict, snapshot: bool = False) -> str:
+        c = self.connector
+        if c == "postgres":
+            seq = json.loads(src.get("sequence") or "[null, null]")
+            lsn = seq[0] if seq[0] is not None and not snapshot else (seq[1] or src.get("lsn") or 0)
+            return f"{int(lsn):016X}"
+        if c == "mysql":
+            f = str(src.get("file") or "")
+            num = int(f.rsplit(".", 1)[-1]) if f.rsplit(".", 1)[-1].isdigit() else 0
+            return f"{num:08d}:{int(src.get('pos') or 0):012d}"
+        if c == "oracle":
+            return f"{int(src.get('commit_scn') or src.get('scn') or 0):020d}"
+        return str(src.get("commit_lsn") or src.get("change_lsn") or "")
+
