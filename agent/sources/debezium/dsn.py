@@ -24,7 +24,9 @@ CONNECTOR_CLASSES = {
 }
 # agent snapshot mode -> Debezium snapshot.mode
 SNAPSHOT_MODES = {"initial": "initial", "never": "no_data", "when_needed": "when_needed"}
-HEARTBEAT_MS = 2000            # a heartbeat record at least this often: checkpoints (and confirms) while idle
+HEARTBEAT_MS = 2000            # a heartbeat record at least this often: checkpoints (and acknowledgements) while
+                               # idle; postgres: every heartbeat_seconds, with a WAL message (below)
+HEARTBEAT_MESSAGE = "cdc-agent-heartbeat"      # the native source's prefix (agent/sources/postgres/common.py)
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,7 @@ def properties(cfg: Any, offsets_file: str, history_file: str) -> dict[str, str]
         "snapshot.mode": SNAPSHOT_MODES[s.snapshot],
         "provide.transaction.metadata": "true",     # BEGIN / END records: the agent's transaction boundaries
         "heartbeat.interval.ms": str(HEARTBEAT_MS),
+        "errors.max.retries": "0",                  # a lost connection ends the engine: the agent reconnects
         "tombstones.on.delete": "false",
         "include.schema.changes": "false",
         # the types travel with every record (the converter's schema), the values in these forms
@@ -104,12 +107,17 @@ def properties(cfg: Any, offsets_file: str, history_file: str) -> dict[str, str]
         "bigint.unsigned.handling.mode": "precise",
         "schema.history.internal": "io.debezium.storage.file.history.FileSchemaHistory",
         "schema.history.internal.file.filename": history_file,
-        "errors.max.retries": "0",                  # a lost connection ends the engine: the agent reconnects
     }
     p["table.include.list"] = ",".join(_regex(t) for t in s.tables)
     if s.connector == "postgres":
         p.update({"database.dbname": d.database, "plugin.name": "pgoutput", "slot.name": s.slot,
                   "publication.name": s.publication, "publication.autocreate.mode": "disabled"})
+        if s.heartbeat_seconds:
+            # as the native source does: a WAL message now and then, so that an idle database's slot advances
+            # (the heartbeat's acknowledgement moves the slot's flush LSN past it)
+            p["heartbeat.interval.ms"] = str(int(s.heartbeat_seconds * 1000))
+            p["heartbeat.action.query"] = (f"SELECT pg_logical_emit_message(false, '{HEARTBEAT_MESSAGE}', "
+                                           f"now()::text)")
     elif s.connector == "mysql":
         p.update({"database.server.id": str(s.server_id),
                   # TIME(n) / DATETIME(n): the schema then says n (values.py writes six digits when n > 0)

