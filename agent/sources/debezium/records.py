@@ -178,6 +178,8 @@ class RecordDecoder:
     def _txid(self, src: dict, payload: dict) -> str | None:
         if self.connector == "postgres" and src.get("txId") is not None:
             return str(src["txId"])
+        if self.connector == "mysql" and not payload.get("transaction"):
+            return str(src["gtid"]) if src.get("gtid") else None
         txn = payload.get("transaction") or {}
         return str(txn["id"]) if txn.get("id") is not None else self.txid
 
