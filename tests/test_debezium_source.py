@@ -253,7 +253,7 @@ def _kill_and_restart(db, connector: str, tmp_path, writers: int, changes: int, 
             t.start()
         for _ in range(kills):
             n = len(read_events(out))
-            wait_for(lambda: len(read_events(out)) > n + 20, 120, what=f"progress\n{agent.log()[-3000:]}")
+            wait_for(lambda n=n: len(read_events(out)) > n + 20, 120, what=f"progress\n{agent.log()[-3000:]}")
             assert any(t.is_alive() for t in threads), "the writers finished before the kill: slow them down"
             agent.kill()
             agent.start()

@@ -57,7 +57,7 @@ def parse_dsn(connector: str, dsn: str, fail: Callable[[str, str], Exception]) -
         return DbzDsn(m.host, m.port, m.user, m.password, m.database or "")
     try:
         u = urlsplit(dsn)
-        port = u.port
+        url_port = u.port
     except ValueError:
         raise fail("dsn", "is not a URL (scheme://user:password@host:port/database)") from None
     if u.scheme not in SCHEMES[connector]:
@@ -68,7 +68,7 @@ def parse_dsn(connector: str, dsn: str, fail: Callable[[str, str], Exception]) -
     database = unquote(u.path.lstrip("/"))
     if not database:
         raise fail("dsn", "names no database (scheme://user:password@host:port/database)")
-    return DbzDsn(u.hostname, port or DEFAULT_PORTS[connector], unquote(u.username or ""),
+    return DbzDsn(u.hostname, url_port or DEFAULT_PORTS[connector], unquote(u.username or ""),
                   unquote(u.password or ""), database)
 
 
