@@ -75,6 +75,12 @@ class SourceSettings:
     snapshot: str = "initial"                # "initial" | "never" | "when_needed" (docs/snapshots.md)
     snapshot_chunk_rows: int = 10000         # rows per snapshot chunk (one keyset read each)
 
+    @property
+    def database_kind(self) -> str:
+        """The kind of database the source reads: a debezium source's connector, else the kind itself (what
+        reading the catalog or rendering Debezium's envelope goes by)."""
+        return self.connector if self.kind == "debezium" else self.kind
+
 
 @dataclass(frozen=True)
 class EventRule:

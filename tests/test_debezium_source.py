@@ -32,7 +32,7 @@ DIFFERENCES: dict[str, set[str]] = {
 
 
 def write_config(tmp_path: Path, name: str, source: str, tables: list[str], snapshot: str = "never",
-                 listen: str = "off") -> Path:
+                 listen: str = "off", targets: str = "") -> Path:
     d = tmp_path / name
     d.mkdir(exist_ok=True)
     cfg = d / "agent.toml"
@@ -51,7 +51,7 @@ snapshot = "{snapshot}"
 name = "out"
 kind = "file"
 path = "out/events.jsonl"
-
+{targets}
 [health]
 listen = "{listen}"
 """.replace("'", '"'))
@@ -92,8 +92,11 @@ def started(cfg: Path) -> bool:
 @needs_debezium
 def test_postgres_events_equal_the_native_source(pg_db, tmp_path):
     pg_db.execute(f"CREATE TABLE vals (id int PRIMARY KEY, {PG_COLUMNS}); ALTER TABLE vals REPLICA IDENTITY FULL")
-    native = write_config(tmp_path, "native", f'kind = "postgres"\ndsn = "{pg_db.dsn}"', ["public.vals"])
-    dbz = write_config(tmp_path, "dbz", dbz_source("postgres", pg_db.dsn), ["public.vals"])
+    # and each with a format = "debezium" target: consumers of Debezium's envelope get the same either way
+    envelope = '[[targets]]\nname = "env"\nkind = "file"\npath = "out/envelope.jsonl"\nformat = "debezium"\n'
+    native = write_config(tmp_path, "native", f'kind = "postgres"\ndsn = "{pg_db.dsn}"', ["public.vals"],
+                          targets=envelope)
+    dbz = write_config(tmp_path, "dbz", dbz_source("postgres", pg_db.dsn), ["public.vals"], targets=envelope)
     for cfg in (native, dbz):
         r = cli("setup", "-c", str(cfg))
         assert r.returncode == 0, r.stdout + r.stderr
@@ -113,9 +116,19 @@ def test_postgres_events_equal_the_native_source(pg_db, tmp_path):
         # the spool holds them: Debezium is acknowledged, and the slot lets the WAL go (past the last commit)
         wait_for(lambda: _lsn(pg_db.execute(flushed)[0][0]) >= _lsn(end), 30,
                  what=f"the slot's flush LSN past {end} (it was {at_setup} at setup)")
+        wait_for(lambda: all(len(read_events(c.parent / "out" / "envelope.jsonl")) >= 5 for c in (native, dbz)), 30,
+                 what="the envelopes")
         assert agent.stop() == 0
     compare(read_events(out_file(native), final=True), read_events(out_file(dbz), final=True),
             DIFFERENCES["postgres"])
+    envelopes = [read_events(c.parent / "out" / "envelope.jsonl", final=True) for c in (native, dbz)]
+    for a, b in zip(*envelopes):
+        assert (a["op"], a["source"]["connector"], a["source"]["table"]) == (b["op"], b["source"]["connector"],
+                                                                               b["source"]["table"])
+        for image in ("before", "after"):
+            if a[image] is not None:
+                assert {k: v for k, v in a[image].items() if k != "tmtz"} == \
+                       {k: v for k, v in b[image].items() if k != "tmtz"}
 
 
 def _lsn(text: str) -> int:
