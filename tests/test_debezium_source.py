@@ -301,14 +301,14 @@ def test_sigkill_mid_stream_loses_nothing_mariadb(make_mariadb_server, tmp_path)
 @pytest.mark.slow
 @needs_debezium
 def test_sigkill_soak_postgres(pg_db, tmp_path):
-    _kill_and_restart(pg_db, "postgres", tmp_path, writers=3, changes=4000, kills=5, pause=0.05)
+    _kill_and_restart(pg_db, "postgres", tmp_path, writers=3, changes=4000, kills=4, pause=0.25)
 
 
 @pytest.mark.slow
 @needs_debezium
 def test_sigkill_soak_mariadb(make_mariadb_server, tmp_path):
     server = make_mariadb_server(version="5.7.19-MariaDB-10.11.19")
-    _kill_and_restart(server.create_database(), "mysql", tmp_path, writers=3, changes=4000, kills=5, pause=0.05)
+    _kill_and_restart(server.create_database(), "mysql", tmp_path, writers=3, changes=4000, kills=4, pause=0.25)
 
 
 def test_check_names_java_the_engine_and_the_database(tmp_path, pg_db):
