@@ -311,6 +311,34 @@ def test_sigkill_soak_mariadb(make_mariadb_server, tmp_path):
     _kill_and_restart(server.create_database(), "mysql", tmp_path, writers=3, changes=4000, kills=4, pause=0.25)
 
 
+@needs_debezium
+def test_the_database_restarting_loses_nothing(make_pg_cluster, tmp_path):
+    """PostgreSQL stops under the running connector: Debezium's engine ends, the agent says the source is
+    unavailable, starts a new engine from its checkpoint once the server is back, and every change arrives."""
+    from tests.plugins import free_port
+    cluster = make_pg_cluster()
+    db = cluster.create_database()
+    db.execute("CREATE TABLE t (id int PRIMARY KEY, v text)")
+    port = free_port()
+    cfg = write_config(tmp_path, "dbz", dbz_source("postgres", db.dsn), ["public.t"], listen=f"127.0.0.1:{port}")
+    assert cli("setup", "-c", str(cfg)).returncode == 0
+    out = out_file(cfg)
+    with AgentProcess(cfg, tmp_path / "dbz.log") as agent:
+        for i in range(20):
+            db.execute(f"INSERT INTO t VALUES ({i}, 'before')")
+        wait_for(lambda: len(read_events(out)) >= 20, 120, what=f"20 events\n{agent.log()[-3000:]}")
+        cluster.restart()
+        for i in range(20, 40):
+            db.execute(f"INSERT INTO t VALUES ({i}, 'after')")
+        wait_for(lambda: len({e["id"] for e in read_events(out)}) >= 40, 120,
+                 what=f"40 events after the restart\n{agent.log()[-3000:]}")
+        assert "source unavailable" in agent.log() or "source failed" in agent.log()
+        assert agent.stop() == 0
+    events = read_events(out, final=True)
+    assert sorted({int(e["subject"]) for e in events}) == list(range(40))
+    check_delivery(events)
+
+
 def test_check_names_java_the_engine_and_the_database(tmp_path, pg_db):
     pg_db.execute("CREATE TABLE t (id int PRIMARY KEY)")
     cfg = write_config(tmp_path, "dbz", dbz_source("postgres", pg_db.dsn), ["public.t"])

@@ -37,7 +37,8 @@ log = logging.getLogger(__name__)
 INSTALL_HELP = ("kind = \"debezium\" needs the optional Debezium engine and Java 17: "
                 "pip install 'cdc-agent[debezium]' and install a Java 17 runtime "
                 "(e.g. apt-get install openjdk-17-jre-headless)")
-LOG4J_CONFIG = Path(__file__).with_name("log4j2.properties")
+LOG4J_CONFIG = Path(__file__).with_name("log4j2.properties")      # Debezium's and Kafka's log: warnings, one line
+JUL_CONFIG = Path(__file__).with_name("jul.properties")            # the MySQL binlog client's: the same
 # -Xrs: the JVM leaves SIGTERM / SIGINT to the agent (its handler drains and checkpoints; the JVM's would
 # exit at once with 143)
 DEFAULT_JVM_OPTIONS = ("-Xrs", "-Xms32m", "-Xmx1g")
@@ -77,7 +78,8 @@ def jvm(jvm_options: tuple[str, ...] = ()) -> Any:
         if not jpype.isJVMStarted():
             if java_found() is None:
                 raise SourceFatal(f"{INSTALL_HELP} (no java found on PATH or in JAVA_HOME)")
-            opts = [*DEFAULT_JVM_OPTIONS, f"-Dlog4j2.configurationFile={LOG4J_CONFIG}", *jvm_options]
+            opts = [*DEFAULT_JVM_OPTIONS, f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
+                    f"-Djava.util.logging.config.file={JUL_CONFIG}", *jvm_options]
             try:
                 ensure_jvm_started(jvm_opts=opts, extra_classpaths=None, jvm_path=None)
             except Exception as e:
@@ -172,7 +174,7 @@ class EmbeddedEngine:
             @j.JOverride
             def handle(self, success, message, error):
                 if not success and not outer.closing:
-                    outer.failure = str(message) + (f": {error}" if error is not None else "")
+                    outer.failure = _one_line(str(message), error)
 
         props = j.JClass("java.util.Properties")()
         for k, v in self.properties.items():
@@ -323,3 +325,14 @@ class EmbeddedEngine:
                 log.warning("the Debezium engine did not stop within %.0fs", wait)
                 return
 
+
+def _one_line(message: str, error: Any) -> str:
+    """Debezium's completion message and the root cause of its exception (the wrappers above it say only
+    that the connector stopped), on one line."""
+    if error is None:
+        return " ".join(message.split())
+    root = error
+    while root.getCause() is not None and root.getCause() is not root:
+        root = root.getCause()
+    cause = f"{root.getClass().getSimpleName()}: {root.getMessage()}"
+    return " ".join(f"{message.rstrip('.')}: {cause}".split())
