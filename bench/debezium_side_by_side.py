@@ -97,7 +97,8 @@ def main() -> None:
         (work / "dbz").mkdir()
         dbz_cfg = agent_config(work / "dbz" / "agent.toml", db.dsn, ["public.bench_items"], name="benchdbz",
                                extra_source='snapshot = "never"')
-        dbz_cfg.write_text(dbz_cfg.read_text().replace('kind = "postgres"', 'kind = "debezium"\nconnector = "postgres"'))
+        embedded_source = 'kind = "debezium"\nconnector = "postgres"'
+        dbz_cfg.write_text(dbz_cfg.read_text().replace('kind = "postgres"', embedded_source))
         setup_capture(dbz_cfg)                  # its own slot and publication, at the same point
         for slot in ("recv_ref", "dbz_ref"):
             db.execute(f"SELECT pg_create_logical_replication_slot('{slot}', 'pgoutput')")
