@@ -24,6 +24,7 @@ Position (fixed width, sorts in stream order, the same on every replay; the even
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 from dataclasses import dataclass, field
@@ -36,6 +37,24 @@ from .values import Converter, convert_row, row_converters
 log = logging.getLogger(__name__)
 
 OPS = {"c": "insert", "u": "update", "d": "delete", "r": "read"}
+# Debezium's stand-in for a value PostgreSQL did not send (unchanged TOAST; unavailable.value.placeholder's
+# default), as text, as bytes (base64) and in an array: never let it out as a value (CONTRACT §3)
+PLACEHOLDER = "__debezium_unavailable_value"
+UNAVAILABLE = (PLACEHOLDER, base64.b64encode(PLACEHOLDER.encode()).decode(), [PLACEHOLDER])
+
+
+def _fill_unavailable(after: dict[str, Any], before: dict[str, Any] | None, cols: tuple[str, ...]
+                      ) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """As the native source does: the old image's value where there is one (REPLICA IDENTITY FULL), else the
+    column is left out of `after` and named in `unavailable`."""
+    missing = []
+    for c in cols:
+        if before is not None and c in before and before[c] not in UNAVAILABLE:
+            after[c] = before[c]
+        else:
+            del after[c]
+            missing.append(c)
+    return after, tuple(missing)
 
 
 @dataclass
@@ -47,13 +66,17 @@ class Decoded:
 
 class RecordDecoder:
     def __init__(self, connector: str, prefix: str, tables: tuple[str, ...], start_marker: str,
-                 logical: dict[tuple[str, str], dict[str, str]] | None = None):
+                 logical: dict[tuple[str, str], dict[str, str]] | None = None,
+                 partial_old: set[str] | None = None):
         self.connector = connector
         self.prefix = prefix
         self.transaction_topic = f"{prefix}.transaction"
         self.tables = {t.lower(): t for t in tables}
         self.start_marker = start_marker          # the checkpoint capture started from: snapshot read ids
         self.logical = {f"{k[0]}.{k[1]}".lower(): v for k, v in (logical or {}).items()}
+        # PostgreSQL tables without REPLICA IDENTITY FULL: the log has no old row (an update) or only its key
+        # (a delete); Debezium fills the rest with nulls, which would read as values
+        self.partial_old = partial_old or set()
         self.in_txn = False
         self.in_snapshot = False
         self.txid: str | None = None
@@ -94,9 +117,17 @@ class RecordDecoder:
         if table is None:
             return out
         convs = self._converters(table, doc.get("schema"))
-        before = convert_row(payload.get("before"), convs)
-        after = convert_row(payload.get("after"), convs)
         keys = tuple(json.loads(key)) if key else ()
+        raw_after = payload.get("after")
+        unavailable: tuple[str, ...] = ()
+        if raw_after is not None and self.connector == "postgres":
+            unavailable = tuple(c for c, v in raw_after.items() if v in UNAVAILABLE)
+        before = convert_row(payload.get("before"), convs)
+        after = convert_row(raw_after, convs)
+        if table in self.partial_old and before is not None:
+            before = {k: before.get(k) for k in keys} if op == "delete" else None
+        if unavailable and after is not None:
+            after, unavailable = _fill_unavailable(after, before, unavailable)
         us = src.get("ts_us") or (src.get("ts_ms") or 0) * 1000
         commit_time = format_timestamp(*divmod(int(us), 1_000_000))
         commit_ts = us / 1e6
@@ -117,7 +148,7 @@ class RecordDecoder:
         pos = self._position(src)
         self.last_position = pos
         txid = self._txid(src, payload) if self.connector == "postgres" else self.txid
-        out.items.append(RowChange(table, op, before, after, pos, commit_time, commit_ts, txid, keys))
+        out.items.append(RowChange(table, op, before, after, pos, commit_time, commit_ts, txid, keys, unavailable))
         if alone:
             self.in_txn = False
             out.closes = True

@@ -49,7 +49,8 @@ class DebeziumSource:
         s = self.cfg.source
         marker = "initial" if checkpoint is None else hashlib.sha256(checkpoint.encode()).hexdigest()[:16]
         self._decoder = RecordDecoder(s.connector, topic_prefix(self.cfg.agent.name), s.tables, marker,
-                                      self._logical_types() if s.connector == "mysql" else None)
+                                      self._logical_types() if s.connector == "mysql" else None,
+                                      self._partial_old() if s.connector == "postgres" else None)
         props = properties(self.cfg, str(self.offsets_file), str(self.history_file))
         engine = EmbeddedEngine(props, self._decoder, s.jvm_options, queue_limit=max(10_000, 2 * s.batch_size))
         engine.start(self.offsets_file, checkpoint)
@@ -57,6 +58,22 @@ class DebeziumSource:
         self._error = None
         log.info("debezium source: %s connector embedded, resuming %s", s.connector,
                  "from the spool's checkpoint" if checkpoint else f"with snapshot.mode {props['snapshot.mode']}")
+
+    def _partial_old(self) -> set[str]:
+        """The captured PostgreSQL tables whose replica identity is not FULL (records.py says why)."""
+        import psycopg
+
+        from ..postgres.common import conninfo, translate
+        try:
+            with psycopg.connect(conninfo(self.cfg), autocommit=True) as conn:
+                rows = conn.execute(
+                    "SELECT n.nspname || '.' || c.relname FROM pg_class c "
+                    "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                    "WHERE c.relreplident <> 'f' AND n.nspname || '.' || c.relname = ANY(%s)",
+                    (list(self.cfg.source.tables),)).fetchall()
+        except psycopg.Error as e:
+            raise translate(e, "cannot read the tables' replica identity") from None
+        return {r[0] for r in rows}
 
     def _logical_types(self) -> dict[tuple[str, str], dict[str, str]]:
         """MariaDB's JSON (LONGTEXT with a json_valid CHECK), UUID, INET4/6: Debezium sees the storage type;
