@@ -325,7 +325,10 @@ def test_sigkill_soak_mariadb(make_mariadb_server, tmp_path):
 @needs_debezium
 def test_the_database_restarting_loses_nothing(make_pg_cluster, tmp_path):
     """PostgreSQL stops under the running connector: Debezium's engine ends, the agent says the source is
-    unavailable, starts a new engine from its checkpoint once the server is back, and every change arrives."""
+    unavailable (log, health), starts a new engine from its checkpoint once the server is back, and every
+    change arrives."""
+    import httpx
+
     from tests.plugins import free_port
     cluster = make_pg_cluster()
     db = cluster.create_database()
@@ -338,7 +341,13 @@ def test_the_database_restarting_loses_nothing(make_pg_cluster, tmp_path):
         for i in range(20):
             db.execute(f"INSERT INTO t VALUES ({i}, 'before')")
         wait_for(lambda: len(read_events(out)) >= 20, 120, what=f"20 events\n{agent.log()[-3000:]}")
-        cluster.restart()
+        health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).json()
+        assert health["status"] == "ok" and health["source"]["kind"] == "debezium", health
+        assert health["source"]["connected"] and health["source"]["position"], health
+        cluster.stop()
+        wait_for(lambda: httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).json()["source"].get("error"), 60,
+                 what="health naming the source's error")
+        cluster.start()
         for i in range(20, 40):
             db.execute(f"INSERT INTO t VALUES ({i}, 'after')")
         wait_for(lambda: len({e["id"] for e in read_events(out)}) >= 40, 120,
@@ -438,3 +447,36 @@ def test_config_parses_into_typed_settings(tmp_path, monkeypatch):
     assert p["table.include.list"] == "dbo\\.customers,dbo\\.orders"
     assert p["snapshot.mode"] == "no_data" and p["database.encrypt"] == "false"
     assert p["decimal.handling.mode"] == "string" and p["provide.transaction.metadata"] == "true"
+
+
+@needs_debezium
+def test_a_checkpoint_of_another_source_kind_is_refused(tmp_path):
+    from agent import config
+    from agent.errors import SourceFatal
+    from agent.sources.debezium import DebeziumSource
+    cfg = config.load(write_config(tmp_path, "dbz", dbz_source("db2", "db2://u@127.0.0.1:1/erp"), ["s.t"]))
+    with pytest.raises(SourceFatal, match="not Debezium offsets: this state_dir was used by another source kind"):
+        DebeziumSource(cfg).start("0000000016B3748:000003")
+
+
+def test_debezium_values_become_the_contract_forms():
+    """The pure converters (agent/sources/debezium/values.py), on the cases the servers above do not all
+    produce: negative MySQL times, zoned instants without a fraction, zero and negative intervals, BIGINT
+    UNSIGNED in Debezium's precise (bytes) form, MySQL BIT."""
+    from agent.sources.debezium.values import converter, interval
+    conv = converter({"type": "int64", "name": "io.debezium.time.MicroTime"})
+    assert conv(-3_020_399_000_000) == "-838:59:59" and conv(36_902_123_456) == "10:15:02.123456"
+    assert converter({"type": "int64", "name": "io.debezium.time.MicroTime",
+                      "parameters": {"__debezium.source.column.type": "TIME",
+                                     "__debezium.source.column.length": "6"}})(0) == "00:00:00.000000"
+    assert converter({"type": "string", "name": "io.debezium.time.ZonedTimestamp"})("2026-01-01T00:00:00Z") == \
+        "2026-01-01T00:00:00.000000Z"
+    assert converter({"type": "int32", "name": "io.debezium.time.Date"})(-1) == "1969-12-31"
+    assert converter({"type": "int64", "name": "io.debezium.time.Timestamp"})(951868799000) == "2000-02-29T23:59:59"
+    assert interval("P0Y0M0DT0H0M0S") == "PT0S" and interval("P0Y-10M3DT0H0M-1.250S") == "P-10M3DT-1.25S"
+    assert converter({"type": "bytes", "name": "org.apache.kafka.connect.data.Decimal",
+                      "parameters": {"scale": "0"}})("AP//////////") == 18446744073709551615
+    assert converter({"type": "bytes", "name": "io.debezium.data.Bits"})("AgE=") == 258
+    assert converter({"type": "array", "items": {"type": "int32", "name": "io.debezium.time.Date"}})([0, None]) == \
+        ["1970-01-01", None]
+    assert converter({"type": "string"})("x") == "x"

@@ -42,6 +42,10 @@ class DebeziumSource:
 
     def start(self, checkpoint: str | None) -> None:
         self.close()
+        if checkpoint is not None and not _is_offsets(checkpoint):
+            raise SourceFatal(f"the spool's checkpoint {checkpoint[:60]!r} is not Debezium offsets: this state_dir "
+                              f"was used by another source kind. Give this source its own state_dir (or remove the "
+                              f"old one's spool once its events are delivered)")
         private_state_dir(self.dir)
         if checkpoint is None:
             # capture starts again from nothing: Debezium's own history of the table shapes goes with it
@@ -127,3 +131,14 @@ class DebeziumSource:
         e, self._engine = self._engine, None
         if e is not None:
             e.close()
+
+
+def _is_offsets(checkpoint: str) -> bool:
+    """A checkpoint this source wrote: a JSON list of [partition, offset] pairs of objects."""
+    import json
+    try:
+        pairs = json.loads(checkpoint)
+    except ValueError:
+        return False
+    return isinstance(pairs, list) and bool(pairs) and all(
+        isinstance(p, list) and len(p) == 2 and isinstance(p[0], dict) and isinstance(p[1], dict) for p in pairs)
