@@ -180,7 +180,8 @@ class Agent:
             except CdcError as e:
                 log.warning("could not create capture objects (%s); using what exists", redact(str(e)))
         source = open_source(self.cfg)
-        if checkpoint is None and self.cfg.source.snapshot != "never" and not requests(self.spool):
+        if checkpoint is None and self.cfg.source.snapshot != "never" and not requests(self.spool) \
+                and not getattr(source, "snapshots_itself", False):      # (debezium: its own snapshot.mode)
             req = new_request(list(self.cfg.source.tables), initial=True)
             store_request(self.spool, req)
             log.info("first run of this state_dir: initial snapshot %s of %s", req["id"], ", ".join(req["tables"]))
