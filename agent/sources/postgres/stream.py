@@ -444,8 +444,14 @@ class PostgresSource:
             return False
         self._skipping = False
         self._txn_prefix = f"{m.final_lsn:016X}:"
-        self._txn_time = po.pg_time_rfc3339(m.commit_time)
-        self._txn_ts = po.pg_time_to_unix(m.commit_time)
+        commit_time = m.commit_time
+        if commit_time == 0:
+            # decoding reports the *origin's* timestamp for a transaction written under a replication origin,
+            # and that is 0 unless the writer set one (pg_replication_origin_xact_setup): take the time it
+            # arrived instead of 2000-01-01 (which made lag read as 27 years)
+            commit_time = po.pg_time_from_unix(time.time())
+        self._txn_time = po.pg_time_rfc3339(commit_time)
+        self._txn_ts = po.pg_time_to_unix(commit_time)
         self._txn_xid = str(m.xid)
         if self._pending_since is None:
             self._pending_since = self._txn_ts
