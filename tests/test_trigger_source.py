@@ -451,7 +451,7 @@ def test_interleaved_long_transactions_lose_nothing(kind, request, tmp_path):
     batch_of = {}
     for i, b in enumerate(batches):
         for c in b:
-            batch_of[int(c.position.split(":")[-1], 16) if kind == "pg" else int(c.position)] = i
+            batch_of[int(c.position.split(":")[1], 16) if kind == "pg" else int(c.position)] = i
     later_first = sum(1 for h in held_ids if any(cid > h and bi < batch_of[h] for cid, bi in batch_of.items()))
     if kind == "pg":
         assert later_first >= 10
@@ -666,8 +666,8 @@ def test_setup_upgrade_teardown_leaves_the_catalog_as_it_was(kind, request, tmp_
         again = drain(src)
     finally:
         src.close()
-    first_id = again[0].position.split(":")[-1]
-    assert int(first_id, 16 if kind == "pg" else 10) > int(got[-1].position.split(":")[-1], 16 if kind == "pg" else 10)
+    first_id = again[0].position.split(":")[1 if kind == "pg" else -1]
+    assert int(first_id, 16 if kind == "pg" else 10) > int(got[-1].position.split(":")[1 if kind == "pg" else -1], 16 if kind == "pg" else 10)
 
 
 def test_triggers_follow_a_changed_table(tmp_path):

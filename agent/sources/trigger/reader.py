@@ -76,6 +76,7 @@ class TriggerSource(ConfiguredCapture):
         self.max_wait = cfg.source.max_wait_seconds
         self.db: Db | None = None
         self._changelog = self.sql.changelog(self.names, self.max_wait)
+        self._changelog.keys = self._key_columns
         self._tables: dict[str, _Table] = {}
         self._gone: set[str] = set()        # captured tables the catalog no longer has
         self._next_poll = 0.0                # monotonic time the next changelog read is due when caught up
@@ -198,6 +199,10 @@ class TriggerSource(ConfiguredCapture):
             raise self._error(e) from None
 
     # -------------------------------------------------------------- table shapes
+
+    def _key_columns(self, name: str) -> tuple[str, ...]:
+        t = self._table(name)
+        return t.info.key if t is not None else ()
 
     def _table(self, name: str, row_keys: Any = None) -> _Table | None:
         """The table's columns, types and key, from the catalog; read again when a row shows a column the
