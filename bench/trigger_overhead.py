@@ -4,12 +4,15 @@ its rate without, in the same run (goal: at least 0.85).
 PostgreSQL: pgbench's TPC-B-like transactions (UPDATE accounts, SELECT, UPDATE tellers, UPDATE branches,
 INSERT history: four captured changes per transaction), several clients, fsync on, on a throwaway cluster.
 Phases alternate (off, on, off, on, ...) so that drift (checkpoints, cache warm-up) hits both alike; the
-ratio is the mean "on" rate over the mean "off" rate. With --agent a last phase runs with the agent
+ratio is the mean "on" rate over the mean "off" rate. With --v3 a third phase per round installs version 003
+(row triggers) instead of the newest (statement triggers), as the reference from before. With --bulk the
+same phases also run a bulk workload (per transaction: INSERT ... SELECT of 1000 rows, UPDATE of them,
+DELETE of them; rows per second). With --agent a last phase runs with the agent
 draining the changelog at the same time (its reads and deletes are part of the source's cost).
 SQLite: one writer (SQLite has one at a time), small UPDATE + INSERT transactions, WAL, synchronous=FULL.
 
     python -m bench.trigger_overhead [--seconds 8] [--rounds 2] [--clients 1,4] [--scale 10] [--agent] [--floor]
-        [--no-sqlite]
+        [--v3] [--bulk] [--no-sqlite]
 """
 
 from __future__ import annotations
@@ -61,8 +64,19 @@ def pgbench(cluster, db: str, args: list[str]) -> str:
     return r.stdout
 
 
-def pg_rate(cluster, seconds: float, clients: int) -> float:
-    out = pgbench(cluster, "bench", ["-n", "-c", str(clients), "-j", str(min(clients, 2)), "-T", str(int(seconds))])
+BULK_ROWS = 1000
+BULK_SCRIPT = f"""BEGIN;
+INSERT INTO bulk_items SELECT :client_id * 10000000 + g, g % 7, 'row ' || g, now() FROM generate_series(1, {BULK_ROWS}) g;
+UPDATE bulk_items SET k = k + 1 WHERE id >= :client_id * 10000000 AND id < (:client_id + 1) * 10000000;
+DELETE FROM bulk_items WHERE id >= :client_id * 10000000 AND id < (:client_id + 1) * 10000000;
+END;
+"""
+
+
+def pg_rate(cluster, seconds: float, clients: int, script: Path | None = None) -> float:
+    extra = ["-f", str(script)] if script else []
+    out = pgbench(cluster, "bench", ["-n", *extra, "-c", str(clients), "-j", str(min(clients, 2)),
+                                     "-T", str(int(seconds))])
     m = re.search(r"tps = ([\d.]+) \(without initial connection time\)", out) or re.search(r"tps = ([\d.]+)", out)
     return float(m.group(1))
 
@@ -72,34 +86,53 @@ def bench_pg(args, work: Path, rows: list) -> None:
     try:
         cluster.create_database("bench")
         pgbench(cluster, "bench", ["-i", "-q", "-s", str(args.scale)])
-        cfg, cfg_path = trigger_config(work, cluster.dsn("bench"), PGBENCH_TABLES)
+        tables = PGBENCH_TABLES
+        script = None
+        if args.bulk:
+            cluster.execute("CREATE TABLE bulk_items (id bigint PRIMARY KEY, k int, s text, ts timestamptz)",
+                            dbname="bench")
+            tables = PGBENCH_TABLES + ["public.bulk_items"]
+            script = work / "bulk.sql"
+            script.write_text(BULK_SCRIPT)
+        cfg, cfg_path = trigger_config(work, cluster.dsn("bench"), tables)
         admin = TriggerAdmin(cfg)
         pg_rate(cluster, 3, max(args.clients))                    # warm-up
         base = 0.0
-        for clients in args.clients:
-            rates: dict[str, list[float]] = {"off": [], "on": []}
+        workloads = [(c, None) for c in args.clients] + ([(1, script)] if script else [])
+        phases = ("off", "on", "v3") if args.v3 else ("off", "on")
+        for clients, wl in workloads:
+            rates: dict[str, list[float]] = {p: [] for p in phases}
             for rnd in range(1, args.rounds + 1):
-                for phase in ("off", "on"):
-                    if phase == "on":
-                        admin.setup()
-                    tps = pg_rate(cluster, args.seconds, clients)
+                for phase in phases:
+                    if phase != "off":
+                        admin.setup(upto=3 if phase == "v3" else None)
+                    tps = pg_rate(cluster, args.seconds, clients, wl) * (BULK_ROWS if wl else 1)
                     changelog = cluster.execute("SELECT count(*) FROM cdc_changelog", dbname="bench")[0][0] \
-                        if phase == "on" else 0
-                    if phase == "on":
+                        if phase != "off" else 0
+                    if phase != "off":
                         admin.teardown()
                     cluster.execute("VACUUM ANALYZE", dbname="bench")
                     rates[phase].append(tps)
                     emit({"scenario": "trigger_overhead", "engine": "postgresql", "phase": phase, "round": rnd,
-                          "clients": clients, "scale": args.scale, "seconds": args.seconds, "tps": round(tps, 1),
+                          "clients": clients, "workload": "bulk" if wl else "tpcb-like", "scale": args.scale,
+                          "seconds": args.seconds, "tps" if not wl else "rows_per_s": round(tps, 1),
                           "changelog_rows": changelog})
-            off, on = sum(rates["off"]) / len(rates["off"]), sum(rates["on"]) / len(rates["on"])
+            mean = {p: sum(r) / len(r) for p, r in rates.items()}
+            off, on = mean["off"], mean["on"]
             ratio = on / off
-            base = off
+            if not wl:
+                base = off
+            unit = "rows/s" if wl else "tps"
             emit({"scenario": "trigger_overhead", "engine": "postgresql", "summary": True, "clients": clients,
-                  "tps_off": round(off, 1), "tps_on": round(on, 1), "ratio": round(ratio, 3), "goal": 0.85,
-                  "fsync": "on"})
-            rows.append((f"postgresql pgbench tpcb-like, {clients} client(s)", f"{off:.0f} tps", f"{on:.0f} tps",
-                         f"{ratio:.2f}"))
+                  "workload": "bulk" if wl else "tpcb-like", "off": round(off, 1), "on": round(on, 1),
+                  "ratio": round(ratio, 3), "goal": 0.85, "fsync": "on",
+                  **({"v3": round(mean["v3"], 1), "ratio_v3": round(mean["v3"] / off, 3)} if args.v3 else {})})
+            what = (f"postgresql bulk (INSERT/UPDATE/DELETE of {BULK_ROWS} rows), {clients} client(s)" if wl
+                    else f"postgresql pgbench tpcb-like, {clients} client(s)")
+            rows.append((what, f"{off:.0f} {unit}", f"{on:.0f} {unit}", f"{ratio:.2f}"))
+            if args.v3:
+                rows.append(("  the same, version 003 (row triggers)", f"{off:.0f} {unit}",
+                             f"{mean['v3']:.0f} {unit}", f"{mean['v3'] / off:.2f}"))
         if args.floor:
             # the least any row trigger can cost: one plain insert per changed row, no row images
             clients = args.clients[-1]
@@ -199,6 +232,8 @@ def main() -> None:
     ap.add_argument("--agent", action="store_true", help="also a phase with the agent draining the changelog")
     ap.add_argument("--floor", action="store_true", help="also a minimal row trigger (one plain insert, no row "
                                                          "images): the least any trigger capture can cost")
+    ap.add_argument("--v3", action="store_true", help="also phases with version 003 (row triggers) installed")
+    ap.add_argument("--bulk", action="store_true", help="also a bulk workload (1000-row statements, 1 client)")
     ap.add_argument("--no-sqlite", action="store_true")
     args = ap.parse_args()
     work = tmpdir("cdc-bench-trigger-")
