@@ -66,7 +66,8 @@ def pgbench(cluster, db: str, args: list[str]) -> str:
 
 BULK_ROWS = 1000
 BULK_SCRIPT = f"""BEGIN;
-INSERT INTO bulk_items SELECT :client_id * 10000000 + g, g % 7, 'row ' || g, now() FROM generate_series(1, {BULK_ROWS}) g;
+INSERT INTO bulk_items SELECT :client_id * 10000000 + g, g % 7, 'row ' || g, now()
+  FROM generate_series(1, {BULK_ROWS}) g;
 UPDATE bulk_items SET k = k + 1 WHERE id >= :client_id * 10000000 AND id < (:client_id + 1) * 10000000;
 DELETE FROM bulk_items WHERE id >= :client_id * 10000000 AND id < (:client_id + 1) * 10000000;
 END;

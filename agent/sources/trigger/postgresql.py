@@ -1,4 +1,5 @@
-"""PostgreSQL: one generic trigger function (row_to_json), and the changelog read in snapshot windows.
+"""PostgreSQL: one generic trigger function (statement triggers with transition tables since version 4, one
+changelog row per statement; row triggers before), and the changelog read in snapshot windows.
 
 Never missing a change (a transaction that took a lower changelog id may commit after a higher id was read):
 every row records its transaction (txid_current()). The reader takes snapshots (txid_current_snapshot()) and
@@ -336,9 +337,10 @@ class WindowReader(ChangelogReader):
             if nrows is None:           # the row form (versions 1 to 3, or a row trigger)
                 out.append(ChangelogRow(pos, tbl, op, before, after, origin, when, str(txid),
                                         (bt, at) if bt is not None or at is not None else None))
-            else:
+            else:                       # a statement row (version 4): one change per row, numbered in it
+                key = self.keys(tbl) if self.keys else ()
                 out.extend(ChangelogRow(f"{pos}:{k:04x}", tbl, o, b, a, origin, when, str(txid), t)
-                           for k, (o, b, a, t) in enumerate(unpack(op, before, after, bt, at, self.keys(tbl) if self.keys else ())))
+                           for k, (o, b, a, t) in enumerate(unpack(op, before, after, bt, at, key)))
         exhausted = not rows or (len(rows) == int(rows[0][-1]) and len(rows) < n)
         if rows:
             self._last = rows[-1][0]
