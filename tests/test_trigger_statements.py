@@ -186,3 +186,61 @@ def test_unpack_gives_ops_and_text_forms():
     got = statements.unpack("U", '[{"id":1}, {"id":2}]', '[{"id":2}]', None, '[{"p":"(1,x)"}]', ("id",))
     assert [(op, b, a, t) for op, b, a, t in got] == [("D", {"id": 1}, None, (None, None)),
                                                      ("U", {"id": 2}, {"id": 2}, (None, '{"p":"(1,x)"}'))]
+
+
+PLAIN = ("CREATE TABLE {t} (id int PRIMARY KEY, n numeric, s varchar(20), c char(3), ok bool, u uuid, j json, "
+         "jb jsonb, d date, ts timestamp, tz timestamptz, tzs timestamptz[], ds date[], ids int8[])")
+PLAIN_ROW = ("INSERT INTO {t} SELECT g, g / 3.0, 's' || g, 'ab', g % 2 = 0, md5(g::text)::uuid, "
+             "'{{\"a\": 1.50, \"b\": [1e5]}}', '{{\"x\": 12345678901234567890}}', date '0044-03-15 BC' + g, "
+             "timestamp '2026-11-23 10:00:00.5' + g * interval '1 h', "
+             "timestamptz '1850-01-01 00:00:00+00' + g * interval '1 day', "
+             "ARRAY[timestamptz '2026-11-23 10:15:02.123456+05:30', 'infinity'], ARRAY[date '2026-02-28'], "
+             "ARRAY[g, -g] FROM generate_series(1, 40) g")
+ODD_SESSION = ["SET TimeZone = 'Asia/Kathmandu'", "SET DateStyle = 'SQL, DMY'", "SET extra_float_digits = -10",
+               "SET IntervalStyle = 'postgres_verbose'", "SET bytea_output = 'escape'"]
+
+
+def test_tables_of_settings_free_types_use_the_function_without_set(pg_db, tmp_path):
+    """The function without the SET clause gives the same values as version 003's (with it), also for a
+    writer with odd settings; a column whose JSON form needs the settings moves the table to the other."""
+    be = PgBackend(pg_db, odbc=False)
+    pg_db.execute(PLAIN.format(t="by_row"))
+    pg_db.execute(PLAIN.format(t="plain"))
+    rows_cfg = make_config(tmp_path / "r", be, ["by_row"], changelog_table="cl_rows")
+    cfg = make_config(tmp_path / "s", be, ["plain"], changelog_table="cl_stmts")
+    TriggerAdmin(rows_cfg).setup(upto=3)
+    admin = TriggerAdmin(cfg)
+    admin.setup()
+    fns = {r[0] for r in pg_db.execute("SELECT DISTINCT p.proname FROM pg_trigger t JOIN pg_proc p ON p.oid = "
+                                       "t.tgfoid JOIN pg_class c ON c.oid = t.tgrelid WHERE c.relname = 'plain'")}
+    assert fns == {"cl_stmts_capture_plain"}
+    for t in ("by_row", "plain"):
+        be.write(*ODD_SESSION, PLAIN_ROW.format(t=t))
+        be.write(*ODD_SESSION, f"UPDATE {t} SET tz = tz + interval '30 min', d = d + 1 WHERE id > 30")
+    src = started(rows_cfg)
+    try:
+        want = _changes(src)
+    finally:
+        src.close()
+    src = started(cfg)
+    try:
+        got = _changes(src)
+    finally:
+        src.close()
+    assert len(got) == 50 and got == want
+    assert got[0][2]["tz"] == "1850-01-02T00:00:00.000000Z" and got[0][2]["d"] == "-0043-03-16"
+    # a float column: to_json would follow the writer's extra_float_digits; the table moves to the function
+    # with the SET clause (check first says the triggers are out of date)
+    pg_db.execute("ALTER TABLE plain ADD COLUMN f float8")
+    assert any(i.name == "triggers public.plain" and not i.ok for i in admin.check())
+    admin.setup()
+    fns = {r[0] for r in pg_db.execute("SELECT DISTINCT p.proname FROM pg_trigger t JOIN pg_proc p ON p.oid = "
+                                       "t.tgfoid JOIN pg_class c ON c.oid = t.tgrelid WHERE c.relname = 'plain'")}
+    assert fns == {"cl_stmts_capture"}
+    be.write(*ODD_SESSION, "UPDATE plain SET f = 0.1 WHERE id = 1")
+    src = started(cfg)
+    try:
+        [ch] = drain(src)
+    finally:
+        src.close()
+    assert ch.after["f"] == 0.1

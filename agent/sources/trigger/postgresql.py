@@ -75,6 +75,20 @@ _TYPES_SQL = (
     "FROM pg_catalog.pg_type t WHERE t.oid = ANY (CAST(:oids AS int8[]))")
 
 
+# Base types whose to_json form does not depend on the session's settings (DateStyle, TimeZone: to_json
+# writes date, timestamp and timestamptz in ISO form with the UTC offset, which the converters read;
+# extra_float_digits, IntervalStyle, bytea_output and the output functions of ranges, composites, money,
+# geometry, ... do): a table of only these is captured by the function without the SET clause (004).
+_SETTINGS_FREE = frozenset((
+    "bool", "int2", "int4", "int8", "numeric", "text", "varchar", "bpchar", "char", "name", "uuid", "json",
+    "jsonb", "date", "timestamp", "timestamptz", "oid", "xid", "xid8", "cid", "inet", "cidr", "macaddr",
+    "macaddr8", "bit", "varbit"))
+
+
+def _settings_free(col: Column) -> bool:
+    return not col.text_form and (col.elem or col.type) in _SETTINGS_FREE
+
+
 def _resolve(db: Db, oids: set[int]) -> dict[int, tuple]:
     types: dict[int, tuple] = {}
     want = set(oids)
@@ -153,8 +167,8 @@ class PostgresqlDialect(Dialect):
                 "SELECT n.nspname, c.relname, tg.tgname, pg_get_triggerdef(tg.oid) FROM pg_trigger tg "
                 "JOIN pg_class c ON c.oid = tg.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
                 "JOIN pg_proc p ON p.oid = tg.tgfoid JOIN pg_namespace pn ON pn.oid = p.pronamespace "
-                "WHERE NOT tg.tgisinternal AND p.proname = :fn AND pn.nspname = :s",
-                {"fn": names.fn, "s": names.schema}):
+                "WHERE NOT tg.tgisinternal AND p.proname IN (:fn, :fn2) AND pn.nspname = :s",
+                {"fn": names.fn, "fn2": names.fn_plain, "s": names.schema}):
             out[(f"{s}.{t}", name)] = ddl
         return out
 
@@ -169,6 +183,8 @@ class PostgresqlDialect(Dialect):
         # text-form columns.
         v = {f"trigger_{s}": self.quote(n) for s, n in zip("iud", self.trigger_names(names, info.name))}
         v["trigger"] = self.quote(names.fn)
+        plain = all(_settings_free(c) for c in info.columns)
+        v["capture_fn"] = names.q(names.schema, names.fn_plain if plain else names.fn)
         v["text_columns"] = ", ".join(self.literal(c.name) for c in info.columns if c.text_form)
         return v
 
@@ -185,11 +201,13 @@ class PostgresqlDialect(Dialect):
         return drops + rendered
 
     def trigger_body(self, stmt: str) -> str:
-        """What tells two of our triggers apart: the arguments (pg_get_triggerdef spells the rest its own way)."""
-        m = re.search(r"(?is)\bEXECUTE\s+(?:FUNCTION|PROCEDURE)\s+[^(]*\((.*)\)\s*$", stmt)
+        """What tells two of our triggers apart: the function and its arguments (pg_get_triggerdef spells the
+        rest its own way)."""
+        m = re.search(r"(?is)\bEXECUTE\s+(?:FUNCTION|PROCEDURE)\s+([^(]*)\((.*)\)\s*$", stmt)
         if not m:
             return stmt
-        return "args " + repr(re.findall(r"'((?:[^']|'')*)'", m.group(1)))
+        fn = m.group(1).strip().rsplit(".", 1)[-1].strip('"')
+        return f"{fn} args " + repr(re.findall(r"'((?:[^']|'')*)'", m.group(2)))
 
     def drop_trigger_sql(self, names: Names, table: str, trigger: str) -> str:
         return f"DROP TRIGGER IF EXISTS {self.quote(trigger)} ON {names.q(*split_table(table))}"
