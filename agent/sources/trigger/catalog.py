@@ -66,21 +66,21 @@ class Names:
     def fn(self) -> str:
         return short(self.cl + "_capture", self.limit)
 
+    def trigger(self, table: str, suffix: str = "") -> str:
+        return short(f"{self.cl}_{table.split('.', 1)[1]}" + (f"_{suffix}" if suffix else ""), self.limit)
+
     @property
     def fn_plain(self) -> str:
         """PostgreSQL (version 004): the capture function without the SET clause."""
         return short(self.cl + "_capture_plain", self.limit)
 
-    def trigger(self, table: str, suffix: str = "") -> str:
-        return short(f"{self.cl}_{table.split('.', 1)[1]}" + (f"_{suffix}" if suffix else ""), self.limit)
-
     def common(self, seed: int | None = None) -> dict[str, str]:
         d = {"schema": self.schema, "cl": self.cl, "qcl": self.qcl, "qversion": self.qversion,
              "cl_lit": self.sql.literal(self.cl), "origin": self.sql.quote(self.origin_table),
-             "qorigin": self.q(self.schema, self.origin_table), "qfn": self.q(self.schema, self.fn),
-             "qfn_plain": self.q(self.schema, self.fn_plain)}
+             "qorigin": self.q(self.schema, self.origin_table), "qfn": self.q(self.schema, self.fn)}
         if seed is not None:
             d["seed"] = str(seed)
+        d["qfn_plain"] = self.q(self.schema, self.fn_plain)
         return d
 
 

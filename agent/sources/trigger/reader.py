@@ -200,10 +200,6 @@ class TriggerSource(ConfiguredCapture):
 
     # -------------------------------------------------------------- table shapes
 
-    def _key_columns(self, name: str) -> tuple[str, ...]:
-        t = self._table(name)
-        return t.info.key if t is not None else ()
-
     def _table(self, name: str, row_keys: Any = None) -> _Table | None:
         """The table's columns, types and key, from the catalog; read again when a row shows a column the
         cached shape does not have (the table was altered)."""
@@ -227,6 +223,11 @@ class TriggerSource(ConfiguredCapture):
             t.names = t.names | frozenset(row_keys)     # a column the catalog no longer has: do not look again per row
         self._tables[name] = t
         return t
+
+    def _key_columns(self, name: str) -> tuple[str, ...]:
+        """The table's primary key: the changelog reader pairs a statement's UPDATE rows by it."""
+        t = self._table(name)
+        return t.info.key if t is not None else ()
 
     def _change(self, row: ChangelogRow) -> RowChange:
         tbl, position = row.table, row.position
