@@ -7,17 +7,20 @@ Phases alternate (off, on, off, on, ...) so that drift (checkpoints, cache warm-
 ratio is the mean "on" rate over the mean "off" rate. With --v3 a third phase per round installs version 003
 (row triggers) instead of the newest (statement triggers), as the reference from before. With --bulk the
 same phases also run a bulk workload (per transaction: INSERT ... SELECT of 1000 rows, UPDATE of them,
-DELETE of them; rows per second). With --agent a last phase runs with the agent
+DELETE of them; rows per second). With --cpu, instead of rates, the database backend's CPU time per
+transaction (off, newest, version 003) for the same workloads run as a server-side loop in one session.
+With --agent a last phase runs with the agent
 draining the changelog at the same time (its reads and deletes are part of the source's cost).
 SQLite: one writer (SQLite has one at a time), small UPDATE + INSERT transactions, WAL, synchronous=FULL.
 
     python -m bench.trigger_overhead [--seconds 8] [--rounds 2] [--clients 1,4] [--scale 10] [--agent] [--floor]
-        [--v3] [--bulk] [--no-sqlite]
+        [--v3] [--bulk] [--cpu [--cpu-txns 20000]] [--no-sqlite]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import re
 import sqlite3
@@ -172,6 +175,80 @@ def bench_pg(args, work: Path, rows: list) -> None:
         cluster.destroy()
 
 
+CPU_TPCB = """DO $$ DECLARE a int; t int; b int; d int; BEGIN
+FOR i IN 1..{n} LOOP
+    a := 1 + (random() * 999999)::int; t := 1 + (random() * 99)::int; b := 1 + (random() * 9)::int;
+    d := (random() * 10000)::int - 5000;
+    UPDATE pgbench_accounts SET abalance = abalance + d WHERE aid = a;
+    PERFORM abalance FROM pgbench_accounts WHERE aid = a;
+    UPDATE pgbench_tellers SET tbalance = tbalance + d WHERE tid = t;
+    UPDATE pgbench_branches SET bbalance = bbalance + d WHERE bid = b;
+    INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (t, b, a, d, CURRENT_TIMESTAMP);
+    COMMIT;
+END LOOP; END $$"""
+CPU_BULK = f"""DO $$ BEGIN
+FOR i IN 1..{{n}} LOOP
+    INSERT INTO bulk_items SELECT g, g % 7, 'row ' || g, now() FROM generate_series(1, {BULK_ROWS}) g;
+    UPDATE bulk_items SET k = k + 1;
+    DELETE FROM bulk_items;
+    COMMIT;
+END LOOP; END $$"""
+
+
+def backend_cpu(pid: int) -> float:
+    f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def bench_pg_cpu(args, work: Path, rows: list) -> None:
+    """The database backend's CPU time per transaction (from /proc), one session running the workload as a
+    server-side loop: what the triggers add to the ERP's own work, without the client, the protocol and the
+    commit's fsync wait, and much less disturbed by other load on the machine than a rate."""
+    cluster = bench_cluster(max_connections="100")
+    try:
+        cluster.create_database("bench")
+        pgbench(cluster, "bench", ["-i", "-q", "-s", str(args.scale)])
+        cluster.execute("CREATE TABLE bulk_items (id bigint PRIMARY KEY, k int, s text, ts timestamptz)",
+                        dbname="bench")
+        cfg, _ = trigger_config(work, cluster.dsn("bench"), PGBENCH_TABLES + ["public.bulk_items"])
+        admin = TriggerAdmin(cfg)
+        n, nb = args.cpu_txns, max(1, args.cpu_txns // 1000)
+        cpu: dict[str, dict[str, list[float]]] = {p: {"tpcb": [], "bulk": []} for p in ("off", "on", "v3")}
+        with cluster.connect("bench") as c:
+            c.execute("SET synchronous_commit = off")       # CPU is measured, not the wait for the disk
+            pid = c.execute("SELECT pg_backend_pid()").fetchone()[0]
+            c.execute(CPU_TPCB.format(n=min(n, 2000)))     # warm-up
+            for rnd in range(1, args.rounds + 1):
+                for phase in ("off", "on", "v3"):
+                    if phase != "off":
+                        admin.setup(upto=3 if phase == "v3" else None)
+                    t0 = backend_cpu(pid)
+                    c.execute(CPU_TPCB.format(n=n))
+                    t1 = backend_cpu(pid)
+                    c.execute(CPU_BULK.format(n=nb))
+                    t2 = backend_cpu(pid)
+                    if phase != "off":
+                        admin.teardown()
+                    c.execute("VACUUM pgbench_history")
+                    cpu[phase]["tpcb"].append((t1 - t0) / n * 1e6)
+                    cpu[phase]["bulk"].append((t2 - t1) / (nb * 3 * BULK_ROWS) * 1e6)
+                    emit({"scenario": "trigger_overhead_cpu", "phase": phase, "round": rnd,
+                          "tpcb_us_per_txn": round(cpu[phase]["tpcb"][-1], 1),
+                          "bulk_us_per_row": round(cpu[phase]["bulk"][-1], 2)})
+        for wl, unit in (("tpcb", "µs/txn"), ("bulk", "µs/row")):
+            m = {p: sum(v[wl]) / len(v[wl]) for p, v in cpu.items()}
+            emit({"scenario": "trigger_overhead_cpu", "summary": True, "workload": wl, "unit": unit,
+                  **{p: round(x, 2) for p, x in m.items()}, "ratio": round(m["off"] / m["on"], 3),
+                  "ratio_v3": round(m["off"] / m["v3"], 3)})
+            what = ("backend CPU, tpcb-like txn (server-side loop)" if wl == "tpcb"
+                    else f"backend CPU, {BULK_ROWS}-row INSERT/UPDATE/DELETE (per row)")
+            rows.append((what, f"{m['off']:.2f} {unit}", f"{m['on']:.2f} {unit}", f"{m['off'] / m['on']:.2f}"))
+            rows.append(("  the same, version 003 (row triggers)", f"{m['off']:.2f} {unit}", f"{m['v3']:.2f} {unit}",
+                         f"{m['off'] / m['v3']:.2f}"))
+    finally:
+        cluster.destroy()
+
+
 def sqlite_rate(path: Path, seconds: float, accounts: int) -> float:
     c = sqlite3.connect(path, isolation_level=None)
     c.execute("PRAGMA synchronous = FULL")
@@ -235,10 +312,18 @@ def main() -> None:
                                                          "images): the least any trigger capture can cost")
     ap.add_argument("--v3", action="store_true", help="also phases with version 003 (row triggers) installed")
     ap.add_argument("--bulk", action="store_true", help="also a bulk workload (1000-row statements, 1 client)")
+    ap.add_argument("--cpu", action="store_true", help="instead of rates: the backend's CPU time per transaction "
+                                                       "(off, newest version, version 003), a server-side loop")
+    ap.add_argument("--cpu-txns", type=int, default=20000)
     ap.add_argument("--no-sqlite", action="store_true")
     args = ap.parse_args()
     work = tmpdir("cdc-bench-trigger-")
     rows: list = []
+    if args.cpu:
+        bench_pg_cpu(args, work, rows)
+        print()
+        table(rows, ("workload", "without triggers", "with triggers", "ratio (CPU without / with)"))
+        return
     bench_pg(args, work, rows)
     if not args.no_sqlite:
         (work / "sqlite").mkdir()
