@@ -244,3 +244,44 @@ def test_tables_of_settings_free_types_use_the_function_without_set(pg_db, tmp_p
     finally:
         src.close()
     assert ch.after["f"] == 0.1
+
+
+def _trigger_kinds(pg_db, table: str) -> set[tuple[str, str, str]]:
+    return set(pg_db.execute(
+        "SELECT t.tgname::text, CASE WHEN t.tgtype & 1 = 1 THEN 'row' ELSE 'statement' END, p.proname::text "
+        "FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid JOIN pg_class c ON c.oid = t.tgrelid "
+        f"WHERE NOT t.tgisinternal AND c.relname = '{table}'"))
+
+
+def test_trigger_level_row_and_switching_levels(pg_db, tmp_path):
+    """trigger_level = "row": version 004 with one row trigger per table (the cheaper kind for one-row
+    statements), calling the function without SET where the types allow; switching the level re-creates the
+    triggers in one transaction and nothing is captured twice or lost."""
+    be = PgBackend(pg_db, odbc=False)
+    be.write("CREATE TABLE items (id int PRIMARY KEY, v int NOT NULL)",
+             "CREATE TABLE floats (id int PRIMARY KEY, f float8)")
+    row_cfg = make_config(tmp_path, be, ["items", "floats"], trigger_level="row")
+    stmt_cfg = make_config(tmp_path, be, ["items", "floats"])
+    TriggerAdmin(row_cfg).setup()
+    assert _trigger_kinds(pg_db, "items") == {("cdc_changelog_capture", "row", "cdc_changelog_capture_plain")}
+    assert _trigger_kinds(pg_db, "floats") == {("cdc_changelog_capture", "row", "cdc_changelog_capture")}
+    assert TriggerAdmin(row_cfg).setup()[0].startswith("trigger capture is up to date")
+    be.write("INSERT INTO items SELECT g, g FROM generate_series(1, 3) g", *ODD_SESSION,
+             "INSERT INTO floats VALUES (1, 0.1)")
+    assert pg_db.execute("SELECT count(*) FROM cdc_changelog WHERE nrows IS NULL")[0][0] == 4      # row form
+    lines = TriggerAdmin(stmt_cfg).setup()
+    assert any("triggers on public.items" in ln for ln in lines)
+    kinds = _trigger_kinds(pg_db, "items")
+    assert {k for _, k, _ in kinds} == {"statement"} and len(kinds) == 3
+    be.write("UPDATE items SET v = v + 10")
+    TriggerAdmin(row_cfg).setup()
+    assert {k for _, k, _ in _trigger_kinds(pg_db, "items")} == {"row"}
+    be.write("DELETE FROM items WHERE id = 2")
+    src = started(row_cfg)
+    try:
+        got = drain(src)
+    finally:
+        src.close()
+    assert [(c.op, (c.after or c.before)["id"], (c.after or c.before).get("v", (c.after or c.before).get("f")))
+            for c in got] == [("insert", 1, 1), ("insert", 2, 2), ("insert", 3, 3), ("insert", 1, 0.1),
+                              ("update", 1, 11), ("update", 2, 12), ("update", 3, 13), ("delete", 2, 12)]

@@ -34,6 +34,7 @@ class Names:
     dialect: str
     schema: str
     cl: str
+    row_triggers: bool = False      # PostgreSQL: row triggers instead of statement triggers (trigger_level)
     sql: Dialect = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -112,4 +113,5 @@ class ConfiguredCapture:
         self.target = parse_dsn(cfg.source.dsn, self.file)
         self.dialect = self.target.dialect
         self.sql = dialect_named(self.dialect)
-        self.names = Names(self.dialect, split_table(cfg.source.tables[0])[0], cfg.source.changelog_table)
+        self.names = Names(self.dialect, split_table(cfg.source.tables[0])[0], cfg.source.changelog_table,
+                           cfg.source.trigger_level == "row")

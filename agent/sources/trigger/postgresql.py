@@ -181,7 +181,7 @@ class PostgresqlDialect(Dialect):
         # version 4: three statement triggers per table (one per event: a trigger with transition tables
         # serves one); up to version 3 one row trigger named like the function. Their arguments name the
         # text-form columns.
-        v = {f"trigger_{s}": self.quote(n) for s, n in zip("iud", self.trigger_names(names, info.name))}
+        v = {f"trigger_{s}": self.quote(n) for s, n in zip("iud", self._statement_triggers(names))}
         v["trigger"] = self.quote(names.fn)
         plain = all(_settings_free(c) for c in info.columns)
         v["capture_fn"] = names.q(names.schema, names.fn_plain if plain else names.fn)
@@ -189,15 +189,22 @@ class PostgresqlDialect(Dialect):
         return v
 
     def trigger_names(self, names: Names, table: str) -> list[str]:
+        return [names.fn] if names.row_triggers else self._statement_triggers(names)
+
+    def _statement_triggers(self, names: Names) -> list[str]:
         return [short(f"{names.fn}_{s}", self.name_limit) for s in "iud"]
+
+    def template_suffix(self, names: Names) -> str:
+        return ".row" if names.row_triggers else ""
 
     def replace_triggers(self, db: Db, names: Names, info: TableInfo, rendered: list[str],
                          current: dict[str, str | None]) -> list[str]:
-        # the row trigger of versions 1 to 3 goes too (same transaction: no statement is captured twice or
-        # missed); a table's triggers are named after the function, so this finds only ours
+        # the triggers of the other level go too (the row trigger of versions 1 to 3, or after a change of
+        # trigger_level), in the same transaction: no statement is captured twice or missed. They are named
+        # after the function, so this finds only ours.
         drops = [self.drop_trigger_sql(names, info.name, n) for n, body in current.items() if body]
-        if names.fn not in current:
-            drops.append(self.drop_trigger_sql(names, info.name, names.fn))
+        drops += [self.drop_trigger_sql(names, info.name, n) for n in [names.fn] + self._statement_triggers(names)
+                  if n not in current]
         return drops + rendered
 
     def trigger_body(self, stmt: str) -> str:
