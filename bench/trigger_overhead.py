@@ -5,16 +5,17 @@ PostgreSQL: pgbench's TPC-B-like transactions (UPDATE accounts, SELECT, UPDATE t
 INSERT history: four captured changes per transaction), several clients, fsync on, on a throwaway cluster.
 Phases alternate (off, on, off, on, ...) so that drift (checkpoints, cache warm-up) hits both alike; the
 ratio is the mean "on" rate over the mean "off" rate. With --v3 a third phase per round installs version 003
-(row triggers) instead of the newest (statement triggers), as the reference from before. With --bulk the
+(row triggers) instead of the newest (statement triggers), as the reference from before; with --row
+one installs version 004 with trigger_level = "row". With --bulk the
 same phases also run a bulk workload (per transaction: INSERT ... SELECT of 1000 rows, UPDATE of them,
 DELETE of them; rows per second). With --cpu, instead of rates, the database backend's CPU time per
-transaction (off, newest, version 003) for the same workloads run as a server-side loop in one session.
+transaction (off, newest, newest with row triggers, version 003) for the same workloads run as a server-side loop in one session.
 With --agent a last phase runs with the agent
 draining the changelog at the same time (its reads and deletes are part of the source's cost).
 SQLite: one writer (SQLite has one at a time), small UPDATE + INSERT transactions, WAL, synchronous=FULL.
 
     python -m bench.trigger_overhead [--seconds 8] [--rounds 2] [--clients 1,4] [--scale 10] [--agent] [--floor]
-        [--v3] [--bulk] [--cpu [--cpu-txns 20000]] [--no-sqlite]
+        [--v3] [--row] [--bulk] [--cpu [--cpu-txns 20000]] [--no-sqlite]
 """
 
 from __future__ import annotations
@@ -38,8 +39,8 @@ PGBENCH_TABLES = ["public.pgbench_accounts", "public.pgbench_tellers", "public.p
                   "public.pgbench_history"]
 
 
-def trigger_config(work: Path, dsn: str, tables: list[str]):
-    path = work / "agent.toml"
+def trigger_config(work: Path, dsn: str, tables: list[str], extra: str = "", name: str = "agent.toml"):
+    path = work / name
     path.write_text(f"""[agent]
 name = "bench"
 state_dir = "state"
@@ -49,6 +50,7 @@ kind = "trigger"
 dsn = "{dsn}"
 tables = {tables!r}
 poll_interval_seconds = 0.1
+{extra}
 [[targets]]
 name = "file"
 kind = "file"
@@ -67,6 +69,7 @@ def pgbench(cluster, db: str, args: list[str]) -> str:
     return r.stdout
 
 
+LABELS = {"row": 'version 004, trigger_level = "row"', "v3": "version 003 (row triggers)"}
 BULK_ROWS = 1000
 BULK_SCRIPT = f"""BEGIN;
 INSERT INTO bulk_items SELECT :client_id * 10000000 + g, g % 7, 'row ' || g, now()
@@ -100,16 +103,18 @@ def bench_pg(args, work: Path, rows: list) -> None:
             script.write_text(BULK_SCRIPT)
         cfg, cfg_path = trigger_config(work, cluster.dsn("bench"), tables)
         admin = TriggerAdmin(cfg)
+        row_admin = TriggerAdmin(trigger_config(work, cluster.dsn("bench"), tables, 'trigger_level = "row"',
+                                                "agent-row.toml")[0])
         pg_rate(cluster, 3, max(args.clients))                    # warm-up
         base = 0.0
         workloads = [(c, None) for c in args.clients] + ([(1, script)] if script else [])
-        phases = ("off", "on", "v3") if args.v3 else ("off", "on")
+        phases = ("off", "on") + (("row",) if args.row else ()) + (("v3",) if args.v3 else ())
         for clients, wl in workloads:
             rates: dict[str, list[float]] = {p: [] for p in phases}
             for rnd in range(1, args.rounds + 1):
                 for phase in phases:
                     if phase != "off":
-                        admin.setup(upto=3 if phase == "v3" else None)
+                        (row_admin if phase == "row" else admin).setup(upto=3 if phase == "v3" else None)
                     tps = pg_rate(cluster, args.seconds, clients, wl) * (BULK_ROWS if wl else 1)
                     changelog = cluster.execute("SELECT count(*) FROM cdc_changelog", dbname="bench")[0][0] \
                         if phase != "off" else 0
@@ -130,13 +135,14 @@ def bench_pg(args, work: Path, rows: list) -> None:
             emit({"scenario": "trigger_overhead", "engine": "postgresql", "summary": True, "clients": clients,
                   "workload": "bulk" if wl else "tpcb-like", "off": round(off, 1), "on": round(on, 1),
                   "ratio": round(ratio, 3), "goal": 0.85, "fsync": "on",
-                  **({"v3": round(mean["v3"], 1), "ratio_v3": round(mean["v3"] / off, 3)} if args.v3 else {})})
+                  **{p: round(mean[p], 1) for p in phases[2:]},
+                  **{f"ratio_{p}": round(mean[p] / off, 3) for p in phases[2:]}})
             what = (f"postgresql bulk (INSERT/UPDATE/DELETE of {BULK_ROWS} rows), {clients} client(s)" if wl
                     else f"postgresql pgbench tpcb-like, {clients} client(s)")
             rows.append((what, f"{off:.0f} {unit}", f"{on:.0f} {unit}", f"{ratio:.2f}"))
-            if args.v3:
-                rows.append(("  the same, version 003 (row triggers)", f"{off:.0f} {unit}",
-                             f"{mean['v3']:.0f} {unit}", f"{mean['v3'] / off:.2f}"))
+            for p in phases[2:]:
+                rows.append((f"  the same, {LABELS[p]}", f"{off:.0f} {unit}", f"{mean[p]:.0f} {unit}",
+                             f"{mean[p] / off:.2f}"))
         if args.floor:
             # the least any row trigger can cost: one plain insert per changed row, no row images
             clients = args.clients[-1]
@@ -212,16 +218,20 @@ def bench_pg_cpu(args, work: Path, rows: list) -> None:
                         dbname="bench")
         cfg, _ = trigger_config(work, cluster.dsn("bench"), PGBENCH_TABLES + ["public.bulk_items"])
         admin = TriggerAdmin(cfg)
+        row_cfg, _ = trigger_config(work, cluster.dsn("bench"), PGBENCH_TABLES + ["public.bulk_items"],
+                                    'trigger_level = "row"', "agent-row.toml")
+        row_admin = TriggerAdmin(row_cfg)
         n, nb = args.cpu_txns, max(1, args.cpu_txns // 1000)
-        cpu: dict[str, dict[str, list[float]]] = {p: {"tpcb": [], "bulk": []} for p in ("off", "on", "v3")}
+        phases = ("off", "on", "row", "v3")
+        cpu: dict[str, dict[str, list[float]]] = {p: {"tpcb": [], "bulk": []} for p in phases}
         with cluster.connect("bench") as c:
             c.execute("SET synchronous_commit = off")       # CPU is measured, not the wait for the disk
             pid = c.execute("SELECT pg_backend_pid()").fetchone()[0]
             c.execute(CPU_TPCB.format(n=min(n, 2000)))     # warm-up
             for rnd in range(1, args.rounds + 1):
-                for phase in ("off", "on", "v3"):
+                for phase in phases:
                     if phase != "off":
-                        admin.setup(upto=3 if phase == "v3" else None)
+                        (row_admin if phase == "row" else admin).setup(upto=3 if phase == "v3" else None)
                     t0 = backend_cpu(pid)
                     c.execute(CPU_TPCB.format(n=n))
                     t1 = backend_cpu(pid)
@@ -239,12 +249,13 @@ def bench_pg_cpu(args, work: Path, rows: list) -> None:
             m = {p: sum(v[wl]) / len(v[wl]) for p, v in cpu.items()}
             emit({"scenario": "trigger_overhead_cpu", "summary": True, "workload": wl, "unit": unit,
                   **{p: round(x, 2) for p, x in m.items()}, "ratio": round(m["off"] / m["on"], 3),
-                  "ratio_v3": round(m["off"] / m["v3"], 3)})
+                  **{f"ratio_{p}": round(m["off"] / m[p], 3) for p in phases[2:]}})
             what = ("backend CPU, tpcb-like txn (server-side loop)" if wl == "tpcb"
                     else f"backend CPU, {BULK_ROWS}-row INSERT/UPDATE/DELETE (per row)")
             rows.append((what, f"{m['off']:.2f} {unit}", f"{m['on']:.2f} {unit}", f"{m['off'] / m['on']:.2f}"))
-            rows.append(("  the same, version 003 (row triggers)", f"{m['off']:.2f} {unit}", f"{m['v3']:.2f} {unit}",
-                         f"{m['off'] / m['v3']:.2f}"))
+            for p in phases[2:]:
+                rows.append((f"  the same, {LABELS[p]}", f"{m['off']:.2f} {unit}", f"{m[p]:.2f} {unit}",
+                             f"{m['off'] / m[p]:.2f}"))
     finally:
         cluster.destroy()
 
@@ -311,6 +322,7 @@ def main() -> None:
     ap.add_argument("--floor", action="store_true", help="also a minimal row trigger (one plain insert, no row "
                                                          "images): the least any trigger capture can cost")
     ap.add_argument("--v3", action="store_true", help="also phases with version 003 (row triggers) installed")
+    ap.add_argument("--row", action="store_true", help='also phases with trigger_level = "row" (version 004)')
     ap.add_argument("--bulk", action="store_true", help="also a bulk workload (1000-row statements, 1 client)")
     ap.add_argument("--cpu", action="store_true", help="instead of rates: the backend's CPU time per transaction "
                                                        "(off, newest version, version 003), a server-side loop")
