@@ -10,7 +10,8 @@ one installs version 004 with trigger_level = "row". With --bulk the
 same phases also run a bulk workload (per transaction: INSERT ... SELECT of 1000 rows, UPDATE of them,
 DELETE of them; rows per second). With --cpu, instead of rates, the database backend's CPU time per
 transaction (off, newest, newest with row triggers, version 003) for the same workloads run as a
-server-side loop in one session. With --agent a last phase runs with the agent draining the changelog at the same time (its reads and deletes are part of the source's cost).
+server-side loop in one session. With --agent a last phase runs with the agent draining the changelog at
+the same time (its reads and deletes are part of the source's cost).
 SQLite: one writer (SQLite has one at a time), small UPDATE + INSERT transactions, WAL, synchronous=FULL.
 
     python -m bench.trigger_overhead [--seconds 8] [--rounds 2] [--clients 1,4] [--scale 10] [--agent] [--floor]
