@@ -112,10 +112,10 @@ def pair_update(olds: list[Any], news: list[Any], key: tuple[str, ...]) -> list[
     pairs: list[tuple[int | None, int | None]] = []
     left: list[int] = []                 # positions in `pairs` of old rows without a new row of their key
     for i, o in enumerate(olds):
-        j = by_key.get(key_of(o, key))
-        if j is not None and j not in used:
-            used.add(j)
-            pairs.append((i, j))
+        same = by_key.get(key_of(o, key))
+        if same is not None and same not in used:
+            used.add(same)
+            pairs.append((i, same))
         else:
             left.append(len(pairs))
             pairs.append((i, None))

@@ -66,7 +66,7 @@ class RowImage(dict):
 
 def loads(text: str | bytes | RowImage | None) -> Any:
     """A changelog row image -> RowImage (numbers lossless, see the module docstring)."""
-    if text is None or type(text) is RowImage:
+    if text is None or isinstance(text, RowImage):
         return text                 # None, or a statement row's row image, parsed when it was unpacked
     if isinstance(text, (bytes, bytearray, memoryview)):
         text = bytes(text).decode("utf-8", "replace")
