@@ -285,3 +285,16 @@ def test_trigger_level_row_and_switching_levels(pg_db, tmp_path):
     assert [(c.op, (c.after or c.before)["id"], (c.after or c.before).get("v", (c.after or c.before).get("f")))
             for c in got] == [("insert", 1, 1), ("insert", 2, 2), ("insert", 3, 3), ("insert", 1, 0.1),
                               ("update", 1, 11), ("update", 2, 12), ("update", 3, 13), ("delete", 2, 12)]
+
+
+def test_trigger_level_is_checked_when_the_config_is_read(tmp_path):
+    from agent import config
+    from agent.errors import ConfigError
+    doc = {"agent": {"name": "t", "state_dir": str(tmp_path / "state")},
+           "source": {"kind": "trigger", "dsn": f"sqlite:///{tmp_path / 'x.db'}", "tables": ["main.t"],
+                      "trigger_level": "per-row"},
+           "targets": [{"name": "f", "kind": "file", "path": str(tmp_path / "out.jsonl")}]}
+    with pytest.raises(ConfigError, match="trigger_level.*statement.*row"):
+        config.parse(doc, file=str(tmp_path / "agent.toml"), base=tmp_path)
+    doc["source"]["trigger_level"] = "row"
+    assert config.parse(doc, file=str(tmp_path / "agent.toml"), base=tmp_path).source.trigger_level == "row"
