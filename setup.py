@@ -4,5 +4,6 @@ succeeds and the agent runs on the pure-Python decoder (agent/fastpath.py)."""
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("agent._fastpg", ["agent/_fastpg.c"], optional=True,
-                             extra_compile_args=["-O2", "-std=c11"])])
+setup(ext_modules=[Extension("agent._fastpg", ["agent/_fastpg.c", "agent/fastpg_row.c", "agent/fastpg_event.c"],
+                             depends=["agent/fastpg.h"], optional=True,
+                             extra_compile_args=["-O2", "-std=c11", "-Wall"])])

@@ -9,6 +9,8 @@ from sqlalchemy import Column, MetaData, String, Table, inspect
 from sqlalchemy import types as sqltypes
 from sqlalchemy.schema import CreateTable
 
+from adapters._sqlmark import check_marking
+from adapters._sqlowns import CONFLICTS_TABLE, conflicts_table
 from adapters._sqlreplica import OFFSETS_TABLE, offsets_table, split_name
 from agent.changes import CheckItem
 from agent.secrets import redact
@@ -102,6 +104,8 @@ class SqlAdmin:
                                "exists" if has_offsets else "missing (created by setup, or by the first run when "
                                                              "the target's user may CREATE TABLE)",
                                f"cdc-agent setup -c {self.cfg.path}", warning=not has_offsets))
+        if self.options.mark_writes:
+            items += check_marking(self.engine, self.options, self.label, str(self.cfg.path))
         source = self._source_columns()
         for src, dst in self.options.tables.items():
             schema, name = split_name(dst, self.dialect)
@@ -112,6 +116,12 @@ class SqlAdmin:
                 continue
             cols = {c["name"] for c in insp.get_columns(name, schema=schema)}
             pk = tuple(insp.get_pk_constraint(name, schema=schema).get("constrained_columns") or ())
+            owned_here = [self._renames(src).get(c, c) for c in self.options.owns.get(src, ())]
+            if [c for c in owned_here if c not in cols]:
+                items.append(CheckItem(f"{self.label}: owns {src}", False, f"replica table {dst} has no column "
+                                       f"{', '.join(c for c in owned_here if c not in cols)}",
+                                       "fix owns, or add the column to the replica table"))
+                continue
             if not pk:
                 items.append(CheckItem(what, False, "has no primary key (upserts need the source's key)",
                                        "add a primary key on the columns of the source table's key"))
@@ -122,6 +132,14 @@ class SqlAdmin:
                 continue
             scols, skey = source[src]
             ren = self._renames(src)
+            owned = self.options.owns.get(src)
+            if owned is not None:
+                unknown = [c for c in owned if c not in {sc["name"] for sc in scols}]
+                if unknown:
+                    items.append(CheckItem(f"{self.label}: owns {src}", False, f"names column(s) "
+                                           f"{', '.join(unknown)}, which the source table does not have",
+                                           "fix owns (source column names, before renames)"))
+                scols = [c for c in scols if c["name"] in owned or c["name"] in skey]
             want = [ren.get(c["name"], c["name"]) for c in scols]
             missing = [c for c in want if c not in cols]
             want_key = tuple(ren.get(k, k) for k in skey)
@@ -141,6 +159,8 @@ class SqlAdmin:
         insp = inspect(self.engine)
         if not insp.has_table(OFFSETS_TABLE):
             out.append((OFFSETS_TABLE, offsets_table(MetaData())))
+        if self.options.owns and not insp.has_table(CONFLICTS_TABLE):
+            out.append((CONFLICTS_TABLE, conflicts_table(MetaData())))
         missing = [(s, d) for s, d in self.options.tables.items()
                    if not insp.has_table(*reversed(split_name(d, self.dialect)))]
         if missing:
@@ -150,6 +170,8 @@ class SqlAdmin:
                                  f"({', '.join(d for _, d in missing)}) from its columns")
             for src, dst in missing:
                 scols, skey = source[src]
+                if src in self.options.owns:        # two-way sync: the key and the owned columns
+                    scols = [c for c in scols if c["name"] in self.options.owns[src] or c["name"] in skey]
                 ren = self._renames(src)
                 schema, name = split_name(dst, self.dialect)
                 # autoincrement off: the replica takes the source's key values (no SERIAL, no IDENTITY)

@@ -10,9 +10,11 @@ from typing import Any
 from sqlalchemy import (Column, DateTime, MetaData, String, Table, and_, bindparam, delete, func, select, text,
                         tuple_, update)
 from sqlalchemy import exc as sa_exc
+from sqlalchemy import types as sqltypes
 from sqlalchemy import insert as generic_insert
 
-from adapters._sqlvalues import writer_for
+from adapters._sqlowns import Origin, Outcome, check_rows, clear_journal, conflicts_table, read_journal, write_journal
+from adapters._sqlvalues import _pg_text_cast, comparable, comparable_json, comparer_for, writer_for
 from agent.errors import TargetUnavailable
 from agent.secrets import redact
 
@@ -61,15 +63,25 @@ class Plan:
     rename: dict[str, str]                       # source column -> replica column
     writers: dict[str, Any]                      # replica column -> conversion
     statements: dict[tuple, Any] = field(default_factory=dict)
+    # two-way sync (owns): the replica columns this source owns (None: whole rows), the source columns written
+    # (owned + key), what a delete does, and per owned column the comparable form (adapters/_sqlowns.py)
+    owned: frozenset[str] | None = None
+    written: frozenset[str] = frozenset()
+    deletes: str = "apply"
+    comparers: dict[str, Any] = field(default_factory=dict)
+    json_columns: frozenset[str] = frozenset()
+    text_columns: frozenset[str] = frozenset()  # owned columns read back as text (PostgreSQL interval)
 
 
 class Replica:
-    def __init__(self, engine, options, reflect: bool = True):
+    def __init__(self, engine, options, reflect: bool = True, marking=None):
         self.engine = engine
+        self.marking = marking                   # adapters/_sqlmark.Marking: SQLite marks each transaction
         self.dialect = engine.dialect.name
         self.options = options
         self.plans: dict[str, Plan] = {}
         self.offsets = offsets_table(MetaData())
+        self.journal = conflicts_table(MetaData())
         if reflect:
             self._reflect()
 
@@ -96,44 +108,66 @@ class Replica:
                 writers[c["name"]] = w
                 columns.append(Column(c["name"], bind_type, primary_key=c["name"] in pk))
             table = Table(name, md, *columns, schema=schema)
-            self.plans[src] = Plan(src, table, pk, renames.get(src, {}), writers)
+            plan = self.plans[src] = Plan(src, table, pk, renames.get(src, {}), writers,
+                                          deletes=self.options.deletes_for(src))
+            if src in self.options.owns:
+                _own(plan, self.options.owns[src], {c["name"]: c["type"] for c in cols},
+                     _json_checked(self.engine, name, schema) if self.dialect in ("mysql", "mariadb") else set())
+
+    @property
+    def owns(self) -> bool:
+        return any(p.owned is not None for p in self.plans.values())
 
     def forget_connection(self) -> None:
         self.engine.dispose()
 
     # ------------------------------------------------------------ events into changes
 
-    def changes_of(self, table_and_data: tuple[str, dict]) -> list[tuple]:
-        """[(plan, "u"|"d", key tuple, row)] for one event's data; ValueError for a value the column cannot take."""
+    def changes_of(self, table_and_data: tuple[str, dict], event_id: str = "", subject: str = "") -> list[tuple]:
+        """[(plan, "u"|"d", key tuple, row, Origin | None)] for one event's data (deletes carry no row; the
+        Origin, for an owns table, is what conflict detection needs); ValueError for a value the column cannot
+        take."""
         table, data = table_and_data
         plan = self.plans.get(table)
         if plan is None:
             return []                              # a table this target does not replicate
         op = data["op"]
         if op == "delete":
-            return [(plan, "d", self._key(plan, data["key"]), None)]
+            if plan.deletes == "ignore":
+                return []
+            return [(plan, "d", self._key(plan, data["key"]), None, None)]
         after = data["after"]
         if after is None:
             raise ValueError(f"{op} without an after image")
         skip = set(data.get("unavailable") or ())
+        before = data.get("before")
+        origin = None
+        if plan.owned is not None:                 # only the owned columns and the key are written
+            after = {c: v for c, v in after.items() if c in plan.written}
+            owned_before = None
+            if op == "update" and before:
+                owned_before = self.row(plan, {c: v for c, v in before.items() if c in plan.written and
+                                               c not in skip}, set(), keyless=True)
+            unowned = tuple(c for c in (data.get("changed") or ()) if c not in plan.written) if op == "update" else ()
+            origin = Origin(event_id, subject, owned_before, unowned)
         row = self.row(plan, after, skip)
         key = tuple(row[k] for k in plan.key)
-        out: list[tuple[Plan, str, tuple[Any, ...], dict[str, Any] | None]] = []    # deletes carry no row
-        before = data.get("before")
+        out: list[tuple] = []
         if op == "update" and before:
             try:
                 old = self.row(plan, {c: before[c] for c in before if plan.rename.get(c, c) in plan.key}, set())
                 old_key = tuple(old[k] for k in plan.key)
             except KeyError:
                 old_key = key
-            if old_key != key:                      # the key itself changed: the old row goes
-                out.append((plan, "d", old_key, None))
-        out.append((plan, "u", key, row))
+            if old_key != key and plan.deletes == "apply":      # the key itself changed: the old row goes
+                out.append((plan, "d", old_key, None, None))
+        out.append((plan, "u", key, row, origin))
         return out
 
-    def row(self, plan: Plan, values: dict, skip: set) -> dict:
+    def row(self, plan: Plan, values: dict, skip: set, keyless: bool = False) -> dict:
         names = tuple(values)
-        spec = plan.statements.get(("row", names)) if not skip else None
+        kind = "row" if not keyless else "row-keyless"
+        spec = plan.statements.get((kind, names)) if not skip else None
         if spec is None:
             spec = []
             for c in names:
@@ -146,9 +180,9 @@ class Replica:
                                             f"{plan.source}); add it or rename it with columns")
                 spec.append(None if c in skip else (col, plan.writers[col]))
             if not skip:
-                plan.statements[("row", names)] = spec
+                plan.statements[(kind, names)] = spec
             missing = [k for k in plan.key if k not in {s[0] for s in spec if s is not None}]
-            if missing:
+            if missing and not keyless:
                 raise ValueError(f"key column {missing[0]} is missing from the row")
         row = {}
         for sp, v in zip(spec, values.values()):
@@ -168,17 +202,38 @@ class Replica:
 
     # ------------------------------------------------------------ one batch, one transaction
 
-    def apply(self, changes: list[tuple], agent: str, target: str, position: str) -> None:
+    def apply(self, changes: list[tuple], agent: str, target: str, position: str) -> Outcome:
+        """One transaction: the rows, the conflicts found (cdc_agent_conflicts), the position."""
         try:
             with self.engine.begin() as conn:
-                self.apply_in(conn, changes)
+                marked = self.marking is not None and self.marking.begin(conn)
+                outcome = self.apply_in(conn, changes)
+                if outcome.conflicts:
+                    write_journal(conn, self.journal, agent, target, outcome.conflicts, self._journal_upsert())
                 if position:
                     self.write_position(conn, agent, target, position)
+                if marked:
+                    self.marking.end(conn)
+            return outcome
         except (sa_exc.DataError, sa_exc.IntegrityError) as e:
             orig = e.orig if e.orig is not None else e
             raise DataProblem(redact(f"replica refused a value: {str(orig).strip().splitlines()[0]}")) from None
 
-    def apply_in(self, conn, changes: list[tuple]) -> None:
+    def _journal_upsert(self):
+        t = self.journal
+        plan = Plan("", t, ("agent", "target", "event_id", "col"), {}, {})
+        return upsert_statement(plan, tuple(c.name for c in t.columns), self.dialect)
+
+    def take_journal(self, agent: str, target: str) -> list[dict]:
+        """The conflicts recorded in the target database and not yet copied into the agent's state."""
+        with self.engine.connect() as conn:
+            return read_journal(conn, self.journal, agent, target)
+
+    def clear_journal(self, agent: str, target: str, rows: list[dict]) -> None:
+        with self.engine.begin() as conn:
+            clear_journal(conn, self.journal, agent, target, rows)
+
+    def apply_in(self, conn, changes: list[tuple]) -> Outcome:
         """Apply `changes` (in source order) as their net effect per row: each key's last change wins (an
         update without its unavailable columns merges into the image before it). Then one statement per
         table for the deletes, and one per table and column set for the upserts. Only the order per key
@@ -186,15 +241,33 @@ class Replica:
         constrain each other (foreign keys between replica tables, or unique keys besides the primary
         key, could see an intermediate state no source transaction had)."""
         final: dict[tuple, tuple] = {}
-        for plan, kind, key, row in changes:
+        first: dict[tuple, Origin | None] = {}      # owns tables: the Origin of each key's first change
+        outcome = Outcome()
+        for change in changes:
+            plan, kind, key, row = change[:4]
             k = (plan.source, key)
+            if plan.owned is not None:
+                origin = change[4] if len(change) > 4 else None
+                # only an update's before can be compared; an insert or read is a plain upsert of the owned values
+                first.setdefault(k, origin if kind == "u" and origin is not None and origin.before is not None
+                                 else None)
+                if origin is not None:
+                    for c in origin.unowned:
+                        outcome.unowned[(plan.source, c)] += 1
             prev = final.pop(k, None)
             if kind == "u" and prev is not None and prev[1] == "u" and prev[2].keys() != row.keys():
                 row = {**prev[2], **row}
             final[k] = (plan, kind, row, key)
+        skip: set = set()
+        checks = [(plan, key, row, first[(plan.source, key)]) for plan, kind, row, key in final.values()
+                  if kind == "u" and plan.owned is not None and first.get((plan.source, key)) is not None]
+        if checks:
+            outcome.conflicts, skip = check_rows(conn, self.dialect, checks)
         deletes: dict[str, tuple[Plan, list]] = {}
         upserts: dict[tuple, tuple[Plan, tuple, list]] = {}
         for plan, kind, row, key in final.values():
+            if skip and (plan.source, key) in skip:
+                continue
             if kind == "d":
                 deletes.setdefault(plan.source, (plan, []))[1].append(key)
             else:
@@ -204,6 +277,7 @@ class Replica:
             self._delete(conn, plan, keys)
         for plan, cols, rows in upserts.values():
             self._upsert(conn, plan, cols, rows)
+        return outcome
 
     def _upsert(self, conn, plan: Plan, cols: tuple, rows: list[dict]) -> None:
         prepared = plan.statements.get(("u", cols))
@@ -238,6 +312,8 @@ class Replica:
         t = self.offsets
         with self.engine.begin() as conn:
             t.metadata.create_all(conn, checkfirst=True)
+            if self.owns:
+                self.journal.metadata.create_all(conn, checkfirst=True)
             pos = conn.execute(select(t.c.position).where(t.c.agent == agent, t.c.target == target)).scalar()
             if pos is None:
                 conn.execute(generic_insert(t).values(agent=agent, target=target, position="",
@@ -322,3 +398,40 @@ def key_range(plan_table: Table, key: tuple[str, ...], after: tuple | None, upto
     if upto is not None:
         conds.append(lhs <= (upto[0] if len(cols) == 1 else tuple_(*upto)))
     return and_(*conds) if conds else None
+
+
+def _json_checked(engine, name: str, schema: str | None) -> set[str]:
+    """MariaDB's JSON columns: LONGTEXT with a json_valid(col) CHECK, reflected as text (agent/myvalues.py)."""
+    from agent.myvalues import logical_types_from_rows
+    sql = ("SELECT CONSTRAINT_SCHEMA, TABLE_NAME, CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS "
+           "WHERE CONSTRAINT_SCHEMA = COALESCE(%s, DATABASE()) AND TABLE_NAME = %s AND CHECK_CLAUSE LIKE %s")
+    try:
+        with engine.connect() as conn:
+            rows = conn.exec_driver_sql(sql, (schema, name, "%json_valid(%")).all()
+    except sa_exc.ProgrammingError:          # MySQL before 8.0.16: no CHECK_CONSTRAINTS; its JSON is JSON
+        return set()
+    return {c for cols in logical_types_from_rows((), rows).values() for c in cols}
+
+
+def _own(plan: Plan, owned_source: tuple[str, ...], types: dict[str, Any], json_text: set[str]) -> None:
+    """Restrict `plan` to the owned columns (source names, renamed as the target says) and the key."""
+    owned = {plan.rename.get(c, c) for c in owned_source}
+    missing = sorted(c for c in owned if c not in plan.writers)
+    if missing:
+        raise TargetUnavailable(f"owns.{plan.source}: replica table {plan.table.fullname} has no column "
+                                f"{', '.join(missing)}; fix owns, or add the column")
+    back = {v: k for k, v in plan.rename.items()}
+    plan.owned = frozenset(owned - set(plan.key))
+    plan.written = frozenset(owned_source) | {back.get(k, k) for k in plan.key}
+    plan.json_columns = frozenset(c for c in plan.owned if c in json_text or isinstance(types[c], sqltypes.JSON)
+                                  or type(types[c]).__name__.upper() in ("JSON", "JSONB"))
+    plan.comparers = {c: comparable_json if c in plan.json_columns else comparer_for(types[c]) for c in plan.owned}
+    for c in plan.owned:          # PostgreSQL interval: read back as text, in the contract's ISO 8601 form
+        if type(types[c]).__name__.upper() == "INTERVAL" and plan.writers[c] is _pg_text_cast:
+            plan.text_columns |= {c}
+            plan.comparers[c] = _interval_comparable
+
+
+def _interval_comparable(v: Any) -> Any:
+    from agent.pgvalues import interval_text_to_iso
+    return interval_text_to_iso(v) if isinstance(v, str) else comparable(v)

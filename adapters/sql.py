@@ -17,7 +17,9 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,11 +35,13 @@ from agent.secrets import redact
 if TYPE_CHECKING:
     from adapters._sqlreplica import Replica
     from agent.config import Config, TargetSettings
+    from agent.spool import Spool
 
 DIALECT_DRIVERS = {"postgresql": "postgresql+psycopg", "postgres": "postgresql+psycopg",
                    "postgresql+psycopg": "postgresql+psycopg", "mysql": "mysql+pymysql",
                    "mariadb": "mysql+pymysql", "mysql+pymysql": "mysql+pymysql", "mariadb+pymysql": "mysql+pymysql",
                    "sqlite": "sqlite", "mssql": "mssql+pyodbc", "mssql+pyodbc": "mssql+pyodbc"}
+log = logging.getLogger(__name__)
 _EVERY_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*$")
 
 
@@ -48,6 +52,17 @@ class SqlOptions:
     columns: dict[str, str] = option({}, help='"schema.table.column" = replica column name (renames)')
     reconcile_every: str | None = option(None, help='run `reconcile` (no repair) this often: "90s", "30m", "1h"')
     offsets_agent: str = option("", help="the agent name under which the position is stored; default [agent] name")
+    owns: dict[str, tuple[str, ...]] = option({}, help='"schema.table" = [source columns this source is '
+                                                       'authoritative for]: only they and the key are written')
+    deletes: str | None = option(None, choices=("apply", "ignore"),
+                                 help='"apply" | "ignore" source deletes; default apply, ignore on tables in owns')
+    mark_writes: bool = option(True, help="mark the writes so that a cdc-agent capturing the target database "
+                                          "skips them (no echo); false for a chain of agents")
+    trigger_changelog: str = option("cdc_changelog", help="changelog_table of trigger capture on a SQLite target "
+                                                          "database: its origin table carries the marker")
+    # filled in by finish(), not keys of the file
+    marker: str = option("", internal=True)
+    state_dir: str = option("", internal=True)
 
     def __post_init__(self):
         from sqlalchemy.engine import make_url
@@ -68,6 +83,14 @@ class SqlOptions:
         for k in self.columns:
             if k.count(".") != 2:
                 raise OptionError(f"columns.{k}", 'must be written "schema.table.column"')
+        for t, cols in self.owns.items():
+            if len(set(cols)) != len(cols):
+                raise OptionError(f"owns.{t}", f"names a column twice: {list(cols)}")
+
+    def deletes_for(self, table: str) -> str:
+        """What a source delete does to `table`: the option, else apply (a replica) / ignore (an owns table:
+        deleting a customer in the ERP need not delete the CRM's contact)."""
+        return self.deletes or ("ignore" if table in self.owns else "apply")
 
 
 def every_seconds(text: str) -> float:
@@ -101,7 +124,12 @@ def finish(cfg: Config, settings: TargetSettings, base: Path) -> SqlOptions:
     for k in o.columns:
         if k.rsplit(".", 1)[0] not in tables:
             raise OptionError(f"columns.{k}", f"names table {k.rsplit('.', 1)[0]}, which is not in tables")
-    return dataclasses.replace(o, url=url, tables=tables, offsets_agent=o.offsets_agent or cfg.agent.name)
+    for k in o.owns:
+        if k not in tables:
+            raise OptionError(f"owns.{k}", f"is not one of this target's tables ({', '.join(tables)})")
+    from adapters._sqlmark import marker_of
+    return dataclasses.replace(o, url=url, tables=tables, offsets_agent=o.offsets_agent or cfg.agent.name,
+                               marker=marker_of(cfg.agent.name), state_dir=str(cfg.agent.state_dir))
 
 
 def _check_full_rows(cfg: Config, settings: TargetSettings, table: str) -> None:
@@ -132,19 +160,42 @@ class SqlTarget:
         self.options: SqlOptions = settings.options
         self.engine = None
         self.replica: Replica | None = None  # built in open()
+        self.marking = marking_for(self.options, self.name)
+        self.spool: Spool | None = None      # the agent's state, for conflicts (opened when there are some)
+        self.copy_failed = False
 
     def open(self) -> str | None:
         from adapters._sqlreplica import Replica, db_error
         if self.engine is None:
-            self.engine = make_engine(self.options.url)
+            self.engine = make_engine(self.options.url, self.marking)
         try:
-            self.replica = replica = Replica(self.engine, self.options)
-            return replica.open_position(self.options.offsets_agent, self.name)
+            self.replica = replica = Replica(self.engine, self.options, marking=self.marking)
+            position = replica.open_position(self.options.offsets_agent, self.name)
+            if replica.owns:
+                self._after_commit(Counter())       # what a crash left in the target's cdc_agent_conflicts
+            return position
         except Exception as e:
             err = db_error(e)
             if err is None:
                 raise
             raise TargetUnavailable(err) from None
+
+    def _copy_conflicts(self, unowned: Counter) -> None:
+        """The conflicts recorded in the target database into the agent's state, then out of the target (a
+        crash in between copies them again next time: the state ignores a second copy)."""
+        from agent import conflicts
+        from agent.errors import SpoolError
+        from agent.spool import Spool
+        replica = self.replica
+        assert replica is not None
+        rows = replica.take_journal(self.options.offsets_agent, self.name)
+        if not self.options.state_dir:
+            raise SpoolError("no state_dir to record conflicts in (a target built without its config)")
+        if self.spool is None:
+            self.spool = Spool(Path(self.options.state_dir))
+        conflicts.record(self.spool, self.name, rows, unowned)
+        if rows:
+            replica.clear_journal(self.options.offsets_agent, self.name, rows)
 
     def send(self, events: list[SpooledEvent]) -> DeliveryResult:
         from adapters._sqlreplica import DataProblem, db_error
@@ -155,12 +206,12 @@ class SqlTarget:
         changes, rejected = [], []
         for ev in events:
             try:
-                changes.extend(replica.changes_of(_data(ev)))
+                changes.extend(replica.changes_of(_data(ev), ev.id, ev.subject))
             except (ValueError, KeyError, TypeError) as e:
                 rejected.append(Rejection(ev.seq, f"cannot apply event {ev.id}: {e}"))
         position = max((e.position for e in events), default="")
         try:
-            replica.apply(changes, self.options.offsets_agent, self.name, position)
+            outcome = replica.apply(changes, self.options.offsets_agent, self.name, position)
         except DataProblem as e:
             raise TargetRejected(redact(str(e))) from None
         except Exception as e:
@@ -169,9 +220,32 @@ class SqlTarget:
                 raise
             replica.forget_connection()
             raise TargetUnavailable(err) from None
+        if outcome.conflicts or outcome.unowned or self.copy_failed:
+            self._after_commit(outcome.unowned)
         return DeliveryResult(rejected=rejected)
 
+    def _after_commit(self, unowned: Counter) -> None:
+        """The batch is committed: its conflicts are safe in the target database. Copying them into the agent's
+        state is retried at the next batch with conflicts, or the next open(), if it fails now."""
+        from adapters._sqlreplica import db_error
+        from agent.errors import SpoolError
+        self.copy_failed = True
+        try:
+            self._copy_conflicts(unowned)
+            self.copy_failed = False
+        except SpoolError as e:
+            log.warning("target %s: conflicts stay in the target's cdc_agent_conflicts for now: %s", self.name,
+                        redact(str(e)))
+        except Exception as e:
+            err = db_error(e)
+            if err is None:
+                raise
+            log.warning("target %s: conflicts stay in the target's cdc_agent_conflicts for now: %s", self.name, err)
+
     def close(self) -> None:
+        if self.spool is not None:
+            self.spool.close()
+            self.spool = None
         if self.engine is not None:
             self.engine.dispose()
             self.engine = None
@@ -188,7 +262,19 @@ def _data(ev: SpooledEvent) -> tuple[str, dict]:
     return d["source"].rpartition("/")[2], d["data"]
 
 
-def make_engine(url: str):
+def marking_for(options: SqlOptions, suffix: str):
+    """The session marking of a writing engine (adapters/_sqlmark.py), or None with mark_writes = false."""
+    if not options.mark_writes or not options.marker:
+        return None
+    from sqlalchemy.engine import make_url
+
+    from adapters._sqlmark import Marking
+    dialect = make_url(options.url).get_backend_name()
+    return Marking(dialect, options.marker, suffix, options.trigger_changelog)
+
+
+def make_engine(url: str, marking=None):
+    """An engine on the replica; `marking` (a Marking) marks every session it opens (no echo)."""
     from sqlalchemy import create_engine, event
     from sqlalchemy.engine import make_url
     u = make_url(url)
@@ -216,6 +302,8 @@ def make_engine(url: str):
         def _mysql_connect(dbapi_conn, _record):
             with dbapi_conn.cursor() as c:       # refuse, rather than truncate, a value the column cannot hold
                 c.execute("SET SESSION sql_mode = CONCAT(@@sql_mode, ',STRICT_ALL_TABLES'), time_zone = '+00:00'")
+    if marking is not None:
+        event.listen(engine, "connect", lambda dbapi_conn, _record: marking.on_connect(dbapi_conn))
     return engine
 
 

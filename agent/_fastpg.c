@@ -8,27 +8,13 @@
    column's Python converter, so the pure path stays the reference for every edge case.
    Bytes in, values out: no I/O, no state besides the two markers set once by init(). */
 
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
-#include <string.h>
+#include "fastpg.h"
 
-enum {
-    K_CALL = 0,      /* the Python converter */
-    K_TEXT = 1,      /* bytes.decode(): text, varchar, numeric, uuid ... */
-    K_INT = 2,       /* int(b) */
-    K_BOOL = 3,      /* b == b"t" */
-    K_FLOAT = 4,     /* pgvalues._float */
-    K_TSTZ = 5,      /* pgvalues._timestamptz */
-    K_DATE = 6,      /* pgvalues._date */
-    K_TS = 7,        /* pgvalues._timestamp */
-    K_BYTEA = 8,     /* pgvalues.bytea_to_base64 */
-    K_JSON = 9,      /* pgvalues._json */
-};
-
-static PyObject *DecodeError = NULL;   /* agent.pgoutput.DecodeError */
-static PyObject *Unchanged = NULL;     /* agent.pgoutput.UNCHANGED */
-static PyObject *JsonLoads = NULL;     /* orjson.loads: rawjson.is_json's first check */
-static PyObject *RawJsonType = NULL;   /* agent.rawjson.RawJson */
+PyObject *FpDecodeError = NULL;   /* agent.pgoutput.DecodeError */
+PyObject *FpUnchanged = NULL;     /* agent.pgoutput.UNCHANGED */
+PyObject *FpJsonLoads = NULL;     /* orjson.loads: rawjson.is_json's first check */
+PyObject *FpRawJsonType = NULL;   /* agent.rawjson.RawJson */
+PyObject *FpJsonDumps = NULL;     /* orjson.dumps: floats whose repr is not orjson's form */
 
 static int is_ascii(const unsigned char *s, Py_ssize_t n) {
     for (Py_ssize_t i = 0; i < n; i++)
@@ -198,21 +184,21 @@ static PyObject *conv_bytea(PyObject *conv, const unsigned char *s, Py_ssize_t n
    rawjson.raw_json makes it. Anything else (line breaks to blank out, numbers orjson refuses, not JSON)
    through the converter. */
 static PyObject *conv_json(PyObject *conv, const unsigned char *s, Py_ssize_t n) {
-    if (JsonLoads == NULL || memchr(s, '\n', n) != NULL || memchr(s, '\r', n) != NULL)
+    if (FpJsonLoads == NULL || memchr(s, '\n', n) != NULL || memchr(s, '\r', n) != NULL)
         return call_conv(conv, (const char *)s, n);
     PyObject *text = PyUnicode_DecodeUTF8((const char *)s, n, NULL);
     if (text == NULL) {
         PyErr_Clear();
         return call_conv(conv, (const char *)s, n);
     }
-    PyObject *parsed = PyObject_CallOneArg(JsonLoads, text);
+    PyObject *parsed = PyObject_CallOneArg(FpJsonLoads, text);
     if (parsed == NULL) {
         PyErr_Clear();      /* the converter says what it is (and raises what it raises) */
         Py_DECREF(text);
         return call_conv(conv, (const char *)s, n);
     }
     Py_DECREF(parsed);
-    PyObject *r = PyObject_CallOneArg(RawJsonType, text);
+    PyObject *r = PyObject_CallOneArg(FpRawJsonType, text);
     Py_DECREF(text);
     return r;
 }
@@ -238,7 +224,7 @@ static PyObject *decode_error(const char *fmt, ...) {
     PyObject *msg = PyUnicode_FromFormatV(fmt, ap);
     va_end(ap);
     if (msg != NULL) {
-        PyErr_SetObject(DecodeError, msg);
+        PyErr_SetObject(FpDecodeError, msg);
         Py_DECREF(msg);
     }
     return NULL;
@@ -249,7 +235,7 @@ static PyObject *decode_tuple(PyObject *self, PyObject *const *args, Py_ssize_t 
         PyErr_SetString(PyExc_TypeError, "decode_tuple(buf, pos, converters, kinds)");
         return NULL;
     }
-    if (DecodeError == NULL) {
+    if (FpDecodeError == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "agent._fastpg.init() was not called");
         return NULL;
     }
@@ -310,7 +296,7 @@ static PyObject *decode_tuple(PyObject *self, PyObject *const *args, Py_ssize_t 
             v = Py_NewRef(Py_None);
             pos += 1;
         } else if (k == 'u') {
-            v = Py_NewRef(Unchanged);
+            v = Py_NewRef(FpUnchanged);
             pos += 1;
         } else {
             decode_error("unknown tuple column kind '%c' at byte %zd", (int)k, pos);
@@ -331,25 +317,35 @@ done:
 }
 
 static PyObject *init(PyObject *self, PyObject *args) {
-    PyObject *err, *unchanged, *loads = NULL, *rawjson = NULL;
-    if (!PyArg_ParseTuple(args, "OO|OO", &err, &unchanged, &loads, &rawjson)) return NULL;
-    Py_XSETREF(DecodeError, Py_NewRef(err));
-    Py_XSETREF(Unchanged, Py_NewRef(unchanged));
+    PyObject *err, *unchanged, *loads = NULL, *rawjson = NULL, *dumps = NULL;
+    if (!PyArg_ParseTuple(args, "OO|OOO", &err, &unchanged, &loads, &rawjson, &dumps)) return NULL;
+    if (err != Py_None) Py_XSETREF(FpDecodeError, Py_NewRef(err));          /* None: leave as it is */
+    if (unchanged != Py_None) Py_XSETREF(FpUnchanged, Py_NewRef(unchanged));
     if (loads != NULL && rawjson != NULL) {
-        Py_XSETREF(JsonLoads, Py_NewRef(loads));
-        Py_XSETREF(RawJsonType, Py_NewRef(rawjson));
+        Py_XSETREF(FpJsonLoads, Py_NewRef(loads));
+        Py_XSETREF(FpRawJsonType, Py_NewRef(rawjson));
     }
+    if (dumps != NULL) Py_XSETREF(FpJsonDumps, Py_NewRef(dumps));
     Py_RETURN_NONE;
 }
 
 static PyMethodDef methods[] = {
     {"decode_tuple", (PyCFunction)(void (*)(void))decode_tuple, METH_FASTCALL,
      "decode_tuple(buf, pos, converters, kinds) -> (values, position after the tuple)"},
-    {"init", init, METH_VARARGS, "init(DecodeError, UNCHANGED[, orjson.loads, RawJson]): the decoder's exception and marker, json checks"},
+    {"render_row", (PyCFunction)(void (*)(void))fp_render_row, METH_FASTCALL,
+     "render_row(buf, pos, converters, kinds) -> the row message's values as JSON (bytes), or None"},
+    {"render_dicts", (PyCFunction)(void (*)(void))fp_render_dicts, METH_FASTCALL,
+     "render_dicts(op, before, after, names) -> a RowChange's row images as render_row's JSON, or None"},
+    {"render_event", (PyCFunction)(void (*)(void))fp_render_event, METH_FASTCALL,
+     "render_event(row, plan, position, time, txid) -> (id, subject, body), None (skipped) or False"},
+    {"blake2b16", fp_blake2b16, METH_O, "blake2b16(data) -> the 16-byte BLAKE2b digest as hex"},
+    {"init", init, METH_VARARGS,
+     "init(DecodeError, UNCHANGED[, orjson.loads, RawJson, orjson.dumps]): the decoder's exception and marker"},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "agent._fastpg",
-                                    "Compiled pgoutput tuple decoding (agent/fastpath.py)", -1, methods};
+                                    "Compiled pgoutput decoding and event rendering (agent/fastpath.py)", -1,
+                                    methods};
 
 PyMODINIT_FUNC PyInit__fastpg(void) { return PyModule_Create(&module); }

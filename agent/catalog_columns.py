@@ -268,7 +268,7 @@ def sqlite_table(query: Query, table: str) -> TableShape:
 
 def read_tables(cfg, tables: list[str]) -> dict[str, TableShape]:
     """The shapes of `tables` as the configured source's database describes them now."""
-    kind = cfg.source.kind
+    kind = cfg.source.database_kind
     if kind == "postgres":
         import psycopg
 

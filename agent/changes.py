@@ -88,6 +88,7 @@ class SourceStatus:
     lag_seconds: float | None = None       # time since the commit of the oldest change not yet spooled
     retained_wal_bytes: int | None = None  # postgres: WAL the slot holds back
     error: str | None = None               # last connection problem, secrets removed
+    skipped_echo: int = 0                  # changes skipped since start: a cdc-agent wrote them (agent/twoway.py)
 
 
 @dataclass(slots=True)

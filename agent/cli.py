@@ -79,6 +79,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="deploy: start the connector at the (stopped) agent's checkpoint, via the offsets API")
     from .snapshot_cli import add_parser as add_snapshot_parser
     add_snapshot_parser(cmd)
+    from .conflicts import add_parser as add_conflicts_parser
+    add_conflicts_parser(cmd)
     sub.add_parser("demo", help="run the embedded SQLite demo: sample ERP, workload, events printed "
                                 "(cdc-agent demo --help for its options)")
     return p
@@ -298,6 +300,10 @@ def _status(cfg, args) -> int:
     for name, t in report["targets"].items():
         print(f"{name:<16} {t['state']:<12} {t['pending']:>9} {t['delivered']:>10} {t['failed']:>7} "
               f"{t['dead_lettered']:>6}  {t['last_error'] or ''}")
+    two_way = {n: t for n, t in report["targets"].items() if "conflicts" in t}
+    if two_way:
+        print("conflicts: " + ", ".join(f"{n} {t['conflicts']} (unowned changes passed over: {t['unowned_changes']})"
+                                        for n, t in two_way.items()) + "; see `cdc-agent conflicts`")
     print(f"dead letters: {report['dead_letters']} ({report['unmapped_dead_letters']} unmappable changes)"
           + ("; see `cdc-agent dlq list`" if report["dead_letters"] else ""))
     return 1 if report["status"] == "failing" else 0
@@ -351,7 +357,13 @@ def _connect(cfg, args) -> int:
 
 _COMMANDS = {"check": _check, "setup": _setup, "run": _run, "status": _status, "teardown": _teardown, "dlq": _dlq,
              "replay": _replay, "targets": _targets, "catalog": _catalog, "reconcile": _reconcile,
-             "connect": _connect, "snapshot": lambda cfg, args: _snapshot(cfg, args)}
+             "connect": _connect, "snapshot": lambda cfg, args: _snapshot(cfg, args),
+             "conflicts": lambda cfg, args: _conflicts(cfg, args)}
+
+
+def _conflicts(cfg, args) -> int:
+    from .conflicts import run
+    return run(cfg, args)
 
 
 def _snapshot(cfg, args) -> int:

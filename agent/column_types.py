@@ -156,7 +156,7 @@ class ColumnTypes:
 
     def _read(self, table: str) -> tuple[dict, dict[str, str]]:
         schema, _, name = table.partition(".")
-        if self.cfg.source.kind == "postgres":
+        if self.cfg.source.database_kind == "postgres":
             import psycopg
             from .sources.postgres.common import conninfo
             with psycopg.connect(conninfo(self.cfg), autocommit=True) as conn:
@@ -165,7 +165,7 @@ class ColumnTypes:
                 assert row is not None      # SELECT current_database() always returns its one row
                 db = row[0]
             return {"db": db}, {r[0]: encoding_pg(r[1], r[2], r[3]) for r in rows}
-        if self.cfg.source.kind == "mysql":
+        if self.cfg.source.database_kind == "mysql":
             from .myvalues import load_logical_types
             from .sources.mysql.common import control_connection, parse_dsn
             from .sources.mysql.common import run_query as _query

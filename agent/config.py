@@ -30,7 +30,8 @@ from .sources.trigger.dsn import parse_dsn
 NAME_RE = re.compile(r"^[a-z0-9_-]+\Z")          # \Z: "$" would let a trailing newline through
 OPS = ("insert", "update", "delete")
 PRIORITIES = ("high", "normal", "low")
-SOURCE_KINDS = ("postgres", "mysql", "trigger")
+SOURCE_KINDS = ("postgres", "mysql", "trigger", "debezium")
+DEBEZIUM_CONNECTORS = ("postgres", "mysql", "sqlserver", "oracle", "db2")
 TARGET_FORMATS = ("cloudevents", "cloudevents-binary", "debezium")
 MAX_BATCH_SIZE = 100_000                     # events per target batch; far above any useful size
 MAX_RETRY_SECONDS = 86_400.0                 # a wait longer than a day is a typo, not a policy
@@ -61,15 +62,26 @@ class SourceSettings:
     heartbeat_seconds: float = 30.0          # 0 disables; keeps an idle database's slot advancing
     # mysql
     server_id: int = 4242
+    signal_table: str = ""                   # snapshot watermarks: "table" or "db.table" (docs/snapshots.md)
     # trigger
     poll_interval_seconds: float = 0.2
     changelog_table: str = "cdc_changelog"
     max_wait_seconds: float = 30.0           # trigger gap tracking: how long a missing id may stay open
     trigger_level: str = "statement"         # PostgreSQL: "statement" | "row" triggers (docs/trigger-capture.md)
+    # debezium (docs/debezium.md, "The embedded source")
+    connector: str = ""                      # postgres | mysql | sqlserver | oracle | db2
+    properties: tuple[tuple[str, str], ...] = ()   # passed to the connector as written (after ${ENV})
+    jvm_options: tuple[str, ...] = ()        # e.g. ("-Xmx512m",): the JVM runs inside the agent process
     # all
     batch_size: int = 5000                   # changes per read / spool commit
     snapshot: str = "initial"                # "initial" | "never" | "when_needed" (docs/snapshots.md)
     snapshot_chunk_rows: int = 10000         # rows per snapshot chunk (one keyset read each)
+
+    @property
+    def database_kind(self) -> str:
+        """The kind of database the source reads: a debezium source's connector, else the kind itself (what
+        reading the catalog or rendering Debezium's envelope goes by)."""
+        return self.connector if self.kind == "debezium" else self.kind
 
 
 @dataclass(frozen=True)
@@ -210,8 +222,9 @@ def _agent(file: str, raw: Any, base: Path) -> AgentSettings:
 
 _SOURCE_KEYS = {
     "postgres": {"slot", "publication", "heartbeat_seconds"},
-    "mysql": {"server_id"},
+    "mysql": {"server_id", "signal_table"},
     "trigger": {"poll_interval_seconds", "changelog_table", "max_wait_seconds", "trigger_level"},
+    "debezium": {"connector", "properties", "jvm_options", "slot", "publication", "server_id", "heartbeat_seconds"},
 }
 
 
@@ -241,7 +254,17 @@ def _source(file: str, raw: Any, agent_name: str, base: Path) -> SourceSettings:
         parse_dsn(dsn, file)                      # the one place that knows trigger DSNs
     if kind == "postgres":
         check_postgres_dsn(r, dsn)
-    if kind == "mysql":
+    connector = ""
+    if kind == "debezium":
+        connector = r.get("connector", str)
+        if connector not in DEBEZIUM_CONNECTORS:
+            raise r.fail("connector", f"must be one of {', '.join(DEBEZIUM_CONNECTORS)}, got {connector!r}")
+        if connector == "postgres":
+            check_postgres_dsn(r, dsn)
+        elif connector != "mysql":
+            from .sources.debezium.dsn import parse_dsn as parse_dbz_dsn     # the one place that knows them
+            parse_dbz_dsn(connector, dsn, r.fail)
+    if kind == "mysql" or connector == "mysql":
         from .sources.mysql.common import parse_dsn as parse_mysql_dsn    # here: that package imports config
         mysql_dsn = parse_mysql_dsn(dsn, file)
         if not mysql_dsn.unix_socket and not valid_host(mysql_dsn.host):
@@ -252,7 +275,7 @@ def _source(file: str, raw: Any, agent_name: str, base: Path) -> SourceSettings:
         if p and not p.startswith("/") and p != ":memory:":
             dsn = "sqlite:///" + str(_resolve(r, "dsn", base, p))
     tables = r.str_list("tables", nonempty=True)
-    tables = tuple(_table_name(r, "tables", t, kind) for t in tables)
+    tables = tuple(_table_name(r, "tables", t, connector or kind) for t in tables)
     if len(set(tables)) != len(tables):
         raise r.fail("tables", "lists a table twice")
     default_ident = "cdc_" + agent_name.replace("-", "_")
@@ -262,6 +285,7 @@ def _source(file: str, raw: Any, agent_name: str, base: Path) -> SourceSettings:
         publication=r.get("publication", str, default_ident),
         heartbeat_seconds=r.positive("heartbeat_seconds", float, 30.0, zero_ok=True),
         server_id=r.positive("server_id", int, 4242),
+        signal_table=r.get("signal_table", str, default_ident[:57] + "_signal"),
         poll_interval_seconds=r.positive("poll_interval_seconds", float, 0.2),
         changelog_table=r.get("changelog_table", str, "cdc_changelog"),
         max_wait_seconds=r.positive("max_wait_seconds", float, 30.0),
@@ -269,6 +293,9 @@ def _source(file: str, raw: Any, agent_name: str, base: Path) -> SourceSettings:
         batch_size=r.positive("batch_size", int, 5000),
         snapshot=_snapshot_mode(r),
         snapshot_chunk_rows=r.positive("snapshot_chunk_rows", int, 10000),
+        connector=connector,
+        properties=_debezium_properties(r) if kind == "debezium" else (),
+        jvm_options=r.str_list("jvm_options", ()),
     )
     if s.trigger_level not in ("statement", "row"):
         raise r.fail("trigger_level", f'must be "statement" or "row", got {s.trigger_level!r}')
@@ -276,9 +303,34 @@ def _source(file: str, raw: Any, agent_name: str, base: Path) -> SourceSettings:
         if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", getattr(s, k)):
             raise r.fail(k, f"must be a lower-case SQL identifier ([a-z_][a-z0-9_]*, at most 63), "
                             f"got {getattr(s, k)!r}")
+    if not re.fullmatch(r"(?:[A-Za-z0-9_$]{1,64}\.)?[A-Za-z0-9_$]{1,64}", s.signal_table):
+        raise r.fail("signal_table", f'must be "table" or "db.table" (letters, digits, _ and $), '
+                                     f'got {s.signal_table!r}')
     if not 1 <= s.server_id < 2**32:
         raise r.fail("server_id", "must be between 1 and 4294967295")
     return s
+
+
+def _debezium_properties(r: _Reader) -> tuple[tuple[str, str], ...]:
+    """`properties = {...}`: strings (numbers and booleans written as such), passed to the connector. A key
+    naming a password or secret must take its value from ${ENV}, like a dsn's password."""
+    raw = r.get("properties", dict, {}, env=False)
+    out = []
+    for k, v in raw.items():
+        if isinstance(v, bool):
+            v = "true" if v else "false"
+        elif isinstance(v, (int, float)):
+            v = str(v)
+        elif not isinstance(v, str):
+            raise r.fail(f"properties.{k}", f"must be a string, a number or a boolean, got {_tname(v)}")
+        if re.search(r"password|secret|credential", k, re.I):
+            _refuse_literal_secret(r, f"properties.{k}", v, "secret")
+            v = r.expand(f"properties.{k}", v)
+            secrets.register(v)
+        else:
+            v = r.expand(f"properties.{k}", v)
+        out.append((k, v))
+    return tuple(out)
 
 
 def _rule(file: str, i: int, raw: Any, tables: tuple[str, ...]) -> EventRule:
@@ -380,7 +432,7 @@ def _target(file: str, i: int, raw: Any, base: Path) -> TargetSettings:
         spec = adapters.target_kind(kind)
     except LookupError as e:
         raise ConfigError(file, f"{path}.kind", str(e.args[0])) from None
-    own = {f.name for f in dataclasses.fields(spec.options)}
+    own = {f.name for f in dataclasses.fields(spec.options) if not f.metadata.get("internal")}
     if own & _TARGET_COMMON:
         raise TypeError(f"adapters/{kind}.py redeclares common target settings {sorted(own & _TARGET_COMMON)}")
     r = _Reader(file, path, raw, _TARGET_COMMON | own)

@@ -150,6 +150,8 @@ def _options(r: _Reader, cls: type, base: Path) -> Any:
     hints = typing.get_type_hints(cls)
     values: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
+        if f.metadata.get("internal"):
+            continue                        # filled by the kind's finish(), never read from the file
         if not r.has(f.name):
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 raise r.fail(f.name, "required key is missing")
@@ -187,6 +189,8 @@ def _option(r: _Reader, k: str, typ: Any, meta: Any, base: Path) -> Any:
     if origin is tuple:
         return r.str_list(k, nonempty=bool(meta.get("nonempty")))
     if origin is dict:
+        if typing.get_args(typ)[1:] and typing.get_origin(typing.get_args(typ)[1]) is tuple:
+            return _list_table(r, k, meta)
         return _str_table(r, k, meta)
     if typ not in (str, int, float, bool):
         raise TypeError(f"option {k}: type {typ} is not one the config reader knows (see agent/options.py)")
@@ -231,6 +235,19 @@ def _str_table(r: _Reader, k: str, meta: Any) -> dict[str, str]:
             out[tk] = r.expand(f"{k}.{tk}", tv)
         if meta.get("http_headers") and re.search(r"[\x00-\x08\x0a-\x1f\x7f]", out[tk]):
             raise r.fail(f"{k}.{tk}", "holds a control character (a line break would start another header)")
+    return out
+
+
+def _list_table(r: _Reader, k: str, meta: Any) -> dict[str, tuple[str, ...]]:
+    """A table of string arrays (`owns = {"public.customers" = ["price_tier"]}`)."""
+    table = r.get(k, dict, env=False)
+    if meta.get("nonempty") and not table:
+        raise r.fail(k, "must not be empty")
+    out: dict[str, tuple[str, ...]] = {}
+    for tk, tv in table.items():
+        if not isinstance(tv, list) or not tv or not all(isinstance(x, str) and x for x in tv):
+            raise r.fail(f"{k}.{tk}", f"must be a non-empty array of names, got {tv!r}")
+        out[tk] = tuple(r.expand(f"{k}.{tk}", x) for x in tv)
     return out
 
 

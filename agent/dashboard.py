@@ -87,7 +87,7 @@ class Observer:
 def event_trace(spool: Any, cfg: Any, event_id: str) -> dict[str, Any] | None:
     """What happened to one event at each target: delivered, pending, dead-lettered (why), or not sent
     (the target's `events` patterns skip its type). None when neither the spool nor dead letters know it."""
-    row = spool.db.execute("SELECT seq, type, subject, position FROM events WHERE id = ?", (event_id,)).fetchone()
+    row = spool.find_event(event_id)
     dead = {t: reason for t, reason in spool.db.execute(
         "SELECT target, reason FROM dead_letters WHERE event_id = ?", (event_id,))}
     if row is None and not dead:

@@ -224,7 +224,7 @@ def _pg_source(ev: dict, base: dict, schema: str, table: str, server: dict) -> d
 
 def _mysql_source(ev: dict, base: dict, schema: str, table: str, server: dict, read: bool) -> dict:
     us = _micros(base)
-    parts = ev["position"].split(":")
+    parts = ev["position"].split(":")[:3]        # a snapshot row's position adds its ordinal in the chunk
     file_no, pos, ordinal = (int(p) for p in parts) if len(parts) == 3 and all(p.isdigit() for p in parts) \
         else (0, 0, 1)
     name = server.get("binlog_basename", "mysql-bin")

@@ -9,6 +9,13 @@ environment, the agent decodes in pure Python and says so once in its log.
 Each column's kind byte tells the C code which converter the pure path chose for it; a column whose
 converter has no C counterpart (arrays, interval, time, timetz, ...) gets KIND_CALL and goes through
 that Python converter, and so does any value of a C-handled type that is not in the usual form.
+
+Past the decoder the compiled core goes on to the event (docs/performance.md): `render_row` turns a row
+message into its values' JSON text in one pass (no Python object per column), the source hands that on in a
+RenderedRowChange (agent/fastrow.py), and the mapper renders each rule's CloudEvent body and id from it in C
+(`render_event`, with a plan per rule and relation from `event_plan`). What the C path cannot reproduce
+byte for byte (values maps, unchanged TOAST values, binary values, a float or Python-formatted key in the
+subject...) goes through the pure path for that change, which the C code then leaves alone.
 """
 
 from __future__ import annotations
@@ -32,6 +39,8 @@ _KINDS: dict[Callable, int] = {
     pgvalues._date: 6, pgvalues._timestamp: 7, pgvalues.bytea_to_base64: 8, pgvalues._json: 9,
 }
 
+_API = ("decode_tuple", "init", "render_row", "render_event", "render_dicts", "blake2b16")
+
 _fastpg: types.ModuleType | None
 try:
     from . import _fastpg
@@ -39,7 +48,13 @@ except ImportError as e:        # not built (no compiler when it was installed)
     _fastpg = None
     _import_error = str(e)
 else:
-    _import_error = ""
+    _missing = [name for name in _API if not hasattr(_fastpg, name)]
+    if _missing:                # a build from older sources (not rebuilt after an update): do not use it
+        _where = getattr(_fastpg, "__file__", "agent._fastpg")
+        _import_error = f"{_where} is an older build without {', '.join(_missing)}; rebuild it with pip install -e ."
+        _fastpg = None
+    else:
+        _import_error = ""
 
 _reported = False
 
@@ -54,19 +69,85 @@ def compiled() -> bool:
     return _fastpg is not None
 
 
+def _report(pure: bool, what: str) -> None:
+    """The pure path's one log line per process (whichever part of the agent meets it first)."""
+    global _reported
+    if _reported:
+        return
+    _reported = True
+    if _fastpg is None:
+        log.warning("compiled decoder not available (%s): %s in pure Python, which costs more CPU per change",
+                    _import_error, what)
+    else:
+        log.info("%s is set: %s in pure Python", PURE_ENV, what)
+
+
 def tuple_decoder(decode_error: type, unchanged: object, force_pure: bool | None = None):
     """The compiled decode_tuple(buf, pos, converters, kinds), or None for the pure path: when the
     extension is missing or CDC_AGENT_PURE=1 (force_pure overrides the environment). Logs the choice once."""
-    global _reported
     pure = force_pure if force_pure is not None else os.environ.get(PURE_ENV, "") not in ("", "0")
     if _fastpg is None or pure:
-        if not _reported:
-            _reported = True
-            if _fastpg is None:
-                log.warning("compiled decoder not available (%s): decoding PostgreSQL changes in pure Python, "
-                            "which costs more CPU per change", _import_error)
-            else:
-                log.info("%s is set: decoding PostgreSQL changes in pure Python", PURE_ENV)
+        _report(pure, "decoding PostgreSQL changes")
         return None
-    _fastpg.init(decode_error, unchanged, orjson.loads, rawjson.RawJson)
+    _fastpg.init(decode_error, unchanged, orjson.loads, rawjson.RawJson, orjson.dumps)
     return _fastpg.decode_tuple
+
+
+def row_renderer(force_pure: bool | None = None) -> Callable[[bytes, int, tuple, bytes], bytes | None] | None:
+    """The compiled render_row(buf, pos, converters, kinds), or None on the pure path. Call after
+    tuple_decoder (which initialises the extension)."""
+    pure = force_pure if force_pure is not None else os.environ.get(PURE_ENV, "") not in ("", "0")
+    return None if _fastpg is None or pure else _fastpg.render_row
+
+
+def dict_renderer(force_pure: bool | None = None) -> Callable[..., bytes | None] | None:
+    """The compiled render_dicts(op, before, after, names) for RowChanges of other sources (their values
+    already in JSON form), or None on the pure path (extension missing, CDC_AGENT_PURE=1)."""
+    pure = force_pure if force_pure is not None else os.environ.get(PURE_ENV, "") not in ("", "0")
+    if _fastpg is None or pure:
+        _report(pure, "mapping changes")
+        return None
+    _fastpg.init(None, None, orjson.loads, rawjson.RawJson, orjson.dumps)    # (what render_dicts writes with)
+    return _fastpg.render_dicts
+
+
+def _u16s(idx: Sequence[int]) -> bytes:
+    return b"".join(i.to_bytes(2, "big") for i in idx)
+
+
+NOT_A_COLUMN = 0xFFFF
+
+
+def event_plan(agent: str, event_type: str, source: str, names: Sequence[str], key_columns: Sequence[str],
+               key_index: Sequence[int], fields: Sequence[tuple[str, str]] | None,
+               changed: frozenset[str] | None) -> tuple | None:
+    """What render_event needs of one rule on one relation (agent/fastpg_event.c lists the parts), or None
+    when the rule is one the C path does not render: no key, a key column the table lacks (the pure path
+    dead-letters those), a key column or field output named twice."""
+    col = {n: i for i, n in enumerate(names)}
+    if not key_columns or any(c not in col for c in key_columns) or len(set(key_columns)) != len(key_columns):
+        return None
+    if fields is not None and len({out for out, _ in fields}) != len(fields):
+        return None
+    if len(names) >= NOT_A_COLUMN:
+        return None
+    dumps = orjson.dumps
+    mid = b'","source":' + dumps(source) + b',"type":' + dumps(event_type) + b',"subject":'
+    return (agent.encode() + b"\0", b"\0" + event_type.encode(), mid,
+            _u16s([col[c] for c in key_columns]), tuple(dumps(c) for c in key_columns),
+            tuple(dumps(n) for n in names),
+            None if fields is None else _u16s([col.get(c, NOT_A_COLUMN) for _, c in fields]),
+            None if fields is None else tuple(dumps(out) for out, _ in fields),
+            None if changed is None else bytes(1 if n in changed else 0 for n in names),
+            _u16s(key_index),
+            None if fields is None else dumps([out for out, _ in fields]))
+
+
+def _not_built(rendered: bytes, plan: tuple, position: str, time: str, txid: str | None) -> bool:
+    return False        # (never called: without the extension no row is rendered)
+
+
+# render_event(rendered, plan, position, time, txid) -> (id, subject, body) of one rule's event of a row
+# render_row made; None: the rule's `changed` skips it; False: this change needs the pure path
+render_event: Callable[[bytes, tuple, str, str, str | None], tuple[str, str, bytes] | bool | None] = \
+    _fastpg.render_event if _fastpg is not None else _not_built

@@ -18,7 +18,7 @@ def render(body: bytes, fmt: str, cfg=None) -> bytes:
         return body
     if cfg is None:
         return debezium.render(body, "postgres", None)
-    return debezium.render(body, cfg.source.kind, column_types(cfg))
+    return debezium.render(body, cfg.source.database_kind, column_types(cfg))
 
 
 def column_types(cfg):

@@ -36,6 +36,7 @@ def health_report(cfg: Config, monitor: Monitor | None, spool: Spool) -> dict:
               "retained_wal_bytes": src.retained_wal_bytes if src else None,
               "checkpoint": spool.checkpoint(),
               "changes_captured": monitor.captured if monitor else None,
+              "skipped_echo": src.skipped_echo if src else None,   # a cdc-agent wrote them: not captured
               "capture_paused": bool(monitor and monitor.backpressure),
               "capture_stopped": bool(monitor and monitor.capture_error)}
     if src and src.error:
@@ -60,6 +61,7 @@ def health_report(cfg: Config, monitor: Monitor | None, spool: Spool) -> dict:
     if monitor and monitor.backpressure:
         reasons.append(f"spool is full ({cfg.agent.spool_max_events} undelivered events): capture paused")
     targets = {}
+    found, unowned = _conflict_counts(cfg, spool)
     for t in cfg.targets:
         c = spool.counters(t.name)
         live = monitor.target(t.name) if monitor else None
@@ -73,6 +75,9 @@ def health_report(cfg: Config, monitor: Monitor | None, spool: Spool) -> dict:
                            "last_error": redact(last_error) if last_error else None}
         if monitor and t.name in monitor.drift:
             targets[t.name]["drift"] = monitor.drift[t.name]
+        if getattr(t.options, "owns", None):        # a sql target in two-way sync (agent/conflicts.py)
+            targets[t.name]["conflicts"] = sum(found.get(t.name, {}).values())
+            targets[t.name]["unowned_changes"] = sum(unowned.get(t.name, {}).values())
         if state == "stopped":
             assert live is not None  # "stopped" comes from the live state ("unknown" without one)
             status = "failing"      # its worker gave up: nothing reaches this target until a restart
@@ -97,6 +102,13 @@ def health_report(cfg: Config, monitor: Monitor | None, spool: Spool) -> dict:
     if monitor is not None and monitor.alerts is not None:
         report["alerts"] = monitor.alerts.firing()
     return report
+
+
+def _conflict_counts(cfg: Config, spool: Spool) -> tuple[dict, dict]:
+    if not any(getattr(t.options, "owns", None) for t in cfg.targets):
+        return {}, {}
+    from .conflicts import counts, unowned_counts
+    return counts(spool), unowned_counts(spool)
 
 
 def _spooled_snapshot(spool: Spool) -> dict | None:

@@ -17,8 +17,9 @@ from urllib.parse import quote
 
 import orjson
 
-from . import rawjson
+from . import fastpath, rawjson
 from .changes import RowChange
+from .fastrow import RenderedRowChange, RowLayout
 from .config import Config, EventRule
 from .outbox import OutboxMapper, OutboxUnmappable
 
@@ -65,6 +66,10 @@ def change_to_json(change: RowChange) -> bytes:
     }
     if raw:
         d["raw_json"] = raw
+    if change.id_key is not None:       # a snapshot read: `dlq retry` gives it the same id, for the same target
+        d["id_key"] = change.id_key
+    if change.target is not None:
+        d["target"] = change.target
     return orjson.dumps(d, default=rawjson.default)
 
 
@@ -74,7 +79,8 @@ def change_from_json(raw: bytes) -> RowChange:
         d[side][col] = rawjson.RawJson(d[side][col])
     return RowChange(table=d["table"], op=d["op"], before=d["before"], after=d["after"], position=d["position"],
                      commit_time=d["commit_time"], commit_ts=d["commit_ts"], txid=d["txid"],
-                     key_columns=tuple(d["key_columns"]), unavailable=tuple(d["unavailable"]))
+                     key_columns=tuple(d["key_columns"]), unavailable=tuple(d["unavailable"]),
+                     id_key=d.get("id_key"), target=d.get("target"))
 
 
 def _has_raw_json(row: dict[str, Any] | None) -> bool:
@@ -131,7 +137,7 @@ def event_source(agent: str, table: str) -> str:
 
 
 class _CompiledRule:
-    __slots__ = ("type", "on", "changed", "key", "fields", "values", "source")
+    __slots__ = ("type", "on", "changed", "key", "fields", "values", "source", "plans")
 
     def __init__(self, rule: EventRule, source: str):
         self.type = rule.type
@@ -141,6 +147,7 @@ class _CompiledRule:
         self.fields = rule.fields
         self.values = rule.values
         self.source = source
+        self.plans: dict[Any, tuple | None] = {}   # the compiled core's plan per row layout (None: pure path)
 
 
 class _Unmappable(Exception):
@@ -148,10 +155,14 @@ class _Unmappable(Exception):
 
 
 class EventMapper:
-    def __init__(self, cfg: Config):
+    def __init__(self, cfg: Config, pure: bool | None = None):
         self.agent = cfg.agent.name
         self.rules: dict[str, list[_CompiledRule]] = {}
         self.outbox = {o.table: OutboxMapper(o, self.agent) for o in cfg.outbox}
+        # the compiled core for changes that are not RenderedRowChanges: None on the pure path (pure=True, or
+        # None and CDC_AGENT_PURE=1)
+        self._render_dicts = fastpath.dict_renderer(pure)
+        self._dict_layouts: dict[str, tuple[RowLayout | None, tuple[str, ...], int]] = {}
         for table in cfg.source.tables:
             if table in self.outbox:
                 continue                  # an outbox table emits the events its rows describe (agent/outbox.py)
@@ -163,6 +174,8 @@ class EventMapper:
                 self.rules[table] = [_CompiledRule(EventRule(type=f"row.{table}", table=table), src)]
 
     def map(self, changes: list[RowChange]) -> tuple[list[MappedEvent], list[MappingFailure]]:
+        """Events and dead letters of `changes`. On the compiled path (agent/fastpath.py) each rule's event is
+        rendered in C where it can be, byte for byte what _event writes; elsewhere _event writes it."""
         events: list[MappedEvent] = []
         failures: list[MappingFailure] = []
         for ch in changes:
@@ -174,6 +187,13 @@ class EventMapper:
                 failures.append(MappingFailure(f"row.{ch.table}", ch.position,
                                                f"table {ch.table} is not in source.tables", change_to_json(ch)))
                 continue
+            if type(ch) is RenderedRowChange:
+                self._rendered_events(rules, ch, ch.rendered, ch.layout, events, failures)
+                continue
+            if self._render_dicts is not None and ch.id_key is None and ch.target is None and not ch.unavailable:
+                made = self._dict_events(rules, ch, events, failures)
+                if made:
+                    continue
             changed_cols = _changed_columns(ch)
             for rule in rules:
                 if ch.op not in rule.on:
@@ -188,6 +208,71 @@ class EventMapper:
                 # any other exception is a bug in the rules' evaluation, not a bad row: it propagates, and
                 # the capture loop stops with its traceback instead of dead-lettering every change
         return events, failures
+
+    def _dict_events(self, rules: list[_CompiledRule], ch: RowChange, events: list[MappedEvent],
+                     failures: list[MappingFailure]) -> bool:
+        """Any other source's change, through the same C renderer: its row dicts rendered as JSON text
+        (render_dicts) against the table's column layout, learnt from its changes. False: the pure path."""
+        render = self._render_dicts
+        assert render is not None       # (map calls this only on the compiled path)
+        known = self._dict_layouts.get(ch.table)
+        rendered = None
+        if known is not None and known[1] == ch.key_columns:
+            if known[0] is None:
+                return False            # this table's changes do not keep one layout: pure path
+            rendered = render(ch.op, ch.before, ch.after, known[0].names)
+        if rendered is None:            # first change of the table, a new layout, or values C does not write
+            row = ch.after if ch.after is not None else ch.before
+            if row is None or (known is not None and known[0] is not None and tuple(row) == known[0].names):
+                return False
+            changes = known[2] + 1 if known is not None else 0
+            if known is not None and known[0] is not None:
+                for rule in rules:      # plans of the old layout go with it
+                    rule.plans.pop(known[0], None)
+            layout = RowLayout(tuple(row), ()) if changes < DICT_LAYOUT_CHANGES else None
+            self._dict_layouts[ch.table] = (layout, ch.key_columns, changes)
+            if layout is None:
+                return False
+            rendered = render(ch.op, ch.before, ch.after, layout.names)
+            if rendered is None:
+                return False
+            known = self._dict_layouts[ch.table]
+        assert known is not None and known[0] is not None
+        self._rendered_events(rules, ch, rendered, known[0], events, failures)
+        return True
+
+    def _rendered_events(self, rules: list[_CompiledRule], ch: RowChange, rendered: bytes, layout: RowLayout,
+                         events: list[MappedEvent], failures: list[MappingFailure]) -> None:
+        """The events of a row the compiled core rendered: each rule's body and id rendered in C from the row's
+        JSON text (agent/fastpg_event.c), the same bytes _event writes; a rule or a change it cannot render
+        goes through _event."""
+        op = ch.op
+        changed_cols: Any = _UNSET
+        for rule in rules:
+            if op not in rule.on:
+                continue
+            plan = rule.plans.get(layout, _UNSET)
+            if plan is _UNSET:
+                plan = rule.plans[layout] = None if rule.values else fastpath.event_plan(
+                    self.agent, rule.type, rule.source, layout.names, rule.key or ch.key_columns,
+                    layout.key_index, rule.fields, rule.changed)
+            if plan is not None:
+                made = fastpath.render_event(rendered, plan, ch.position, ch.commit_time, ch.txid)
+                if made is None:
+                    continue                # the rule's `changed` columns did not change
+                if type(made) is tuple:
+                    eid, subject, body = made
+                    events.append(MappedEvent(eid, rule.type, subject, ch.position, ch.commit_ts, body))
+                    continue
+            if changed_cols is _UNSET:
+                changed_cols = _changed_columns(ch)
+            if rule.changed is not None and changed_cols is not None and op == "update" \
+                    and rule.changed.isdisjoint(changed_cols):
+                continue
+            try:
+                events.append(self._event(rule, ch, changed_cols))
+            except _Unmappable as e:
+                failures.append(MappingFailure(rule.type, ch.position, str(e), change_to_json(ch)))
 
     @staticmethod
     def _outbox_event(mapper: OutboxMapper, ch: RowChange, events: list[MappedEvent],
@@ -260,6 +345,9 @@ class EventMapper:
             return row
         return {out: row[col] for out, col in rule.fields if col in row}
 
+
+_UNSET: Any = object()
+DICT_LAYOUT_CHANGES = 50      # a table whose row dicts changed layout this often is left to the pure path
 
 REASON_VALUE = 200       # characters of a row value quoted in a dead-letter reason (the raw change has it all)
 

@@ -33,6 +33,11 @@ class _Collector:
         m.add_metric([agent], mon.captured if mon else 0)
         yield m
 
+        m = CounterMetricFamily(P + "echo_skipped", "Row changes not captured because a cdc-agent sql target "
+                                "wrote them (no echo), since the agent started.", labels=["agent"])
+        m.add_metric([agent], src.skipped_echo if src else 0)
+        yield m
+
         g = GaugeMetricFamily(P + "source_connected", "1 while the source database is connected.", labels=["agent"])
         g.add_metric([agent], 1 if src and src.connected else 0)
         yield g
@@ -84,6 +89,8 @@ class _Collector:
         stored.add_metric([agent, ""], spool.count_unmapped())
         yield from (delivered, failed, dead, pending, up, stored)
 
+        if any(getattr(t.options, "owns", None) for t in cfg.targets):
+            yield from _conflict_metrics(cfg, spool)
         if mon is not None and mon.drift:
             g = GaugeMetricFamily(P + "target_drift_rows", "Rows the last scheduled reconcile found missing, extra "
                                   "or different in a sql target.", labels=["agent", "target", "kind"])
@@ -126,6 +133,24 @@ class _Collector:
                                                     if x.type == r.type and x.sla_ms is not None) / 1000)
         yield p95
         yield sla
+
+
+def _conflict_metrics(cfg: Config, spool: Spool):
+    """Two-way sync (sql targets with owns): conflicts recorded, and source changes of unowned columns passed
+    over, per target, table, column (persistent, agent/conflicts.py)."""
+    from .conflicts import counts, unowned_counts
+    agent = cfg.agent.name
+    labels = ["agent", "target", "table", "column"]
+    found = CounterMetricFamily(P + "conflicts", "Target-side changes of owned columns overwritten by the "
+                                "authoritative value (cdc-agent conflicts).", labels=labels)
+    passed = CounterMetricFamily(P + "unowned_changes", "Source changes of columns the source does not own, not "
+                                 "written to the target.", labels=labels)
+    for fam, by_target in ((found, counts(spool)), (passed, unowned_counts(spool))):
+        for t in cfg.targets:
+            if getattr(t.options, "owns", None):
+                for (table, column), n in sorted(by_target.get(t.name, {}).items()):
+                    fam.add_metric([agent, t.name, table, column], n)
+        yield fam
 
 
 def render_metrics(cfg: Config, monitor: Monitor | None, spool: Spool) -> bytes:

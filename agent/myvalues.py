@@ -487,3 +487,156 @@ def logical_types_from_rows(type_rows: Iterable[tuple[Any, ...]], check_rows: It
 def load_logical_types(query: Callable[[str], list[tuple[Any, ...]]]) -> dict[tuple[str, str], dict[str, str]]:
     """Runs both catalog queries through `query(sql) -> rows` and returns logical_types_from_rows."""
     return logical_types_from_rows(query(LOGICAL_TYPES_SQL), query(JSON_CHECKS_SQL))
+
+
+# ---------------------------------------------------------------- the same values read by SELECT (snapshots)
+# A snapshot (agent/sources/mysql/snapshot.py) reads rows with an ordinary SELECT over the text protocol
+# (agent/sources/mysqlwire.py: every value as the server's text bytes, utf8mb4, session time_zone '+00:00').
+# `select_column` gives each column's SELECT expression and the converter of its bytes to the form the binlog
+# decoder gives the same value, and `text_rows` applies them: a row read equals the row streamed.
+
+INT_TYPES = frozenset({"tinyint", "smallint", "mediumint", "int", "integer", "bigint", "year"})
+BINARY_TYPES = frozenset({"binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob", "geometry", "point",
+                          "linestring", "polygon", "multipoint", "multilinestring", "multipolygon",
+                          "geometrycollection"})
+TextConverter = Callable[[bytes], Any]
+
+
+def _utf8(b: bytes) -> str:
+    return b.decode("utf-8", "replace")
+
+
+def _ascii(b: bytes) -> str:
+    return b.decode("ascii", "replace")
+
+
+def _fraction(fsp: int, suffix: str = "") -> TextConverter:
+    """b'YYYY-MM-DD HH:MM:SS[.fff]' -> 'YYYY-MM-DDTHH:MM:SS[.ffffff]' + suffix: 6 digits when fsp > 0, and
+    always for TIMESTAMP (suffix 'Z')."""
+    def conv(b: bytes) -> str:
+        s = b.decode("ascii", "replace").replace(" ", "T", 1)
+        if fsp and fsp < 6:
+            head, _, frac = s.partition(".")
+            s = f"{head}.{frac.ljust(6, '0')}"
+        elif not fsp and suffix:
+            s += ".000000"
+        return s + suffix
+    return conv
+
+
+def _time_text(fsp: int) -> TextConverter:
+    if not fsp or fsp == 6:
+        return _ascii
+    def conv(b: bytes) -> str:
+        head, _, frac = b.decode("ascii", "replace").partition(".")
+        return f"{head}.{frac.ljust(6, '0')}"
+    return conv
+
+
+def _float_text(b: bytes) -> float:
+    return float32_shortest(float(b))
+
+
+def _bit_value(b: bytes) -> int:
+    return int.from_bytes(b, "big")
+
+
+def _json_value(b: bytes) -> RawJson | str:
+    return json_text(b.decode("utf-8", "replace"))
+
+
+def _mysql_json(b: bytes) -> Any:
+    """MySQL's JSON type as SELECT prints it. (A DECIMAL inside the document is indistinguishable from a
+    double in the text: it arrives as a float, where the binlog keeps its digits.)"""
+    import json
+    return json.loads(b)
+
+
+def select_column(expr: str, data_type: str, fsp: int | None, logical: str | None) -> tuple[str, TextConverter]:
+    """(SELECT expression, converter of its non-NULL text bytes) for a column whose quoted name is `expr`, with
+    information_schema.COLUMNS' DATA_TYPE and DATETIME_PRECISION, and the catalog's logical type
+    (LOGICAL_TYPES: MariaDB's JSON, UUID, INET4, INET6)."""
+    dt = data_type.lower()
+    fsp = fsp or 0
+    if logical == JSON:
+        return expr, _json_value
+    if logical in (UUID, INET4, INET6) or dt in LOGICAL_TYPES - {JSON}:
+        return expr, _ascii
+    if dt in INT_TYPES:
+        return expr, int
+    if dt == "float":
+        # SELECT prints 6 significant digits, which do not always read back: the double is exact
+        return f"CAST({expr} AS DOUBLE)", _float_text
+    if dt in ("double", "real", "double precision"):
+        return expr, float
+    if dt == "bit":
+        return expr, _bit_value
+    if dt in ("decimal", "date"):
+        return expr, _ascii
+    if dt == "datetime":
+        return expr, _fraction(fsp)
+    if dt == "timestamp":
+        return expr, _fraction(fsp, "Z")
+    if dt == "time":
+        return expr, _time_text(fsp)
+    if dt == "json":
+        return expr, _mysql_json
+    if dt in BINARY_TYPES:
+        return expr, _b64
+    return expr, _utf8            # char, varchar, the texts, enum, set: the server sends utf8mb4
+
+
+def text_values(pkt: bytes) -> list[bytes | None]:
+    """One text-protocol row: its length-encoded values (0xFB: NULL)."""
+    out: list[bytes | None] = []
+    p, end = 0, len(pkt)
+    while p < end:
+        n = pkt[p]
+        if n < 251:
+            p += 1
+        elif n == 251:
+            out.append(None)
+            p += 1
+            continue
+        elif n == 252:
+            n = pkt[p + 1] | pkt[p + 2] << 8
+            p += 3
+        elif n == 253:
+            n = pkt[p + 1] | pkt[p + 2] << 8 | pkt[p + 3] << 16
+            p += 4
+        else:
+            n = int.from_bytes(pkt[p + 1:p + 9], "little")
+            p += 9
+        out.append(pkt[p:p + n])
+        p += n
+    return out
+
+
+def text_rows(packets: list[bytes], plan: list[tuple[str, TextConverter]]) -> list[dict[str, Any]]:
+    """Rows of the text protocol -> {column: value}, with the converters of `select_column` (in order; the
+    packets may carry more values after them: they are left out)."""
+    rows = []
+    for pkt in packets:
+        row: dict[str, Any] = {}
+        p = 0
+        for name, conv in plan:
+            n = pkt[p]
+            if n < 251:
+                p += 1
+            elif n == 251:
+                row[name] = None
+                p += 1
+                continue
+            elif n == 252:
+                n = pkt[p + 1] | pkt[p + 2] << 8
+                p += 3
+            elif n == 253:
+                n = pkt[p + 1] | pkt[p + 2] << 8 | pkt[p + 3] << 16
+                p += 4
+            else:
+                n = int.from_bytes(pkt[p + 1:p + 9], "little")
+                p += 9
+            row[name] = conv(pkt[p:p + n])
+            p += n
+        rows.append(row)
+    return rows

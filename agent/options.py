@@ -4,6 +4,7 @@ A target kind's options are a frozen dataclass whose fields are annotated with t
 
     str, int, float, bool          the TOML value of that type (an int is accepted for a float)
     tuple[str, ...]                an array of strings
+    dict[str, tuple[str, ...]]     a table of non-empty string arrays
     dict[str, str]                 a table of strings (`option(secret_keys=...)`: values of matching keys
                                    are secrets, as HTTP's Authorization header)
     Secret                         a secret: written as "${ENV}" (optionally "Bearer ${ENV}"), never as
@@ -44,7 +45,7 @@ def option(default: Any = dataclasses.MISSING, *, help: str = "", minimum: float
            above: float | None = None, maximum: float | None = None, choices: tuple[str | int, ...] | None = None,
            schemes: tuple[str, ...] | None = None, secret_keys: str | None = None,
            nonempty: bool = False, http_headers: bool = False, writes: bool = False,
-           userinfo: bool = True) -> Any:
+           userinfo: bool = True, internal: bool = False) -> Any:
     """A dataclass field with the constraints the config reader enforces:
     minimum / maximum (inclusive), above (exclusive: `above=0` means greater than zero), choices (allowed
     string values), schemes (allowed URL schemes), secret_keys (a regex: dict values of matching keys are
@@ -52,10 +53,11 @@ def option(default: Any = dataclasses.MISSING, *, help: str = "", minimum: float
     http_headers (a dict[str, str] of HTTP headers: names are HTTP tokens, values hold no control characters),
     writes (a ConfigPath the target writes: it may not be the config file, lie in state_dir, or be the file
     another target writes), userinfo (False: a Url may not carry user:password@, as for HTTP, where a header
-    is the place for credentials)."""
+    is the place for credentials), internal (not a key of the file: the kind's finish() fills it in from the
+    rest of the config, as the sql target's state_dir)."""
     meta = {"help": help, "minimum": minimum, "above": above, "maximum": maximum, "choices": choices,
             "schemes": schemes, "secret_keys": secret_keys, "nonempty": nonempty, "http_headers": http_headers,
-            "writes": writes, "userinfo": userinfo}
+            "writes": writes, "userinfo": userinfo, "internal": internal}
     if isinstance(default, (dict, list)):
         value = default
         return dataclasses.field(default_factory=lambda: type(value)(value), metadata=meta)

@@ -178,6 +178,7 @@ class Type:
 class Insert:
     __slots__ = ("relation", "new")
     kind = "I"
+    rendered = None
 
     def __init__(self, relation: Relation, new: list[Any]):
         self.relation, self.new = relation, new
@@ -189,6 +190,7 @@ class Update:
 
     __slots__ = ("relation", "old_kind", "old", "new")
     kind = "U"
+    rendered = None
 
     def __init__(self, relation: Relation, old_kind: str | None, old: list[Any] | None, new: list[Any]):
         self.relation, self.old_kind, self.old, self.new = relation, old_kind, old, new
@@ -197,6 +199,7 @@ class Update:
 class Delete:
     __slots__ = ("relation", "old_kind", "old")
     kind = "D"
+    rendered = None
 
     def __init__(self, relation: Relation, old_kind: str, old: list[Any]):
         self.relation, self.old_kind, self.old = relation, old_kind, old
@@ -216,6 +219,37 @@ class Message:
 
     def __init__(self, transactional: bool, lsn: int, prefix: str, content: bytes):
         self.transactional, self.lsn, self.prefix, self.content = transactional, lsn, prefix, content
+
+
+class RenderedRow:
+    """An Insert ('I'), Update ('U') or Delete ('D') whose values the compiled core rendered as JSON text
+    (`rendered`, agent/_fastpg.c's render_row). `decoded()` is the same message decoded on the usual path,
+    with the relation it was rendered with (a later Relation message does not change it)."""
+
+    __slots__ = ("kind", "relation", "rendered", "buf", "pos", "_decoder")
+
+    def __init__(self, kind: str, relation: Relation, rendered: bytes, buf: bytes, pos: int, decoder: Decoder):
+        self.kind, self.relation, self.rendered, self.buf, self.pos = kind, relation, rendered, buf, pos
+        self._decoder = decoder
+
+    def decoded(self) -> Any:
+        return self._decoder.row_message(self.buf, self.pos, self.relation)
+
+    # what the decoded message has, for callers that read the values themselves
+    @property
+    def new(self) -> list[Any] | None:
+        return getattr(self.decoded(), "new", None)
+
+    @property
+    def old(self) -> list[Any] | None:
+        return getattr(self.decoded(), "old", None)
+
+    @property
+    def old_kind(self) -> str | None:
+        return getattr(self.decoded(), "old_kind", None)
+
+
+_ROW_KINDS = {73: "I", 85: "U", 68: "D"}
 
 
 # ---------------------------------------------------------------- decoding
@@ -268,11 +302,14 @@ class Decoder:
     DecodeError (pgoutput always sends the Relation first).
 
     Tuples are decoded by the compiled core when it is there (agent/fastpath.py), else by decode_tuple
-    above; `pure=True` forces the latter, `pure=False` the former when built (None: CDC_AGENT_PURE decides)."""
+    above; `pure=True` forces the latter, `pure=False` the former when built (None: CDC_AGENT_PURE decides).
+    On the compiled path a row message comes back as a RenderedRow (its values as JSON text) whenever the
+    core could render it, else as the Insert / Update / Delete the pure path makes."""
 
     def __init__(self, pure: bool | None = None) -> None:
         self.relations: dict[int, Relation] = {}
         self._decode_tuple = fastpath.tuple_decoder(DecodeError, UNCHANGED, pure) or decode_tuple
+        self._render = fastpath.row_renderer(pure)
 
     def reset(self) -> None:
         """A new session (reconnect): pgoutput sends every Relation again."""
@@ -298,35 +335,15 @@ class Decoder:
         except IndexError:
             raise DecodeError("empty message") from None
         try:
-            if k == 73:                                          # 'I'
+            if k == 73 or k == 85 or k == 68:                    # 'I' 'U' 'D'
                 (relid,) = _u32_from(buf, pos + 1)
-                rel = self._rel(relid)
-                if buf[pos + 5] != 78:
-                    raise DecodeError(f"insert: expected 'N', got {chr(buf[pos + 5])!r}")
-                new, _ = self._decode_tuple(buf, pos + 6, rel._converters, rel._kinds)
-                return Insert(rel, new)
-            if k == 85:                                          # 'U'
-                (relid,) = _u32_from(buf, pos + 1)
-                rel = self._rel(relid)
-                p = pos + 5
-                t = buf[p]
-                old_kind = old = None
-                if t == 75 or t == 79:                           # 'K' | 'O'
-                    old_kind = "K" if t == 75 else "O"
-                    old, p = self._decode_tuple(buf, p + 1, rel._converters, rel._kinds)
-                    t = buf[p]
-                if t != 78:
-                    raise DecodeError(f"update: expected 'N', got {chr(t)!r}")
-                new, _ = self._decode_tuple(buf, p + 1, rel._converters, rel._kinds)
-                return Update(rel, old_kind, old, new)
-            if k == 68:                                          # 'D'
-                (relid,) = _u32_from(buf, pos + 1)
-                rel = self._rel(relid)
-                t = buf[pos + 5]
-                if t != 75 and t != 79:
-                    raise DecodeError(f"delete: expected 'K' or 'O', got {chr(t)!r}")
-                old, _ = self._decode_tuple(buf, pos + 6, rel._converters, rel._kinds)
-                return Delete(rel, "K" if t == 75 else "O", old)
+                rel = self.relations.get(relid) or self._rel(relid)
+                render = self._render
+                if render is not None and type(buf) is bytes:
+                    rendered = render(buf, pos, rel._converters, rel._kinds)
+                    if rendered is not None:
+                        return RenderedRow(_ROW_KINDS[k], rel, rendered, buf, pos, self)
+                return self.row_message(buf, pos, rel)
             if k == 66:                                          # 'B'
                 return Begin(*_BEGIN.unpack_from(buf, pos + 1))
             if k == 67:                                          # 'C'
@@ -362,6 +379,37 @@ class Decoder:
                 raise
             raise DecodeError(f"malformed {chr(k)!r} message: {e}") from None
         raise DecodeError(f"unknown pgoutput message kind {chr(k)!r} (0x{k:02x})")
+
+    def row_message(self, buf: bytes, pos: int, rel: Relation) -> Any:
+        """The Insert, Update or Delete at `pos`, its tuples decoded with `rel`'s converters."""
+        try:
+            k = buf[pos]
+            if k == 73:                                          # 'I'
+                if buf[pos + 5] != 78:
+                    raise DecodeError(f"insert: expected 'N', got {chr(buf[pos + 5])!r}")
+                new, _ = self._decode_tuple(buf, pos + 6, rel._converters, rel._kinds)
+                return Insert(rel, new)
+            if k == 85:                                          # 'U'
+                p = pos + 5
+                t = buf[p]
+                old_kind = old = None
+                if t == 75 or t == 79:                           # 'K' | 'O'
+                    old_kind = "K" if t == 75 else "O"
+                    old, p = self._decode_tuple(buf, p + 1, rel._converters, rel._kinds)
+                    t = buf[p]
+                if t != 78:
+                    raise DecodeError(f"update: expected 'N', got {chr(t)!r}")
+                new, _ = self._decode_tuple(buf, p + 1, rel._converters, rel._kinds)
+                return Update(rel, old_kind, old, new)
+            t = buf[pos + 5]                                     # 'D'
+            if t != 75 and t != 79:
+                raise DecodeError(f"delete: expected 'K' or 'O', got {chr(t)!r}")
+            old, _ = self._decode_tuple(buf, pos + 6, rel._converters, rel._kinds)
+            return Delete(rel, "K" if t == 75 else "O", old)
+        except (struct.error, IndexError, ValueError, UnicodeDecodeError) as e:
+            if isinstance(e, DecodeError):
+                raise
+            raise DecodeError(f"malformed {chr(buf[pos])!r} message: {e}") from None
 
     def _relation(self, buf: bytes, p: int) -> Relation:
         (oid,) = _REL_HEAD.unpack_from(buf, p)

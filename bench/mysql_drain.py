@@ -7,7 +7,7 @@ same run, one after the other (two cores):
   3. python-mysql-replication (BinLogStreamReader, rows with Python values)
   4. `cdc-agent run` end to end: source, mapping, spool (SQLite, fsync), file target (fsync) — rows/s into the file
 
-    python -m bench.mysql_drain [--rows 200000] [--skip-agent] [--skip-pmr]
+    python -m bench.mysql_drain [--rows 200000] [--skip-agent] [--skip-pmr] [--map]
 """
 
 from __future__ import annotations
@@ -85,6 +85,36 @@ def source_seconds(cfg_path, checkpoint: str, rows: int) -> tuple[float, int]:
     return time.perf_counter() - t0, n
 
 
+def mapping_cpu(cfg_path, checkpoint: str, rows: int) -> dict:
+    """CPU µs per row of EventMapper.map over the source's changes, the compiled renderer (render_dicts +
+    render_event) next to the pure path on the same batches, and the bodies compared."""
+    from agent import config
+    from agent.capture import CaptureCore
+    from agent.mapping import EventMapper
+    from agent.sources.mysql import MysqlSource
+    cfg = config.load(cfg_path)
+    src = MysqlSource(cfg)
+    core = CaptureCore(src)
+    compiled, pure = EventMapper(cfg, pure=False), EventMapper(cfg, pure=True)
+    src.start(checkpoint)
+    n, t_c, t_p, same = 0, 0.0, 0.0, True
+    try:
+        while n < rows:
+            changes = core.read(5000, 1.0).changes
+            n += len(changes)
+            t = time.process_time()
+            ev_c, _ = compiled.map(changes)
+            t_c += time.process_time() - t
+            t = time.process_time()
+            ev_p, _ = pure.map(changes)
+            t_p += time.process_time() - t
+            same = same and [e.body for e in ev_c] == [e.body for e in ev_p]
+    finally:
+        src.close()
+    return {"map_compiled_us_per_row": round(t_c * 1e6 / n, 2), "map_pure_us_per_row": round(t_p * 1e6 / n, 2),
+            "map_ratio": round(t_c / t_p, 3), "bodies_identical": same}
+
+
 def pmr_seconds(server: MariaDbServer, gtid: str, rows: int, timeout: float = 600) -> tuple[float, int]:
     """python-mysql-replication over the same range. blocking=True: with blocking=False on MariaDB it
     reconnects at the end of the binlog and reads it again from auto_position (counts would double)."""
@@ -124,6 +154,8 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=200_000)
     ap.add_argument("--skip-agent", action="store_true", help="leave out the end-to-end `cdc-agent run`")
     ap.add_argument("--skip-pmr", action="store_true", help="leave out python-mysql-replication")
+    ap.add_argument("--map", action="store_true",
+                    help="also EventMapper.map's CPU per row over the source's changes, compiled next to pure")
     args = ap.parse_args()
     work = tmpdir("cdc-bench-mysql-")
     server = MariaDbServer(**{"innodb-buffer-pool-size": "512M", "max-binlog-size": "256M"}).start()
@@ -175,6 +207,9 @@ listen = "off"
                    source_ratio_vs_mariadb_binlog=round(src_rate / ref_rate, 3))
         rows.append(("MysqlSource (decode + JSON values)", f"{src_s:.2f}", f"{src_rate:,.0f}",
                      f"{src_rate / ref_rate:.2f}"))
+
+        if args.map:
+            fig.update(mapping_cpu(cfg, checkpoint, args.rows))
 
         if not args.skip_pmr:
             pmr_s, n = pmr_seconds(server, cp["gtid"], args.rows)

@@ -243,3 +243,32 @@ def test_missing_extension_falls_back_with_one_warning(monkeypatch, caplog):
             assert po.Decoder()._decode_tuple is po.decode_tuple
     assert len(caplog.records) == 1 and caplog.records[0].levelno == logging.WARNING
     assert "compiled decoder not available" in caplog.records[0].getMessage()
+
+
+def test_an_older_build_of_the_extension_is_not_used(monkeypatch, caplog):
+    """An agent/_fastpg built from older sources (an update without a rebuild) lacks the newer functions:
+    the agent runs on the pure path and says why, instead of failing on the first change."""
+    import importlib
+    import sys
+    import types
+
+    old = types.ModuleType("agent._fastpg")
+    old.decode_tuple = old.init = lambda *a: None          # what the first version of the extension had
+    old.__file__ = "/somewhere/agent/_fastpg.so"
+    import agent
+    real = sys.modules.get("agent._fastpg")
+    monkeypatch.setitem(sys.modules, "agent._fastpg", old)
+    monkeypatch.setattr(agent, "_fastpg", old, raising=False)    # (`from . import _fastpg` looks here first)
+    monkeypatch.delenv(fastpath.PURE_ENV, raising=False)
+    try:
+        importlib.reload(fastpath)
+        assert fastpath._fastpg is None and "older build without render_row" in fastpath._import_error
+        with caplog.at_level(logging.INFO, logger="agent.fastpath"):
+            assert po.Decoder()._decode_tuple is po.decode_tuple and po.Decoder()._render is None
+            assert fastpath.dict_renderer() is None
+        assert len(caplog.records) == 1 and "older build" in caplog.records[0].getMessage()
+    finally:
+        monkeypatch.undo()
+        if real is not None:
+            sys.modules["agent._fastpg"] = real
+        importlib.reload(fastpath)

@@ -151,6 +151,7 @@ def test_a_real_trigger_capture_run_over_awkward_names_gives_valid_cloudevents(t
     cfg.write_text('[agent]\nname = "erp-east"\nstate_dir = "state"\ndelivery = "thread"\n'
                    '[source]\nkind = "trigger"\ndsn = "sqlite:///erp.db"\n'
                    'tables = ["main.Order Items", "main.Käse", "main.pairs"]\npoll_interval_seconds = 0.05\n'
+                   'snapshot = "never"\n'
                    '[[targets]]\nname = "f"\nkind = "file"\npath = "out/events.jsonl"\n[health]\nlisten = "off"\n',
                    encoding="utf-8")
     import subprocess

@@ -321,6 +321,7 @@ def test_log_lines_carry_the_traceback_in_text_and_json():
 
 
 def test_a_bug_in_mapping_stops_capture_instead_of_dead_lettering(tmp_path, monkeypatch):
+    from agent import fastpath
     from agent.mapping import EventMapper
     db = make_erp(tmp_path)
     port = free_port()
@@ -330,6 +331,7 @@ def test_a_bug_in_mapping_stops_capture_instead_of_dead_lettering(tmp_path, monk
         return 1 / 0
 
     monkeypatch.setattr(EventMapper, "_event", broken)
+    monkeypatch.setattr(fastpath, "render_event", lambda *a: 1 / 0)     # the compiled path's twin
     buf = io.StringIO()
     handler = logging.StreamHandler(buf)
     handler.setFormatter(logs._RedactingFormatter(False))

@@ -280,12 +280,14 @@ def test_insert_update_delete_arrive_in_contract_form(backend, tmp_path):
     backend.write(*session, INSERT[d])
     backend.write(*session, "UPDATE customers SET price_tier = 'gold', discount_pct = 12.5 WHERE customer_id = 42")
     backend.write("UPDATE customers SET name = 'by the agent' WHERE customer_id = 42", origin="cdc-agent/t")
+    # no echo: another agent's `sql` target wrote this (two-way sync); only cdc-agent/ markers are skipped
+    backend.write("UPDATE customers SET name = 'by the crm agent' WHERE customer_id = 42", origin="cdc-agent/crm")
     backend.write("UPDATE customers SET name = 'Ann' WHERE customer_id = 42", origin="crm-sync")
     backend.write("DELETE FROM customers WHERE customer_id = 42")
     src = started(cfg)
     try:
         changes = drain(src)
-        assert src.skipped_own == 1
+        assert src.skipped_own == 2 and src.status().skipped_echo == 2
     finally:
         src.close()
     want = EXPECTED[d]
@@ -297,8 +299,8 @@ def test_insert_update_delete_arrive_in_contract_form(backend, tmp_path):
           for c in changes]
     assert ef[0][0] is None and ef[0][1] == want
     assert ef[1][0] == want and ef[1][1] == gold
-    # the agent's own write is not captured; another origin is
-    assert ef[2][0] == {**gold, "name": "by the agent"} and ef[2][1] == named
+    # the agent's own write and another agent's are not captured; another origin is
+    assert ef[2][0] == {**gold, "name": "by the crm agent"} and ef[2][1] == named
     assert ef[3][0] == named and ef[3][1] is None
     assert all(c.table == backend.table("customers") and c.key_columns == ("customer_id",) for c in changes)
     assert all(list(c.after or c.before) == list(want) for c in changes)          # column order
@@ -742,6 +744,7 @@ dsn = "{be.dsn}"
 tables = ["public.items"]
 poll_interval_seconds = 0.05
 batch_size = 2000
+snapshot = "never"
 [[targets]]
 name = "f"
 kind = "file"
@@ -879,7 +882,7 @@ def test_mssql_ddl_is_generated_and_well_formed():
     stmts = []
     for _ver, _name, tmpl in trg.migrations("mssql"):
         stmts += trg.render(tmpl, names.common(seed=1795000000000000))
-    assert [ver for ver, _, _ in trg.migrations("mssql")] == [1, 2]
+    assert [ver for ver, _, _ in trg.migrations("mssql")] == [1, 2, 3]
     assert "id      bigint IDENTITY(1795000000000000, 1) NOT NULL PRIMARY KEY" in stmts[1]
     assert stmts[-1] == "ALTER TABLE [dbo].[cdc_changelog] ADD origin nvarchar(200) NULL"
     assert all(_balanced(s) for s in stmts)

@@ -11,10 +11,11 @@ from ..interfaces import CaptureAdmin, Source
 if TYPE_CHECKING:       # only a type here: agent.config imports agent.sources.trigger.dsn
     from ..config import Config
 
-_MODULES = {"postgres": "postgres", "mysql": "mysql", "trigger": "trigger"}
+_MODULES = {"postgres": "postgres", "mysql": "mysql", "trigger": "trigger", "debezium": "debezium"}
 _CLASSES = {"postgres": ("PostgresSource", "PostgresAdmin"),
             "mysql": ("MysqlSource", "MysqlAdmin"),
-            "trigger": ("TriggerSource", "TriggerAdmin")}
+            "trigger": ("TriggerSource", "TriggerAdmin"),
+            "debezium": ("DebeziumSource", "DebeziumAdmin")}
 
 
 def _module(kind: str):

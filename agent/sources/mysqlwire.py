@@ -423,6 +423,39 @@ class Connection:
                 if pkt[0] == 0xFE and len(pkt) < 9:
                     eofs += 1
 
+    def query(self, sql: str, timeout: float = 60.0) -> list[bytes]:
+        """A statement's result set as its row packets, each a run of length-encoded text values (NULL is
+        0xFB; agent/myvalues.text_values splits one); [] for a statement without one. `timeout`: longest
+        wait for each packet. Raises ServerError on an error answer."""
+        self._command(COM_QUERY, sql.encode("utf-8"))
+        pkt = self._query_packet(timeout)
+        if pkt[0] == 0xFF:
+            raise self.error_from(pkt)
+        if pkt[0] == 0x00:
+            return []
+        while True:                                     # column definitions, then EOF
+            pkt = self._query_packet(timeout)
+            if pkt[0] == 0xFF:
+                raise self.error_from(pkt)
+            if pkt[0] == 0xFE and len(pkt) < 9:
+                break
+        rows: list[bytes] = []
+        while True:
+            pkt = self._query_packet(timeout)
+            first = pkt[0] if pkt else 0
+            # no value starts with 0xFF, and one that starts with 0xFE is at least 9 bytes long
+            if first == 0xFE and len(pkt) < 9:
+                return rows
+            if first == 0xFF:
+                raise self.error_from(pkt)
+            rows.append(pkt)
+
+    def _query_packet(self, timeout: float) -> bytes:
+        pkt = self.read_packet(timeout)
+        if pkt is None:
+            raise WireError(f"no answer from {self.host}:{self.port} for {timeout:.0f}s")
+        return pkt
+
     def register_replica(self, server_id: int, hostname: str = "cdc-agent", port: int = 0) -> None:
         host = hostname.encode("utf-8")[:60]
         payload = (struct.pack("<I", server_id) + bytes([len(host)]) + host + b"\x00" + b"\x00"

@@ -1,5 +1,7 @@
-"""MySQL/MariaDB check / setup / teardown. Binlog capture creates nothing in the database; `check` verifies
-the server settings, grants, replica id, binlog retention and the captured tables."""
+"""MySQL/MariaDB check / setup / teardown. Binlog capture itself creates nothing in the database; snapshots
+need one small signal table for their watermarks (docs/snapshots.md), which `setup` creates and `teardown`
+drops. `check` verifies the server settings, grants, replica id, binlog retention, the captured tables and
+what snapshots need."""
 
 from __future__ import annotations
 
@@ -10,8 +12,9 @@ from ...changes import CheckItem, rule_column_checks
 from ...config import Config
 from ...errors import SourceError, SourceFatal, SpoolError
 from ...secrets import redact
-from .common import (PURGED_HELP, control_connection, parse_checkpoint, parse_dsn, replica_hosts, run_query,
-                     server_address)
+from .common import (PURGED_HELP, control_connection, driver_error, parse_checkpoint, parse_dsn, quote,
+                     replica_hosts, run_query, server_address, signal_create_sql, signal_drop_sql, signal_ident,
+                     signal_table)
 
 log = logging.getLogger(__name__)
 
@@ -24,18 +27,52 @@ class MysqlAdmin:
         self.dsn = parse_dsn(cfg.source.dsn, str(cfg.path))
 
     def setup_sql(self) -> list[str]:
-        return []
+        return [signal_create_sql(self.cfg)]
 
     def setup(self) -> list[str]:
-        return ["binlog capture needs no objects in the database: nothing to create "
-                "(`cdc-agent check` verifies the server settings and grants)"]
+        import pymysql
+        db, name = signal_table(self.cfg)
+        ctl = control_connection(self.dsn)
+        try:
+            existed = bool(run_query(ctl, "SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND "
+                                          "TABLE_NAME = %s", (db, name)))
+            if not existed:
+                run_query(ctl, signal_create_sql(self.cfg))
+        except pymysql.MySQLError as e:
+            raise SourceFatal(f"cannot create the snapshot signal table {db}.{name}: {redact(str(e.args[-1]))}; "
+                              f"GRANT CREATE, INSERT, UPDATE ON {quote(db)}.{quote(name)} TO '{self.dsn.user}', or "
+                              f"let an admin run `cdc-agent setup --dry-run`'s statement") from None
+        finally:
+            ctl.close()
+        return [f"snapshot signal table {db}.{name} {'exists' if existed else 'created'} (snapshot watermarks; "
+                f"binlog capture itself needs no objects: `cdc-agent check` verifies the server settings and grants)"]
 
     def teardown_sql(self) -> list[str]:
-        return []
+        return [signal_drop_sql(self.cfg)]
 
     def teardown(self) -> list[str]:
-        return ["binlog capture created no objects in the database: nothing to remove "
-                "(the replica registration ends when the agent disconnects)"]
+        import pymysql
+        db, name = signal_table(self.cfg)
+        ctl = control_connection(self.dsn)
+        try:
+            if not run_query(ctl, "SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND "
+                                  "TABLE_NAME = %s", (db, name)):
+                done = f"snapshot signal table {db}.{name} did not exist"
+            else:
+                # agents may share a signal table (one row each): drop it with the last one
+                run_query(ctl, f"DELETE FROM {signal_ident(self.cfg)} WHERE agent = %s", (self.cfg.agent.name,))
+                others = run_query(ctl, f"SELECT count(*) FROM {signal_ident(self.cfg)}")[0][0]
+                if others:
+                    done = f"snapshot signal table {db}.{name} kept: {others} other agent(s) use it"
+                else:
+                    run_query(ctl, signal_drop_sql(self.cfg))
+                    done = f"dropped snapshot signal table {db}.{name}"
+        except pymysql.MySQLError as e:
+            raise driver_error(e, self.dsn) from None
+        finally:
+            ctl.close()
+        return [done, "binlog capture created nothing else (the replica registration ends when the agent "
+                      "disconnects)"]
 
     def check(self) -> list[CheckItem]:
         d = self.dsn
@@ -109,6 +146,7 @@ class MysqlAdmin:
         self._server_id(ctl, items, v)
         self._retention(ctl, items, v)
         self._tables(ctl, items)
+        self._snapshot(ctl, items)
 
     def _privileges(self, ctl, items: list[CheckItem], maria: bool) -> None:
         try:
@@ -247,3 +285,81 @@ class MysqlAdmin:
             cols = run_query(ctl, "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s "
                                   "AND TABLE_NAME = %s", (schema, table))
             items.extend(rule_column_checks(self.cfg.events, t, [r[0] for r in cols], str(self.cfg.path)))
+
+    def _snapshot(self, ctl, items: list[CheckItem]) -> None:
+        """What snapshots need (docs/snapshots.md): the signal table and INSERT + UPDATE on it (CREATE to make
+        it), and SELECT plus a primary key on each captured table (the table items above check those)."""
+        import pymysql
+        db, name = signal_table(self.cfg)
+        user = self.dsn.user
+        grant = f"GRANT CREATE, INSERT, UPDATE ON {quote(db)}.{quote(name)} TO '{user}'@'%';"
+        never = self.cfg.source.snapshot == "never"      # then only `cdc-agent snapshot` needs it
+        label = "snapshot signal table"
+        exists = run_query(ctl, "SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s",
+                           (db, name))
+        if exists:
+            try:
+                # privilege checks that write nothing
+                run_query(ctl, f"INSERT INTO {signal_ident(self.cfg)} (agent, mark) SELECT 'probe', '' FROM DUAL "
+                               f"WHERE 1 = 0")
+                run_query(ctl, f"UPDATE {signal_ident(self.cfg)} SET mark = mark WHERE 1 = 0")
+                items.append(CheckItem(label, True, f"{db}.{name} exists and the agent may write it (watermarks)"))
+            except pymysql.MySQLError as e:
+                items.append(CheckItem(label, False, f"{db}.{name}: the agent cannot write it: "
+                                                     f"{redact(str(e.args[-1]))}", grant, warning=never))
+        elif self._may_create(ctl, db, name):
+            items.append(CheckItem(label, True, f"{db}.{name} does not exist yet: `cdc-agent setup` (or `run`) creates "
+                                                f"it (the agent's user may)"))
+        else:
+            items.append(CheckItem(label, False, f"{db}.{name} does not exist and the agent's user may not create it: "
+                                                 f"snapshots write their watermarks there",
+                                   f"{grant}\nor as an admin: {signal_create_sql(self.cfg)};\n"
+                                   f"GRANT INSERT, UPDATE ON {quote(db)}.{quote(name)} TO '{user}'@'%';"
+                                   + ("" if never else '\nor set source.snapshot = "never"'), warning=never))
+        no_key = []
+        for t in self.cfg.source.tables:
+            schema, table = t.split(".", 1)
+            if run_query(ctl, "SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s",
+                         (schema, table)) and not run_query(
+                    ctl, "SELECT 1 FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s "
+                         "AND INDEX_NAME = 'PRIMARY'", (schema, table)):
+                no_key.append(t)
+        if no_key:
+            items.append(CheckItem(
+                "snapshot keys", False, f"{', '.join(no_key)} has no primary key: a snapshot reads in key order and "
+                "cannot read it", "add a primary key (ALTER TABLE ... ADD PRIMARY KEY), or leave the table out of "
+                "snapshots (`cdc-agent snapshot --table`), or set source.snapshot = \"never\"", warning=never))
+
+    def _may_create(self, ctl, db: str, name: str) -> bool:
+        """CREATE granted on *.*, on the database or on the table (SHOW GRANTS of the session's user)."""
+        try:
+            grants = [r[0] for r in run_query(ctl, "SHOW GRANTS")]
+        except Exception:
+            return False
+        for g in grants:
+            m = re.match(r"GRANT (.+?) ON (\S+) TO ", g)
+            if not m:
+                continue
+            privs = {p.strip().upper() for p in m.group(1).split(",")}
+            if not privs & {"ALL PRIVILEGES", "ALL", "CREATE"}:
+                continue
+            scope = m.group(2)
+            sdb, _, stable = scope.partition(".")
+            sdb, stable = sdb.strip("`").replace("``", "`"), stable.strip("`").replace("``", "`")
+            if scope == "*.*" or (_like(sdb, db) and stable in ("*", name)):
+                return True
+        return False
+
+
+def _like(pattern: str, value: str) -> bool:
+    """A database name pattern of a GRANT (`%`, `_`, `\\_` for a literal underscore) matches value."""
+    out, i = [], 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\" and i + 1 < len(pattern):
+            out.append(re.escape(pattern[i + 1]))
+            i += 2
+            continue
+        out.append(".*" if c == "%" else "." if c == "_" else re.escape(c))
+        i += 1
+    return re.fullmatch("".join(out), value) is not None

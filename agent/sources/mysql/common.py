@@ -14,10 +14,12 @@ from ..mysqlwire import tls_context
 
 PURGED_HELP = ("the binlog the agent needs is no longer on the server (purged while the agent was stopped, "
                "or the server was reset). Changes between the agent's checkpoint and the oldest binlog are lost "
-               "to capture. To go on: re-snapshot the captured tables for the consumers if they need them, then "
-               "reset the agent's checkpoint so that it starts from the server's current position (when "
-               "`cdc-agent status` shows nothing pending, stop the agent and remove state_dir/spool.db). Keep "
-               "binlogs longer than the agent may be down (binlog_expire_logs_seconds)")
+               "to capture. To go on: set source.snapshot = \"when_needed\" (the agent then streams from the "
+               "current position and snapshots every table again, instead of stopping); or re-snapshot the "
+               "captured tables for the consumers if they need them, then reset the agent's checkpoint so that it "
+               "starts from the server's current position (when `cdc-agent status` shows nothing pending, stop "
+               "the agent and remove state_dir/spool.db). Keep binlogs longer than the agent may be down "
+               "(binlog_expire_logs_seconds)")
 
 
 # ---------------------------------------------------------------- DSN
@@ -80,11 +82,12 @@ def server_address(d: MysqlDsn) -> str:
     return d.unix_socket or f"{d.host}:{d.port}"
 
 
-def control_connection(d: MysqlDsn):
-    """A PyMySQL connection for ordinary queries. Driver errors become SourceUnavailable / SourceFatal."""
+def control_connection(d: MysqlDsn, **extra):
+    """A PyMySQL connection for ordinary queries (`extra`: more PyMySQL arguments). Driver errors become
+    SourceUnavailable / SourceFatal."""
     import pymysql
     kw = dict(user=d.user, password=d.password, charset="utf8mb4", autocommit=True,
-              connect_timeout=d.connect_timeout, read_timeout=60, write_timeout=60)
+              connect_timeout=d.connect_timeout, read_timeout=60, write_timeout=60, **extra)
     if d.unix_socket:
         kw["unix_socket"] = d.unix_socket
     else:
@@ -179,3 +182,36 @@ def gtid_state(s: str) -> dict[int, str]:
 def file_number(name: str) -> int:
     m = re.search(r"\.(\d+)$", name)
     return int(m.group(1)) if m else 0
+
+
+# ---------------------------------------------------------------- the snapshot signal table
+
+
+def quote(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
+
+
+def signal_table(cfg) -> tuple[str, str]:
+    """(database, table) of the snapshot signal table (docs/snapshots.md): source.signal_table, in the database
+    it names, else the DSN's database, else the database of the first captured table."""
+    db, _, name = cfg.source.signal_table.rpartition(".")
+    if not db:
+        db = parse_dsn(cfg.source.dsn, str(cfg.path)).database or cfg.source.tables[0].split(".", 1)[0]
+    return db, name
+
+
+def signal_ident(cfg) -> str:
+    db, name = signal_table(cfg)
+    return f"{quote(db)}.{quote(name)}"
+
+
+def signal_create_sql(cfg) -> str:
+    # one row per agent (several agents may share a table); each watermark updates it: the binlog carries
+    # the mark in the row's after image
+    return (f"CREATE TABLE IF NOT EXISTS {signal_ident(cfg)} (agent varchar(64) NOT NULL PRIMARY KEY, "
+            f"mark varchar(255) NOT NULL, written timestamp(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) "
+            f"ON UPDATE CURRENT_TIMESTAMP(6)) ENGINE=InnoDB COMMENT 'cdc-agent snapshot watermarks'")
+
+
+def signal_drop_sql(cfg) -> str:
+    return f"DROP TABLE IF EXISTS {signal_ident(cfg)}"

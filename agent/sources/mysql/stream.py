@@ -23,8 +23,16 @@ in memory, bounded by MAX_PREPARED_XA_CHANGES, and emitted at XA COMMIT with the
 group; a rollback drops them. While one is unresolved, checkpoints stay before its XA PREPARE, so a restart
 reads it again (what follows is read again with the same positions and the spool drops the copies).
 
+No echo (docs/two-way-sync.md): rows events with the header flag LOG_EVENT_SKIP_REPLICATION_F were written by
+a session with skip_replication = 1, as a cdc-agent `sql` target writes into MariaDB: counted (skipped_echo),
+not emitted; their transaction's boundaries still move the checkpoint. MySQL has no such flag.
+
 No silent reconnects: a lost connection raises SourceUnavailable and the pipeline calls start() again
-with the spool's checkpoint. A position the server no longer has (binlogs purged) raises SourceFatal.
+with the spool's checkpoint. A position the server no longer has (binlogs purged) raises PositionLost
+(fatal, unless source.snapshot = "when_needed": then the pipeline starts again from now with a snapshot).
+
+Snapshot watermarks (agent/sources/mysql/snapshot.py) are row writes to the signal table: they become
+Watermark items, not changes.
 """
 
 from __future__ import annotations
@@ -34,13 +42,14 @@ import time
 import uuid
 
 from ... import binlog, myvalues
-from ...changes import Begin, Commit, Item, Keepalive, RowChange, SourceStatus
+from ...changes import Begin, Commit, Item, Keepalive, RowChange, SourceStatus, Watermark
 from ...config import Config
-from ...errors import SourceError, SourceFatal, SourceUnavailable
+from ...errors import PositionLost, SourceError, SourceFatal, SourceUnavailable
 from ...secrets import redact
+from ...twoway import LOG_EVENT_SKIP_REPLICATION_F
 from ..mysqlwire import AuthError, Connection, ServerError, WireError
 from .common import (PURGED_HELP, control_connection, driver_error, file_number, format_checkpoint, global_var,
-                     gtid_state, master_status, parse_checkpoint, parse_dsn, run_query, server_address)
+                     gtid_state, master_status, parse_checkpoint, parse_dsn, run_query, server_address, signal_table)
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +68,13 @@ class MysqlSource:
         self.dsn = parse_dsn(cfg.source.dsn, str(cfg.path))
         self.server_id = cfg.source.server_id
         self._tables = {t: t for t in cfg.source.tables}
+        self._signal = ".".join(signal_table(cfg))     # its row events are snapshot watermarks (snapshot.py)
         self._conn: Connection | None = None
         self._error: str | None = None
         self._last_position: str | None = None
         self._last_event_ts: float | None = None
         self._caught_up = False
+        self._skipped_echo = 0    # row changes a cdc-agent wrote (skip_replication flag), since start
         self._reset_stream_state()
 
     # -- lifecycle
@@ -120,6 +131,7 @@ class MysqlSource:
             self._lower_names = str(global_var(ctl, "lower_case_table_names") or "0") != "0"
             if self._lower_names:
                 self._tables = {t.lower(): t for t in self.cfg.source.tables}
+                self._signal = self._signal.lower()
             collations = {int(i): cs for i, cs in run_query(
                 ctl, "SELECT ID, CHARACTER_SET_NAME FROM information_schema.COLLATIONS WHERE ID IS NOT NULL")}
             if self.mariadb:
@@ -219,7 +231,7 @@ class MysqlSource:
             ckpt = self._returned or self._checkpoint
             msg = e.message.lower()
             if "purged" in msg or "could not find first log" in msg:
-                return SourceFatal(f"binlogs purged: MySQL {where} no longer has the binlog at the agent's checkpoint "
+                return PositionLost(f"binlogs purged: MySQL {where} no longer has the binlog at the agent's checkpoint "
                                    f"{ckpt} ({e.message}). {PURGED_HELP[0].upper()}{PURGED_HELP[1:]}")
             return SourceFatal(f"MySQL {where} refuses to stream from the agent's checkpoint {ckpt}: {e.message}. "
                                f"The checkpoint does not fit this server's binlog (a different, restored or reset "
@@ -248,7 +260,7 @@ class MysqlSource:
             else:
                 lag = max(0.0, round(time.time() - self._last_event_ts, 3))
         return SourceStatus(connected=self._conn is not None, position=self._last_position, lag_seconds=lag,
-                            error=self._error)
+                            error=self._error, skipped_echo=self._skipped_echo)
 
     # -- catalog help for the decoder
 
@@ -256,7 +268,7 @@ class MysqlSource:
         name = f"{schema}.{table}"
         if self._lower_names:
             name = name.lower()
-        return name in self._tables
+        return name in self._tables or name == self._signal
 
     def _load_json_columns(self, ctl) -> None:
         """What the binlog cannot tell apart, from the catalog: MariaDB's JSON (LONGTEXT with a json_valid()
@@ -309,7 +321,13 @@ class MysqlSource:
                 et = ev.type
                 if isinstance(ev, binlog.Rows):          # the ROWS_OP event types
                     if ev.rows:
-                        if self._xa is None:
+                        if self._is_signal(ev.table_map):
+                            self._watermark(ev, out)
+                        elif ev.flags & LOG_EVENT_SKIP_REPLICATION_F:
+                            # a `sql` target's write (skip_replication = 1, agent/twoway.py): no echo; the
+                            # transaction's GTID and XID still go through, so the checkpoint moves past it
+                            self._skipped_echo += len(ev.rows)
+                        elif self._xa is None:
                             self._rows(ev, out)
                         else:
                             self._rows(ev, self._xa_changes)
@@ -389,6 +407,27 @@ class MysqlSource:
                 append(RowChange(name, "delete", before, None, f"{prefix}{n:08d}", ct, cts, txid, keys))
         self._ordinal = n
         self._last_position = f"{prefix}{n:08d}"
+
+    def _is_signal(self, tm) -> bool:
+        name = tm.name
+        return (name.lower() if self._lower_names else name) == self._signal
+
+    def _watermark(self, ev, out: list) -> None:
+        """A write to the signal table (a snapshot watermark, agent/sources/mysql/snapshot.py): 'name:kind' in
+        the row's `mark`; its position is taken like a row's, so the rows read at it sort right after it."""
+        if not self._in_txn:
+            self._begin(ev, None, None)
+        for row in ev.rows:
+            after = row[1] if ev.op == "update" else (row if ev.op == "insert" else None)
+            mark = after.get("mark") if after else None
+            if isinstance(mark, str):
+                self._ordinal += 1
+                name, _, kind = mark.rpartition(":")
+                out.append(Watermark(name, kind, f"{self._txn_prefix}{self._ordinal:08d}"))
+
+    def snapshot_reader(self):
+        from .snapshot import MysqlSnapshotReader
+        return MysqlSnapshotReader(self.cfg)
 
     def _begin(self, ev, gtid: str | None, commit_us: int | None) -> None:
         self._in_txn = True

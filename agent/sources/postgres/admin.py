@@ -15,6 +15,7 @@ from ...changes import CheckItem, rule_column_checks
 from ...config import Config
 from ...errors import CdcError, SourceFatal
 from ...secrets import redact
+from ...twoway import owned_tables
 from .common import conninfo, ident, literal, table_ident, translate
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,21 @@ class PostgresAdmin:
             raise translate(e, "cannot connect to PostgreSQL") from None
 
     # -- what exists
+
+    def position_lost(self, checkpoint: str) -> str | None:
+        """At start, before `run` creates what is missing: a checkpoint read from a slot that no longer
+        exists means the changes since then are gone from the log (creating the slot again would hide it)."""
+        conn = self._connect()
+        try:
+            if conn.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (self.slot,)).fetchone():
+                return None
+        except psycopg.Error as e:
+            raise translate(e, "cannot look for the replication slot") from None
+        finally:
+            conn.close()
+        return (f'replication slot "{self.slot}" does not exist, and the spool\'s checkpoint {checkpoint} was read '
+                f'from it: changes since then are gone from the log; run `cdc-agent setup -c {self.cfg.path}` to '
+                f'capture from now on, or set source.snapshot = "when_needed" to snapshot again')
 
     def _state(self, conn) -> dict:
         slot = conn.execute("SELECT plugin, database, active_pid FROM pg_replication_slots WHERE slot_name = %s",
@@ -262,6 +278,7 @@ class PostgresAdmin:
             if "update" in r.on or "delete" in r.on:
                 update_rules.setdefault(r.table, []).append(r.type)
         not_owned: list[str] = []
+        owned = owned_tables(self.cfg)
         for t in self.tables:
             i = info[t]
             if not i["exists"]:
@@ -287,6 +304,12 @@ class PostgresAdmin:
                                        "none usable: once published, UPDATE and DELETE on it fail", full_fix))
             elif replident == "f":
                 items.append(CheckItem(f"replica identity {t}", True, "FULL (old row images in the log)"))
+            elif t in owned:
+                items.append(CheckItem(f"replica identity {t}", False,
+                                       f"{'DEFAULT' if replident == 'd' else 'USING INDEX'}: no old row image, but "
+                                       f"sql target(s) {', '.join(owned[t])} own columns of it (`owns`): conflict "
+                                       f"detection compares the replica with the change's `before` "
+                                       f"(docs/two-way-sync.md)", full_fix))
             elif t in changed_rules:
                 items.append(CheckItem(f"replica identity {t}", False,
                                        f"{'DEFAULT' if replident == 'd' else 'USING INDEX'}: no old row image, "

@@ -111,14 +111,14 @@ class PostgresSnapshotReader:
             self._load_types(oids)
             conv = self._converters[table] = pgvalues.converters(oids, self._types)
         key_at = [names.index(k) for k in keys]
-        rows = []
         get = res.get_value
-        for i in range(n):
-            row = {}
-            for j in range(nf):
-                v = get(i, j)
-                row[names[j]] = None if v is None else conv[j](v)
-            rows.append(row)
+        # column by column: one converter per list comprehension, then the rows zipped from the columns;
+        # half the interpreter work of filling each row's dict value by value
+        cols = []
+        for j in range(nf):
+            c = conv[j]
+            cols.append([None if v is None else c(v) for v in [get(i, j) for i in range(n)]])
+        rows = [dict(zip(names, values)) for values in zip(*cols)]
         last = [get(n - 1, j).decode() for j in key_at]
         return rows, last
 

@@ -23,6 +23,10 @@ The slot is confirmed (standby status update, flush = checkpoint) only when the 
 holds everything up to it. When idle with everything confirmed, the keepalive's WAL position is confirmed
 too, so the slot advances over WAL that holds nothing for it. While capture is paused (backpressure),
 `keepalive` sends standby status updates so that wal_sender_timeout does not end the connection.
+
+No echo (docs/two-way-sync.md): a transaction whose pgoutput Origin message (sent after Begin) names an origin
+starting with `cdc-agent/` was written by a cdc-agent `sql` target; its changes are counted (skipped_echo) and
+dropped, its Begin/Commit still go out, so its commit is a checkpoint and the slot is confirmed past it.
 """
 
 from __future__ import annotations
@@ -39,8 +43,10 @@ from psycopg import errors as pgerr
 from psycopg import pq
 
 from ... import pgoutput as po
+from ...twoway import is_echo
 from ... import pgvalues
 from ...changes import Begin, Commit, Item, Keepalive, RowChange, SourceStatus, Watermark
+from ...fastrow import RenderedRowChange, RowLayout
 from ...snapshot import WATERMARK_PREFIX
 from ...config import Config
 from ...errors import PositionLost, SourceError, SourceFatal, SourceUnavailable
@@ -64,11 +70,68 @@ _UNCHANGED = po.UNCHANGED
 
 
 @dataclass(slots=True)
-class _RelMeta:
+class RelMeta:
     table: str
     wanted: bool
     key_columns: tuple[str, ...]
     key_index: tuple[int, ...]     # replica identity columns (what a 'K' old image holds)
+    layout: RowLayout      # names and key index for rendered rows (agent/fastrow.py)
+
+
+_OPS = {"I": "insert", "U": "update", "D": "delete"}
+
+
+def _images(m, meta: RelMeta) -> tuple[dict | None, dict | None, tuple[str, ...]]:
+    """(before, after, unavailable) of a decoded Insert / Update / Delete."""
+    names = m.relation.names
+    k = m.kind
+    if k == "I":
+        return None, dict(zip(names, m.new)), ()
+    if k == "U":
+        old = m.old if m.old_kind == "O" else None
+        new = m.new
+        unavailable: tuple[str, ...] = ()
+        if _UNCHANGED in new:
+            after = {}
+            missing = []
+            for i, v in enumerate(new):
+                if v is _UNCHANGED:
+                    v = old[i] if old is not None else _UNCHANGED
+                    if v is _UNCHANGED:
+                        missing.append(names[i])
+                        continue
+                after[names[i]] = v
+            unavailable = tuple(missing)
+        else:
+            after = dict(zip(names, new))
+        before = None
+        if old is not None:
+            before = dict(zip(names, old))
+            if _UNCHANGED in old:       # not expected under FULL; never let the marker out
+                before = {n: v for n, v in before.items() if v is not _UNCHANGED}
+        return before, after, unavailable
+    old = m.old
+    if m.old_kind == "O":
+        before = {n: v for n, v in zip(names, old) if v is not _UNCHANGED}
+    else:                               # 'K': only the replica identity columns are in the log
+        before = {names[i]: old[i] for i in meta.key_index}
+    return before, None, ()
+
+
+def row_change(m, meta: RelMeta, pos: str, commit_time: str, commit_ts: float, txid: str) -> RowChange:
+    """The RowChange of a decoded row message, or its RenderedRowChange when the compiled core rendered it."""
+    rendered = m.rendered
+    if rendered is not None:        # the compiled core rendered its values (agent/fastrow.py)
+        return RenderedRowChange(meta.table, _OPS[m.kind], pos, commit_time, commit_ts, txid, meta.key_columns,
+                                 rendered, meta.layout, _rendered_images, m)
+    before, after, unavailable = _images(m, meta)
+    return RowChange(meta.table, _OPS[m.kind], before, after, pos, commit_time, commit_ts, txid, meta.key_columns,
+                     unavailable)
+
+
+def _rendered_images(m: po.RenderedRow) -> tuple[dict | None, dict | None]:
+    before, after, _ = _images(m.decoded(), m.relation.info)     # (a rendered row has no unavailable column)
+    return before, after
 
 
 class PostgresSource:
@@ -91,6 +154,7 @@ class PostgresSource:
         self._server_version = 150000
         self._hb_lock = threading.Lock()
         self._closing = False
+        self._skipped_echo = 0             # changes of transactions a cdc-agent wrote (no echo), since start
         self._reset_stream_state(0)
 
     def _reset_stream_state(self, checkpoint: int) -> None:
@@ -101,6 +165,7 @@ class PostgresSource:
         self._last_status = 0.0
         self._in_txn = False
         self._skipping = False
+        self._echo = False                 # this transaction's Origin is a cdc-agent's: skip its changes
         self._txn_prefix = ""
         self._txn_time = ""
         self._txn_ts = 0.0
@@ -312,7 +377,9 @@ class PostgresSource:
                     raise SourceFatal(f"cannot decode a pgoutput message: {e}") from None
                 k = m.kind
                 if k == "I" or k == "U" or k == "D":
-                    if not self._skipping:
+                    if self._echo:
+                        self._skipped_echo += 1
+                    elif not self._skipping:
                         c = row(m)
                         if c is not None:
                             append(c)
@@ -322,6 +389,7 @@ class PostgresSource:
                         append(Begin(self._txn_xid, self._txn_ts))
                 elif k == "C":
                     self._in_txn = False
+                    self._echo = False
                     if self._skipping:
                         self._skipping = False
                     else:
@@ -340,7 +408,11 @@ class PostgresSource:
                         self._idle_advance(m.lsn)
                     elif m.prefix == WATERMARK_PREFIX and not self._skipping:
                         append(self._watermark(m))
-                # 'Y' Type, 'O' Origin: nothing to do (types come from the catalog)
+                elif k == "O":
+                    # a `sql` target's write (agent/twoway.py): its Begin is out already, so the transaction
+                    # still ends in a Commit (an empty one: the checkpoint moves, the slot is confirmed past it)
+                    self._echo = is_echo(m.name)
+                # 'Y' Type: nothing to do (types come from the catalog)
             elif buf[0] == 107:                                 # 'k' keepalive
                 ka = po.parse_keepalive(buf)
                 if ka.wal_end > self._written:
@@ -366,6 +438,7 @@ class PostgresSource:
         """False when the transaction was spooled before the checkpoint capture resumed from (skip it)."""
         self._in_txn = True
         self._ordinal = 0
+        self._echo = False
         if m.final_lsn < self._skip_before:
             self._skipping = True
             return False
@@ -391,47 +464,12 @@ class PostgresSource:
 
     def _row(self, m) -> RowChange | None:
         rel = m.relation
-        meta: _RelMeta = rel.info
+        meta: RelMeta = rel.info
         if not meta.wanted:
             return None
         self._ordinal += 1
         pos = f"{self._txn_prefix}{self._ordinal:08d}"
-        names = rel.names
-        k = m.kind
-        if k == "I":
-            return RowChange(meta.table, "insert", None, dict(zip(names, m.new)), pos, self._txn_time,
-                             self._txn_ts, self._txn_xid, meta.key_columns)
-        if k == "U":
-            old = m.old if m.old_kind == "O" else None
-            new = m.new
-            unavailable = ()
-            if _UNCHANGED in new:
-                after = {}
-                missing = []
-                for i, v in enumerate(new):
-                    if v is _UNCHANGED:
-                        v = old[i] if old is not None else _UNCHANGED
-                        if v is _UNCHANGED:
-                            missing.append(names[i])
-                            continue
-                    after[names[i]] = v
-                unavailable = tuple(missing)
-            else:
-                after = dict(zip(names, new))
-            before = None
-            if old is not None:
-                before = dict(zip(names, old))
-                if _UNCHANGED in old:       # not expected under FULL; never let the marker out
-                    before = {n: v for n, v in before.items() if v is not _UNCHANGED}
-            return RowChange(meta.table, "update", before, after, pos, self._txn_time, self._txn_ts,
-                             self._txn_xid, meta.key_columns, unavailable)
-        old = m.old
-        if m.old_kind == "O":
-            before = {n: v for n, v in zip(names, old) if v is not _UNCHANGED}
-        else:                               # 'K': only the replica identity columns are in the log
-            before = {names[i]: old[i] for i in meta.key_index}
-        return RowChange(meta.table, "delete", before, None, pos, self._txn_time, self._txn_ts, self._txn_xid,
-                         meta.key_columns)
+        return row_change(m, meta, pos, self._txn_time, self._txn_ts, self._txn_xid)
 
     def _relation(self, rel: po.Relation) -> None:
         table = rel.qualified
@@ -448,7 +486,7 @@ class PostgresSource:
             key_columns = tuple(r[0] for r in rows)
             if not key_columns and rel.replica_identity != "f":
                 key_columns = rel.key_names        # REPLICA IDENTITY USING INDEX: that index's columns
-        rel.info = _RelMeta(table, wanted, key_columns, key_index)
+        rel.info = RelMeta(table, wanted, key_columns, key_index, RowLayout(rel.names, key_index))
 
     def _load_types(self, oids: list[int]) -> None:
         missing = {o for o in oids if o not in pgvalues.SCALARS and o not in self._types}
@@ -541,7 +579,8 @@ class PostgresSource:
             since = self._pending_since
             lag = 0.0 if since is None else max(0.0, round(time.time() - since, 3))
         return SourceStatus(connected=connected, position=self._position, lag_seconds=lag,
-                            retained_wal_bytes=self._retained_wal() if connected else None, error=self._error)
+                            retained_wal_bytes=self._retained_wal() if connected else None, error=self._error,
+                            skipped_echo=self._skipped_echo)
 
     def _retained_wal(self) -> int | None:
         at, value = self._retained

@@ -67,6 +67,15 @@ class Names:
     def fn(self) -> str:
         return short(self.cl + "_capture", self.limit)
 
+    @property
+    def qwm(self) -> str:
+        return self.q(self.schema, self.wm)
+
+    @property
+    def wm(self) -> str:
+        """PostgreSQL: the function that writes snapshot watermarks (version 005)."""
+        return short(self.cl + "_watermark", self.limit)
+
     def trigger(self, table: str, suffix: str = "") -> str:
         return short(f"{self.cl}_{table.split('.', 1)[1]}" + (f"_{suffix}" if suffix else ""), self.limit)
 
@@ -79,6 +88,7 @@ class Names:
         d = {"schema": self.schema, "cl": self.cl, "qcl": self.qcl, "qversion": self.qversion,
              "cl_lit": self.sql.literal(self.cl), "origin": self.sql.quote(self.origin_table),
              "qorigin": self.q(self.schema, self.origin_table), "qfn": self.q(self.schema, self.fn)}
+        d["qwm"] = self.qwm
         if seed is not None:
             d["seed"] = str(seed)
         d["qfn_plain"] = self.q(self.schema, self.fn_plain)

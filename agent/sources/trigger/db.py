@@ -88,6 +88,19 @@ class Db:
         finally:
             cur.close()
 
+    def query_text(self, sql: str) -> list[tuple]:
+        """A query with no binds, exactly as written (it holds a user's SQL, whose ':' are not binds)."""
+        if self._sa is not None:
+            from sqlalchemy import text
+            res = self._sa.execute(text(sql.replace(":", "\\:")))
+            return [tuple(r) for r in res.fetchall()] if res.returns_rows else []
+        cur = self._odbc.cursor()
+        try:
+            cur.execute(sql)
+            return [tuple(r) for r in cur.fetchall()] if cur.description else []
+        finally:
+            cur.close()
+
     def execute(self, sql: str, params: dict | None = None) -> int:
         if self._sa is not None:
             from sqlalchemy import text

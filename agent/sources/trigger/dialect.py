@@ -180,3 +180,51 @@ class Dialect:
     def keep_ids(self, db: Db, names: Names, ids: list[int]) -> list[int]:
         """Of the confirmed changelog ids, the ones to delete (the engine may need to keep one)."""
         return ids
+
+    # -------------------------------------------------------------- snapshots (snapshot.py)
+
+    def watermark_sql(self, names: Names) -> str:
+        """Writes the snapshot watermark `:mark` into the changelog as an op 'W' row (its own transaction)."""
+        return f"INSERT INTO {names.qcl} (tbl, op, created) VALUES (:mark, 'W', {self.now_sql()})"
+
+    def watermark_check(self, db: Db, names: Names, installed: int) -> CheckItem:
+        return CheckItem("snapshot watermarks", True, f"rows the agent INSERTs into {names.schema}.{names.cl} "
+                         "(op 'W'; INSERT on it, which the privileges above include)")
+
+    def snapshot_session(self, db: Db) -> None:
+        """Settings of the snapshot's connection, so its row images are the trigger's."""
+
+    def snapshot_image(self, alias: str, info: TableInfo) -> tuple[str, str | None]:
+        """What a chunk selects per row: the row image exactly as the trigger writes it, and the text forms
+        of some columns (None: no such column)."""
+        return self.json_object(alias, info.columns), None
+
+    def snapshot_key(self, ref: str, col: Column) -> str:
+        """A key column as the chunk selects it (its value comes back in the next chunk's condition)."""
+        return ref
+
+    def key_literal(self, v: Any) -> str:
+        if isinstance(v, bool):
+            return "1" if v else "0"
+        if isinstance(v, int):
+            return str(v)
+        if isinstance(v, float):
+            return repr(v)
+        if isinstance(v, (bytes, bytearray, memoryview)):
+            return "X'" + bytes(v).hex() + "'"
+        return self.literal(str(v))
+
+    def chunk_sql(self, qtable: str, alias: str, select: str, keys: list[str], after: list[str] | None,
+                  where: str | None, limit: int) -> str:
+        """One keyset chunk: `keys` are the key columns as `alias.column`, `after` the last key as literals."""
+        conds = []
+        if after is not None:
+            conds.append(f"({', '.join(keys)}) > ({', '.join(after)})")
+        if where:
+            conds.append(f"({where})")
+        cond = (" WHERE " + " AND ".join(conds)) if conds else ""
+        return f"SELECT {select} FROM {qtable} AS {alias}{cond} ORDER BY {', '.join(keys)} LIMIT {int(limit)}"
+
+    def estimate_rows(self, db: Db, table: str) -> int | None:
+        """The table's row count from the statistics (snapshot progress); None when unknown."""
+        return None

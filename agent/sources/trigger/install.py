@@ -308,6 +308,8 @@ class TriggerAdmin(ConfiguredCapture):
         else:
             items.append(CheckItem("changelog", True, f"{names.schema}.{names.cl} version {have:03d} (newest)"))
         items.extend(sql.privileges(db, names, self.cfg.source.tables, self.target, have))
+        items.append(sql.watermark_check(db, names, have))
+        no_key: list[str] = []
         installed = installed_triggers(db, names) if have else {}
         tmpl = table_template(d, max(have, 1), sql.template_suffix(names))
         for table in self.cfg.source.tables:
@@ -318,6 +320,7 @@ class TriggerAdmin(ConfiguredCapture):
                 continue
             items.extend(rule_column_checks(self.cfg.events, table, [c.name for c in info.columns], self.file))
             if not info.key:
+                no_key.append(table)
                 rule_keys = any(r.key for r in self.cfg.events if r.table == table)
                 items.append(CheckItem(f"table {table}", False, "has no primary key: events have no stable key"
                                        + (" and updates cannot be paired" if sql.pairs_updates_by_key else ""),
@@ -344,6 +347,11 @@ class TriggerAdmin(ConfiguredCapture):
                     items.append(CheckItem(f"row image {table}", False, str(e),
                                            "report this as a bug; until fixed, take the table out of "
                                            "source.tables and run `cdc-agent setup`"))
+        if no_key:
+            items.append(CheckItem("snapshot keys", False, f"{', '.join(no_key)} has no primary key: a snapshot reads "
+                                   "in key order and cannot read it", "add a primary key, or leave the table out of "
+                                   "snapshots (`cdc-agent snapshot --table`), or set source.snapshot = \"never\"",
+                                   warning=self.cfg.source.snapshot == "never"))
         items.extend(sql.server_checks(db))
 
     def _server_version(self, db: Db) -> str:

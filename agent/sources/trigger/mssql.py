@@ -135,4 +135,39 @@ class MssqlDialect(Dialect):
         return f"SELECT TOP ({int(n)}) {self.gap_columns(version)} FROM {names.qcl} ORDER BY id"
 
 
+    # -------------------------------------------------------------- snapshots
+
+    def watermark_sql(self, names: Names) -> str:
+        return (f"INSERT INTO {names.qcl} (txid, tbl, op, created) "
+                "VALUES (CURRENT_TRANSACTION_ID(), :mark, 'W', SYSUTCDATETIME())")
+
+    def snapshot_image(self, alias: str, info: TableInfo) -> tuple[str, str | None]:
+        return f"({self.json_object(alias, info.columns)})", None
+
+    def key_literal(self, v: Any) -> str:
+        if isinstance(v, (bytes, bytearray, memoryview)):
+            return "0x" + bytes(v).hex()
+        return super().key_literal(v)
+
+    def chunk_sql(self, qtable: str, alias: str, select: str, keys: list[str], after: list[str] | None,
+                  where: str | None, limit: int) -> str:
+        # no row-value comparison in T-SQL: (a, b) > (x, y) spelled out
+        conds = []
+        if after is not None:
+            ors = []
+            for i in range(len(keys)):
+                eq = [f"{keys[j]} = {after[j]}" for j in range(i)]
+                ors.append("(" + " AND ".join(eq + [f"{keys[i]} > {after[i]}"]) + ")")
+            conds.append("(" + " OR ".join(ors) + ")")
+        if where:
+            conds.append(f"({where})")
+        cond = (" WHERE " + " AND ".join(conds)) if conds else ""
+        return f"SELECT TOP ({int(limit)}) {select} FROM {qtable} AS {alias}{cond} ORDER BY {', '.join(keys)}"
+
+    def estimate_rows(self, db: Db, table: str) -> int | None:
+        rows = db.query("SELECT SUM(rows) FROM sys.partitions WHERE object_id = OBJECT_ID(:t) AND index_id IN (0, 1)",
+                        {"t": ".".join(self.quote(p) for p in split_table(table))})
+        return int(rows[0][0]) if rows and rows[0][0] is not None else None
+
+
 DIALECT = MssqlDialect()

@@ -232,4 +232,17 @@ class MysqlDialect(Dialect):
         return f"SELECT {self.json_object('t', info.columns)} FROM {names.q(*split_table(info.name))} AS t LIMIT 1"
 
 
+    # -------------------------------------------------------------- snapshots
+
+    def watermark_sql(self, names: Names) -> str:
+        return (f"INSERT INTO {names.qcl} (session_id, tbl, op, created) "
+                "VALUES (CONNECTION_ID(), :mark, 'W', UTC_TIMESTAMP(6))")
+
+    def estimate_rows(self, db: Db, table: str) -> int | None:
+        s, t = split_table(table)
+        rows = db.query("SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = :s "
+                        "AND TABLE_NAME = :t", {"s": s, "t": t})
+        return int(rows[0][0]) if rows and rows[0][0] is not None else None
+
+
 DIALECT = MysqlDialect()

@@ -281,6 +281,45 @@ class PostgresqlDialect(Dialect):
     def changelog(self, names: Names, max_wait: float) -> ChangelogReader:
         return WindowReader(names)
 
+    # -------------------------------------------------------------- snapshots (snapshot.py)
+
+    def watermark_sql(self, names: Names) -> str:
+        return f"SELECT {names.qwm}(:mark)::text"          # version 005: EXECUTE on it, not INSERT
+
+    def watermark_check(self, db: Db, names: Names, installed: int) -> CheckItem:
+        fn = f"{names.schema}.{names.wm}(text)"
+        if installed < 5:
+            return CheckItem("snapshot watermarks", True, f"function {fn} comes with `cdc-agent setup` (version 005)")
+        r = db.query("SELECT has_function_privilege(CAST(:f AS regprocedure), 'EXECUTE')",
+                     {"f": f"{self.quote(names.schema)}.{self.quote(names.wm)}(text)"})
+        ok = bool(r) and truthy(r[0][0])
+        return CheckItem("snapshot watermarks", ok, f"EXECUTE on {fn}" if ok else f"no EXECUTE on {fn}: "
+                         "snapshots cannot write their watermarks", f"GRANT EXECUTE ON FUNCTION {fn} TO <agent user>;"
+                         "\n(or set source.snapshot = \"never\")" if not ok else "")
+
+    def snapshot_session(self, db: Db) -> None:
+        # the capture function's own settings (migration 003): to_json() then writes what the trigger writes
+        for setting in ("TimeZone = 'UTC'", "DateStyle = 'ISO, YMD'", "IntervalStyle = 'iso_8601'",
+                        "extra_float_digits = 1", "bytea_output = 'hex'"):
+            db.script(f"SET {setting}")
+
+    def snapshot_image(self, alias: str, info: TableInfo) -> tuple[str, str | None]:
+        texts = [c.name for c in info.columns if c.text_form]
+        text_sql = None
+        if texts:
+            names = ", ".join(self.literal(c) for c in texts)
+            values = ", ".join(f"{alias}.{self.quote(c)}::text" for c in texts)
+            text_sql = f"pg_catalog.json_object(ARRAY[{names}]::text[], ARRAY[{values}]::text[])::text"
+        return f"pg_catalog.to_json({alias}.*)::text", text_sql
+
+    def snapshot_key(self, ref: str, col: Column) -> str:
+        return f"{ref}::text"            # back as an unknown-typed literal, which takes the column's type
+
+    def estimate_rows(self, db: Db, table: str) -> int | None:
+        rows = db.query("SELECT c.reltuples::int8 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                        "WHERE n.nspname = :s AND c.relname = :t", dict(zip(("s", "t"), split_table(table))))
+        return int(rows[0][0]) if rows and rows[0][0] is not None and rows[0][0] >= 0 else None
+
 
 class WindowReader(ChangelogReader):
     """Snapshot windows (module docstring). Checkpoints: "c/<window>/<upper snapshot>" after a whole window,

@@ -14,12 +14,14 @@ from typing import TYPE_CHECKING, Any
 from collections.abc import Callable
 
 from ...changes import Commit, Item, RowChange, SourceBatch, SourceStatus
+from ...twoway import is_echo, origin_name
 from ...errors import SourceError, SourceFatal, SourceUnavailable
 from .catalog import ConfiguredCapture, installed_version, load_table
 from .changelog import ChangelogRow
 from .db import MISSING_RE, Db, friendly
 from .dialect import TableInfo, dialect_named
 from ...rawjson import raw_json
+from ...changes import Watermark
 from .values import RawNum, created_epoch, finish, loads, ts_text
 
 if TYPE_CHECKING:
@@ -71,7 +73,7 @@ class TriggerSource(ConfiguredCapture):
     def __init__(self, cfg: Config):
         super().__init__(cfg)
         self.tables = set(cfg.source.tables)
-        self.origin = f"cdc-agent/{cfg.agent.name}"       # the agent's own writes carry this marker
+        self.origin = origin_name(cfg.agent.name)          # the agent's own writes carry this marker
         self.poll_interval = cfg.source.poll_interval_seconds
         self.max_wait = cfg.source.max_wait_seconds
         self.db: Db | None = None
@@ -83,7 +85,7 @@ class TriggerSource(ConfiguredCapture):
         self._more = True
         self._version = 0
         self._status = SourceStatus()
-        self.skipped_own = 0        # changes written by this agent's own sessions (origin marker), not emitted
+        self.skipped_own = 0        # changes any cdc-agent wrote (origin marker `cdc-agent/...`), not emitted
 
     @property
     def late(self) -> int:
@@ -139,7 +141,7 @@ class TriggerSource(ConfiguredCapture):
         """One read of the changelog: its changes, then Commit(checkpoint). A read always ends on whole
         windows (PostgreSQL) or a gap-tracked set of ids, so every list that has changes ends on a Commit."""
         changes, checkpoint = self._read(max_items, timeout)
-        items: list[Item] = list(changes)
+        items: list[Item] = list(changes)       # RowChanges, and Watermarks in their place among them
         if checkpoint is not None:
             items.append(Commit(checkpoint))
         return items
@@ -166,7 +168,7 @@ class TriggerSource(ConfiguredCapture):
         except Exception as e:
             raise self._error(e) from None
 
-    def _read(self, n: int, wait: float) -> tuple[list[RowChange], str | None]:
+    def _read(self, n: int, wait: float) -> tuple[list[RowChange | Watermark], str | None]:
         if self.db is None:
             raise SourceUnavailable("source is not started")
         if not self._more:
@@ -185,18 +187,40 @@ class TriggerSource(ConfiguredCapture):
                 if not got.behind:
                     self._status.lag_seconds = 0.0
                 return [], None
-            changes = []
+            changes: list[RowChange | Watermark] = []
             for row in got.rows:
-                if row.origin is not None and row.origin == self.origin:
+                if is_echo(row.origin):    # this agent's or another's `sql` target wrote it: no echo
                     self.skipped_own += 1
+                    self._status.skipped_echo = self.skipped_own
                     continue
                 if row.table not in self.tables:
+                    if row.op == "W":
+                        changes.append(self._watermark(row))
                     continue
                 changes.append(self._change(row))
             self._track(changes, more=got.behind)
             return changes, got.checkpoint
         except Exception as e:
             raise self._error(e) from None
+
+    @staticmethod
+    def _watermark(row: ChangelogRow) -> Watermark:
+        """A snapshot watermark row ('cdc-agent-watermark:<window>:<kind>', agent/sources/trigger/snapshot.py):
+        at its place in the changelog's order, never an event."""
+        name, _, kind = row.table.partition(":")[2].rpartition(":")
+        return Watermark(name, kind, row.position)
+
+    def snapshot_reader(self):
+        from .snapshot import TriggerSnapshotReader
+        return TriggerSnapshotReader(self.cfg, wrote=self._poll_now)
+
+    def _poll_now(self) -> None:
+        """A watermark was just written: read the changelog at once, not a poll interval later."""
+        self._next_poll = 0.0
+
+    def row_change(self, row: ChangelogRow) -> RowChange:
+        """One changelog row in the contract's value forms (the snapshot converts its chunk rows with it)."""
+        return self._change(row)
 
     # -------------------------------------------------------------- table shapes
 
@@ -308,9 +332,10 @@ class TriggerSource(ConfiguredCapture):
 
     # -------------------------------------------------------------- status
 
-    def _track(self, changes: list[RowChange], more: bool) -> None:
-        if changes:
-            self._status.position = changes[-1].position
-            self._status.lag_seconds = max(0.0, time.time() - changes[-1].commit_ts) if more else 0.0
+    def _track(self, changes: list[RowChange | Watermark], more: bool) -> None:
+        last = next((c for c in reversed(changes) if isinstance(c, RowChange)), None)
+        if last is not None:
+            self._status.position = last.position
+            self._status.lag_seconds = max(0.0, time.time() - last.commit_ts) if more else 0.0
         elif not more:
             self._status.lag_seconds = 0.0

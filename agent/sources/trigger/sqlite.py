@@ -169,4 +169,15 @@ class SqliteDialect(Dialect):
         return ids
 
 
+    # -------------------------------------------------------------- snapshots
+
+    def watermark_sql(self, names: Names) -> str:
+        return (f"INSERT INTO {names.qcl} (tbl, op, created) "
+                "VALUES (:mark, 'W', (julianday('now') - 2440587.5) * 86400.0)")
+
+    def estimate_rows(self, db: Db, table: str) -> int | None:
+        # no statistics to ask; counting is one short read (SQLite has no locks a reader could hold)
+        return int(db.query(f"SELECT COUNT(*) FROM {'.'.join(self.quote(p) for p in split_table(table))}")[0][0])
+
+
 DIALECT = SqliteDialect()

@@ -1,3 +1,5 @@
+DROP FUNCTION IF EXISTS {{qwm}}(text)
+;
 DROP FUNCTION IF EXISTS {{qfn}}()
 ;
 DROP TABLE IF EXISTS {{qcl}}

@@ -1,0 +1,85 @@
+/* Shared by the C files of agent._fastpg (agent/_fastpg.c, fastpg_row.c, fastpg_event.c). */
+
+#ifndef CDC_FASTPG_H
+#define CDC_FASTPG_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+enum {
+    K_CALL = 0,      /* the Python converter */
+    K_TEXT = 1,      /* bytes.decode(): text, varchar, numeric, uuid ... */
+    K_INT = 2,       /* int(b) */
+    K_BOOL = 3,      /* b == b"t" */
+    K_FLOAT = 4,     /* pgvalues._float */
+    K_TSTZ = 5,      /* pgvalues._timestamptz */
+    K_DATE = 6,      /* pgvalues._date */
+    K_TS = 7,        /* pgvalues._timestamp */
+    K_BYTEA = 8,     /* pgvalues.bytea_to_base64 */
+    K_JSON = 9,      /* pgvalues._json */
+};
+
+/* the markers and callables init() hands over (agent/fastpath.py) */
+extern PyObject *FpDecodeError, *FpUnchanged, *FpJsonLoads, *FpRawJsonType, *FpJsonDumps;
+
+/* A growing byte buffer; starts on the stack. */
+typedef struct {
+    char *p;
+    Py_ssize_t n, cap;
+    char small[2048];
+} Buf;
+
+static inline void buf_init(Buf *b) { b->p = b->small; b->n = 0; b->cap = sizeof b->small; }
+static inline void buf_free(Buf *b) { if (b->p != b->small) PyMem_Free(b->p); }
+int buf_grow(Buf *b, Py_ssize_t extra);
+static inline int buf_put(Buf *b, const void *s, Py_ssize_t n) {
+    if (b->n + n > b->cap && buf_grow(b, n) < 0) return -1;
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+    return 0;
+}
+static inline int buf_putc(Buf *b, char c) { return buf_put(b, &c, 1); }
+#define BUF_LIT(b, s) buf_put((b), (s), (Py_ssize_t)(sizeof(s) - 1))
+
+/* orjson's string form of UTF-8 text known valid: quotes, \" \\ \b \t \n \f \r, \u00xx for other controls. */
+int json_string(Buf *b, const unsigned char *s, Py_ssize_t n, int *escaped);
+/* whether s is UTF-8 that Python's strict decoder accepts */
+int utf8_valid(const unsigned char *s, Py_ssize_t n);
+
+/* ---- the rendered row (fastpg_row.c makes it, fastpg_event.c reads it): one bytes object per change.
+   RowHead, then ntuples * ncols Cells (tuple 0: the new row of an insert/update, the old row of a delete;
+   tuple 1: the old row of an update that has one), then the JSON text the cells point into. */
+
+enum {            /* what a cell's JSON text is, as far as the subject and the changed test care */
+    T_NULL = 0,
+    T_INT = 1,         /* an integer: its text is also str(value) */
+    T_STR = 2,         /* a string with nothing escaped: the text between the quotes is the value */
+    T_STR_ESC = 3,     /* a string with escapes */
+    T_BOOL = 4,
+    T_FLOAT = 5,       /* a float other than zero */
+    T_FLOAT_ZERO = 6,  /* 0.0 or -0.0 (equal as values, different as text) */
+    T_OTHER = 7,       /* embedded json */
+    T_LIST = 8,        /* an array */
+};
+
+typedef struct {
+    char op;           /* 'I' 'U' 'D' */
+    char old_kind;     /* 'O' 'K' or 0 */
+    uint16_t ncols;
+    uint16_t ntuples;
+    uint16_t pad;
+} RowHead;
+
+typedef struct {
+    uint32_t off, len;
+    uint8_t tag;
+} Cell;
+
+PyObject *fp_render_row(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+PyObject *fp_render_dicts(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+PyObject *fp_render_event(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+PyObject *fp_blake2b16(PyObject *self, PyObject *arg);
+
+#endif

@@ -1,0 +1,4 @@
+-- Version 4: snapshot watermarks (docs/snapshots.md). A watermark is a changelog row with op 'W' and
+-- 'cdc-agent-watermark:<window>:low|high' in tbl, which the agent INSERTs in a transaction of its own (it
+-- has INSERT on the schema already); the reader meets it among the changes in id order. Nothing changes in
+-- the changelog or the triggers: this version says that the reader of this changelog knows the op.
