@@ -67,6 +67,7 @@ class SourceSettings:
     poll_interval_seconds: float = 0.2
     changelog_table: str = "cdc_changelog"
     max_wait_seconds: float = 30.0           # trigger gap tracking: how long a missing id may stay open
+    trigger_level: str = "statement"         # PostgreSQL: "statement" | "row" triggers (docs/trigger-capture.md)
     # debezium (docs/debezium.md, "The embedded source")
     connector: str = ""                      # postgres | mysql | sqlserver | oracle | db2
     properties: tuple[tuple[str, str], ...] = ()   # passed to the connector as written (after ${ENV})
@@ -222,7 +223,7 @@ def _agent(file: str, raw: Any, base: Path) -> AgentSettings:
 _SOURCE_KEYS = {
     "postgres": {"slot", "publication", "heartbeat_seconds"},
     "mysql": {"server_id", "signal_table"},
-    "trigger": {"poll_interval_seconds", "changelog_table", "max_wait_seconds"},
+    "trigger": {"poll_interval_seconds", "changelog_table", "max_wait_seconds", "trigger_level"},
     "debezium": {"connector", "properties", "jvm_options", "slot", "publication", "server_id", "heartbeat_seconds"},
 }
 
@@ -288,6 +289,7 @@ def _source(file: str, raw: Any, agent_name: str, base: Path) -> SourceSettings:
         poll_interval_seconds=r.positive("poll_interval_seconds", float, 0.2),
         changelog_table=r.get("changelog_table", str, "cdc_changelog"),
         max_wait_seconds=r.positive("max_wait_seconds", float, 30.0),
+        trigger_level=r.get("trigger_level", str, "statement"),
         batch_size=r.positive("batch_size", int, 5000),
         snapshot=_snapshot_mode(r),
         snapshot_chunk_rows=r.positive("snapshot_chunk_rows", int, 10000),
@@ -295,6 +297,8 @@ def _source(file: str, raw: Any, agent_name: str, base: Path) -> SourceSettings:
         properties=_debezium_properties(r) if kind == "debezium" else (),
         jvm_options=r.str_list("jvm_options", ()),
     )
+    if s.trigger_level not in ("statement", "row"):
+        raise r.fail("trigger_level", f'must be "statement" or "row", got {s.trigger_level!r}')
     for k in ("slot", "publication", "changelog_table"):
         if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", getattr(s, k)):
             raise r.fail(k, f"must be a lower-case SQL identifier ([a-z_][a-z0-9_]*, at most 63), "

@@ -4,17 +4,24 @@ its rate without, in the same run (goal: at least 0.85).
 PostgreSQL: pgbench's TPC-B-like transactions (UPDATE accounts, SELECT, UPDATE tellers, UPDATE branches,
 INSERT history: four captured changes per transaction), several clients, fsync on, on a throwaway cluster.
 Phases alternate (off, on, off, on, ...) so that drift (checkpoints, cache warm-up) hits both alike; the
-ratio is the mean "on" rate over the mean "off" rate. With --agent a last phase runs with the agent
-draining the changelog at the same time (its reads and deletes are part of the source's cost).
+ratio is the mean "on" rate over the mean "off" rate. With --v3 a third phase per round installs version 003
+(row triggers) instead of the newest (statement triggers), as the reference from before; with --row
+one installs version 004 with trigger_level = "row". With --bulk the
+same phases also run a bulk workload (per transaction: INSERT ... SELECT of 1000 rows, UPDATE of them,
+DELETE of them; rows per second). With --cpu, instead of rates, the database backend's CPU time per
+transaction (off, newest, newest with row triggers, version 003) for the same workloads run as a
+server-side loop in one session. With --agent a last phase runs with the agent draining the changelog at
+the same time (its reads and deletes are part of the source's cost).
 SQLite: one writer (SQLite has one at a time), small UPDATE + INSERT transactions, WAL, synchronous=FULL.
 
     python -m bench.trigger_overhead [--seconds 8] [--rounds 2] [--clients 1,4] [--scale 10] [--agent] [--floor]
-        [--no-sqlite]
+        [--v3] [--row] [--bulk] [--cpu [--cpu-txns 20000]] [--no-sqlite]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import re
 import sqlite3
@@ -32,8 +39,8 @@ PGBENCH_TABLES = ["public.pgbench_accounts", "public.pgbench_tellers", "public.p
                   "public.pgbench_history"]
 
 
-def trigger_config(work: Path, dsn: str, tables: list[str]):
-    path = work / "agent.toml"
+def trigger_config(work: Path, dsn: str, tables: list[str], extra: str = "", name: str = "agent.toml"):
+    path = work / name
     path.write_text(f"""[agent]
 name = "bench"
 state_dir = "state"
@@ -43,6 +50,7 @@ kind = "trigger"
 dsn = "{dsn}"
 tables = {tables!r}
 poll_interval_seconds = 0.1
+{extra}
 [[targets]]
 name = "file"
 kind = "file"
@@ -61,8 +69,21 @@ def pgbench(cluster, db: str, args: list[str]) -> str:
     return r.stdout
 
 
-def pg_rate(cluster, seconds: float, clients: int) -> float:
-    out = pgbench(cluster, "bench", ["-n", "-c", str(clients), "-j", str(min(clients, 2)), "-T", str(int(seconds))])
+LABELS = {"row": 'version 004, trigger_level = "row"', "v3": "version 003 (row triggers)"}
+BULK_ROWS = 1000
+BULK_SCRIPT = f"""BEGIN;
+INSERT INTO bulk_items SELECT :client_id * 10000000 + g, g % 7, 'row ' || g, now()
+  FROM generate_series(1, {BULK_ROWS}) g;
+UPDATE bulk_items SET k = k + 1 WHERE id >= :client_id * 10000000 AND id < (:client_id + 1) * 10000000;
+DELETE FROM bulk_items WHERE id >= :client_id * 10000000 AND id < (:client_id + 1) * 10000000;
+END;
+"""
+
+
+def pg_rate(cluster, seconds: float, clients: int, script: Path | None = None) -> float:
+    extra = ["-f", str(script)] if script else []
+    out = pgbench(cluster, "bench", ["-n", *extra, "-c", str(clients), "-j", str(min(clients, 2)),
+                                     "-T", str(int(seconds))])
     m = re.search(r"tps = ([\d.]+) \(without initial connection time\)", out) or re.search(r"tps = ([\d.]+)", out)
     return float(m.group(1))
 
@@ -72,34 +93,56 @@ def bench_pg(args, work: Path, rows: list) -> None:
     try:
         cluster.create_database("bench")
         pgbench(cluster, "bench", ["-i", "-q", "-s", str(args.scale)])
-        cfg, cfg_path = trigger_config(work, cluster.dsn("bench"), PGBENCH_TABLES)
+        tables = PGBENCH_TABLES
+        script = None
+        if args.bulk:
+            cluster.execute("CREATE TABLE bulk_items (id bigint PRIMARY KEY, k int, s text, ts timestamptz)",
+                            dbname="bench")
+            tables = PGBENCH_TABLES + ["public.bulk_items"]
+            script = work / "bulk.sql"
+            script.write_text(BULK_SCRIPT)
+        cfg, cfg_path = trigger_config(work, cluster.dsn("bench"), tables)
         admin = TriggerAdmin(cfg)
+        row_admin = TriggerAdmin(trigger_config(work, cluster.dsn("bench"), tables, 'trigger_level = "row"',
+                                                "agent-row.toml")[0])
         pg_rate(cluster, 3, max(args.clients))                    # warm-up
         base = 0.0
-        for clients in args.clients:
-            rates: dict[str, list[float]] = {"off": [], "on": []}
+        workloads = [(c, None) for c in args.clients] + ([(1, script)] if script else [])
+        phases = ("off", "on") + (("row",) if args.row else ()) + (("v3",) if args.v3 else ())
+        for clients, wl in workloads:
+            rates: dict[str, list[float]] = {p: [] for p in phases}
             for rnd in range(1, args.rounds + 1):
-                for phase in ("off", "on"):
-                    if phase == "on":
-                        admin.setup()
-                    tps = pg_rate(cluster, args.seconds, clients)
+                for phase in phases:
+                    if phase != "off":
+                        (row_admin if phase == "row" else admin).setup(upto=3 if phase == "v3" else None)
+                    tps = pg_rate(cluster, args.seconds, clients, wl) * (BULK_ROWS if wl else 1)
                     changelog = cluster.execute("SELECT count(*) FROM cdc_changelog", dbname="bench")[0][0] \
-                        if phase == "on" else 0
-                    if phase == "on":
+                        if phase != "off" else 0
+                    if phase != "off":
                         admin.teardown()
                     cluster.execute("VACUUM ANALYZE", dbname="bench")
                     rates[phase].append(tps)
                     emit({"scenario": "trigger_overhead", "engine": "postgresql", "phase": phase, "round": rnd,
-                          "clients": clients, "scale": args.scale, "seconds": args.seconds, "tps": round(tps, 1),
+                          "clients": clients, "workload": "bulk" if wl else "tpcb-like", "scale": args.scale,
+                          "seconds": args.seconds, "tps" if not wl else "rows_per_s": round(tps, 1),
                           "changelog_rows": changelog})
-            off, on = sum(rates["off"]) / len(rates["off"]), sum(rates["on"]) / len(rates["on"])
+            mean = {p: sum(r) / len(r) for p, r in rates.items()}
+            off, on = mean["off"], mean["on"]
             ratio = on / off
-            base = off
+            if not wl:
+                base = off
+            unit = "rows/s" if wl else "tps"
             emit({"scenario": "trigger_overhead", "engine": "postgresql", "summary": True, "clients": clients,
-                  "tps_off": round(off, 1), "tps_on": round(on, 1), "ratio": round(ratio, 3), "goal": 0.85,
-                  "fsync": "on"})
-            rows.append((f"postgresql pgbench tpcb-like, {clients} client(s)", f"{off:.0f} tps", f"{on:.0f} tps",
-                         f"{ratio:.2f}"))
+                  "workload": "bulk" if wl else "tpcb-like", "off": round(off, 1), "on": round(on, 1),
+                  "ratio": round(ratio, 3), "goal": 0.85, "fsync": "on",
+                  **{p: round(mean[p], 1) for p in phases[2:]},
+                  **{f"ratio_{p}": round(mean[p] / off, 3) for p in phases[2:]}})
+            what = (f"postgresql bulk (INSERT/UPDATE/DELETE of {BULK_ROWS} rows), {clients} client(s)" if wl
+                    else f"postgresql pgbench tpcb-like, {clients} client(s)")
+            rows.append((what, f"{off:.0f} {unit}", f"{on:.0f} {unit}", f"{ratio:.2f}"))
+            for p in phases[2:]:
+                rows.append((f"  the same, {LABELS[p]}", f"{off:.0f} {unit}", f"{mean[p]:.0f} {unit}",
+                             f"{mean[p] / off:.2f}"))
         if args.floor:
             # the least any row trigger can cost: one plain insert per changed row, no row images
             clients = args.clients[-1]
@@ -134,6 +177,85 @@ def bench_pg(args, work: Path, rows: list) -> None:
                   "tps": round(tps, 1), "ratio": round(tps / base, 3), "changelog_rows_left": left})
             rows.append(("  the same, agent draining on the same 2 cores", f"{base:.0f} tps", f"{tps:.0f} tps",
                          f"{tps / base:.2f}"))
+    finally:
+        cluster.destroy()
+
+
+CPU_TPCB = """DO $$ DECLARE a int; t int; b int; d int; BEGIN
+FOR i IN 1..{n} LOOP
+    a := 1 + (random() * 999999)::int; t := 1 + (random() * 99)::int; b := 1 + (random() * 9)::int;
+    d := (random() * 10000)::int - 5000;
+    UPDATE pgbench_accounts SET abalance = abalance + d WHERE aid = a;
+    PERFORM abalance FROM pgbench_accounts WHERE aid = a;
+    UPDATE pgbench_tellers SET tbalance = tbalance + d WHERE tid = t;
+    UPDATE pgbench_branches SET bbalance = bbalance + d WHERE bid = b;
+    INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (t, b, a, d, CURRENT_TIMESTAMP);
+    COMMIT;
+END LOOP; END $$"""
+CPU_BULK = f"""DO $$ BEGIN
+FOR i IN 1..{{n}} LOOP
+    INSERT INTO bulk_items SELECT g, g % 7, 'row ' || g, now() FROM generate_series(1, {BULK_ROWS}) g;
+    UPDATE bulk_items SET k = k + 1;
+    DELETE FROM bulk_items;
+    COMMIT;
+END LOOP; END $$"""
+
+
+def backend_cpu(pid: int) -> float:
+    f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def bench_pg_cpu(args, work: Path, rows: list) -> None:
+    """The database backend's CPU time per transaction (from /proc), one session running the workload as a
+    server-side loop: what the triggers add to the ERP's own work, without the client, the protocol and the
+    commit's fsync wait, and much less disturbed by other load on the machine than a rate."""
+    cluster = bench_cluster(max_connections="100")
+    try:
+        cluster.create_database("bench")
+        pgbench(cluster, "bench", ["-i", "-q", "-s", str(args.scale)])
+        cluster.execute("CREATE TABLE bulk_items (id bigint PRIMARY KEY, k int, s text, ts timestamptz)",
+                        dbname="bench")
+        cfg, _ = trigger_config(work, cluster.dsn("bench"), PGBENCH_TABLES + ["public.bulk_items"])
+        admin = TriggerAdmin(cfg)
+        row_cfg, _ = trigger_config(work, cluster.dsn("bench"), PGBENCH_TABLES + ["public.bulk_items"],
+                                    'trigger_level = "row"', "agent-row.toml")
+        row_admin = TriggerAdmin(row_cfg)
+        n, nb = args.cpu_txns, max(1, args.cpu_txns // 1000)
+        phases = ("off", "on", "row", "v3")
+        cpu: dict[str, dict[str, list[float]]] = {p: {"tpcb": [], "bulk": []} for p in phases}
+        with cluster.connect("bench") as c:
+            c.execute("SET synchronous_commit = off")       # CPU is measured, not the wait for the disk
+            pid = c.execute("SELECT pg_backend_pid()").fetchone()[0]
+            c.execute(CPU_TPCB.format(n=min(n, 2000)))     # warm-up
+            for rnd in range(1, args.rounds + 1):
+                for phase in phases:
+                    if phase != "off":
+                        (row_admin if phase == "row" else admin).setup(upto=3 if phase == "v3" else None)
+                    t0 = backend_cpu(pid)
+                    c.execute(CPU_TPCB.format(n=n))
+                    t1 = backend_cpu(pid)
+                    c.execute(CPU_BULK.format(n=nb))
+                    t2 = backend_cpu(pid)
+                    if phase != "off":
+                        admin.teardown()
+                    c.execute("VACUUM pgbench_history")
+                    cpu[phase]["tpcb"].append((t1 - t0) / n * 1e6)
+                    cpu[phase]["bulk"].append((t2 - t1) / (nb * 3 * BULK_ROWS) * 1e6)
+                    emit({"scenario": "trigger_overhead_cpu", "phase": phase, "round": rnd,
+                          "tpcb_us_per_txn": round(cpu[phase]["tpcb"][-1], 1),
+                          "bulk_us_per_row": round(cpu[phase]["bulk"][-1], 2)})
+        for wl, unit in (("tpcb", "µs/txn"), ("bulk", "µs/row")):
+            m = {p: sum(v[wl]) / len(v[wl]) for p, v in cpu.items()}
+            emit({"scenario": "trigger_overhead_cpu", "summary": True, "workload": wl, "unit": unit,
+                  **{p: round(x, 2) for p, x in m.items()}, "ratio": round(m["off"] / m["on"], 3),
+                  **{f"ratio_{p}": round(m["off"] / m[p], 3) for p in phases[2:]}})
+            what = ("backend CPU, tpcb-like txn (server-side loop)" if wl == "tpcb"
+                    else f"backend CPU, {BULK_ROWS}-row INSERT/UPDATE/DELETE (per row)")
+            rows.append((what, f"{m['off']:.2f} {unit}", f"{m['on']:.2f} {unit}", f"{m['off'] / m['on']:.2f}"))
+            for p in phases[2:]:
+                rows.append((f"  the same, {LABELS[p]}", f"{m['off']:.2f} {unit}", f"{m[p]:.2f} {unit}",
+                             f"{m['off'] / m[p]:.2f}"))
     finally:
         cluster.destroy()
 
@@ -199,10 +321,21 @@ def main() -> None:
     ap.add_argument("--agent", action="store_true", help="also a phase with the agent draining the changelog")
     ap.add_argument("--floor", action="store_true", help="also a minimal row trigger (one plain insert, no row "
                                                          "images): the least any trigger capture can cost")
+    ap.add_argument("--v3", action="store_true", help="also phases with version 003 (row triggers) installed")
+    ap.add_argument("--row", action="store_true", help='also phases with trigger_level = "row" (version 004)')
+    ap.add_argument("--bulk", action="store_true", help="also a bulk workload (1000-row statements, 1 client)")
+    ap.add_argument("--cpu", action="store_true", help="instead of rates: the backend's CPU time per transaction "
+                                                       "(off, newest version, version 003), a server-side loop")
+    ap.add_argument("--cpu-txns", type=int, default=20000)
     ap.add_argument("--no-sqlite", action="store_true")
     args = ap.parse_args()
     work = tmpdir("cdc-bench-trigger-")
     rows: list = []
+    if args.cpu:
+        bench_pg_cpu(args, work, rows)
+        print()
+        table(rows, ("workload", "without triggers", "with triggers", "ratio (CPU without / with)"))
+        return
     bench_pg(args, work, rows)
     if not args.no_sqlite:
         (work / "sqlite").mkdir()

@@ -34,6 +34,7 @@ class Names:
     dialect: str
     schema: str
     cl: str
+    row_triggers: bool = False      # PostgreSQL: row triggers instead of statement triggers (trigger_level)
     sql: Dialect = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -78,6 +79,11 @@ class Names:
     def trigger(self, table: str, suffix: str = "") -> str:
         return short(f"{self.cl}_{table.split('.', 1)[1]}" + (f"_{suffix}" if suffix else ""), self.limit)
 
+    @property
+    def fn_plain(self) -> str:
+        """PostgreSQL (version 004): the capture function without the SET clause."""
+        return short(self.cl + "_capture_plain", self.limit)
+
     def common(self, seed: int | None = None) -> dict[str, str]:
         d = {"schema": self.schema, "cl": self.cl, "qcl": self.qcl, "qversion": self.qversion,
              "cl_lit": self.sql.literal(self.cl), "origin": self.sql.quote(self.origin_table),
@@ -85,6 +91,7 @@ class Names:
         d["qwm"] = self.qwm
         if seed is not None:
             d["seed"] = str(seed)
+        d["qfn_plain"] = self.q(self.schema, self.fn_plain)
         return d
 
 
@@ -116,4 +123,5 @@ class ConfiguredCapture:
         self.target = parse_dsn(cfg.source.dsn, self.file)
         self.dialect = self.target.dialect
         self.sql = dialect_named(self.dialect)
-        self.names = Names(self.dialect, split_table(cfg.source.tables[0])[0], cfg.source.changelog_table)
+        self.names = Names(self.dialect, split_table(cfg.source.tables[0])[0], cfg.source.changelog_table,
+                           cfg.source.trigger_level == "row")

@@ -15,6 +15,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
 
 from ...errors import SourceFatal, SourceUnavailable
 from .db import Db, text_of, text_or_none
@@ -33,8 +34,8 @@ class ChangelogRow:
     position: str
     table: str
     op: str                  # "I" | "U" | "D"
-    before: str | None       # JSON text
-    after: str | None
+    before: Any              # JSON text (a statement row's rows: already parsed, RowImage)
+    after: Any
     origin: str | None       # the writing session's origin marker (the agent's own writes carry its own)
     created: Any             # commit (or change) time: epoch seconds, or `created` as the driver gives it
     txid: str | None
@@ -54,6 +55,8 @@ class ChangelogReader:
     spool holds. The checkpoint is the strategy's: it alone writes and parses it."""
 
     late = 0           # rows that committed after their gap had timed out (gap tracking)
+    # a table's primary key, for pairing an UPDATE's old and new rows in a statement row (set by the source)
+    keys: Callable[[str], tuple[str, ...]] | None = None
     gap_waits = 0      # reads that held rows back behind a missing id (gap tracking)
     _db: Db | None = None
 

@@ -113,6 +113,10 @@ class Dialect:
     def trigger_names(self, names: Names, table: str) -> list[str]:
         return [names.trigger(table, s) for s in "iud"]
 
+    def template_suffix(self, names: Names) -> str:
+        """Which per-table template: `table.vNNN<suffix>.sql` where one exists (PostgreSQL's row triggers)."""
+        return ""
+
     def trigger_body(self, stmt: str) -> str:
         """The part of a CREATE TRIGGER statement that the catalog keeps as the trigger's action."""
         return stmt

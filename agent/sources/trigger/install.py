@@ -59,9 +59,14 @@ def newest_version(dialect: str) -> int:
     return m[-1][0] if m else 0
 
 
-def table_template(dialect: str, version: int) -> str:
+def table_template(dialect: str, version: int, suffix: str = "") -> str:
+    """The highest `table.vNNN.sql` not newer than `version`; `table.vNNN<suffix>.sql` where it exists for
+    the same or a higher NNN."""
     best = None
-    for f in sorted((MIGRATIONS / dialect).glob("table.v[0-9][0-9][0-9].sql")):
+    files = [(f, 0) for f in (MIGRATIONS / dialect).glob("table.v[0-9][0-9][0-9].sql")]
+    if suffix:
+        files += [(f, 1) for f in (MIGRATIONS / dialect).glob(f"table.v[0-9][0-9][0-9]{suffix}.sql")]
+    for f, _ in sorted(files, key=lambda x: (int(x[0].name[7:10]), x[1])):
         v = int(f.name[7:10])
         if v <= version:
             best = f
@@ -142,7 +147,7 @@ class TriggerAdmin(ConfiguredCapture):
         if after == 0:
             return stmts, have, after
         installed = installed_triggers(db, names) if have else {}
-        tmpl = table_template(d, after)
+        tmpl = table_template(d, after, self.sql.template_suffix(names))
         for table in self.cfg.source.tables:
             info = load_table(db, table)
             if info is None:
@@ -306,7 +311,7 @@ class TriggerAdmin(ConfiguredCapture):
         items.append(sql.watermark_check(db, names, have))
         no_key: list[str] = []
         installed = installed_triggers(db, names) if have else {}
-        tmpl = table_template(d, max(have, 1))
+        tmpl = table_template(d, max(have, 1), sql.template_suffix(names))
         for table in self.cfg.source.tables:
             info = load_table(db, table)
             if info is None:

@@ -1,4 +1,5 @@
-"""PostgreSQL: one generic trigger function (row_to_json), and the changelog read in snapshot windows.
+"""PostgreSQL: one generic trigger function (statement triggers with transition tables since version 4, one
+changelog row per statement; row triggers before), and the changelog read in snapshot windows.
 
 Never missing a change (a transaction that took a lower changelog id may commit after a higher id was read):
 every row records its transaction (txid_current()). The reader takes snapshots (txid_current_snapshot()) and
@@ -20,10 +21,11 @@ from ...myvalues import float32_shortest
 from ...pgvalues import (array_converter, bytea_to_base64, date_text, frac6, interval_text_to_iso,
                          timestamp_text, timestamptz_text, timetz_text)
 from ...rawjson import raw_json
-from .catalog import split_table
+from .catalog import short, split_table
 from .changelog import ChangelogRead, ChangelogReader, ChangelogRow
 from .db import Db, text_of, truthy
 from .dialect import Column, Dialect, TableInfo
+from .statements import unpack
 from .values import array_of, float_value, numeric
 
 if TYPE_CHECKING:
@@ -71,6 +73,20 @@ _TYPES_SQL = (
     "  t.typbasetype::int8, EXISTS (SELECT 1 FROM pg_catalog.pg_cast k WHERE k.castsource = t.oid "
     "    AND k.casttarget = 'pg_catalog.json'::pg_catalog.regtype) AND t.oid >= 16384 "
     "FROM pg_catalog.pg_type t WHERE t.oid = ANY (CAST(:oids AS int8[]))")
+
+
+# Base types whose to_json form does not depend on the session's settings (DateStyle, TimeZone: to_json
+# writes date, timestamp and timestamptz in ISO form with the UTC offset, which the converters read;
+# extra_float_digits, IntervalStyle, bytea_output and the output functions of ranges, composites, money,
+# geometry, ... do): a table of only these is captured by the function without the SET clause (004).
+_SETTINGS_FREE = frozenset((
+    "bool", "int2", "int4", "int8", "numeric", "text", "varchar", "bpchar", "char", "name", "uuid", "json",
+    "jsonb", "date", "timestamp", "timestamptz", "oid", "xid", "xid8", "cid", "inet", "cidr", "macaddr",
+    "macaddr8", "bit", "varbit"))
+
+
+def _settings_free(col: Column) -> bool:
+    return not col.text_form and (col.elem or col.type) in _SETTINGS_FREE
 
 
 def _resolve(db: Db, oids: set[int]) -> dict[int, tuple]:
@@ -151,8 +167,8 @@ class PostgresqlDialect(Dialect):
                 "SELECT n.nspname, c.relname, tg.tgname, pg_get_triggerdef(tg.oid) FROM pg_trigger tg "
                 "JOIN pg_class c ON c.oid = tg.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
                 "JOIN pg_proc p ON p.oid = tg.tgfoid JOIN pg_namespace pn ON pn.oid = p.pronamespace "
-                "WHERE NOT tg.tgisinternal AND p.proname = :fn AND pn.nspname = :s",
-                {"fn": names.fn, "s": names.schema}):
+                "WHERE NOT tg.tgisinternal AND p.proname IN (:fn, :fn2) AND pn.nspname = :s",
+                {"fn": names.fn, "fn2": names.fn_plain, "s": names.schema}):
             out[(f"{s}.{t}", name)] = ddl
         return out
 
@@ -162,19 +178,43 @@ class PostgresqlDialect(Dialect):
     # -------------------------------------------------------------- rendering
 
     def table_values(self, names: Names, info: TableInfo) -> dict[str, str]:
-        # one trigger per table, named like the function it calls; its arguments name the text-form columns
-        return {"trigger": self.quote(names.fn),
-                "text_columns": ", ".join(self.literal(c.name) for c in info.columns if c.text_form)}
+        # version 4: three statement triggers per table (one per event: a trigger with transition tables
+        # serves one); up to version 3 one row trigger named like the function. Their arguments name the
+        # text-form columns.
+        v = {f"trigger_{s}": self.quote(n) for s, n in zip("iud", self._statement_triggers(names))}
+        v["trigger"] = self.quote(names.fn)
+        plain = all(_settings_free(c) for c in info.columns)
+        v["capture_fn"] = names.q(names.schema, names.fn_plain if plain else names.fn)
+        v["text_columns"] = ", ".join(self.literal(c.name) for c in info.columns if c.text_form)
+        return v
 
     def trigger_names(self, names: Names, table: str) -> list[str]:
-        return [names.fn]
+        return [names.fn] if names.row_triggers else self._statement_triggers(names)
+
+    def _statement_triggers(self, names: Names) -> list[str]:
+        return [short(f"{names.fn}_{s}", self.name_limit) for s in "iud"]
+
+    def template_suffix(self, names: Names) -> str:
+        return ".row" if names.row_triggers else ""
+
+    def replace_triggers(self, db: Db, names: Names, info: TableInfo, rendered: list[str],
+                         current: dict[str, str | None]) -> list[str]:
+        # the triggers of the other level go too (the row trigger of versions 1 to 3, or after a change of
+        # trigger_level), in the same transaction: no statement is captured twice or missed. They are named
+        # after the function, so this finds only ours.
+        drops = [self.drop_trigger_sql(names, info.name, n) for n, body in current.items() if body]
+        drops += [self.drop_trigger_sql(names, info.name, n) for n in [names.fn] + self._statement_triggers(names)
+                  if n not in current]
+        return drops + rendered
 
     def trigger_body(self, stmt: str) -> str:
-        """What tells two of our triggers apart: the arguments (pg_get_triggerdef spells the rest its own way)."""
-        m = re.search(r"(?is)\bEXECUTE\s+(?:FUNCTION|PROCEDURE)\s+[^(]*\((.*)\)\s*$", stmt)
+        """What tells two of our triggers apart: the function and its arguments (pg_get_triggerdef spells the
+        rest its own way)."""
+        m = re.search(r"(?is)\bEXECUTE\s+(?:FUNCTION|PROCEDURE)\s+([^(]*)\((.*)\)\s*$", stmt)
         if not m:
             return stmt
-        return "args " + repr(re.findall(r"'((?:[^']|'')*)'", m.group(1)))
+        fn = m.group(1).strip().rsplit(".", 1)[-1].strip('"')
+        return f"{fn} args " + repr(re.findall(r"'((?:[^']|'')*)'", m.group(2)))
 
     def drop_trigger_sql(self, names: Names, table: str, trigger: str) -> str:
         return f"DROP TRIGGER IF EXISTS {self.quote(trigger)} ON {names.q(*split_table(table))}"
@@ -317,12 +357,24 @@ class WindowReader(ChangelogReader):
             self.confirm(checkpoint)
 
     def _select(self) -> str:
+        """The window's next rows in id order, at most :n of them and, counting a statement row (version 4)
+        as its rows, only as many as hold :n changes (at least one row); `hn`: how many rows the window had
+        left (up to :n), to tell whether it is exhausted."""
         cts = ("EXTRACT(EPOCH FROM pg_xact_commit_timestamp(((txid % 4294967296)::text)::xid))::float8"
                if self._commit_ts else "NULL::float8")
         origin = "origin" if self.version >= 2 else "NULL::text"
         texts = "before_texts::text, after_texts::text" if self.version >= 3 else "NULL::text, NULL::text"
+        nrows, k = ("nrows", "COALESCE(c.nrows, 1)") if self.version >= 4 else ("NULL::int4", "1")
         return (f"SELECT id, txid, tbl, op, before::text, after::text, {origin}, "
-                f"EXTRACT(EPOCH FROM created)::float8, {cts}, {texts} FROM {self.names.qcl} ")
+                f"EXTRACT(EPOCH FROM created)::float8, {cts}, {texts}, {nrows}, hn FROM ("
+                f"  SELECT h.*, sum(h.k_) OVER (ORDER BY h.id) - h.k_ AS ahead_, count(*) OVER () AS hn FROM ("
+                f"    SELECT c.*, {k} AS k_ FROM {self.names.qcl} c "
+                "     WHERE txid >= txid_snapshot_xmin(CAST(:lo AS txid_snapshot)) "
+                "       AND txid < txid_snapshot_xmax(CAST(:hi AS txid_snapshot)) "
+                "       AND txid_visible_in_snapshot(txid, CAST(:hi AS txid_snapshot)) "
+                "       AND NOT txid_visible_in_snapshot(txid, CAST(:lo AS txid_snapshot)) "
+                "       AND id > :last ORDER BY id LIMIT :n) h) w "
+                "WHERE ahead_ < :n ORDER BY id")
 
     def read(self, n: int) -> ChangelogRead:
         db, cl = self.db, self.names.qcl
@@ -340,29 +392,30 @@ class WindowReader(ChangelogReader):
                 return ChangelogRead()
             self._lo, self._hi, self._last = self._base, text_of(snap), 0
             self._win_t += 1
-        rows = db.query(
-            self._select() +
-            "WHERE txid >= txid_snapshot_xmin(CAST(:lo AS txid_snapshot)) "
-            "  AND txid < txid_snapshot_xmax(CAST(:hi AS txid_snapshot)) "
-            "  AND txid_visible_in_snapshot(txid, CAST(:hi AS txid_snapshot)) "
-            "  AND NOT txid_visible_in_snapshot(txid, CAST(:lo AS txid_snapshot)) "
-            "  AND id > :last ORDER BY id LIMIT :n",
-            {"lo": self._lo, "hi": self._hi, "last": self._last, "n": n})
+        rows = db.query(self._select(), {"lo": self._lo, "hi": self._hi, "last": self._last, "n": n})
         wt = self._win_t
-        out = [ChangelogRow(f"{wt:016x}:{rid:016x}", tbl, op, before, after, origin,
-                            cts if cts is not None else created, str(txid),
-                            (bt, at) if bt is not None or at is not None else None)
-               for rid, txid, tbl, op, before, after, origin, created, cts, bt, at in rows]
+        out: list[ChangelogRow] = []
+        for rid, txid, tbl, op, before, after, origin, created, cts, bt, at, nrows, _ in rows:
+            pos = f"{wt:016x}:{rid:016x}"
+            when = cts if cts is not None else created
+            if nrows is None:           # the row form (versions 1 to 3, or a row trigger)
+                out.append(ChangelogRow(pos, tbl, op, before, after, origin, when, str(txid),
+                                        (bt, at) if bt is not None or at is not None else None))
+            else:                       # a statement row (version 4): one change per row, numbered in it
+                key = self.keys(tbl) if self.keys else ()
+                out.extend(ChangelogRow(f"{pos}:{k:04x}", tbl, o, b, a, origin, when, str(txid), t)
+                           for k, (o, b, a, t) in enumerate(unpack(op, before, after, bt, at, key)))
+        exhausted = not rows or (len(rows) == int(rows[0][-1]) and len(rows) < n)
         if rows:
             self._last = rows[-1][0]
-        if len(rows) < n:
+        if exhausted:
             # the window is exhausted: its upper snapshot is the next window's lower bound
             self._base, self._lo, self._hi = self._hi, None, None
             checkpoint = f"c/{wt}/{self._base}"
         else:
             checkpoint = f"o/{wt}/{self._last}/{self._lo}/{self._hi}"
         # look for the next window at once
-        return ChangelogRead(out, checkpoint, more=True, behind=len(rows) == n)
+        return ChangelogRead(out, checkpoint, more=True, behind=not exhausted)
 
     def confirm(self, checkpoint: str) -> None:
         p = checkpoint.split("/")

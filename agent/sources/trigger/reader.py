@@ -78,6 +78,7 @@ class TriggerSource(ConfiguredCapture):
         self.max_wait = cfg.source.max_wait_seconds
         self.db: Db | None = None
         self._changelog = self.sql.changelog(self.names, self.max_wait)
+        self._changelog.keys = self._key_columns
         self._tables: dict[str, _Table] = {}
         self._gone: set[str] = set()        # captured tables the catalog no longer has
         self._next_poll = 0.0                # monotonic time the next changelog read is due when caught up
@@ -246,6 +247,11 @@ class TriggerSource(ConfiguredCapture):
             t.names = t.names | frozenset(row_keys)     # a column the catalog no longer has: do not look again per row
         self._tables[name] = t
         return t
+
+    def _key_columns(self, name: str) -> tuple[str, ...]:
+        """The table's primary key: the changelog reader pairs a statement's UPDATE rows by it."""
+        t = self._table(name)
+        return t.info.key if t is not None else ()
 
     def _change(self, row: ChangelogRow) -> RowChange:
         tbl, position = row.table, row.position

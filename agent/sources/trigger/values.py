@@ -64,10 +64,10 @@ class RowImage(dict):
         return self._spans
 
 
-def loads(text: str | bytes | None) -> Any:
+def loads(text: str | bytes | RowImage | None) -> Any:
     """A changelog row image -> RowImage (numbers lossless, see the module docstring)."""
-    if text is None:
-        return None
+    if text is None or isinstance(text, RowImage):
+        return text                 # None, or a statement row's row image, parsed when it was unpacked
     if isinstance(text, (bytes, bytearray, memoryview)):
         text = bytes(text).decode("utf-8", "replace")
     try:

@@ -5,3 +5,5 @@ DROP FUNCTION IF EXISTS {{qfn}}()
 DROP TABLE IF EXISTS {{qcl}}
 ;
 DROP TABLE IF EXISTS {{qversion}}
+;
+DROP FUNCTION IF EXISTS {{qfn_plain}}()
