@@ -69,16 +69,25 @@ snapshot = "never"          # these tests count the events of their own writes
         assert secret not in r.stderr + r.stdout
 
 
+WRITE_SECONDS = 8.0     # the writers' changes are spread over this long, so the broker restart and the agent
+                        # kills land while there is still something to deliver (a fast agent is idle otherwise)
+
+
 def _writer(dsn: str, w: int, n_changes: int, expected: dict, errors: list) -> None:
     import psycopg
 
     from tests.agentproc import random_transactions
     try:
         with psycopg.connect(dsn, autocommit=True) as conn:
-            for txn in random_transactions(w, n_changes, expected):
+            txns = list(random_transactions(w, n_changes, expected))
+            start = time.monotonic()
+            for i, txn in enumerate(txns):
                 with conn.transaction():
                     for sql, params in txn:
                         conn.execute(sql, params)
+                pause = start + WRITE_SECONDS * (i + 1) / len(txns) - time.monotonic()
+                if pause > 0:
+                    time.sleep(pause)
     except Exception as e:  # surfaced by the test
         errors.append(repr(e))
 
