@@ -26,7 +26,7 @@ enum {
     K_DATETIME2 = 16, /* arg: fractional digits */
     K_UTF8 = 17,      /* arg: length bytes; decoded as UTF-8 with errors replaced */
     K_BASE64 = 18,    /* arg: length bytes; binary -> base64 text */
-    K_JSONTEXT = 19,  /* arg: length bytes; UTF-8 text through myvalues.json_text */
+    K_JSONTEXT = 19,  /* arg: length bytes; UTF-8 text -> RawJson when it is JSON, else myvalues.json_text */
     K_NULLTYPE = 20,  /* MYSQL_TYPE_NULL: always None, no bytes */
     K_MAX = 20
 };
@@ -34,6 +34,7 @@ enum {
 static PyObject *F32Cache = NULL;   /* binlog_rows._f32_cache: raw 4 bytes -> float */
 static PyObject *F32Conv = NULL;    /* binlog_rows._float32_cached */
 static PyObject *JsonText = NULL;   /* myvalues.json_text */
+static PyObject *RawJsonType = NULL; /* agent.rawjson.RawJson */
 
 typedef struct {
     int kind;
@@ -97,16 +98,136 @@ static PyObject *make_plan(PyObject *self, PyObject *const *a, Py_ssize_t na) {
     return cap;
 }
 
-/* init(f32_cache, f32_converter, json_text) */
+/* init(f32_cache, f32_converter, json_text, RawJson) */
 static PyObject *init(PyObject *self, PyObject *const *a, Py_ssize_t na) {
-    if (na != 3) {
-        PyErr_SetString(PyExc_TypeError, "init(f32_cache, f32_converter, json_text)");
+    if (na != 4) {
+        PyErr_SetString(PyExc_TypeError, "init(f32_cache, f32_converter, json_text, RawJson)");
         return NULL;
     }
     Py_XSETREF(F32Cache, Py_NewRef(a[0]));
     Py_XSETREF(F32Conv, Py_NewRef(a[1]));
     Py_XSETREF(JsonText, Py_NewRef(a[2]));
+    Py_XSETREF(RawJsonType, Py_NewRef(a[3]));
     Py_RETURN_NONE;
+}
+
+/* ---- JSON text (MariaDB's JSON columns): RFC 8259 syntax, checked without building any object */
+
+#define JSON_MAX_DEPTH 256
+
+static Py_ssize_t json_ws(const unsigned char *s, Py_ssize_t i, Py_ssize_t n) {
+    while (i < n && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r')) i++;
+    return i;
+}
+
+static int is_hex(unsigned char c) {
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+/* s[i] is the opening quote: the index after the closing one, or -1 */
+static Py_ssize_t json_string(const unsigned char *s, Py_ssize_t i, Py_ssize_t n) {
+    for (i++; i < n; i++) {
+        unsigned char c = s[i];
+        if (c == '"') return i + 1;
+        if (c < 0x20) return -1;
+        if (c == '\\') {
+            if (++i >= n) return -1;
+            c = s[i];
+            if (c == 'u') {
+                if (i + 4 >= n || !is_hex(s[i + 1]) || !is_hex(s[i + 2]) || !is_hex(s[i + 3]) || !is_hex(s[i + 4]))
+                    return -1;
+                i += 4;
+            } else if (!strchr("\"\\/bfnrt", c) || c == 0) {
+                return -1;
+            }
+        }
+    }
+    return -1;
+}
+
+static Py_ssize_t json_digits(const unsigned char *s, Py_ssize_t i, Py_ssize_t n) {
+    Py_ssize_t j = i;
+    while (j < n && s[j] >= '0' && s[j] <= '9') j++;
+    return j > i ? j : -1;
+}
+
+static Py_ssize_t json_number(const unsigned char *s, Py_ssize_t i, Py_ssize_t n) {
+    if (i < n && s[i] == '-') i++;
+    if (i < n && s[i] == '0') i++;
+    else if ((i = json_digits(s, i, n)) < 0) return -1;
+    if (i < n && s[i] == '.' && (i = json_digits(s, i + 1, n)) < 0) return -1;
+    if (i < n && (s[i] == 'e' || s[i] == 'E')) {
+        i++;
+        if (i < n && (s[i] == '+' || s[i] == '-')) i++;
+        if ((i = json_digits(s, i, n)) < 0) return -1;
+    }
+    return i;
+}
+
+/* 1: one JSON value with only whitespace around it; 0: not JSON; -1: nested deeper than this checks
+   (the caller asks the Python check then) */
+static int json_valid(const unsigned char *s, Py_ssize_t n) {
+    char stack[JSON_MAX_DEPTH];
+    int depth = 0;
+    Py_ssize_t i = json_ws(s, 0, n);
+value:
+    if (i >= n) return 0;
+    switch (s[i]) {
+    case '{': case '[':
+        if (depth == JSON_MAX_DEPTH) return -1;
+        stack[depth++] = (char)s[i];
+        i = json_ws(s, i + 1, n);
+        if (i < n && s[i] == (stack[depth - 1] == '{' ? '}' : ']')) { i++; depth--; goto after; }
+        if (stack[depth - 1] == '{') goto key;
+        goto value;
+    case '"':
+        if ((i = json_string(s, i, n)) < 0) return 0;
+        goto after;
+    case 't':
+        if (n - i < 4 || memcmp(s + i, "true", 4)) return 0;
+        i += 4;
+        goto after;
+    case 'f':
+        if (n - i < 5 || memcmp(s + i, "false", 5)) return 0;
+        i += 5;
+        goto after;
+    case 'n':
+        if (n - i < 4 || memcmp(s + i, "null", 4)) return 0;
+        i += 4;
+        goto after;
+    default:
+        if ((i = json_number(s, i, n)) < 0) return 0;
+        goto after;
+    }
+key:
+    if (i >= n || s[i] != '"' || (i = json_string(s, i, n)) < 0) return 0;
+    i = json_ws(s, i, n);
+    if (i >= n || s[i] != ':') return 0;
+    i = json_ws(s, i + 1, n);
+    goto value;
+after:
+    i = json_ws(s, i, n);
+    if (depth == 0) return i == n;
+    if (i >= n) return 0;
+    if (s[i] == ',') {
+        i = json_ws(s, i + 1, n);
+        if (stack[depth - 1] == '{') goto key;
+        goto value;
+    }
+    if (s[i] == (stack[depth - 1] == '{' ? '}' : ']')) { i++; depth--; goto after; }
+    return 0;
+}
+
+/* myvalues.json_text for UTF-8 bytes: RawJson(text) when the text is JSON on one line; anything else
+   (not JSON, line breaks to fold, too deep to check here) through json_text itself */
+static PyObject *json_text(const unsigned char *s, Py_ssize_t n) {
+    PyObject *t = PyUnicode_DecodeUTF8((const char *)s, n, "replace");
+    if (t == NULL) return NULL;
+    PyObject *fn = json_valid(s, n) == 1 && !memchr(s, '\n', (size_t)n) && !memchr(s, '\r', (size_t)n)
+                   ? RawJsonType : JsonText;
+    PyObject *v = PyObject_CallOneArg(fn, t);
+    Py_DECREF(t);
+    return v;
 }
 
 static int short_read(Py_ssize_t p, Py_ssize_t need, Py_ssize_t len) {
@@ -353,11 +474,8 @@ static PyObject *column(Column *c, PyObject *buf, const unsigned char *b, Py_ssi
         if (p + n > len) return call_fn(c, buf, pp);  /* a short value: the Python decoder's slicing */
         *pp = p + n;
         if (c->kind == K_BASE64) return base64(b + p, n);
-        PyObject *t = PyUnicode_DecodeUTF8((const char *)b + p, n, "replace");
-        if (t == NULL || c->kind == K_UTF8) return t;
-        PyObject *v = PyObject_CallOneArg(JsonText, t);
-        Py_DECREF(t);
-        return v;
+        if (c->kind == K_JSONTEXT) return json_text(b + p, n);
+        return PyUnicode_DecodeUTF8((const char *)b + p, n, "replace");
     }
     case K_NULLTYPE:
         Py_RETURN_NONE;
@@ -430,7 +548,7 @@ static PyObject *decode_rows(PyObject *self, PyObject *const *a, Py_ssize_t na) 
 }
 
 static PyMethodDef methods[] = {
-    {"init", (PyCFunction)(void (*)(void))init, METH_FASTCALL, "init(f32_cache, f32_converter, json_text)"},
+    {"init", (PyCFunction)(void (*)(void))init, METH_FASTCALL, "init(f32_cache, f32_converter, json_text, RawJson)"},
     {"plan", (PyCFunction)(void (*)(void))make_plan, METH_FASTCALL, "plan(names, kinds, args, fns) -> plan"},
     {"decode_rows", (PyCFunction)(void (*)(void))decode_rows, METH_FASTCALL,
      "decode_rows(plan, plan2 or None, buf, pos, end) -> (rows, position reached)"},

@@ -19,7 +19,7 @@ import types
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from . import myvalues
+from . import myvalues, rawjson
 from .binlog_format import CHARSET_CODECS, _BLOBS, codec_for
 from .myvalues import (
     T_DATE, T_DATETIME2, T_DOUBLE, T_FLOAT, T_GEOMETRY, T_INT24, T_LONG, T_LONGLONG, T_NEWDATE, T_NEWDECIMAL,
@@ -122,5 +122,5 @@ def rows_decoder(plan: object, plan2: object | None) -> Callable[[bytes, int, in
     """decode(buf, pos, end) -> (rows, position reached), like binlog_rows.compile_rows_decoder's."""
     assert _fastmy is not None
     from .binlog_rows import _f32_cache, _float32_cached
-    _fastmy.init(_f32_cache, _float32_cached, myvalues.json_text)
+    _fastmy.init(_f32_cache, _float32_cached, myvalues.json_text, rawjson.RawJson)
     return functools.partial(_fastmy.decode_rows, plan, plan2)
