@@ -507,24 +507,30 @@ static PyObject *image(Plan *pl, PyObject *buf, const unsigned char *b, Py_ssize
 
 /* decode_rows(plan, plan2, buf, pos, end) -> (rows, position reached) */
 static PyObject *decode_rows(PyObject *self, PyObject *const *a, Py_ssize_t na) {
-    if (na != 5 || !PyBytes_Check(a[2])) {
-        PyErr_SetString(PyExc_TypeError, "decode_rows(plan, plan2 or None, buf: bytes, pos, end)");
+    if (na != 5) {
+        PyErr_SetString(PyExc_TypeError, "decode_rows(plan, plan2 or None, buf, pos, end)");
+        return NULL;
+    }
+    if (F32Cache == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "agent._fastmy.init() was not called");
         return NULL;
     }
     Plan *pl = (Plan *)PyCapsule_GetPointer(a[0], PLAN_NAME);
     if (pl == NULL) return NULL;
     Plan *pl2 = NULL;
     if (a[1] != Py_None && (pl2 = (Plan *)PyCapsule_GetPointer(a[1], PLAN_NAME)) == NULL) return NULL;
-    PyObject *buf = a[2];
-    const unsigned char *b = (const unsigned char *)PyBytes_AS_STRING(buf);
-    Py_ssize_t len = PyBytes_GET_SIZE(buf);
     Py_ssize_t p = PyLong_AsSsize_t(a[3]);
     if (p == -1 && PyErr_Occurred()) return NULL;
     Py_ssize_t end = PyLong_AsSsize_t(a[4]);
     if (end == -1 && PyErr_Occurred()) return NULL;
     if (p < 0) { PyErr_SetString(PyExc_IndexError, "negative position"); return NULL; }
+    /* the event as bytes (a bytearray or memoryview is copied once): the Python decoders get the same */
+    PyObject *buf = PyBytes_Check(a[2]) ? Py_NewRef(a[2]) : PyBytes_FromObject(a[2]);
+    if (buf == NULL) return NULL;
+    const unsigned char *b = (const unsigned char *)PyBytes_AS_STRING(buf);
+    Py_ssize_t len = PyBytes_GET_SIZE(buf);
     PyObject *out = PyList_New(0);
-    if (out == NULL) return NULL;
+    if (out == NULL) { Py_DECREF(buf); return NULL; }
     while (p < end) {
         PyObject *item = image(pl, buf, b, len, &p);
         if (item != NULL && pl2 != NULL) {
@@ -534,11 +540,12 @@ static PyObject *decode_rows(PyObject *self, PyObject *const *a, Py_ssize_t na) 
             Py_DECREF(item);
             item = pair;
         }
-        if (item == NULL) { Py_DECREF(out); return NULL; }
+        if (item == NULL) { Py_DECREF(out); Py_DECREF(buf); return NULL; }
         int rc = PyList_Append(out, item);
         Py_DECREF(item);
-        if (rc < 0) { Py_DECREF(out); return NULL; }
+        if (rc < 0) { Py_DECREF(out); Py_DECREF(buf); return NULL; }
     }
+    Py_DECREF(buf);
     PyObject *pos = PyLong_FromSsize_t(p);
     if (pos == NULL) { Py_DECREF(out); return NULL; }
     PyObject *r = PyTuple_Pack(2, out, pos);

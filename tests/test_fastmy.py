@@ -232,6 +232,7 @@ def test_compiled_decoder_decodes_the_usual_values():
     assert p == len(row)
     assert rows == [{"c0": -7, "c1": "1234.46", "c2": "h€y", "c3": "2026-11-23T10:15:02.123456Z",
                      "c4": "2026-11-23", "c5": "AAH/"}]
+    assert fast(bytearray(row), 0, len(row)) == (rows, p) == fast(memoryview(row), 0, len(row))
 
 
 def test_without_the_extension_the_agent_says_so_once():
