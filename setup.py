@@ -1,9 +1,13 @@
-"""The metadata is in pyproject.toml; this file only declares the optional C extension (agent/_fastpg.c,
-the compiled hot path of the PostgreSQL source). optional=True: without a compiler the install still
-succeeds and the agent runs on the pure-Python decoder (agent/fastpath.py)."""
+"""The metadata is in pyproject.toml; this file only declares the optional C extensions: agent/_fastpg.c,
+the compiled hot path of the PostgreSQL source, and agent/_fastmy.c, the MySQL / MariaDB source's.
+optional=True: without a compiler the install still succeeds and the agent runs on the pure-Python decoders
+(agent/fastpath.py, agent/fastmy.py)."""
 
 from setuptools import Extension, setup
 
 setup(ext_modules=[Extension("agent._fastpg", ["agent/_fastpg.c", "agent/fastpg_row.c", "agent/fastpg_event.c"],
                              depends=["agent/fastpg.h"], optional=True,
+                             extra_compile_args=["-O2", "-std=c11", "-Wall"]),
+                   # the MySQL / MariaDB source's row-image decoder (agent/fastmy.py), optional the same way
+                   Extension("agent._fastmy", ["agent/_fastmy.c"], optional=True,
                              extra_compile_args=["-O2", "-std=c11", "-Wall"])])

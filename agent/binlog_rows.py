@@ -7,7 +7,7 @@ import struct
 from typing import Any
 from collections.abc import Callable, Collection, Mapping
 
-from . import myvalues
+from . import fastmy, myvalues
 from .binlog_format import (  # noqa: F401
     BinlogError, CHARSET_CODECS, DEFAULT_COLLATIONS, OM_COLUMN_CHARSET, OM_COLUMN_NAME, OM_DEFAULT_CHARSET,
     OM_ENUM_AND_SET_COLUMN_CHARSET, OM_ENUM_AND_SET_DEFAULT_CHARSET, OM_ENUM_STR_VALUE, OM_PRIMARY_KEY_WITH_PREFIX,
@@ -408,12 +408,34 @@ def _image_code(tm: TableMap, present: int, fns: dict[str, Callable[..., Any]], 
     return lines
 
 
+def _column_function(c: Column) -> Callable[[bytes, int], tuple[Any, int]]:
+    """One column's pure decoder as a function (b, p) -> (v, p): the C core's fallback (agent/fastmy.py)."""
+    code, fn = _column_decoder(c)
+    if fn is not None:
+        return fn
+    assert code is not None
+    src = "\n".join(["def dec(b, p):", *("    " + ln.replace("$v", "v") for ln in code), "    return v, p"])
+    ns = dict(_GLOBALS)
+    exec(compile(src, f"<binlog column {c.name}>", "exec"), ns)
+    dec: Callable[[bytes, int], tuple[Any, int]] = ns["dec"]
+    return dec
+
+
+def _image_plan(tm: TableMap, present: int) -> object:
+    cols = [c for c in tm.columns if present >> c.index & 1]
+    return fastmy.image_plan(cols, [c.name for c in cols], [_column_function(c) for c in cols])
+
+
 def compile_rows_decoder(tm: TableMap, kind: str, present: int | None = None,
-                         present2: int | None = None) -> RowsDecoder:
+                         present2: int | None = None, force_pure: bool | None = None) -> RowsDecoder:
     """A function (b, p, end) -> (rows, end offset reached), specialised for this TABLE_MAP and these column
     bitmaps (default: every column, binlog_row_image=FULL). insert/delete: a list of dicts; update: a list of
-    (before, after) dict pairs."""
+    (before, after) dict pairs. The compiled core's (agent/fastmy.py) when it is built and not switched off
+    (CDC_AGENT_PURE=1, or force_pure), else generated Python code; both give the same values."""
     full = (1 << len(tm.columns)) - 1
+    if fastmy.enabled(force_pure):
+        plan2 = _image_plan(tm, full if present2 is None else present2) if kind == "update" else None
+        return fastmy.rows_decoder(_image_plan(tm, full if present is None else present), plan2)
     fns: dict[str, Callable[..., Any]] = {}
     img1 = _image_code(tm, full if present is None else present, fns, "r1")
     lines = ["def decode(b, p, end):", "    out = []", "    append = out.append", "    while p < end:"]

@@ -3,7 +3,8 @@ are written to a throwaway MariaDB 10.11 while the agent is stopped; then, over 
 same run, one after the other (two cores):
 
   1. `mariadb-binlog --read-from-remote-server --base64-output=DECODE-ROWS -v` (the server's own tool, to /dev/null)
-  2. MysqlSource alone: binlog stream, decode, values in their JSON form, RowChange objects
+  2. MysqlSource alone: binlog stream, decode, values in their JSON form, RowChange objects -- on the
+     compiled rows decoder (agent/_fastmy.c) when it is built, then again on the pure-Python one
   3. python-mysql-replication (BinLogStreamReader, rows with Python values)
   4. `cdc-agent run` end to end: source, mapping, spool (SQLite, fsync), file target (fsync) — rows/s into the file
 
@@ -13,6 +14,7 @@ same run, one after the other (two cores):
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
@@ -201,12 +203,26 @@ listen = "off"
         fig.update(mariadb_binlog_seconds=round(ref_s, 2), mariadb_binlog_rows_per_s=round(ref_rate))
         rows = [("mariadb-binlog DECODE-ROWS -v (→ /dev/null)", f"{ref_s:.2f}", f"{ref_rate:,.0f}", "1.00")]
 
+        from agent import fastmy
         src_s, n = source_seconds(cfg, checkpoint, args.rows)
         src_rate = n / src_s
+        path = "compiled" if fastmy.enabled() else "pure Python"
         fig.update(source_seconds=round(src_s, 2), source_rows_per_s=round(src_rate),
-                   source_ratio_vs_mariadb_binlog=round(src_rate / ref_rate, 3))
-        rows.append(("MysqlSource (decode + JSON values)", f"{src_s:.2f}", f"{src_rate:,.0f}",
-                     f"{src_rate / ref_rate:.2f}"))
+                   source_ratio_vs_mariadb_binlog=round(src_rate / ref_rate, 3), source_decoder=path)
+        rows.append((f"MysqlSource (decode + JSON values; {path} rows decoder)", f"{src_s:.2f}",
+                     f"{src_rate:,.0f}", f"{src_rate / ref_rate:.2f}"))
+        if fastmy.enabled():
+            # the same read on the pure-Python rows decoder (the fallback and reference), for the comparison
+            os.environ[fastmy.PURE_ENV] = "1"
+            try:
+                pure_s, n = source_seconds(cfg, checkpoint, args.rows)
+            finally:
+                del os.environ[fastmy.PURE_ENV]
+            pure_rate = n / pure_s
+            fig.update(source_pure_seconds=round(pure_s, 2), source_pure_rows_per_s=round(pure_rate),
+                       source_pure_ratio_vs_mariadb_binlog=round(pure_rate / ref_rate, 3))
+            rows.append(("MysqlSource (… pure-Python rows decoder, CDC_AGENT_PURE=1)", f"{pure_s:.2f}",
+                         f"{pure_rate:,.0f}", f"{pure_rate / ref_rate:.2f}"))
 
         if args.map:
             fig.update(mapping_cpu(cfg, checkpoint, args.rows))

@@ -1,6 +1,7 @@
-"""The pure binlog decoder (agent/binlog.py) on bytes: events captured from a real MariaDB 10.11, and
-hand-built events (MySQL 8 layouts, every temporal precision, decimals, binary JSON, partial images).
-The encoders here are written from the format descriptions, independently of the decoder."""
+"""The binlog decoder (agent/binlog.py) on bytes: events captured from a real MariaDB 10.11, and hand-built
+events (MySQL 8 layouts, every temporal precision, decimals, binary JSON, partial images), each test on both
+rows decoders (the compiled one, agent/_fastmy.c, and the pure one). The encoders here are written from the
+format descriptions, independently of the decoder."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 from agent import binlog
 from agent.binlog import BinlogError, BinlogParser
 from agent.rawjson import RawJson
+from tests.mysql_decoder_paths import mysql_decoder_path  # noqa: F401  (every test on both rows decoders)
 
 DATA = Path(__file__).parent / "data" / "mariadb-10.11-types.events"
 

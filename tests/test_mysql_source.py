@@ -17,6 +17,7 @@ from agent.sources.mysql import MysqlAdmin, MysqlSource, parse_checkpoint, parse
 from tests.agentproc import ROOT, AgentProcess, check_random_transactions, random_transactions, read_events, wait_for
 from tests.capturing import read
 from tests.plugins.leaks import secret
+from tests.mysql_decoder_paths import mysql_decoder_path  # noqa: F401  (every test on both rows decoders)
 
 
 def make_config(tmp_path: Path, url: str, tables: list[str], server_id: int = 4242, name: str = "t"):
