@@ -138,6 +138,9 @@ class Agent:
                             self._checkpoint_or_unknown())
             self._close_source()
             self.outbox_cleaner.close()
+            # leaving on an error (not on SIGTERM) too: the workers drain and stop, instead of the joins below
+            # waiting out their full timeout for workers that were never told
+            self.stop.set()
             for w in self.workers:
                 w.wake.set()
             for w in self.workers:
