@@ -514,6 +514,30 @@ static int tuple_cells(Buf *text, Cell *cells, Py_ssize_t ncols, const unsigned 
     return 0;
 }
 
+/* The rendered row as one bytes object (head, cells, text), None when rc > 0 (the pure path takes it), NULL
+   with the exception set when rc < 0; frees cells and text either way. */
+static PyObject *
+pack_rendered(int rc, const RowHead *head, Cell *cells, Py_ssize_t ncells, Buf *text)
+{
+    PyObject *out = NULL;
+    if (rc == 0 && text->n > 0xFFFFFFF0) rc = 1;
+    if (rc == 0) {
+        Py_ssize_t cellbytes = sizeof(Cell) * ncells;
+        out = PyBytes_FromStringAndSize(NULL, sizeof *head + cellbytes + text->n);
+        if (out != NULL) {
+            char *o = PyBytes_AS_STRING(out);
+            memcpy(o, head, sizeof *head);
+            memcpy(o + sizeof *head, cells, cellbytes);
+            memcpy(o + sizeof *head + cellbytes, text->p, text->n);
+        }
+    } else if (rc > 0) {
+        out = Py_NewRef(Py_None);
+    }
+    PyMem_Free(cells);
+    buf_free(text);
+    return out;
+}
+
 PyObject *fp_render_row(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 4 || !PyBytes_Check(args[0]) || !PyTuple_Check(args[2]) || !PyBytes_Check(args[3])) {
         PyErr_SetString(PyExc_TypeError, "render_row(buf: bytes, pos, converters: tuple, kinds: bytes)");
@@ -553,7 +577,6 @@ PyObject *fp_render_row(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (cells == NULL) return PyErr_NoMemory();
     Buf text;
     buf_init(&text);
-    PyObject *out = NULL;
     int rc;
     if (head.op == 'U' && head.old_kind) {      /* the old tuple comes first in the message, second here */
         rc = tuple_cells(&text, cells + ncols, ncols, buf, len, &p, convs, kinds, nkinds);
@@ -563,22 +586,7 @@ PyObject *fp_render_row(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     } else {
         rc = tuple_cells(&text, cells, ncols, buf, len, &p, convs, kinds, nkinds);
     }
-    if (rc == 0 && text.n > 0xFFFFFFF0) rc = 1;
-    if (rc == 0) {
-        Py_ssize_t cellbytes = sizeof(Cell) * ncells;
-        out = PyBytes_FromStringAndSize(NULL, sizeof head + cellbytes + text.n);
-        if (out != NULL) {
-            char *o = PyBytes_AS_STRING(out);
-            memcpy(o, &head, sizeof head);
-            memcpy(o + sizeof head, cells, cellbytes);
-            memcpy(o + sizeof head + cellbytes, text.p, text.n);
-        }
-    } else if (rc > 0) {
-        out = Py_NewRef(Py_None);
-    }
-    PyMem_Free(cells);
-    buf_free(&text);
-    return out;
+    return pack_rendered(rc, &head, cells, ncells, &text);
 }
 
 /* ---- render_dicts: the same rendered row from the before/after dicts of any source's RowChange (values
@@ -642,23 +650,7 @@ PyObject *fp_render_dicts(PyObject *self, PyObject *const *args, Py_ssize_t narg
     if (cells == NULL) return PyErr_NoMemory();
     Buf text;
     buf_init(&text);
-    PyObject *out = NULL;
     int rc = dict_cells(&text, cells, first, names);
     if (rc == 0 && second) rc = dict_cells(&text, cells + ncols, second, names);
-    if (rc == 0 && text.n > 0xFFFFFFF0) rc = 1;
-    if (rc == 0) {
-        Py_ssize_t cellbytes = sizeof(Cell) * ncells;
-        out = PyBytes_FromStringAndSize(NULL, sizeof head + cellbytes + text.n);
-        if (out != NULL) {
-            char *o = PyBytes_AS_STRING(out);
-            memcpy(o, &head, sizeof head);
-            memcpy(o + sizeof head, cells, cellbytes);
-            memcpy(o + sizeof head + cellbytes, text.p, text.n);
-        }
-    } else if (rc > 0) {
-        out = Py_NewRef(Py_None);
-    }
-    PyMem_Free(cells);
-    buf_free(&text);
-    return out;
+    return pack_rendered(rc, &head, cells, ncells, &text);
 }

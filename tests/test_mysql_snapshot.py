@@ -16,6 +16,7 @@ from agent.sources.mysql import MysqlAdmin
 from tests.agentproc import AgentProcess, read_events, wait_for
 from tests.test_mysql_source import TYPE_ROWS, TYPES_DDL, drain, make_config, started
 from tests.test_pg_pipeline import cli
+from tests.test_snapshot import _rebuild
 
 ROWS, CHUNK = 3000, 100
 
@@ -46,23 +47,6 @@ path = "out/events.jsonl"
 listen = "{health}"
 """)
     return cfg
-
-
-def _rebuild(events: list[dict]) -> dict[int, tuple]:
-    """Apply each subject's events in position order (first delivery of each id): read/insert/update ->
-    row = after, delete -> gone."""
-    seen, table = set(), {}
-    for e in sorted(events, key=lambda e: e["position"]):
-        if e["id"] in seen:
-            continue
-        seen.add(e["id"])
-        k = int(e["subject"])
-        after = e["data"]["after"]
-        if after is None:
-            table.pop(k, None)
-        else:
-            table[k] = (after["v"], after["pad"])
-    return table
 
 
 def _db_table(db) -> dict[int, tuple]:
