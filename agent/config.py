@@ -49,6 +49,7 @@ class AgentSettings:
     checkpoint_log_seconds: float = 30.0     # how often a "checkpoint" line is logged
     delivery: str = "process"                # "process": targets in a child process (both cores); "thread"
     catalog: Path | None = None              # the accepted event catalog (docs/catalog.md): check/run compare
+    conflicts_retention_days: float = 90.0   # two-way sync conflicts are kept this long, then pruned
 
 
 @dataclass(frozen=True)
@@ -217,6 +218,7 @@ def _agent(file: str, raw: Any, base: Path) -> AgentSettings:
         checkpoint_log_seconds=r.positive("checkpoint_log_seconds", float, 30.0),
         delivery=delivery,
         catalog=(base / r.get("catalog", str)).resolve() if r.has("catalog") else None,
+        conflicts_retention_days=r.positive("conflicts_retention_days", float, 90.0),
     )
 
 

@@ -53,6 +53,32 @@ def record(spool: Spool, target: str, rows: list[dict], unowned: Counter) -> Non
         raise _error(spool, e) from e
 
 
+def prune(spool: Spool, targets: list[str], retention_seconds: float, limit: int = 5000) -> int:
+    """Drop up to `limit` conflicts of `targets` detected longer than `retention_seconds` ago (the audit trail
+    would grow without bound in a long two-way sync); returns how many. By target and time, so each query
+    is a range of the conflicts_by_time index. The counts of unowned changes stay (one row per column)."""
+    cutoff = time.time() - retention_seconds
+    deleted = 0
+    try:
+        for target in targets:
+            if deleted >= limit:
+                break
+            old = spool.db.execute("SELECT 1 FROM conflicts WHERE target = ? AND detected_at < ? LIMIT 1",
+                                   (target, cutoff)).fetchone()
+            if old is None:
+                continue            # the usual case: no write at all
+            deleted += spool.db.execute(
+                "DELETE FROM conflicts WHERE rowid IN (SELECT rowid FROM conflicts WHERE target = ? AND "
+                "detected_at < ? ORDER BY detected_at LIMIT ?)", (target, cutoff, limit - deleted)).rowcount
+    except sqlite3.OperationalError as e:
+        if "no such table" in str(e):         # a spool from before 004
+            return deleted
+        raise _error(spool, e) from e
+    except sqlite3.Error as e:
+        raise _error(spool, e) from e
+    return deleted
+
+
 def _query(spool: Spool, sql: str, params: tuple = ()) -> list[tuple]:
     try:
         return list(spool.db.execute(sql, params))

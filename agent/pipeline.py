@@ -19,6 +19,7 @@ import time
 
 from .capture import CaptureCore
 from .config import Config
+from .conflicts import prune as prune_conflicts
 from .delivery import DeliveryProcess
 from .interfaces import Source
 from .errors import CdcError, PositionLost, SourceError, SourceFatal, SpoolError
@@ -70,6 +71,8 @@ class Agent:
         # a batch read from the source that the spool has not accepted yet (a full disk): kept, appended
         # again until it goes in, and only then is the source confirmed
         self._unspooled: tuple | None = None
+        # sql targets in two-way sync: their conflicts are pruned after agent.conflicts_retention_days
+        self._owning_targets = [t.name for t in cfg.targets if getattr(t.options, "owns", None)]
 
     def run(self) -> int:
         from .health import HealthServer    # local import: the health module pulls in prometheus_client
@@ -118,6 +121,9 @@ class Agent:
                         # one small step per loop until nothing is left to prune: capture never waits long
                         if self.spool.prune(self.cfg.agent.spool_retention_seconds, PRUNE_STEP) < PRUNE_STEP:
                             last_prune = now
+                            if self._owning_targets:
+                                prune_conflicts(self.spool, self._owning_targets,
+                                                self.cfg.agent.conflicts_retention_days * 86400)
                     if now - last_ckpt_log > self.cfg.agent.checkpoint_log_seconds:
                         log.info("checkpoint %s, %d changes captured since start", self.spool.checkpoint(),
                                  self.monitor.captured)

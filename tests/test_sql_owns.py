@@ -578,3 +578,26 @@ owns = { "public.customers" = ["price_tier", "discount_pct"] }""")
     finally:
         agent.kill()
     assert "Traceback" not in agent.log(), agent.log()[-3000:]
+
+
+def test_conflicts_older_than_the_retention_are_pruned(tmp_path):
+    """The audit trail of conflicts does not grow without bound: conflicts of the given targets detected
+    before the retention go, in limited steps; newer ones, other targets' and the unowned counts stay."""
+    from collections import Counter
+    spool = Spool(tmp_path / "state")
+    now = time.time()
+
+    def row(eid: str, age_days: float) -> dict:
+        return {"event_id": eid, "col": "discount", "tbl": "public.customers", "row_key": '{"id":1}',
+                "overwritten": "1", "applied": "2", "detected_at": now - age_days * 86400}
+    conflict_store.record(spool, "crm", [row(f"old{i}", 100 + i) for i in range(5)] + [row("new", 1)],
+                          Counter({("public.customers", "email"): 3}))
+    conflict_store.record(spool, "shop", [row("shop-old", 200)], Counter())
+    keep = 90 * 86400
+    assert conflict_store.prune(spool, ["crm"], keep, limit=3) == 3
+    assert conflict_store.prune(spool, ["crm"], keep, limit=3) == 2
+    assert conflict_store.prune(spool, ["crm"], keep, limit=3) == 0
+    assert [(c["target"], c["event_id"]) for c in conflict_store.listing(spool)] == [("shop", "shop-old"),
+                                                                                     ("crm", "new")]
+    assert conflict_store.unowned_counts(spool) == {"crm": {("public.customers", "email"): 3}}
+    spool.close()
