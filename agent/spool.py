@@ -22,7 +22,6 @@ import functools
 import re
 import sqlite3
 import time
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +29,7 @@ from .errors import SpoolError
 from .interfaces import SpooledEvent
 from .mapping import MappedEvent, MappingFailure
 from .shipped import shipped
-from .spool_frames import FrameHead, pack
+from .spool_frames import FrameCodec, FrameHead, pack
 from .statefiles import create_private_file, private_state_dir
 
 MIGRATIONS = shipped("migrations/state")
@@ -81,6 +80,7 @@ class Spool:
         self.path = Path(state_dir) / "spool.db"
         self._seen_rewinds: dict[str, str | None] = {}
         self._cache: dict[int, FrameHead] = {}        # decoded frames by seq, least recently used first
+        self._codec = FrameCodec()                     # this Spool's (its thread's) zstd contexts
         # the config's targets, once ensure_targets told them; until then every cursor counts (the safe
         # side for pruning)
         self.configured: tuple[str, ...] | None = None
@@ -144,7 +144,7 @@ class Spool:
     def _insert_legacy_frames(self, runs: list[list[tuple]]) -> None:
         for run in runs:
             evs = [SpooledEvent(r[0], r[1], r[2], r[3], bytes(r[7]), r[5], r[4]) for r in run]
-            head, body = pack(evs)
+            head, body = pack(evs, self._codec)
             # the latest spooled_at of the run: retention never prunes one of them early
             self._insert_frame(run[0][0], evs, max(r[6] for r in run), run[0][8], head, body)
 
@@ -188,7 +188,7 @@ class Spool:
                     if i == len(events) or events[i].only_target != events[start].only_target \
                             or i - start == FRAME_EVENTS:
                         part = events[start:i]
-                        head, body = pack(part)
+                        head, body = pack(part, self._codec)
                         self._insert_frame(seq, part, now, part[0].only_target, head, body)
                         seq += len(part)
                         start = i
@@ -245,7 +245,7 @@ class Spool:
         for seq, n, only, head in self.db.execute(
                 "SELECT seq, n, only_target, head FROM frames WHERE max_position >= ? AND min_position <= ?",
                 (lo, hi)):
-            f = FrameHead(seq, n, only, head)
+            f = FrameHead(seq, n, only, head, self._codec)
             have.update((f.positions[i], f.type_of(i)) for i in range(n) if lo <= f.positions[i] <= hi)
         out = []
         for e in events:
@@ -281,12 +281,12 @@ class Spool:
         f = cache.get(seq)
         try:
             if f is None or f.n != n:
-                f = FrameHead(seq, n, only, self._blob("head", seq))
+                f = FrameHead(seq, n, only, self._blob("head", seq), self._codec)
             else:
                 del cache[seq]
             if with_body and f.payload is None:
-                f.load_body(self._blob("body", seq))
-        except (ValueError, zlib.error) as e:
+                f.load_body(self._blob("body", seq), self._codec)
+        except ValueError as e:
             raise SpoolError(f"spool {self.path}: frame {seq} is damaged ({e}); its events cannot be read") from None
         cache[seq] = f                       # most recent last
         while len(cache) > FRAME_CACHE:
@@ -304,8 +304,8 @@ class Spool:
         for seq, n, only, head in self.db.execute(
                 f"SELECT seq, n, only_target, head FROM frames WHERE {where} ORDER BY {order}", args):
             try:
-                yield FrameHead(seq, n, only, head)
-            except (ValueError, zlib.error) as e:
+                yield FrameHead(seq, n, only, head, self._codec)
+            except ValueError as e:
                 raise SpoolError(f"spool {self.path}: frame {seq} is damaged ({e}); its events cannot be "
                                  "read") from None
 
