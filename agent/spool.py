@@ -29,7 +29,7 @@ from .errors import SpoolError
 from .interfaces import SpooledEvent
 from .mapping import MappedEvent, MappingFailure
 from .shipped import shipped
-from .spool_frames import FrameCodec, FrameHead, pack
+from .spool_frames import FrameCodec, FrameHead, pack_frame
 from .statefiles import create_private_file, private_state_dir
 
 MIGRATIONS = shipped("migrations/state")
@@ -144,14 +144,12 @@ class Spool:
     def _insert_legacy_frames(self, runs: list[list[tuple]]) -> None:
         for run in runs:
             evs = [SpooledEvent(r[0], r[1], r[2], r[3], bytes(r[7]), r[5], r[4]) for r in run]
-            head, body = pack(evs, self._codec)
             # the latest spooled_at of the run: retention never prunes one of them early
-            self._insert_frame(run[0][0], evs, max(r[6] for r in run), run[0][8], head, body)
+            self._insert_frame(run[0][0], evs, max(r[6] for r in run), run[0][8])
 
-    def _insert_frame(self, seq: int, events, spooled_at: float, only_target: str | None, head: bytes,
-                      body: bytes) -> None:
-        ts = [e.commit_ts for e in events]
-        positions = [e.position for e in events]      # a batch is in position order, except retried dead letters
+    def _insert_frame(self, seq: int, events, spooled_at: float, only_target: str | None) -> None:
+        head, body, positions, ts = pack_frame(events, self._codec)
+        # min and max: a batch is in position order, except retried dead letters
         self.db.execute("INSERT INTO frames (seq, n, min_position, max_position, min_ts, max_ts, spooled_at, "
                         "only_target, head, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (seq, len(events), min(positions), max(positions), min(ts), max(ts), spooled_at,
@@ -188,8 +186,7 @@ class Spool:
                     if i == len(events) or events[i].only_target != events[start].only_target \
                             or i - start == FRAME_EVENTS:
                         part = events[start:i]
-                        head, body = pack(part, self._codec)
-                        self._insert_frame(seq, part, now, part[0].only_target, head, body)
+                        self._insert_frame(seq, part, now, part[0].only_target)
                         seq += len(part)
                         start = i
             for f in failures:

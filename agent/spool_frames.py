@@ -24,9 +24,10 @@ and to ~40 % fewer bytes, and decompresses ~5x faster; the compressor and decomp
 
 from __future__ import annotations
 
+import os
 import threading
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import accumulate
 from typing import Any
 
@@ -75,10 +76,11 @@ def thread_codec() -> FrameCodec:
     return codec
 
 
-def pack(events: Sequence[Any], codec: FrameCodec | None = None) -> tuple[bytes, bytes]:
-    """(head, body) of a frame of `events` (objects with id, type, subject, position, commit_ts, body).
-    A list operation per field rather than one loop over the events: fewer Python steps per event."""
-    n = len(events)
+def _fields_pure(events: Sequence[Any]) -> tuple[list[str], int | list[int], list[str], list[int], list[str],
+                                                  list[str], list[float], list[int], bytes]:
+    """The head's lists after its format number, and the bodies joined with their ids cut out: the reference
+    for the compiled pack_events (agent/fastpg_frame.c). A list operation per field rather than one loop over
+    the events: fewer Python steps per event."""
     ids = [e.id for e in events]
     bodies = [e.body for e in events]
     idbs = [i.encode() for i in ids]
@@ -86,17 +88,38 @@ def pack(events: Sequence[Any], codec: FrameCodec | None = None) -> tuple[bytes,
     # the first occurrence, as find saw it; a body without its id stays whole
     cut = [b if o < 0 else b[:o] + b[o + len(i):] for b, i, o in zip(bodies, idbs, offs)]
     each_type = [e.type for e in events]
-    if each_type.count(each_type[0]) == n:
-        types: list[str] = each_type[:1]
-        tix: int | list[int] = 0
-    else:
-        types = list(dict.fromkeys(each_type))
+    types = list(dict.fromkeys(each_type))
+    tix: int | list[int] = 0
+    if len(types) != 1:
         index = {t: i for i, t in enumerate(types)}
         tix = [index[t] for t in each_type]
-    head = [FORMAT, types, tix, ids, offs, [e.subject for e in events], [e.position for e in events],
-            [e.commit_ts for e in events], list(map(len, cut))]
+    return (types, tix, ids, offs, [e.subject for e in events], [e.position for e in events],
+            [e.commit_ts for e in events], list(map(len, cut)), b"".join(cut))
+
+
+_pack_events: Callable[[Sequence[Any]], tuple | None] | None
+try:
+    from ._fastpg import pack_events as _pack_events
+except ImportError:         # not built, or a build from before it: the pure path, the same bytes
+    _pack_events = None
+if os.environ.get("CDC_AGENT_PURE", "") not in ("", "0"):
+    _pack_events = None
+
+
+def pack(events: Sequence[Any], codec: FrameCodec | None = None) -> tuple[bytes, bytes]:
+    """(head, body) of a frame of `events` (objects with id, type, subject, position, commit_ts, body)."""
+    return pack_frame(events, codec)[:2]
+
+
+def pack_frame(events: Sequence[Any], codec: FrameCodec | None = None) -> tuple[bytes, bytes, list[str], list[float]]:
+    """(head, body, positions, commit_ts): pack's blobs, and the lists the spool row's bounds come from."""
+    fields = _pack_events(events) if _pack_events is not None else None
+    if fields is None:
+        fields = _fields_pure(events)
+    types, tix, ids, offs, subjects, positions, ts, lens, joined = fields
     compress = (codec or thread_codec()).compress
-    return compress(orjson.dumps(head)), compress(b"".join(cut))
+    head = compress(orjson.dumps([FORMAT, types, tix, ids, offs, subjects, positions, ts, lens]))
+    return head, compress(joined), positions, ts
 
 
 class FrameHead:

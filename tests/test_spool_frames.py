@@ -16,11 +16,13 @@ import zlib
 
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from agent.changes import RowChange
 from agent.mapping import EventMapper, MappedEvent, event_id
 from agent.shipped import shipped
 from agent.spool import FRAME_EVENTS, Spool
+from agent import spool_frames
 from agent.spool_frames import FrameHead, pack
 from tests.agentproc import ROOT, read_events, wait_for
 from tests.test_delivery import cli, file_block, load, write_config
@@ -373,3 +375,47 @@ def test_a_damaged_zstd_frame_is_one_clear_spool_error(tmp_path):
     with pytest.raises(SpoolError, match="frame 1 is damaged"):
         Spool(tmp_path).fetch(0, 10)
     assert sp.types_after(0) == {"row.public.t": 39}           # the head is whole: counting still works
+
+
+def _frame_event(draw, i: int, types: list[str]) -> MappedEvent:
+    eid = draw(st.sampled_from([f"{i:032x}", "", "dup", "é-ü", "x" * 40]))
+    before = draw(st.binary(max_size=30))
+    where = draw(st.sampled_from(["in", "twice", "absent"]))
+    body = before + (eid.encode() if where != "absent" else b"") + draw(st.binary(max_size=30)) + \
+        (eid.encode() if where == "twice" else b"")
+    typ = draw(st.sampled_from(types))
+    if draw(st.booleans()):
+        typ = "".join(list(typ))          # an equal str that is another object
+    ts = draw(st.floats(allow_nan=False, allow_infinity=False))
+    return MappedEvent(eid, typ, draw(st.text(max_size=8)), f"{draw(st.integers(0, 99)):016X}:000001", ts, body)
+
+
+@st.composite
+def frame_events(draw) -> list[MappedEvent]:
+    types = draw(st.lists(st.sampled_from(["a.x", "b.y", "row.public.t", "ü.t"]), min_size=1, max_size=3))
+    return [_frame_event(draw, i, types) for i in range(draw(st.integers(0, 40)))]
+
+
+@pytest.mark.skipif(spool_frames._pack_events is None, reason="agent._fastpg is not built, or CDC_AGENT_PURE=1")
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(frame_events())
+def test_compiled_pack_makes_the_pure_frame_byte_for_byte(evs):
+    compiled = spool_frames._pack_events(evs)
+    assert compiled == spool_frames._fields_pure(evs)
+    assert [type(x) for x in compiled] == [type(x) for x in spool_frames._fields_pure(evs)]
+    if evs:
+        head, body = pack(evs)
+        f = FrameHead(1, len(evs), None, head)
+        f.load_body(body)
+        assert [(e.id, e.type, e.subject, e.position, e.commit_ts, e.body) for e in f.events(0, len(evs))] == \
+               [(e.id, e.type, e.subject, e.position, e.commit_ts, e.body) for e in evs]
+
+
+@pytest.mark.skipif(spool_frames._pack_events is None, reason="agent._fastpg is not built, or CDC_AGENT_PURE=1")
+def test_compiled_pack_leaves_unusual_events_to_the_pure_path():
+    odd = [MappedEvent("a", "t", "s", "p", 1.0, bytearray(b'{"id":"a"}'))]
+    assert spool_frames._pack_events(odd) is None
+    head, body = pack(odd)                      # packed in Python instead: the same frame
+    f = FrameHead(1, 1, None, head)
+    f.load_body(body)
+    assert f.events(0, 1)[0].body == b'{"id":"a"}'
