@@ -81,6 +81,6 @@ PyObject *fp_render_row(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 PyObject *fp_render_dicts(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 PyObject *fp_render_event(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 PyObject *fp_blake2b16(PyObject *self, PyObject *arg);
-PyObject *fp_pack_events(PyObject *self, PyObject *arg);      /* fastpg_frame.c */
+PyObject *fp_pack_events(PyObject *self, PyObject *const *args, Py_ssize_t nargs);      /* fastpg_frame.c */
 
 #endif

@@ -37,19 +37,26 @@ static int interned(void)
     return s_id && s_type && s_subject && s_position && s_commit_ts && s_body ? 0 : -1;
 }
 
-/* pack_events(events) -> (types, type_of_each, ids, id_offsets, subjects, positions, commit_ts,
-   body_lengths, joined bodies), or None when an event is not of the usual kinds (an id that is not a str,
-   a body that is not bytes): the caller packs that frame in Python. */
-PyObject *fp_pack_events(PyObject *self, PyObject *arg)
+/* pack_events(events, into) -> (types, type_of_each, ids, id_offsets, subjects, positions, commit_ts,
+   body_lengths, size), the bodies joined in the bytearray `into`'s first `size` bytes (grown when too small,
+   never shrunk: a frame's bodies take ~1 MB, and a fresh buffer of that size each frame costs the process a
+   page fault per 4 kB); or None when an event is not of the usual kinds (an id that is not a str, a body
+   that is not bytes): the caller packs that frame in Python. */
+PyObject *fp_pack_events(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
+    if (nargs != 2 || !PyByteArray_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "pack_events(events, into): a sequence of events and a bytearray");
+        return NULL;
+    }
     if (interned() < 0)
         return NULL;
-    PyObject *seq = PySequence_Fast(arg, "pack_events: a sequence of events");
+    PyObject *into = args[1];
+    PyObject *seq = PySequence_Fast(args[0], "pack_events: a sequence of events");
     if (seq == NULL)
         return NULL;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
     PyObject **items = PySequence_Fast_ITEMS(seq);
-    PyObject *out = NULL, *joined = NULL, *prev_type = NULL;
+    PyObject *out = NULL, *size = NULL, *prev_type = NULL;
     PyObject *types = PyList_New(0), *tindex = PyDict_New(), *tix = PyList_New(n), *ids = PyList_New(n),
              *offs = PyList_New(n), *subjects = PyList_New(n), *positions = PyList_New(n), *ts = PyList_New(n),
              *lens = PyList_New(n);
@@ -130,9 +137,11 @@ PyObject *fp_pack_events(PyObject *self, PyObject *arg)
             goto done;
         PyList_SET_ITEM(ts, i, v);
     }
-    if ((joined = PyBytes_FromStringAndSize(NULL, total)) == NULL)
+    if (PyByteArray_GET_SIZE(into) < total && PyByteArray_Resize(into, total) < 0)
         goto done;
-    char *w = PyBytes_AS_STRING(joined);
+    if ((size = PyLong_FromSsize_t(total)) == NULL)
+        goto done;
+    char *w = PyByteArray_AS_STRING(into);
     for (Py_ssize_t i = 0; i < n; i++) {
         const char *b = PyBytes_AS_STRING(bodies[i]);
         Py_ssize_t bn = PyBytes_GET_SIZE(bodies[i]);
@@ -153,7 +162,7 @@ PyObject *fp_pack_events(PyObject *self, PyObject *arg)
     else
         Py_INCREF(each);
     if (each != NULL)
-        out = PyTuple_Pack(9, types, each, ids, offs, subjects, positions, ts, lens, joined);
+        out = PyTuple_Pack(9, types, each, ids, offs, subjects, positions, ts, lens, size);
     Py_XDECREF(each);
 done:
     if (bodies != NULL)
@@ -162,7 +171,7 @@ done:
     PyMem_Free(bodies);
     PyMem_Free(cut_at);
     PyMem_Free(cut_len);
-    Py_XDECREF(joined);
+    Py_XDECREF(size);
     Py_XDECREF(prev_type);
     Py_XDECREF(types);
     Py_XDECREF(tindex);

@@ -46,11 +46,12 @@ class FrameCodec:
     """A zstd compressor and decompressor, kept from frame to frame (setting up a context costs more than
     compressing a small frame). Not thread-safe: one per Spool, as a Spool is used by one thread."""
 
-    __slots__ = ("compress", "_decompress")
+    __slots__ = ("compress", "_decompress", "joined")
 
     def __init__(self) -> None:
         self.compress = zstandard.ZstdCompressor(level=LEVEL, write_checksum=True).compress
         self._decompress = zstandard.ZstdDecompressor().decompress
+        self.joined = bytearray()       # the compiled pack's bodies of a frame, reused (see fastpg_frame.c)
 
     def decompress(self, blob: bytes, size: int | None = None) -> tuple[int, bytes]:
         """(format, data) of a blob of either format; `size`: the length the data must have (checked before
@@ -97,7 +98,7 @@ def _fields_pure(events: Sequence[Any]) -> tuple[list[str], int | list[int], lis
             [e.commit_ts for e in events], list(map(len, cut)), b"".join(cut))
 
 
-_pack_events: Callable[[Sequence[Any]], tuple | None] | None
+_pack_events: Callable[[Sequence[Any], bytearray], tuple | None] | None
 try:
     from ._fastpg import pack_events as _pack_events
 except ImportError:         # not built, or a build from before it: the pure path, the same bytes
@@ -113,13 +114,16 @@ def pack(events: Sequence[Any], codec: FrameCodec | None = None) -> tuple[bytes,
 
 def pack_frame(events: Sequence[Any], codec: FrameCodec | None = None) -> tuple[bytes, bytes, list[str], list[float]]:
     """(head, body, positions, commit_ts): pack's blobs, and the lists the spool row's bounds come from."""
-    fields = _pack_events(events) if _pack_events is not None else None
-    if fields is None:
-        fields = _fields_pure(events)
-    types, tix, ids, offs, subjects, positions, ts, lens, joined = fields
-    compress = (codec or thread_codec()).compress
-    head = compress(orjson.dumps([FORMAT, types, tix, ids, offs, subjects, positions, ts, lens]))
-    return head, compress(joined), positions, ts
+    codec = codec or thread_codec()
+    fields = _pack_events(events, codec.joined) if _pack_events is not None else None
+    if fields is not None:
+        *lists, size = fields
+        body = codec.compress(memoryview(codec.joined)[:size])
+    else:
+        *lists, joined = _fields_pure(events)
+        body = codec.compress(joined)
+    positions, ts = lists[5], lists[6]
+    return codec.compress(orjson.dumps([FORMAT, *lists])), body, positions, ts
 
 
 class FrameHead:
