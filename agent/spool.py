@@ -181,14 +181,9 @@ class Spool:
                 added = len(events)
             if events:
                 seq = self._last_seq() + 1
-                start = 0
-                for i in range(1, len(events) + 1):
-                    if i == len(events) or events[i].only_target != events[start].only_target \
-                            or i - start == FRAME_EVENTS:
-                        part = events[start:i]
-                        self._insert_frame(seq, part, now, part[0].only_target)
-                        seq += len(part)
-                        start = i
+                for part in _frames_of(events):
+                    self._insert_frame(seq, part, now, part[0].only_target)
+                    seq += len(part)
             for f in failures:
                 exists = db.execute("SELECT 1 FROM dead_letters WHERE target IS NULL AND position = ? AND type = ?",
                                     (f.position, f.event_type)).fetchone()
@@ -231,8 +226,10 @@ class Spool:
         again lower) is looked up by (position, type) in the frames around its position."""
         row = self.db.execute("SELECT max(max_position) FROM frames").fetchone()
         newest = row[0] if row else None
-        if newest is None or events[0].position > newest and all(
-                events[i].position >= events[i - 1].position for i in range(1, len(events))):
+        if newest is None:
+            return events
+        positions = [e.position for e in events]
+        if positions[0] > newest and positions == sorted(positions):      # (sorted: linear on sorted input)
             return events
         old = [e for e in events if e.position <= newest]
         if not old:
@@ -614,6 +611,19 @@ class Spool:
 
     def clear_retry(self, dl_id: int) -> None:
         self.db.execute("DELETE FROM meta WHERE key = ?", (f"dlq_retry:{dl_id}",))
+
+
+def _frames_of(events: list[MappedEvent]) -> list[list[MappedEvent]]:
+    """The frames of a batch: runs of events with the same only_target, of at most FRAME_EVENTS each."""
+    targets = [e.only_target for e in events]
+    if targets.count(targets[0]) == len(targets):        # the usual batch: one run
+        return [events[i:i + FRAME_EVENTS] for i in range(0, len(events), FRAME_EVENTS)]
+    out, start = [], 0
+    for i in range(1, len(events) + 1):
+        if i == len(events) or targets[i] != targets[start] or i - start == FRAME_EVENTS:
+            out.append(events[start:i])
+            start = i
+    return out
 
 
 def _rollback(db: sqlite3.Connection) -> None:
