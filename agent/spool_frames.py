@@ -63,7 +63,8 @@ class FrameCodec:
         allocating it, so a damaged size field cannot ask for gigabytes). ValueError when it is damaged."""
         try:
             if blob[:4] != _ZSTD_MAGIC:
-                return ZLIB_FORMAT, zlib.decompress(blob, zlib.MAX_WBITS, max(1, size or 0))
+                return ZLIB_FORMAT, zlib.decompress(blob) if size is None else \
+                    zlib.decompress(blob, zlib.MAX_WBITS, max(1, size))     # the right size at once
             if size is not None and zstandard.frame_content_size(blob) != size:
                 raise ValueError(f"the blob holds {zstandard.frame_content_size(blob)} bytes, the head says {size}")
             return FORMAT, self._decompress(blob)
