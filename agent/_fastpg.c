@@ -339,6 +339,8 @@ static PyMethodDef methods[] = {
     {"render_event", (PyCFunction)(void (*)(void))fp_render_event, METH_FASTCALL,
      "render_event(row, plan, position, time, txid) -> (id, subject, body), None (skipped) or False"},
     {"blake2b16", fp_blake2b16, METH_O, "blake2b16(data) -> the 16-byte BLAKE2b digest as hex"},
+    {"pack_events", (PyCFunction)(void (*)(void))fp_pack_events, METH_FASTCALL,
+     "pack_events(events, into) -> a spool frame's head lists and its bodies' size in `into`, or None"},
     {"init", init, METH_VARARGS,
      "init(DecodeError, UNCHANGED[, orjson.loads, RawJson, orjson.dumps]): the decoder's exception and marker"},
     {NULL, NULL, 0, NULL},

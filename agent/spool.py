@@ -22,7 +22,6 @@ import functools
 import re
 import sqlite3
 import time
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +29,7 @@ from .errors import SpoolError
 from .interfaces import SpooledEvent
 from .mapping import MappedEvent, MappingFailure
 from .shipped import shipped
-from .spool_frames import FrameHead, pack
+from .spool_frames import FrameCodec, FrameHead, pack_frame
 from .statefiles import create_private_file, private_state_dir
 
 MIGRATIONS = shipped("migrations/state")
@@ -81,6 +80,7 @@ class Spool:
         self.path = Path(state_dir) / "spool.db"
         self._seen_rewinds: dict[str, str | None] = {}
         self._cache: dict[int, FrameHead] = {}        # decoded frames by seq, least recently used first
+        self._codec = FrameCodec()                     # this Spool's (its thread's) zstd contexts
         # the config's targets, once ensure_targets told them; until then every cursor counts (the safe
         # side for pruning)
         self.configured: tuple[str, ...] | None = None
@@ -144,14 +144,12 @@ class Spool:
     def _insert_legacy_frames(self, runs: list[list[tuple]]) -> None:
         for run in runs:
             evs = [SpooledEvent(r[0], r[1], r[2], r[3], bytes(r[7]), r[5], r[4]) for r in run]
-            head, body = pack(evs)
             # the latest spooled_at of the run: retention never prunes one of them early
-            self._insert_frame(run[0][0], evs, max(r[6] for r in run), run[0][8], head, body)
+            self._insert_frame(run[0][0], evs, max(r[6] for r in run), run[0][8])
 
-    def _insert_frame(self, seq: int, events, spooled_at: float, only_target: str | None, head: bytes,
-                      body: bytes) -> None:
-        ts = [e.commit_ts for e in events]
-        positions = [e.position for e in events]      # a batch is in position order, except retried dead letters
+    def _insert_frame(self, seq: int, events, spooled_at: float, only_target: str | None) -> None:
+        head, body, positions, ts = pack_frame(events, self._codec)
+        # min and max: a batch is in position order, except retried dead letters
         self.db.execute("INSERT INTO frames (seq, n, min_position, max_position, min_ts, max_ts, spooled_at, "
                         "only_target, head, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (seq, len(events), min(positions), max(positions), min(ts), max(ts), spooled_at,
@@ -183,15 +181,9 @@ class Spool:
                 added = len(events)
             if events:
                 seq = self._last_seq() + 1
-                start = 0
-                for i in range(1, len(events) + 1):
-                    if i == len(events) or events[i].only_target != events[start].only_target \
-                            or i - start == FRAME_EVENTS:
-                        part = events[start:i]
-                        head, body = pack(part)
-                        self._insert_frame(seq, part, now, part[0].only_target, head, body)
-                        seq += len(part)
-                        start = i
+                for part in _frames_of(events):
+                    self._insert_frame(seq, part, now, part[0].only_target)
+                    seq += len(part)
             for f in failures:
                 exists = db.execute("SELECT 1 FROM dead_letters WHERE target IS NULL AND position = ? AND type = ?",
                                     (f.position, f.event_type)).fetchone()
@@ -234,8 +226,10 @@ class Spool:
         again lower) is looked up by (position, type) in the frames around its position."""
         row = self.db.execute("SELECT max(max_position) FROM frames").fetchone()
         newest = row[0] if row else None
-        if newest is None or events[0].position > newest and all(
-                events[i].position >= events[i - 1].position for i in range(1, len(events))):
+        if newest is None:
+            return events
+        positions = [e.position for e in events]
+        if positions[0] > newest and positions == sorted(positions):      # (sorted: linear on sorted input)
             return events
         old = [e for e in events if e.position <= newest]
         if not old:
@@ -245,7 +239,7 @@ class Spool:
         for seq, n, only, head in self.db.execute(
                 "SELECT seq, n, only_target, head FROM frames WHERE max_position >= ? AND min_position <= ?",
                 (lo, hi)):
-            f = FrameHead(seq, n, only, head)
+            f = FrameHead(seq, n, only, head, self._codec)
             have.update((f.positions[i], f.type_of(i)) for i in range(n) if lo <= f.positions[i] <= hi)
         out = []
         for e in events:
@@ -281,12 +275,12 @@ class Spool:
         f = cache.get(seq)
         try:
             if f is None or f.n != n:
-                f = FrameHead(seq, n, only, self._blob("head", seq))
+                f = FrameHead(seq, n, only, self._blob("head", seq), self._codec)
             else:
                 del cache[seq]
             if with_body and f.payload is None:
-                f.load_body(self._blob("body", seq))
-        except (ValueError, zlib.error) as e:
+                f.load_body(self._blob("body", seq), self._codec)
+        except ValueError as e:
             raise SpoolError(f"spool {self.path}: frame {seq} is damaged ({e}); its events cannot be read") from None
         cache[seq] = f                       # most recent last
         while len(cache) > FRAME_CACHE:
@@ -304,8 +298,8 @@ class Spool:
         for seq, n, only, head in self.db.execute(
                 f"SELECT seq, n, only_target, head FROM frames WHERE {where} ORDER BY {order}", args):
             try:
-                yield FrameHead(seq, n, only, head)
-            except (ValueError, zlib.error) as e:
+                yield FrameHead(seq, n, only, head, self._codec)
+            except ValueError as e:
                 raise SpoolError(f"spool {self.path}: frame {seq} is damaged ({e}); its events cannot be "
                                  "read") from None
 
@@ -617,6 +611,19 @@ class Spool:
 
     def clear_retry(self, dl_id: int) -> None:
         self.db.execute("DELETE FROM meta WHERE key = ?", (f"dlq_retry:{dl_id}",))
+
+
+def _frames_of(events: list[MappedEvent]) -> list[list[MappedEvent]]:
+    """The frames of a batch: runs of events with the same only_target, of at most FRAME_EVENTS each."""
+    targets = [e.only_target for e in events]
+    if targets.count(targets[0]) == len(targets):        # the usual batch: one run
+        return [events[i:i + FRAME_EVENTS] for i in range(0, len(events), FRAME_EVENTS)]
+    out, start = [], 0
+    for i in range(1, len(events) + 1):
+        if i == len(events) or targets[i] != targets[start] or i - start == FRAME_EVENTS:
+            out.append(events[start:i])
+            start = i
+    return out
 
 
 def _rollback(db: sqlite3.Connection) -> None:

@@ -12,14 +12,17 @@ import subprocess
 import sys
 import textwrap
 import time
+import zlib
 
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from agent.changes import RowChange
 from agent.mapping import EventMapper, MappedEvent, event_id
 from agent.shipped import shipped
 from agent.spool import FRAME_EVENTS, Spool
+from agent import spool_frames
 from agent.spool_frames import FrameHead, pack
 from tests.agentproc import ROOT, read_events, wait_for
 from tests.test_delivery import cli, file_block, load, write_config
@@ -286,3 +289,135 @@ def test_a_damaged_frame_is_one_clear_spool_error(tmp_path):
     sp.db.execute("UPDATE frames SET head = x'00'")
     with pytest.raises(SpoolError, match="frame 1 is damaged"):
         sp.types_after(0)
+
+
+FORMAT1 = ROOT / "tests" / "data" / "spool-frames-format1.json"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+def format1_events() -> list[MappedEvent]:
+    """The events in tests/data/spool-frames-format1.json, as they were spooled."""
+    return [ev(i, "a.x" if i % 3 else "b.y", ts=100.0 + i) for i in range(1, 7)] + \
+        [ev(i, only="crm", ts=100.0 + i) for i in range(7, 10)] + \
+        [MappedEvent("no-such-id", "a.x", "s", f"{10:016X}:000001", 110.0, b'{"k":"v"}'),
+         MappedEvent("dup", "a.x", "s|2", f"{11:016X}:000001", 111.0, b'{"id":"dup","again":"dup"}')]
+
+
+def spool_with_format1_frames(state) -> Spool:
+    """A spool holding the frames an agent before format 2 wrote (zlib), its cursors and checkpoint."""
+    sp = Spool(state)
+    rows = orjson.loads(FORMAT1.read_bytes())["frames"]
+    sp.db.executemany("INSERT INTO frames (seq, n, min_position, max_position, min_ts, max_ts, spooled_at, "
+                      "only_target, head, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                      [(r["seq"], r["n"], r["min_position"], r["max_position"], r["min_ts"], r["max_ts"],
+                        time.time(), r["only_target"], bytes.fromhex(r["head"]), bytes.fromhex(r["body"]))
+                       for r in rows])
+    sp.db.execute("INSERT INTO targets (name, cursor, delivered) VALUES ('audit', 3, 3), ('crm', 0, 0)")
+    sp.db.execute("INSERT INTO meta (key, value) VALUES ('source_checkpoint', 'old-ckpt')")
+    assert all(h[:2] == b"\x78\x01" for h, in sp.db.execute("SELECT head FROM frames"))     # zlib, really
+    return sp
+
+
+def test_zlib_frames_of_an_older_agent_are_read_next_to_new_zstd_frames(tmp_path):
+    sp = spool_with_format1_frames(tmp_path / "state")
+    old = format1_events()
+    assert [(e.seq, e.id, e.type, e.subject, e.position, e.commit_ts, e.body, e.only_target)
+            for e in sp.fetch(0, 100)] == \
+        [(i + 1, e.id, e.type, e.subject, e.position, e.commit_ts, e.body, e.only_target) for i, e in enumerate(old)]
+    # what reads only the heads: the dashboard's search, replay lookups, counting
+    assert sp.find_event(ev(5).id) == (5, "a.x", "5", ev(5).position)
+    assert sp.first_seq_at(position=ev(8).position) == 8 and sp.first_seq_at(since_ts=105.5) == 6
+    assert sp.event_at(9) == (ev(9).position, 109.0)
+    assert sp.types_after(3) == {"a.x": 4, "b.y": 1, "row.public.t": 3}
+    assert sp.append([old[4], old[10]], [], "c3") == 0           # replays of old events: known by their heads
+    new = [ev(i, ts=100.0 + i) for i in range(12, 15)]
+    assert sp.append(new, [], "new-ckpt") == 3
+    head, body = sp.db.execute("SELECT head, body FROM frames WHERE seq = 12").fetchone()
+    assert head[:4] == ZSTD_MAGIC and body[:4] == ZSTD_MAGIC
+    got = sp.fetch(8, 100)                                      # across the old frames into the new one
+    assert [(e.seq, e.id, e.body) for e in got] == [(s, e.id, e.body) for s, e in enumerate(old[8:] + new, 9)]
+    assert sp.pending("audit") == 14 - 3 - 3 and sp.pending("crm") == 14
+    sp.advance("audit", 14, 8, [])
+    sp.advance("crm", 10, 10, [])
+    assert sp.prune(0) == 10 and frame_rows(sp) == [(10, 2), (12, 3)]
+    assert [e.seq for e in sp.fetch(0, 100)] == [11, 12, 13, 14]
+
+
+def test_an_upgraded_agent_delivers_what_an_older_one_spooled(tmp_path, monkeypatch):
+    """The real delivery path (workers, file targets) over a spool of zlib frames and new zstd frames."""
+    cfg_path = write_config(tmp_path, file_block("audit") + file_block("crm", "out/crm.jsonl"))
+    cfg = load(cfg_path, monkeypatch)
+    sp = spool_with_format1_frames(cfg.agent.state_dir)
+    sp.append([ev(12, ts=112.0)], [], "new-ckpt")
+    sp.close()
+    from tests.test_delivery import Delivery
+    with Delivery(cfg):
+        wait_for(lambda: len(read_events(tmp_path / "out" / "events.jsonl")) == 6, 20, what="audit's events")
+        wait_for(lambda: len(read_events(tmp_path / "out" / "crm.jsonl")) == 12, 20, what="crm's events")
+    spooled = format1_events() + [ev(12)]
+    bodies = [orjson.loads(e.body) for e in spooled]
+    assert read_events(tmp_path / "out" / "crm.jsonl", final=True) == bodies
+    assert read_events(tmp_path / "out" / "events.jsonl", final=True) == bodies[3:6] + bodies[9:]
+
+
+def test_a_damaged_zstd_frame_is_one_clear_spool_error(tmp_path):
+    """zstd's content checksum: a changed byte in a body is an error, never a wrong event."""
+    from agent.errors import SpoolError
+    sp = Spool(tmp_path)
+    sp.append([ev(i) for i in range(1, 40)], [], "c1")
+    body = bytearray(sp.db.execute("SELECT body FROM frames").fetchone()[0])
+    assert body[:4] == ZSTD_MAGIC
+    body[len(body) // 2] ^= 0x20
+    sp.db.execute("UPDATE frames SET body = ?", (bytes(body),))
+    with pytest.raises(SpoolError, match="frame 1 is damaged"):
+        Spool(tmp_path).fetch(0, 10)
+    sp.db.execute("UPDATE frames SET body = ?", (zlib.compress(b"x" * 10),))     # a zlib body under a zstd head
+    with pytest.raises(SpoolError, match="frame 1 is damaged"):
+        Spool(tmp_path).fetch(0, 10)
+    assert sp.types_after(0) == {"row.public.t": 39}           # the head is whole: counting still works
+
+
+def _frame_event(draw, i: int, types: list[str]) -> MappedEvent:
+    eid = draw(st.sampled_from([f"{i:032x}", "", "dup", "é-ü", "x" * 40]))
+    before = draw(st.binary(max_size=30))
+    where = draw(st.sampled_from(["in", "twice", "absent"]))
+    body = before + (eid.encode() if where != "absent" else b"") + draw(st.binary(max_size=30)) + \
+        (eid.encode() if where == "twice" else b"")
+    typ = draw(st.sampled_from(types))
+    if draw(st.booleans()):
+        typ = "".join(list(typ))          # an equal str that is another object
+    ts = draw(st.floats(allow_nan=False, allow_infinity=False))
+    return MappedEvent(eid, typ, draw(st.text(max_size=8)), f"{draw(st.integers(0, 99)):016X}:000001", ts, body)
+
+
+@st.composite
+def frame_events(draw) -> list[MappedEvent]:
+    types = draw(st.lists(st.sampled_from(["a.x", "b.y", "row.public.t", "ü.t"]), min_size=1, max_size=3))
+    return [_frame_event(draw, i, types) for i in range(draw(st.integers(0, 40)))]
+
+
+@pytest.mark.skipif(spool_frames._pack_events is None, reason="agent._fastpg is not built, or CDC_AGENT_PURE=1")
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(frame_events())
+def test_compiled_pack_makes_the_pure_frame_byte_for_byte(evs):
+    into = bytearray(b"?" * 50)                 # a buffer a longer frame left: only its first `size` bytes count
+    *compiled, size = spool_frames._pack_events(evs, into)
+    *pure, joined = spool_frames._fields_pure(evs)
+    assert compiled == pure and bytes(into[:size]) == joined
+    assert [type(x) for x in compiled] == [type(x) for x in pure]
+    if evs:
+        head, body = pack(evs)
+        f = FrameHead(1, len(evs), None, head)
+        f.load_body(body)
+        assert [(e.id, e.type, e.subject, e.position, e.commit_ts, e.body) for e in f.events(0, len(evs))] == \
+               [(e.id, e.type, e.subject, e.position, e.commit_ts, e.body) for e in evs]
+
+
+@pytest.mark.skipif(spool_frames._pack_events is None, reason="agent._fastpg is not built, or CDC_AGENT_PURE=1")
+def test_compiled_pack_leaves_unusual_events_to_the_pure_path():
+    odd = [MappedEvent("a", "t", "s", "p", 1.0, bytearray(b'{"id":"a"}'))]
+    assert spool_frames._pack_events(odd, bytearray()) is None
+    head, body = pack(odd)                      # packed in Python instead: the same frame
+    f = FrameHead(1, 1, None, head)
+    f.load_body(body)
+    assert f.events(0, 1)[0].body == b'{"id":"a"}'

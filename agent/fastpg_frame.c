@@ -1,0 +1,187 @@
+/* A spool frame's per-event work in one pass (agent/spool_frames.py: _fields_pure is the reference, and
+   the property test holds the two to the same output): each event's attributes gathered into the head's
+   lists, its id found in its body and cut out, the bodies joined. The id's bytes are the str's own UTF-8
+   (no encoded copy); a body is copied once, into the joined bytes. */
+
+#include "fastpg.h"
+
+static PyObject *s_id, *s_type, *s_subject, *s_position, *s_commit_ts, *s_body;
+
+/* the first occurrence of needle in hay, as bytes.find; -1 for an empty needle (pack's convention) */
+static Py_ssize_t find_bytes(const char *hay, Py_ssize_t hn, const char *needle, Py_ssize_t nn)
+{
+    if (nn == 0 || nn > hn)
+        return -1;
+    const char *p = hay, *last = hay + (hn - nn);
+    while (p <= last) {
+        p = memchr(p, needle[0], (size_t)(last - p) + 1);
+        if (p == NULL)
+            return -1;
+        if (memcmp(p, needle, (size_t)nn) == 0)
+            return p - hay;
+        p++;
+    }
+    return -1;
+}
+
+static int interned(void)
+{
+    if (s_body)
+        return 0;
+    s_id = PyUnicode_InternFromString("id");
+    s_type = PyUnicode_InternFromString("type");
+    s_subject = PyUnicode_InternFromString("subject");
+    s_position = PyUnicode_InternFromString("position");
+    s_commit_ts = PyUnicode_InternFromString("commit_ts");
+    s_body = PyUnicode_InternFromString("body");
+    return s_id && s_type && s_subject && s_position && s_commit_ts && s_body ? 0 : -1;
+}
+
+/* pack_events(events, into) -> (types, type_of_each, ids, id_offsets, subjects, positions, commit_ts,
+   body_lengths, size), the bodies joined in the bytearray `into`'s first `size` bytes (grown when too small,
+   never shrunk: a frame's bodies take ~1 MB, and a fresh buffer of that size each frame costs the process a
+   page fault per 4 kB); or None when an event is not of the usual kinds (an id that is not a str, a body
+   that is not bytes): the caller packs that frame in Python. */
+PyObject *fp_pack_events(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyByteArray_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "pack_events(events, into): a sequence of events and a bytearray");
+        return NULL;
+    }
+    if (interned() < 0)
+        return NULL;
+    PyObject *into = args[1];
+    PyObject *seq = PySequence_Fast(args[0], "pack_events: a sequence of events");
+    if (seq == NULL)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    PyObject *out = NULL, *size = NULL, *prev_type = NULL;
+    PyObject *types = PyList_New(0), *tindex = PyDict_New(), *tix = PyList_New(n), *ids = PyList_New(n),
+             *offs = PyList_New(n), *subjects = PyList_New(n), *positions = PyList_New(n), *ts = PyList_New(n),
+             *lens = PyList_New(n);
+    PyObject **bodies = PyMem_Calloc((size_t)n + 1, sizeof *bodies);
+    Py_ssize_t *cut_at = PyMem_Calloc((size_t)n + 1, sizeof *cut_at), *cut_len = PyMem_Calloc((size_t)n + 1,
+                                                                                              sizeof *cut_len);
+    Py_ssize_t total = 0, prev_index = 0;
+    if (!types || !tindex || !tix || !ids || !offs || !subjects || !positions || !ts || !lens || !bodies || !cut_at ||
+        !cut_len) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *e = items[i], *v;
+        if ((v = PyObject_GetAttr(e, s_id)) == NULL)
+            goto done;
+        PyList_SET_ITEM(ids, i, v);
+        if ((bodies[i] = PyObject_GetAttr(e, s_body)) == NULL)
+            goto done;
+        if (!PyUnicode_Check(v) || !PyBytes_CheckExact(bodies[i])) {
+            out = Py_None;
+            Py_INCREF(out);
+            goto done;
+        }
+        Py_ssize_t idn, bn = PyBytes_GET_SIZE(bodies[i]);
+        const char *idp = PyUnicode_AsUTF8AndSize(v, &idn);
+        if (idp == NULL)
+            goto done;
+        Py_ssize_t off = find_bytes(PyBytes_AS_STRING(bodies[i]), bn, idp, idn);
+        cut_at[i] = off;
+        cut_len[i] = off >= 0 ? idn : 0;
+        total += bn - cut_len[i];
+        if ((v = PyLong_FromSsize_t(off)) == NULL)
+            goto done;
+        PyList_SET_ITEM(offs, i, v);
+        if ((v = PyLong_FromSsize_t(bn - cut_len[i])) == NULL)
+            goto done;
+        PyList_SET_ITEM(lens, i, v);
+
+        PyObject *t = PyObject_GetAttr(e, s_type);
+        if (t == NULL)
+            goto done;
+        Py_ssize_t index;
+        if (prev_type != NULL && t == prev_type) {   /* the same object as the last event's: the usual case */
+            index = prev_index;
+        } else {
+            PyObject *known = PyDict_GetItemWithError(tindex, t);
+            if (known != NULL) {
+                index = PyLong_AsSsize_t(known);
+            } else if (PyErr_Occurred()) {
+                Py_DECREF(t);
+                goto done;
+            } else {
+                index = PyList_GET_SIZE(types);
+                PyObject *k = PyLong_FromSsize_t(index);
+                int bad = k == NULL || PyDict_SetItem(tindex, t, k) < 0 || PyList_Append(types, t) < 0;
+                Py_XDECREF(k);
+                if (bad) {
+                    Py_DECREF(t);
+                    goto done;
+                }
+            }
+            Py_INCREF(t);
+            Py_XSETREF(prev_type, t);  /* held: an attribute made on each access could reuse its address */
+            prev_index = index;
+        }
+        Py_DECREF(t);
+        if ((v = PyLong_FromSsize_t(index)) == NULL)
+            goto done;
+        PyList_SET_ITEM(tix, i, v);
+        if ((v = PyObject_GetAttr(e, s_subject)) == NULL)
+            goto done;
+        PyList_SET_ITEM(subjects, i, v);
+        if ((v = PyObject_GetAttr(e, s_position)) == NULL)
+            goto done;
+        PyList_SET_ITEM(positions, i, v);
+        if ((v = PyObject_GetAttr(e, s_commit_ts)) == NULL)
+            goto done;
+        PyList_SET_ITEM(ts, i, v);
+    }
+    if (PyByteArray_GET_SIZE(into) < total && PyByteArray_Resize(into, total) < 0)
+        goto done;
+    if ((size = PyLong_FromSsize_t(total)) == NULL)
+        goto done;
+    char *w = PyByteArray_AS_STRING(into);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const char *b = PyBytes_AS_STRING(bodies[i]);
+        Py_ssize_t bn = PyBytes_GET_SIZE(bodies[i]);
+        if (cut_at[i] < 0) {
+            memcpy(w, b, (size_t)bn);
+            w += bn;
+        } else {
+            memcpy(w, b, (size_t)cut_at[i]);
+            w += cut_at[i];
+            Py_ssize_t rest = cut_at[i] + cut_len[i];
+            memcpy(w, b + rest, (size_t)(bn - rest));
+            w += bn - rest;
+        }
+    }
+    PyObject *each = tix;
+    if (PyList_GET_SIZE(types) == 1)
+        each = PyLong_FromLong(0);         /* one type: 0 stands for the list of zeros */
+    else
+        Py_INCREF(each);
+    if (each != NULL)
+        out = PyTuple_Pack(9, types, each, ids, offs, subjects, positions, ts, lens, size);
+    Py_XDECREF(each);
+done:
+    if (bodies != NULL)
+        for (Py_ssize_t i = 0; i < n; i++)
+            Py_XDECREF(bodies[i]);
+    PyMem_Free(bodies);
+    PyMem_Free(cut_at);
+    PyMem_Free(cut_len);
+    Py_XDECREF(size);
+    Py_XDECREF(prev_type);
+    Py_XDECREF(types);
+    Py_XDECREF(tindex);
+    Py_XDECREF(tix);
+    Py_XDECREF(ids);
+    Py_XDECREF(offs);
+    Py_XDECREF(subjects);
+    Py_XDECREF(positions);
+    Py_XDECREF(ts);
+    Py_XDECREF(lens);
+    Py_DECREF(seq);
+    return out;
+}
