@@ -43,6 +43,7 @@ import uuid
 
 from ... import binlog, myvalues
 from ...changes import Begin, Commit, Item, Keepalive, RowChange, SourceStatus, Watermark
+from ...fastrow import RenderedRowChange
 from ...config import Config
 from ...errors import PositionLost, SourceError, SourceFatal, SourceUnavailable
 from ...secrets import redact
@@ -52,6 +53,12 @@ from .common import (PURGED_HELP, control_connection, driver_error, file_number,
                      gtid_state, master_status, parse_checkpoint, parse_dsn, run_query, server_address, signal_table)
 
 log = logging.getLogger(__name__)
+
+
+def _rendered_images(message: tuple) -> tuple:
+    """A RenderedRowChange's (before, after), when something reads them: its row decoded as dicts."""
+    ev, i = message
+    return ev.images(i)
 
 HEARTBEAT_SECONDS = 2.0          # the server sends a heartbeat after this long without events
 DEAD_AFTER_SECONDS = 20.0        # nothing at all (not even a heartbeat) for this long: the connection is gone
@@ -164,7 +171,8 @@ class MysqlSource:
             self._gtids = {}
         self._checkpoint = start
         self._parser = binlog.BinlogParser(want=self._want, collations=collations,
-                                           json_columns=self._json_columns if self.mariadb else None)
+                                           json_columns=self._json_columns if self.mariadb else None,
+                                           render=self._render)
         self._open_stream(cp)
         log.info("mysql source: %s %s, streaming from %s as replica server_id %d", "MariaDB" if self.mariadb
                  else "MySQL", version, start, self.server_id)
@@ -320,13 +328,13 @@ class MysqlSource:
                 ev = parse(raw)
                 et = ev.type
                 if isinstance(ev, binlog.Rows):          # the ROWS_OP event types
-                    if ev.rows:
+                    if ev.rows or ev.rendered:
                         if self._is_signal(ev.table_map):
                             self._watermark(ev, out)
                         elif ev.flags & LOG_EVENT_SKIP_REPLICATION_F:
                             # a `sql` target's write (skip_replication = 1, agent/twoway.py): no echo; the
                             # transaction's GTID and XID still go through, so the checkpoint moves past it
-                            self._skipped_echo += len(ev.rows)
+                            self._skipped_echo += len(ev.rows or ev.rendered or ())
                         elif self._xa is None:
                             self._rows(ev, out)
                         else:
@@ -389,6 +397,19 @@ class MysqlSource:
         ct, cts, txid = self._txn_time, self._txn_ts, self._txid
         append = changes.append
         op = ev.op
+        if ev.rendered is not None:                    # the rows' values as JSON text (FULL images)
+            layout, load = tm.layout, _rendered_images
+            for i, rendered in enumerate(ev.rendered):
+                n += 1
+                if rendered is not None:
+                    append(RenderedRowChange(name, op, f"{prefix}{n:08d}", ct, cts, txid, keys, rendered, layout,
+                                             load, (ev, i)))
+                else:                                  # a value only the dict path writes: this row as dicts
+                    before, after = ev.images(i)
+                    append(RowChange(name, op, before, after, f"{prefix}{n:08d}", ct, cts, txid, keys))
+            self._ordinal = n
+            self._last_position = f"{prefix}{n:08d}"
+            return
         unavailable: tuple = ()
         if ev.present is not None:                     # partial row images (binlog_row_image not FULL)
             present = ev.present[1] if op == "update" else ev.present[0]
@@ -408,6 +429,12 @@ class MysqlSource:
         self._ordinal = n
         self._last_position = f"{prefix}{n:08d}"
 
+    def _render(self, schema: str, table: str) -> bool:
+        """Which tables' rows the parser renders as JSON text: the captured ones, not the signal table (its
+        rows are read as watermarks)."""
+        name = f"{schema}.{table}"
+        return (name.lower() if self._lower_names else name) != self._signal
+
     def _is_signal(self, tm) -> bool:
         name = tm.name
         return (name.lower() if self._lower_names else name) == self._signal
@@ -417,7 +444,7 @@ class MysqlSource:
         the row's `mark`; its position is taken like a row's, so the rows read at it sort right after it."""
         if not self._in_txn:
             self._begin(ev, None, None)
-        for row in ev.rows:
+        for row in ev.dict_rows() or ():
             after = row[1] if ev.op == "update" else (row if ev.op == "insert" else None)
             mark = after.get("mark") if after else None
             if isinstance(mark, str):
