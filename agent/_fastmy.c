@@ -559,6 +559,11 @@ static PyMethodDef methods[] = {
      "decode_rows(plan, plan2 or None, buf, pos, end) -> (rows, position reached)"},
     {"render_rows", (PyCFunction)(void (*)(void))fm_render_rows, METH_FASTCALL,
      "render_rows(op, plan, plan2 or None, buf, pos, end) -> (rendered rows, row starts, position reached)"},
+    {"changes_init", (PyCFunction)(void (*)(void))fm_changes_init, METH_FASTCALL,
+     "changes_init(RenderedRowChange, member descriptors of its fields)"},
+    {"rendered_changes", (PyCFunction)(void (*)(void))fm_rendered_changes, METH_FASTCALL,
+     "rendered_changes(rendered, table, op, commit_time, commit_ts, txid, keys, layout, load, ev, prefix, ordinal)"
+     " -> (changes, missing)"},
     {NULL, NULL, 0, NULL},
 };
 

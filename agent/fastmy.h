@@ -63,5 +63,7 @@ extern const char B64[];
 void base64_into(const unsigned char *s, Py_ssize_t n, char *o);
 
 PyObject *fm_render_rows(PyObject *self, PyObject *const *a, Py_ssize_t na);
+PyObject *fm_changes_init(PyObject *self, PyObject *const *a, Py_ssize_t na);
+PyObject *fm_rendered_changes(PyObject *self, PyObject *const *a, Py_ssize_t na);
 
 #endif

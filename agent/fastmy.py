@@ -119,7 +119,8 @@ def render_enabled(force_pure: bool | None = None) -> bool:
     the mapper to render events from in C: both extensions are built (render_event is agent._fastpg's)
     and neither path is switched off."""
     from . import fastpath
-    return enabled(force_pure) and hasattr(_fastmy, "render_rows") and fastpath.dict_renderer(force_pure) is not None
+    return enabled(force_pure) and hasattr(_fastmy, "rendered_changes") \
+        and fastpath.dict_renderer(force_pure) is not None
 
 
 def image_plan(columns: Sequence[ColumnInfo], names: Sequence[str], fns: Sequence[Callable]) -> object:
@@ -145,3 +146,23 @@ def rows_renderer(op: str, plan: object, plan2: object | None) -> Callable[[byte
     from .binlog_rows import _f32_cache, _float32_cached
     _fastmy.init(_f32_cache, _float32_cached, myvalues.json_text, rawjson.RawJson)
     return functools.partial(_fastmy.render_rows, op, plan, plan2)
+
+
+# RenderedRowChange's fields in the order agent/fastmy_render.c's rendered_changes sets them
+CHANGE_FIELDS = ("table", "op", "position", "commit_time", "commit_ts", "txid", "key_columns", "unavailable", "id_key",
+                 "target", "rendered", "layout", "_load", "_message", "_loaded")
+
+
+def changes_maker() -> Callable[..., tuple[list[Any], int]]:
+    """rendered_changes(rendered, table, op, commit_time, commit_ts, txid, keys, layout, load, ev, prefix,
+    ordinal) -> (changes, missing): the RenderedRowChanges of one rows event's rendered rows, made in C with
+    the fields RenderedRowChange.__init__ would set (None where a row was not rendered)."""
+    assert _fastmy is not None
+    from .fastrow import RenderedRowChange
+    slots = []
+    for name in CHANGE_FIELDS:
+        slots.append(next(k.__dict__[name] for k in RenderedRowChange.__mro__
+                          if type(k.__dict__.get(name)) is types.MemberDescriptorType))
+    _fastmy.changes_init(RenderedRowChange, tuple(slots))
+    made: Callable[..., tuple[list[Any], int]] = _fastmy.rendered_changes
+    return made

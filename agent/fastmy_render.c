@@ -14,11 +14,13 @@
 #include "fastmy.h"
 #include <math.h>
 #include <stdio.h>
+#include <structmember.h>
 
-/* ---- the rendered row's layout, as agent/fastpg.h defines it (render_event reads it): kept in step by
+/* ---- the rendered row's layout, as agent/fastpg.h defines it (render_event reads it; its T_ tags are TAG_
+   here, structmember.h has T_ names): kept in step by
    tests/test_fastmy_render.py, which compares every rendered row with render_dicts' for the same row */
 
-enum { T_NULL = 0, T_INT = 1, T_STR = 2, T_STR_ESC = 3, T_BOOL = 4, T_FLOAT = 5, T_FLOAT_ZERO = 6, T_OTHER = 7 };
+enum { TAG_NULL = 0, TAG_INT = 1, TAG_STR = 2, TAG_STR_ESC = 3, TAG_BOOL = 4, TAG_FLOAT = 5, TAG_FLOAT_ZERO = 6, TAG_OTHER = 7 };
 
 typedef struct {
     char op;           /* 'I' 'U' 'D' */
@@ -85,7 +87,7 @@ static int put_string(Text *t, const unsigned char *s, Py_ssize_t n, uint8_t *ta
     }
     *o++ = '"';
     t->n = o - t->p;
-    *tag = esc ? T_STR_ESC : T_STR;
+    *tag = esc ? TAG_STR_ESC : TAG_STR;
     return 0;
 }
 
@@ -97,7 +99,7 @@ static int put_plain(Text *t, const char *s, Py_ssize_t n, uint8_t *tag) {
     memcpy(o + 1, s, n);
     o[n + 1] = '"';
     t->n += n + 2;
-    *tag = T_STR;
+    *tag = TAG_STR;
     return 0;
 }
 
@@ -129,7 +131,7 @@ static int utf8_valid(const unsigned char *s, Py_ssize_t n) {
 static int put_digits(Text *t, const char *fmt, long long v, unsigned long long u, uint8_t *tag) {
     char tmp[24];
     int k = fmt ? snprintf(tmp, sizeof tmp, fmt, v) : snprintf(tmp, sizeof tmp, "%llu", u);
-    *tag = T_INT;
+    *tag = TAG_INT;
     return put(t, tmp, k);
 }
 
@@ -140,15 +142,15 @@ static int put_double(Text *t, double d, uint8_t *tag) {
     if (r == NULL) return -1;
     int rc = strstr(r, "e-") != NULL ? 1 : put(t, r, (Py_ssize_t)strlen(r));
     PyMem_Free(r);
-    if (rc == 0) *tag = d == 0.0 ? T_FLOAT_ZERO : T_FLOAT;
+    if (rc == 0) *tag = d == 0.0 ? TAG_FLOAT_ZERO : TAG_FLOAT;
     return rc;
 }
 
 /* a value a Python decoder made, as render_dicts' put_obj writes it at the top of a row; 1: not here */
 static int put_value(Text *t, PyObject *v, uint8_t *tag) {
-    if (v == Py_None) { *tag = T_NULL; return put(t, "null", 4); }
+    if (v == Py_None) { *tag = TAG_NULL; return put(t, "null", 4); }
     if (v == Py_True || v == Py_False) {
-        *tag = T_BOOL;
+        *tag = TAG_BOOL;
         return v == Py_True ? put(t, "true", 4) : put(t, "false", 5);
     }
     if (PyUnicode_CheckExact(v)) {
@@ -172,7 +174,7 @@ static int put_value(Text *t, PyObject *v, uint8_t *tag) {
         const char *s = PyUnicode_Check(text) ? PyUnicode_AsUTF8AndSize(text, &n) : NULL;
         int rc = s == NULL ? (PyErr_Clear(), 1) : put(t, s, n);
         Py_DECREF(text);
-        *tag = T_OTHER;
+        *tag = TAG_OTHER;
         return rc;
     }
     return 1;       /* lists, bytes, anything else: render_dicts' own rules (the dict path) */
@@ -282,7 +284,7 @@ static int render_column(Text *t, Column *c, PyObject *buf, const unsigned char 
             base64_into(v, n, t->p + t->n + 1);
             t->p[t->n + 1 + out] = '"';
             t->n += out + 2;
-            *tag = T_STR;
+            *tag = TAG_STR;
             return 0;
         }
         if (!utf8_valid(v, n)) {            /* errors replaced, as the decoder does, then written */
@@ -292,13 +294,13 @@ static int render_column(Text *t, Column *c, PyObject *buf, const unsigned char 
         if (c->kind == K_UTF8) return put_string(t, v, n, tag);
         /* JSON text: RawJson(text) when it is JSON on one line (written as it is), else json_text's value */
         if (json_valid(v, n) == 1 && !memchr(v, '\n', (size_t)n) && !memchr(v, '\r', (size_t)n)) {
-            *tag = T_OTHER;
+            *tag = TAG_OTHER;
             return put(t, v, n);
         }
         return put_object(t, json_text(v, n), tag);
     }
     case K_NULLTYPE:
-        *tag = T_NULL;
+        *tag = TAG_NULL;
         return put(t, "null", 4);
     default:
         return put_object(t, call_fn(c, buf, pp), tag);
@@ -316,7 +318,7 @@ static int render_image(Plan *pl, PyObject *buf, const unsigned char *b, Py_ssiz
     for (Py_ssize_t i = 0; i < n; i++) {
         Cell *c = &cells[i];
         c->off = (uint32_t)t->n;
-        c->tag = T_NULL;
+        c->tag = TAG_NULL;
         int rc;
         if (nulls[i >> 3] >> (i & 7) & 1) rc = put(t, "null", 4);
         else rc = render_column(t, &pl->cols[i], buf, b, len, &p, &c->tag);
@@ -415,4 +417,110 @@ fail:
     PyMem_Free(starts.p);
     Py_DECREF(out);
     return NULL;
+}
+
+/* ---- the source's RenderedRowChanges (agent/fastrow.py), made here: one per rendered row, with its fields
+   set the way RenderedRowChange.__init__ sets them, but without running Python code per row. changes_init
+   hands over the class and the member descriptors of its slots (in CHANGE_FIELDS order, agent/fastmy.py). */
+
+enum { F_TABLE, F_OP, F_POSITION, F_COMMIT_TIME, F_COMMIT_TS, F_TXID, F_KEYS, F_UNAVAILABLE, F_ID_KEY, F_TARGET,
+       F_RENDERED, F_LAYOUT, F_LOAD, F_MESSAGE, F_LOADED, F_COUNT };
+
+static PyTypeObject *ChangeType = NULL;
+static Py_ssize_t ChangeOffsets[F_COUNT];
+
+PyObject *fm_changes_init(PyObject *self, PyObject *const *a, Py_ssize_t na) {
+    if (na != 2 || !PyType_Check(a[0]) || !PyTuple_Check(a[1]) || PyTuple_GET_SIZE(a[1]) != F_COUNT) {
+        PyErr_SetString(PyExc_TypeError, "changes_init(cls, member descriptors of its fields)");
+        return NULL;
+    }
+    PyTypeObject *cls = (PyTypeObject *)a[0];
+    for (Py_ssize_t i = 0; i < F_COUNT; i++) {
+        PyObject *d = PyTuple_GET_ITEM(a[1], i);
+        if (!Py_IS_TYPE(d, &PyMemberDescr_Type)) {
+            PyErr_Format(PyExc_TypeError, "changes_init: field %zd is not a slot", i);
+            return NULL;
+        }
+        PyMemberDescrObject *m = (PyMemberDescrObject *)d;
+        if (m->d_member->type != T_OBJECT_EX || !PyType_IsSubtype(cls, PyDescr_TYPE(m))
+                || m->d_member->offset + (Py_ssize_t)sizeof(PyObject *) > cls->tp_basicsize) {
+            PyErr_Format(PyExc_TypeError, "changes_init: field %zd is not an object slot of the class", i);
+            return NULL;
+        }
+        ChangeOffsets[i] = m->d_member->offset;
+    }
+    Py_XSETREF(ChangeType, (PyTypeObject *)Py_NewRef(cls));
+    Py_RETURN_NONE;
+}
+
+static inline void set_field(PyObject *o, int f, PyObject *v) {
+    *(PyObject **)((char *)o + ChangeOffsets[f]) = v;     /* a new reference; the slot was NULL */
+}
+
+/* rendered_changes(rendered, table, op, commit_time, commit_ts, txid, keys, layout, load, ev, prefix, ordinal)
+   -> (changes, missing): a RenderedRowChange for each rendered row (position prefix + its ordinal from
+   ordinal + 1 on, message (ev, i)), None where rendered[i] is None (the caller makes that row's RowChange);
+   missing: how many Nones */
+PyObject *fm_rendered_changes(PyObject *self, PyObject *const *a, Py_ssize_t na) {
+    if (na != 12 || !PyList_Check(a[0]) || !PyUnicode_Check(a[10])) {
+        PyErr_SetString(PyExc_TypeError, "rendered_changes(rendered: list, table, op, commit_time, commit_ts, txid, "
+                                         "keys, layout, load, ev, prefix: str, ordinal: int)");
+        return NULL;
+    }
+    if (ChangeType == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "agent._fastmy.changes_init() was not called");
+        return NULL;
+    }
+    Py_ssize_t plen;
+    const char *prefix = PyUnicode_AsUTF8AndSize(a[10], &plen);
+    if (prefix == NULL) return NULL;
+    long long ordinal = PyLong_AsLongLong(a[11]);
+    if (ordinal == -1 && PyErr_Occurred()) return NULL;
+    if (plen > 200) {
+        PyErr_SetString(PyExc_ValueError, "rendered_changes: position prefix too long");
+        return NULL;
+    }
+    PyObject *rendered = a[0];
+    Py_ssize_t n = PyList_GET_SIZE(rendered), missing = 0;
+    PyObject *out = PyList_New(n);
+    if (out == NULL) return NULL;
+    char pos[256];
+    memcpy(pos, prefix, (size_t)plen);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *r = PyList_GET_ITEM(rendered, i);
+        if (r == Py_None) {
+            PyList_SET_ITEM(out, i, Py_NewRef(Py_None));
+            missing++;
+            continue;
+        }
+        int k = snprintf(pos + plen, sizeof pos - (size_t)plen, "%08lld", ordinal + 1 + i);
+        PyObject *position = PyUnicode_DecodeUTF8(pos, plen + k, NULL);
+        PyObject *idx = position ? PyLong_FromSsize_t(i) : NULL;
+        PyObject *message = idx ? PyTuple_Pack(2, a[9], idx) : NULL;
+        Py_XDECREF(idx);
+        PyObject *o = message ? ChangeType->tp_alloc(ChangeType, 0) : NULL;
+        if (o == NULL) {
+            Py_XDECREF(position);
+            Py_XDECREF(message);
+            Py_DECREF(out);
+            return NULL;
+        }
+        set_field(o, F_TABLE, Py_NewRef(a[1]));
+        set_field(o, F_OP, Py_NewRef(a[2]));
+        set_field(o, F_POSITION, position);
+        set_field(o, F_COMMIT_TIME, Py_NewRef(a[3]));
+        set_field(o, F_COMMIT_TS, Py_NewRef(a[4]));
+        set_field(o, F_TXID, Py_NewRef(a[5]));
+        set_field(o, F_KEYS, Py_NewRef(a[6]));
+        set_field(o, F_UNAVAILABLE, PyTuple_New(0));
+        set_field(o, F_ID_KEY, Py_NewRef(Py_None));
+        set_field(o, F_TARGET, Py_NewRef(Py_None));
+        set_field(o, F_RENDERED, Py_NewRef(r));
+        set_field(o, F_LAYOUT, Py_NewRef(a[7]));
+        set_field(o, F_LOAD, Py_NewRef(a[8]));
+        set_field(o, F_MESSAGE, message);
+        set_field(o, F_LOADED, Py_NewRef(Py_False));
+        PyList_SET_ITEM(out, i, o);
+    }
+    return Py_BuildValue("(Nn)", out, missing);
 }

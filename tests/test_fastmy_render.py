@@ -8,6 +8,7 @@ from the RenderedRowChanges the source makes as from the dict RowChanges of the 
 from __future__ import annotations
 
 import struct
+from dataclasses import fields
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -20,7 +21,7 @@ from agent.changes import RowChange
 from agent.fastrow import RenderedRowChange, RowLayout
 from agent.mapping import EventMapper
 from tests.test_fastevents import rules
-from tests.test_fastmy import _run, columns, image
+from tests.test_fastmy import _run, _same, columns, image
 
 pytestmark = pytest.mark.skipif(not (fastmy.compiled() and fastpath.compiled()),
                                 reason="agent._fastmy or agent._fastpg is not built (no C compiler)")
@@ -103,10 +104,14 @@ def test_rendered_rows_equal_the_pure_rows_rendered(event, data):
     ev.op, ev.rows, ev.rendered, ev.starts, ev.buf, ev.end = op, None, rendered, starts, buf, len(buf)
     ev.decode = compile_rows_decoder(tm, "update" if op == "update" else "row", force_pure=False)
     layout = RowLayout(names, ())
+    load = lambda m: m[0].images(m[1])    # noqa: E731
+    made, missing = fastmy.changes_maker()(rendered, "s.t", op, "2026-11-23T10:00:00.000000Z", 1.5, "0-1-9",
+                                           ("c0",), layout, load, ev, "00000001:000000000004:", 0)
+    assert missing == rendered.count(None) and len(made) == len(rendered)
     dict_changes, rendered_changes = [], []
     for i, (row, text) in enumerate(zip(rows, rendered)):
         before, after = row if op == "update" else ((None, row) if op == "insert" else (row, None))
-        assert ev.images(i) == (before, after)         # the dicts decoded on demand are the pure path's
+        assert _same(ev.images(i)) == _same((before, after))     # the dicts decoded on demand: the pure path's
         pos = f"00000001:000000000004:{i + 1:08d}"
         ch = RowChange("s.t", op, before, after, pos, "2026-11-23T10:00:00.000000Z", 1.5, "0-1-9", ("c0",))
         dict_changes.append(ch)
@@ -116,8 +121,14 @@ def test_rendered_rows_equal_the_pure_rows_rendered(event, data):
         reference = fastpath.dict_renderer(False)(op, before, after, names)
         if reference is not None:
             assert cells(text) == cells(reference)
-        rendered_changes.append(RenderedRowChange("s.t", op, pos, ch.commit_time, 1.5, "0-1-9", ("c0",), text,
-                                                  layout, lambda m: m[0].images(m[1]), (ev, i)))
+        # the change the C core made is the one RenderedRowChange.__init__ makes, field for field
+        by_init = RenderedRowChange("s.t", op, pos, ch.commit_time, 1.5, "0-1-9", ("c0",), text, layout, load, (ev, i))
+        assert type(made[i]) is RenderedRowChange
+        fields_of = [getattr(by_init, f) for f in fastmy.CHANGE_FIELDS]
+        assert [getattr(made[i], f) for f in fastmy.CHANGE_FIELDS] == fields_of
+        assert [_same(getattr(made[i], f.name)) for f in fields(RowChange)] == [_same(getattr(ch, f.name))
+                                                                               for f in fields(RowChange)]
+        rendered_changes.append(made[i])
     event_rules = data.draw(rules(len(names)))
     assert _events(_mapper(False, event_rules), rendered_changes) == _events(_mapper(True, event_rules), dict_changes)
 

@@ -40,10 +40,11 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Callable
+from typing import Any
 
-from ... import binlog, myvalues
+from ... import binlog, fastmy, myvalues
 from ...changes import Begin, Commit, Item, Keepalive, RowChange, SourceStatus, Watermark
-from ...fastrow import RenderedRowChange
 from ...config import Config
 from ...errors import PositionLost, SourceError, SourceFatal, SourceUnavailable
 from ...secrets import redact
@@ -82,6 +83,7 @@ class MysqlSource:
         self._last_event_ts: float | None = None
         self._caught_up = False
         self._skipped_echo = 0    # row changes a cdc-agent wrote (skip_replication flag), since start
+        self._make_changes: Callable[..., tuple[list[Any], int]] | None = None   # (fastmy.changes_maker)
         self._reset_stream_state()
 
     # -- lifecycle
@@ -398,15 +400,17 @@ class MysqlSource:
         append = changes.append
         op = ev.op
         if ev.rendered is not None:                    # the rows' values as JSON text (FULL images)
-            layout, load = tm.layout, _rendered_images
-            for i, rendered in enumerate(ev.rendered):
-                n += 1
-                if rendered is not None:
-                    append(RenderedRowChange(name, op, f"{prefix}{n:08d}", ct, cts, txid, keys, rendered, layout,
-                                             load, (ev, i)))
-                else:                                  # a value only the dict path writes: this row as dicts
-                    before, after = ev.images(i)
-                    append(RowChange(name, op, before, after, f"{prefix}{n:08d}", ct, cts, txid, keys))
+            if self._make_changes is None:
+                self._make_changes = fastmy.changes_maker()
+            made, missing = self._make_changes(ev.rendered, name, op, ct, cts, txid, keys, tm.layout,
+                                               _rendered_images, ev, prefix, n)
+            if missing:                                # values only the dict path writes: those rows as dicts
+                for i, ch in enumerate(made):
+                    if ch is None:
+                        before, after = ev.images(i)
+                        made[i] = RowChange(name, op, before, after, f"{prefix}{n + i + 1:08d}", ct, cts, txid, keys)
+            changes.extend(made)
+            n += len(made)
             self._ordinal = n
             self._last_position = f"{prefix}{n:08d}"
             return
