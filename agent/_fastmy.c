@@ -77,6 +77,7 @@ static PyObject *init(PyObject *self, PyObject *const *a, Py_ssize_t na) {
     Py_XSETREF(F32Conv, Py_NewRef(a[1]));
     Py_XSETREF(JsonText, Py_NewRef(a[2]));
     Py_XSETREF(RawJsonType, Py_NewRef(a[3]));
+    render_cache_clear();
     Py_RETURN_NONE;
 }
 
@@ -246,7 +247,11 @@ static int civil(long long days, char *out) {
     long long d = doy - (153 * mp + 2) / 5 + 1;
     long long m = mp < 10 ? mp + 3 : mp - 9;
     if (m <= 2) y++;
-    return sprintf(out, "%04lld-%02lld-%02lld", y, m, d);
+    int n = put_uint(out, (unsigned long long)y, 4);
+    out[n] = '-';
+    n += 1 + put_uint(out + n + 1, (unsigned long long)m, 2);
+    out[n] = '-';
+    return n + 1 + put_uint(out + n + 1, (unsigned long long)d, 2);
 }
 
 static const int DIG2BYTES[10] = {0, 1, 1, 2, 2, 3, 3, 4, 4, 4};
@@ -285,8 +290,8 @@ int decimal_text(const unsigned char *src, Py_ssize_t p, Py_ssize_t len, int pre
         for (int i = 0; i < nb; i++) v = v << 8 | b[q + i];
         q += nb;
         if (v >= POW10[digits]) return -1;
-        if (started) o += sprintf(out + o, "%0*lu", digits, v);
-        else if (v) { o += sprintf(out + o, "%lu", v); started = 1; }
+        if (started) o += put_uint(out + o, v, digits);
+        else if (v) { o += put_uint(out + o, v, 1); started = 1; }
     }
     if (!started) out[o++] = '0';
     if (scale) {
@@ -299,7 +304,7 @@ int decimal_text(const unsigned char *src, Py_ssize_t p, Py_ssize_t len, int pre
             for (int i = 0; i < nb; i++) v = v << 8 | b[q + i];
             q += nb;
             if (v >= POW10[digits]) return -1;
-            o += sprintf(out + o, "%0*lu", digits, v);
+            o += put_uint(out + o, v, digits);
         }
     }
     *size_out = size;
@@ -345,9 +350,31 @@ static long frac_us(const unsigned char *b, Py_ssize_t p, int fsp, int *nbytes) 
     return (long)b[p] << 16 | b[p + 1] << 8 | b[p + 2];
 }
 
+/* "Thh:mm:ss" then ".uuuuuu" when frac, then tail */
+static int time_text(char *s, unsigned long h, unsigned long m, unsigned long sec, int frac, long us,
+                     const char *tail) {
+    int n = 0;
+    s[n++] = 'T';
+    n += put_uint(s + n, h, 2);
+    s[n++] = ':';
+    n += put_uint(s + n, m, 2);
+    s[n++] = ':';
+    n += put_uint(s + n, sec, 2);
+    if (frac) {
+        s[n++] = '.';
+        n += put_uint(s + n, (unsigned long long)us, 6);
+    }
+    for (; *tail; tail++) s[n++] = *tail;
+    return n;
+}
+
 int date_text(const unsigned char *b, Py_ssize_t p, char *out) {
-    long x = b[p] | b[p + 1] << 8 | (long)b[p + 2] << 16;
-    return sprintf(out, "%04ld-%02ld-%02ld", x >> 9, x >> 5 & 15, x & 31);
+    unsigned long x = b[p] | b[p + 1] << 8 | (unsigned long)b[p + 2] << 16;
+    int n = put_uint(out, x >> 9, 4);
+    out[n] = '-';
+    n += 1 + put_uint(out + n + 1, x >> 5 & 15, 2);
+    out[n] = '-';
+    return n + 1 + put_uint(out + n + 1, x & 31, 2);
 }
 
 int timestamp2_text(const unsigned char *b, Py_ssize_t p, int fsp, Py_ssize_t *size_out, char *s) {
@@ -361,7 +388,7 @@ int timestamp2_text(const unsigned char *b, Py_ssize_t p, int fsp, Py_ssize_t *s
     }
     int n = civil((long long)(x / 86400), s);
     unsigned long r = x % 86400;
-    return n + sprintf(s + n, "T%02lu:%02lu:%02lu.%06ldZ", r / 3600, r / 60 % 60, r % 60, us);
+    return n + time_text(s + n, r / 3600, r / 60 % 60, r % 60, 1, us, "Z");
 }
 
 int datetime2_text(const unsigned char *b, Py_ssize_t p, int fsp, Py_ssize_t *size_out, char *s) {
@@ -372,9 +399,13 @@ int datetime2_text(const unsigned char *b, Py_ssize_t p, int fsp, Py_ssize_t *si
     if (x < 0) return -1;
     long us = frac_us(b, p + 5, fsp, &fb);
     long long ymd = x >> 17, ym = ymd >> 5, hms = x & 131071;
-    int n = sprintf(s, "%04lld-%02lld-%02lldT%02lld:%02lld:%02lld", ym / 13, ym % 13, ymd & 31, hms >> 12,
-                    hms >> 6 & 63, hms & 63);
-    if (fsp) n += sprintf(s + n, ".%06ld", us);
+    int n = put_uint(s, (unsigned long long)(ym / 13), 4);
+    s[n] = '-';
+    n += 1 + put_uint(s + n + 1, (unsigned long long)(ym % 13), 2);
+    s[n] = '-';
+    n += 1 + put_uint(s + n + 1, (unsigned long long)(ymd & 31), 2);
+    n += time_text(s + n, (unsigned long)(hms >> 12), (unsigned long)(hms >> 6 & 63), (unsigned long)(hms & 63),
+                   fsp != 0, us, "");
     *size_out = 5 + fb;
     return n;
 }
@@ -562,7 +593,7 @@ static PyMethodDef methods[] = {
     {"changes_init", (PyCFunction)(void (*)(void))fm_changes_init, METH_FASTCALL,
      "changes_init(RenderedRowChange, member descriptors of its fields)"},
     {"rendered_changes", (PyCFunction)(void (*)(void))fm_rendered_changes, METH_FASTCALL,
-     "rendered_changes(rendered, table, op, commit_time, commit_ts, txid, keys, layout, load, ev, prefix, ordinal)"
+     "rendered_changes(rendered, table, op, commit_time, commit_ts, txid, keys, layout, load, prefix, ordinal)"
      " -> (changes, missing)"},
     {NULL, NULL, 0, NULL},
 };

@@ -45,6 +45,24 @@ typedef struct {
 
 extern const char *PLAN_NAME;
 
+/* v in decimal, at least `width` digits (zero-padded), at o; its length. (sprintf's %0*llu, without the
+   format parsing that made it the renderer's largest cost) */
+static inline int put_uint(char *o, unsigned long long v, int width) {
+    char t[24];
+    int n = 0;
+    do { t[n++] = (char)('0' + v % 10); v /= 10; } while (v);
+    int pad = n < width ? width - n : 0;
+    for (int i = 0; i < pad; i++) o[i] = '0';
+    for (int i = 0; i < n; i++) o[pad + i] = t[n - 1 - i];
+    return pad + n;
+}
+
+static inline int put_int(char *o, long long v) {
+    if (v >= 0) return put_uint(o, (unsigned long long)v, 1);
+    o[0] = '-';
+    return 1 + put_uint(o + 1, 0ULL - (unsigned long long)v, 1);
+}
+
 /* the decoding steps both files share (agent/_fastmy.c) */
 int short_read(Py_ssize_t p, Py_ssize_t need, Py_ssize_t len);
 PyObject *call_fn(Column *c, PyObject *buf, Py_ssize_t *pp);
@@ -62,6 +80,7 @@ int date_text(const unsigned char *b, Py_ssize_t p, char *out);
 extern const char B64[];
 void base64_into(const unsigned char *s, Py_ssize_t n, char *o);
 
+void render_cache_clear(void);     /* (init() calls it: the converters may change) */
 PyObject *fm_render_rows(PyObject *self, PyObject *const *a, Py_ssize_t na);
 PyObject *fm_changes_init(PyObject *self, PyObject *const *a, Py_ssize_t na);
 PyObject *fm_rendered_changes(PyObject *self, PyObject *const *a, Py_ssize_t na);

@@ -154,9 +154,10 @@ CHANGE_FIELDS = ("table", "op", "position", "commit_time", "commit_ts", "txid", 
 
 
 def changes_maker() -> Callable[..., tuple[list[Any], int]]:
-    """rendered_changes(rendered, table, op, commit_time, commit_ts, txid, keys, layout, load, ev, prefix,
+    """rendered_changes(rendered, table, op, commit_time, commit_ts, txid, keys, layout, load, prefix,
     ordinal) -> (changes, missing): the RenderedRowChanges of one rows event's rendered rows, made in C with
-    the fields RenderedRowChange.__init__ would set (None where a row was not rendered)."""
+    the fields RenderedRowChange.__init__ would set (None where a row was not rendered); each one's message
+    is its row's index, for load(i) -> (before, after)."""
     assert _fastmy is not None
     from .fastrow import RenderedRowChange
     slots = []

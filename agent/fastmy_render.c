@@ -128,11 +128,11 @@ static int utf8_valid(const unsigned char *s, Py_ssize_t n) {
     return 1;
 }
 
-static int put_digits(Text *t, const char *fmt, long long v, unsigned long long u, uint8_t *tag) {
-    char tmp[24];
-    int k = fmt ? snprintf(tmp, sizeof tmp, fmt, v) : snprintf(tmp, sizeof tmp, "%llu", u);
+static int put_digits(Text *t, long long v, uint8_t *tag) {
+    if (t->n + 24 > t->cap && text_grow(t, 24) < 0) return -1;
+    t->n += put_int(t->p + t->n, v);
     *tag = TAG_INT;
-    return put(t, tmp, k);
+    return 0;
 }
 
 /* a float as orjson writes it where that is Python's repr (no negative exponent); 1 otherwise */
@@ -164,7 +164,7 @@ static int put_value(Text *t, PyObject *v, uint8_t *tag) {
         long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
         if (x == -1 && PyErr_Occurred()) return -1;
         if (overflow) return 1;
-        return put_digits(t, "%lld", x, 0, tag);
+        return put_digits(t, x, tag);
     }
     if (PyFloat_CheckExact(v)) return put_double(t, PyFloat_AS_DOUBLE(v), tag);
     if (RawJsonType != NULL && Py_IS_TYPE(v, (PyTypeObject *)RawJsonType)) {
@@ -187,6 +187,18 @@ static int put_object(Text *t, PyObject *v, uint8_t *tag) {
     return rc;
 }
 
+/* FLOAT columns: the text of the last values seen, by their 4 bytes (the pure path's float32 converter is
+   a function of those bytes; most tables hold few distinct values), so a repeated value costs no Python */
+#define F32_TEXTS_BITS 10
+typedef struct {
+    uint32_t bits;
+    uint8_t used, tag, len;
+    char text[32];
+} F32Text;
+static F32Text F32Texts[1 << F32_TEXTS_BITS];
+
+void render_cache_clear(void) { memset(F32Texts, 0, sizeof F32Texts); }
+
 /* one column value at b[*pp] as JSON text; advances *pp. 0 written, 1 not writable here, -1 error */
 static int render_column(Text *t, Column *c, PyObject *buf, const unsigned char *b, Py_ssize_t len,
                          Py_ssize_t *pp, uint8_t *tag) {
@@ -196,25 +208,25 @@ static int render_column(Text *t, Column *c, PyObject *buf, const unsigned char 
     case K_TINY: case K_UTINY:
         if (short_read(p, 1, len)) return -1;
         *pp = p + 1;
-        return put_digits(t, "%lld", c->kind == K_TINY ? (long long)(signed char)b[p] : (long long)b[p], 0, tag);
+        return put_digits(t, c->kind == K_TINY ? (long long)(signed char)b[p] : (long long)b[p], tag);
     case K_SHORT: case K_USHORT: {
         if (short_read(p, 2, len)) return -1;
         unsigned v = b[p] | b[p + 1] << 8;
         *pp = p + 2;
-        return put_digits(t, "%lld", c->kind == K_SHORT ? (long long)(short)v : (long long)v, 0, tag);
+        return put_digits(t, c->kind == K_SHORT ? (long long)(short)v : (long long)v, tag);
     }
     case K_INT24: case K_UINT24: {
         if (short_read(p, 3, len)) return -1;
         long v = b[p] | b[p + 1] << 8 | (long)b[p + 2] << 16;
         if (c->kind == K_INT24 && v > 8388607) v -= 16777216;
         *pp = p + 3;
-        return put_digits(t, "%lld", v, 0, tag);
+        return put_digits(t, v, tag);
     }
     case K_LONG: case K_ULONG: {
         if (short_read(p, 4, len)) return -1;
         uint32_t v = (uint32_t)b[p] | (uint32_t)b[p + 1] << 8 | (uint32_t)b[p + 2] << 16 | (uint32_t)b[p + 3] << 24;
         *pp = p + 4;
-        return put_digits(t, "%lld", c->kind == K_LONG ? (long long)(int32_t)v : (long long)v, 0, tag);
+        return put_digits(t, c->kind == K_LONG ? (long long)(int32_t)v : (long long)v, tag);
     }
     case K_LONGLONG: case K_ULONGLONG: {
         if (short_read(p, 8, len)) return -1;
@@ -222,7 +234,7 @@ static int render_column(Text *t, Column *c, PyObject *buf, const unsigned char 
         for (int i = 7; i >= 0; i--) v = v << 8 | b[p + i];
         *pp = p + 8;
         if (c->kind == K_ULONGLONG && v > (unsigned long long)LLONG_MAX) return 1;   /* as put_obj: not here */
-        return put_digits(t, "%lld", (long long)v, 0, tag);
+        return put_digits(t, (long long)v, tag);
     }
     case K_DOUBLE: {
         if (short_read(p, 8, len)) return -1;
@@ -233,6 +245,13 @@ static int render_column(Text *t, Column *c, PyObject *buf, const unsigned char 
     }
     case K_FLOAT: {
         if (short_read(p, 4, len)) return -1;
+        uint32_t bits = (uint32_t)b[p] | (uint32_t)b[p + 1] << 8 | (uint32_t)b[p + 2] << 16 | (uint32_t)b[p + 3] << 24;
+        F32Text *slot = &F32Texts[(bits * 2654435761u) >> (32 - F32_TEXTS_BITS)];
+        if (slot->used && slot->bits == bits) {
+            *pp = p + 4;
+            *tag = slot->tag;
+            return put(t, slot->text, slot->len);
+        }
         PyObject *k = PyBytes_FromStringAndSize((const char *)b + p, 4);
         if (k == NULL) return -1;
         PyObject *v = PyDict_GetItemWithError(F32Cache, k);
@@ -240,7 +259,16 @@ static int render_column(Text *t, Column *c, PyObject *buf, const unsigned char 
         else if (!PyErr_Occurred()) v = PyObject_CallOneArg(F32Conv, k);
         Py_DECREF(k);
         if (v != NULL) *pp = p + 4;
-        return put_object(t, v, tag);
+        Py_ssize_t at = t->n;
+        int rc = put_object(t, v, tag);
+        if (rc == 0 && t->n - at <= (Py_ssize_t)sizeof slot->text) {
+            memcpy(slot->text, t->p + at, (size_t)(t->n - at));
+            slot->len = (uint8_t)(t->n - at);
+            slot->tag = *tag;
+            slot->bits = bits;
+            slot->used = 1;
+        }
+        return rc;
     }
     case K_DATE:
         if (short_read(p, 3, len)) return -1;
@@ -457,14 +485,14 @@ static inline void set_field(PyObject *o, int f, PyObject *v) {
     *(PyObject **)((char *)o + ChangeOffsets[f]) = v;     /* a new reference; the slot was NULL */
 }
 
-/* rendered_changes(rendered, table, op, commit_time, commit_ts, txid, keys, layout, load, ev, prefix, ordinal)
+/* rendered_changes(rendered, table, op, commit_time, commit_ts, txid, keys, layout, load, prefix, ordinal)
    -> (changes, missing): a RenderedRowChange for each rendered row (position prefix + its ordinal from
-   ordinal + 1 on, message (ev, i)), None where rendered[i] is None (the caller makes that row's RowChange);
-   missing: how many Nones */
+   ordinal + 1 on, message: the row's index i, for load(i)), None where rendered[i] is None (the caller makes
+   that row's RowChange); missing: how many Nones */
 PyObject *fm_rendered_changes(PyObject *self, PyObject *const *a, Py_ssize_t na) {
-    if (na != 12 || !PyList_Check(a[0]) || !PyUnicode_Check(a[10])) {
+    if (na != 11 || !PyList_Check(a[0]) || !PyUnicode_Check(a[9])) {
         PyErr_SetString(PyExc_TypeError, "rendered_changes(rendered: list, table, op, commit_time, commit_ts, txid, "
-                                         "keys, layout, load, ev, prefix: str, ordinal: int)");
+                                         "keys, layout, load, prefix: str, ordinal: int)");
         return NULL;
     }
     if (ChangeType == NULL) {
@@ -472,10 +500,15 @@ PyObject *fm_rendered_changes(PyObject *self, PyObject *const *a, Py_ssize_t na)
         return NULL;
     }
     Py_ssize_t plen;
-    const char *prefix = PyUnicode_AsUTF8AndSize(a[10], &plen);
+    const char *prefix = PyUnicode_AsUTF8AndSize(a[9], &plen);
     if (prefix == NULL) return NULL;
-    long long ordinal = PyLong_AsLongLong(a[11]);
+    long long ordinal = PyLong_AsLongLong(a[10]);
     if (ordinal == -1 && PyErr_Occurred()) return NULL;
+    if (ordinal < 0) {
+        PyErr_SetString(PyExc_ValueError, "rendered_changes: negative ordinal");
+        return NULL;
+    }
+    int ascii = PyUnicode_IS_ASCII(a[9]);
     if (plen > 200) {
         PyErr_SetString(PyExc_ValueError, "rendered_changes: position prefix too long");
         return NULL;
@@ -493,11 +526,10 @@ PyObject *fm_rendered_changes(PyObject *self, PyObject *const *a, Py_ssize_t na)
             missing++;
             continue;
         }
-        int k = snprintf(pos + plen, sizeof pos - (size_t)plen, "%08lld", ordinal + 1 + i);
-        PyObject *position = PyUnicode_DecodeUTF8(pos, plen + k, NULL);
-        PyObject *idx = position ? PyLong_FromSsize_t(i) : NULL;
-        PyObject *message = idx ? PyTuple_Pack(2, a[9], idx) : NULL;
-        Py_XDECREF(idx);
+        int k = put_uint(pos + plen, (unsigned long long)(ordinal + 1 + i), 8);
+        PyObject *position = ascii ? PyUnicode_New(plen + k, 127) : PyUnicode_DecodeUTF8(pos, plen + k, NULL);
+        if (position != NULL && ascii) memcpy(PyUnicode_1BYTE_DATA(position), pos, (size_t)(plen + k));
+        PyObject *message = position ? PyLong_FromSsize_t(i) : NULL;
         PyObject *o = message ? ChangeType->tp_alloc(ChangeType, 0) : NULL;
         if (o == NULL) {
             Py_XDECREF(position);

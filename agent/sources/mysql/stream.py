@@ -55,12 +55,6 @@ from .common import (PURGED_HELP, control_connection, driver_error, file_number,
 
 log = logging.getLogger(__name__)
 
-
-def _rendered_images(message: tuple) -> tuple:
-    """A RenderedRowChange's (before, after), when something reads them: its row decoded as dicts."""
-    ev, i = message
-    return ev.images(i)
-
 HEARTBEAT_SECONDS = 2.0          # the server sends a heartbeat after this long without events
 DEAD_AFTER_SECONDS = 20.0        # nothing at all (not even a heartbeat) for this long: the connection is gone
 MARIA_SLAVE_CAPABILITY_GTID = 4
@@ -402,8 +396,8 @@ class MysqlSource:
         if ev.rendered is not None:                    # the rows' values as JSON text (FULL images)
             if self._make_changes is None:
                 self._make_changes = fastmy.changes_maker()
-            made, missing = self._make_changes(ev.rendered, name, op, ct, cts, txid, keys, tm.layout,
-                                               _rendered_images, ev, prefix, n)
+            made, missing = self._make_changes(ev.rendered, name, op, ct, cts, txid, keys, tm.layout, ev.images,
+                                               prefix, n)
             if missing:                                # values only the dict path writes: those rows as dicts
                 for i, ch in enumerate(made):
                     if ch is None:
