@@ -119,8 +119,7 @@ def render_enabled(force_pure: bool | None = None) -> bool:
     the mapper to render events from in C: both extensions are built (render_event is agent._fastpg's)
     and neither path is switched off."""
     from . import fastpath
-    return enabled(force_pure) and hasattr(_fastmy, "rendered_changes") \
-        and fastpath.dict_renderer(force_pure) is not None
+    return enabled(force_pure) and hasattr(_fastmy, "rendered_changes") and fastpath.compiled()
 
 
 def image_plan(columns: Sequence[ColumnInfo], names: Sequence[str], fns: Sequence[Callable]) -> object:

@@ -97,7 +97,10 @@ def mapping_cpu(cfg_path, checkpoint: str, rows: int) -> dict:
     """CPU µs per row of EventMapper.map over the source's changes, the compiled renderer (render_dicts +
     render_event) next to the pure path on the same batches, and the bodies compared."""
     from agent import config
+    from dataclasses import fields
+
     from agent.capture import CaptureCore
+    from agent.changes import RowChange
     from agent.mapping import EventMapper
     from agent.sources.mysql import MysqlSource
     cfg = config.load(cfg_path)
@@ -110,11 +113,13 @@ def mapping_cpu(cfg_path, checkpoint: str, rows: int) -> dict:
         while n < rows:
             changes = core.read(5000, 1.0).changes
             n += len(changes)
+            # the pure mapper gets plain RowChanges (a RenderedRowChange would take the C renderer on it too)
+            plain = [RowChange(**{f.name: getattr(c, f.name) for f in fields(RowChange)}) for c in changes]
             t = time.process_time()
             ev_c, _ = compiled.map(changes)
             t_c += time.process_time() - t
             t = time.process_time()
-            ev_p, _ = pure.map(changes)
+            ev_p, _ = pure.map(plain)
             t_p += time.process_time() - t
             same = same and [e.body for e in ev_c] == [e.body for e in ev_p]
     finally:
