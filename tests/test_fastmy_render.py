@@ -184,3 +184,43 @@ def test_float_texts_seen_before_are_the_same_text():
             if text is not None:
                 assert cells(text) == cells(reference)
     assert cells(rendered[0])[1] == [(b"0.1", 5)] and cells(rendered[2])[1] == [(b"-0.0", 6)]
+
+
+def test_a_real_binlog_maps_to_the_same_events_on_both_paths(mariadb_db, tmp_path, monkeypatch):
+    """A MariaDB binlog over every column type (inserts, updates, deletes), read by MysqlSource on the
+    rendered path and again with CDC_AGENT_PURE=1: the same events byte for byte, and the rendered changes'
+    dicts are the pure ones."""
+    from tests.test_mysql_source import COLS, TYPE_ROWS, TYPES_DDL, drain, make_config, started
+    mariadb_db.execute(TYPES_DDL)
+    cfg = make_config(tmp_path, mariadb_db.url, [f"{mariadb_db.name}.alltypes"])
+    src, checkpoint = started(cfg)
+    src.close()
+    for row in TYPE_ROWS:
+        mariadb_db.execute(f"INSERT INTO alltypes VALUES {row}")
+    # row 1 again without the values only the dict path writes (2**64-1, a double in exponent form)
+    copy = {"id": "4", "biu": "5", "db": "2.5"}
+    columns = ", ".join(copy.get(c, c) for c in COLS)
+    mariadb_db.execute(f"INSERT INTO alltypes SELECT {columns} FROM alltypes WHERE id = 1")
+    mariadb_db.execute("UPDATE alltypes SET vc = CONCAT(vc, '|\\\\\"'), f = f + 1, d = d - 1 WHERE id IN (1, 2, 4)")
+    mariadb_db.execute("DELETE FROM alltypes WHERE id = 3")
+
+    def read_and_map(pure: bool):
+        if pure:
+            monkeypatch.setenv(fastmy.PURE_ENV, "1")
+        else:
+            monkeypatch.delenv(fastmy.PURE_ENV, raising=False)
+        src, _ = started(cfg, checkpoint)
+        try:
+            changes = [c for b, _ in drain(src) for c in b]
+        finally:
+            src.close()
+        events, failures = EventMapper(cfg, pure=pure).map(changes)
+        return changes, [(e.id, e.subject, e.body) for e in events], failures
+
+    rendered, events, failures = read_and_map(False)
+    plain, pure_events, pure_failures = read_and_map(True)
+    # rows 1 and 2 hold values left to the dict path; rows 3 and 4 are rendered (insert, update, delete)
+    assert [c.position[-2:] for c in rendered if type(c) is RenderedRowChange] == ["01", "01", "03", "01"]
+    assert not any(type(c) is RenderedRowChange for c in plain)
+    assert events == pure_events and len(events) == 8 and failures == pure_failures == []
+    assert [_same((c.before, c.after)) for c in rendered] == [_same((c.before, c.after)) for c in plain]
