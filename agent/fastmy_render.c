@@ -65,7 +65,13 @@ static const char HEX[] = "0123456789abcdef";
 /* orjson's string form of valid UTF-8 (fastpg_row.c's json_string): \" \\ \b \t \n \f \r, \u00xx for other
    controls; *esc: whether anything was escaped */
 static int put_string(Text *t, const unsigned char *s, Py_ssize_t n, uint8_t *tag) {
-    if (t->n + n * 6 + 2 > t->cap && text_grow(t, n * 6 + 2) < 0) return -1;
+    Py_ssize_t extra = 0;        /* the bytes escapes add: reserved exactly (a large text is not sized 6x) */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned char c = s[i];
+        if (c >= 0x20 && c != '"' && c != '\\') continue;
+        extra += c == '"' || c == '\\' || c == '\b' || c == '\t' || c == '\n' || c == '\f' || c == '\r' ? 1 : 5;
+    }
+    if (t->n + n + extra + 2 > t->cap && text_grow(t, n + extra + 2) < 0) return -1;
     char *o = t->p + t->n;
     int esc = 0;
     *o++ = '"';
