@@ -491,7 +491,6 @@ class BinlogParser:
             raise BinlogError(f"rows event for {tm.name} does not match its TABLE_MAP (decoded {p} of {end} bytes)")
         return e
 
-
     @staticmethod
     def _render_rows(e: Rows, tm: TableMap, decs: dict[Any, Any], dec: RowsDecoder, ev: bytes, p: int,
                      end: int) -> bool:
