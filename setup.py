@@ -10,5 +10,6 @@ setup(ext_modules=[Extension("agent._fastpg", ["agent/_fastpg.c", "agent/fastpg_
                              depends=["agent/fastpg.h"], optional=True,
                              extra_compile_args=["-O2", "-std=c11", "-Wall"]),
                    # the MySQL / MariaDB source's row-image decoder (agent/fastmy.py), optional the same way
-                   Extension("agent._fastmy", ["agent/_fastmy.c"], optional=True,
+                   Extension("agent._fastmy", ["agent/_fastmy.c", "agent/fastmy_render.c"],
+                             depends=["agent/fastmy.h"], optional=True,
                              extra_compile_args=["-O2", "-std=c11", "-Wall"])])

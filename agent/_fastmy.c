@@ -9,46 +9,15 @@
    or a value outside the usual range -- goes through that Python decoder, so the pure path stays the
    reference for every edge case. Bytes in, values out: no I/O, no state besides what init() sets. */
 
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
-#include <string.h>
+#include "fastmy.h"
 #include <stdio.h>
 
-enum {
-    K_CALL = 0,       /* the column's Python decoder */
-    K_TINY = 1, K_UTINY = 2, K_SHORT = 3, K_USHORT = 4, K_INT24 = 5, K_UINT24 = 6,
-    K_LONG = 7, K_ULONG = 8, K_LONGLONG = 9, K_ULONGLONG = 10,
-    K_DOUBLE = 11,
-    K_FLOAT = 12,     /* shortest float32 repr, through the pure path's cache and converter */
-    K_DATE = 13,
-    K_DECIMAL = 14,   /* arg: precision << 8 | scale */
-    K_TIMESTAMP2 = 15, /* arg: fractional digits */
-    K_DATETIME2 = 16, /* arg: fractional digits */
-    K_UTF8 = 17,      /* arg: length bytes; decoded as UTF-8 with errors replaced */
-    K_BASE64 = 18,    /* arg: length bytes; binary -> base64 text */
-    K_JSONTEXT = 19,  /* arg: length bytes; UTF-8 text -> RawJson when it is JSON, else myvalues.json_text */
-    K_NULLTYPE = 20,  /* MYSQL_TYPE_NULL: always None, no bytes */
-    K_MAX = 20
-};
+PyObject *F32Cache = NULL;
+PyObject *F32Conv = NULL;
+PyObject *JsonText = NULL;
+PyObject *RawJsonType = NULL;
 
-static PyObject *F32Cache = NULL;   /* binlog_rows._f32_cache: raw 4 bytes -> float */
-static PyObject *F32Conv = NULL;    /* binlog_rows._float32_cached */
-static PyObject *JsonText = NULL;   /* myvalues.json_text */
-static PyObject *RawJsonType = NULL; /* agent.rawjson.RawJson */
-
-typedef struct {
-    int kind;
-    long arg;
-    PyObject *name;
-    PyObject *fn;
-} Column;
-
-typedef struct {
-    Py_ssize_t n;
-    Column cols[1];
-} Plan;
-
-static const char *PLAN_NAME = "agent._fastmy.plan";
+const char *PLAN_NAME = "agent._fastmy.plan";
 
 static void plan_free(PyObject *cap) {
     Plan *pl = (Plan *)PyCapsule_GetPointer(cap, PLAN_NAME);
@@ -108,6 +77,7 @@ static PyObject *init(PyObject *self, PyObject *const *a, Py_ssize_t na) {
     Py_XSETREF(F32Conv, Py_NewRef(a[1]));
     Py_XSETREF(JsonText, Py_NewRef(a[2]));
     Py_XSETREF(RawJsonType, Py_NewRef(a[3]));
+    render_cache_clear();
     Py_RETURN_NONE;
 }
 
@@ -166,7 +136,7 @@ static Py_ssize_t json_number(const unsigned char *s, Py_ssize_t i, Py_ssize_t n
 
 /* 1: one JSON value with only whitespace around it; 0: not JSON; -1: nested deeper than this checks
    (the caller asks the Python check then) */
-static int json_valid(const unsigned char *s, Py_ssize_t n) {
+int json_valid(const unsigned char *s, Py_ssize_t n) {
     char stack[JSON_MAX_DEPTH];
     int depth = 0;
     Py_ssize_t i = json_ws(s, 0, n);
@@ -220,7 +190,7 @@ after:
 
 /* myvalues.json_text for UTF-8 bytes: RawJson(text) when the text is JSON on one line; anything else
    (not JSON, line breaks to fold, too deep to check here) through json_text itself */
-static PyObject *json_text(const unsigned char *s, Py_ssize_t n) {
+PyObject *json_text(const unsigned char *s, Py_ssize_t n) {
     PyObject *t = PyUnicode_DecodeUTF8((const char *)s, n, "replace");
     if (t == NULL) return NULL;
     PyObject *fn = json_valid(s, n) == 1 && !memchr(s, '\n', (size_t)n) && !memchr(s, '\r', (size_t)n)
@@ -230,7 +200,7 @@ static PyObject *json_text(const unsigned char *s, Py_ssize_t n) {
     return v;
 }
 
-static int short_read(Py_ssize_t p, Py_ssize_t need, Py_ssize_t len) {
+int short_read(Py_ssize_t p, Py_ssize_t need, Py_ssize_t len) {
     if (p + need > len) {
         PyErr_Format(PyExc_IndexError, "row image needs %zd bytes at offset %zd of %zd", need, p, len);
         return 1;
@@ -239,7 +209,7 @@ static int short_read(Py_ssize_t p, Py_ssize_t need, Py_ssize_t len) {
 }
 
 /* the column's pure decoder: fn(buf, p) -> (value, p) */
-static PyObject *call_fn(Column *c, PyObject *buf, Py_ssize_t *pp) {
+PyObject *call_fn(Column *c, PyObject *buf, Py_ssize_t *pp) {
     PyObject *pos = PyLong_FromSsize_t(*pp);
     if (pos == NULL) return NULL;
     PyObject *args[2] = {buf, pos};
@@ -259,7 +229,7 @@ static PyObject *call_fn(Column *c, PyObject *buf, Py_ssize_t *pp) {
     return v;
 }
 
-static Py_ssize_t read_len(const unsigned char *b, Py_ssize_t p, int lenbytes) {
+Py_ssize_t read_len(const unsigned char *b, Py_ssize_t p, int lenbytes) {
     Py_ssize_t n = 0;
     for (int i = lenbytes - 1; i >= 0; i--) n = n << 8 | b[p + i];
     return n;
@@ -277,24 +247,27 @@ static int civil(long long days, char *out) {
     long long d = doy - (153 * mp + 2) / 5 + 1;
     long long m = mp < 10 ? mp + 3 : mp - 9;
     if (m <= 2) y++;
-    return sprintf(out, "%04lld-%02lld-%02lld", y, m, d);
+    int n = put_uint(out, (unsigned long long)y, 4);
+    out[n] = '-';
+    n += 1 + put_uint(out + n + 1, (unsigned long long)m, 2);
+    out[n] = '-';
+    return n + 1 + put_uint(out + n + 1, (unsigned long long)d, 2);
 }
 
 static const int DIG2BYTES[10] = {0, 1, 1, 2, 2, 3, 3, 4, 4, 4};
 static const unsigned long POW10[10] = {1, 10, 100, 1000, 10000, 100000, 1000000, 10000000, 100000000,
                                         1000000000};
 
-/* DECIMAL(precision, scale) at b[p]; NULL with no error set: not in the usual form, use the Python decoder */
-static PyObject *decimal(const unsigned char *src, Py_ssize_t p, Py_ssize_t len, int precision, int scale,
-                         Py_ssize_t *size_out) {
+int decimal_text(const unsigned char *src, Py_ssize_t p, Py_ssize_t len, int precision, int scale,
+                 Py_ssize_t *size_out, char *out) {
     int intg = precision - scale;
-    if (intg < 0 || scale < 0 || precision > 81) return NULL;
+    if (intg < 0 || scale < 0 || precision > 81) return -1;
     int intg0 = intg / 9, intg0x = intg % 9, frac0 = scale / 9, frac0x = scale % 9;
     Py_ssize_t size = DIG2BYTES[intg0x] + intg0 * 4 + frac0 * 4 + DIG2BYTES[frac0x];
-    if (size == 0) return NULL;
-    if (p + size > len) return NULL;           /* the Python decoder reports the short read its way */
+    if (size == 0) return -1;
+    if (p + size > len) return -1;             /* the Python decoder reports the short read its way */
     unsigned char b[48];
-    if (size > (Py_ssize_t)sizeof b) return NULL;
+    if (size > (Py_ssize_t)sizeof b) return -1;
     memcpy(b, src + p, (size_t)size);
     int negative = !(b[0] & 0x80);
     b[0] ^= 0x80;
@@ -304,7 +277,6 @@ static PyObject *decimal(const unsigned char *src, Py_ssize_t p, Py_ssize_t len,
         if (i == 0 && negative) b[0] &= 0x7f;  /* the sign bit is not part of the value */
         nonzero |= b[i];
     }
-    char out[128];
     int o = 0;
     if (negative && nonzero) out[o++] = '-';
     Py_ssize_t q = 0;
@@ -317,9 +289,9 @@ static PyObject *decimal(const unsigned char *src, Py_ssize_t p, Py_ssize_t len,
         unsigned long v = 0;
         for (int i = 0; i < nb; i++) v = v << 8 | b[q + i];
         q += nb;
-        if (v >= POW10[digits]) return NULL;
-        if (started) o += sprintf(out + o, "%0*lu", digits, v);
-        else if (v) { o += sprintf(out + o, "%lu", v); started = 1; }
+        if (v >= POW10[digits]) return -1;
+        if (started) o += put_uint(out + o, v, digits);
+        else if (v) { o += put_uint(out + o, v, 1); started = 1; }
     }
     if (!started) out[o++] = '0';
     if (scale) {
@@ -331,21 +303,25 @@ static PyObject *decimal(const unsigned char *src, Py_ssize_t p, Py_ssize_t len,
             unsigned long v = 0;
             for (int i = 0; i < nb; i++) v = v << 8 | b[q + i];
             q += nb;
-            if (v >= POW10[digits]) return NULL;
-            o += sprintf(out + o, "%0*lu", digits, v);
+            if (v >= POW10[digits]) return -1;
+            o += put_uint(out + o, v, digits);
         }
     }
     *size_out = size;
-    return PyUnicode_FromStringAndSize(out, o);
+    return o;
 }
 
-static const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+/* DECIMAL(precision, scale) at b[p]; NULL with no error set: not in the usual form, use the Python decoder */
+static PyObject *decimal(const unsigned char *src, Py_ssize_t p, Py_ssize_t len, int precision, int scale,
+                         Py_ssize_t *size_out) {
+    char out[128];
+    int o = decimal_text(src, p, len, precision, scale, size_out, out);
+    return o < 0 ? NULL : PyUnicode_FromStringAndSize(out, o);
+}
 
-static PyObject *base64(const unsigned char *s, Py_ssize_t n) {
-    Py_ssize_t outlen = (n + 2) / 3 * 4;
-    PyObject *r = PyUnicode_New(outlen, 127);
-    if (r == NULL) return NULL;
-    Py_UCS1 *o = PyUnicode_1BYTE_DATA(r);
+const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+void base64_into(const unsigned char *s, Py_ssize_t n, char *o) {
     Py_ssize_t i = 0;
     for (; i + 2 < n; i += 3) {
         unsigned v = (unsigned)s[i] << 16 | (unsigned)s[i + 1] << 8 | s[i + 2];
@@ -357,6 +333,12 @@ static PyObject *base64(const unsigned char *s, Py_ssize_t n) {
         *o++ = i + 1 < n ? B64[v >> 6 & 63] : '=';
         *o++ = '=';
     }
+}
+
+static PyObject *base64(const unsigned char *s, Py_ssize_t n) {
+    PyObject *r = PyUnicode_New((n + 2) / 3 * 4, 127);
+    if (r == NULL) return NULL;
+    base64_into(s, n, (char *)PyUnicode_1BYTE_DATA(r));
     return r;
 }
 
@@ -366,6 +348,66 @@ static long frac_us(const unsigned char *b, Py_ssize_t p, int fsp, int *nbytes) 
     if (fsp <= 4) { *nbytes = 2; return (b[p] << 8 | b[p + 1]) * 100L; }
     *nbytes = 3;
     return (long)b[p] << 16 | b[p + 1] << 8 | b[p + 2];
+}
+
+/* "Thh:mm:ss" then ".uuuuuu" when frac, then tail */
+static int time_text(char *s, unsigned long h, unsigned long m, unsigned long sec, int frac, long us,
+                     const char *tail) {
+    int n = 0;
+    s[n++] = 'T';
+    n += put_uint(s + n, h, 2);
+    s[n++] = ':';
+    n += put_uint(s + n, m, 2);
+    s[n++] = ':';
+    n += put_uint(s + n, sec, 2);
+    if (frac) {
+        s[n++] = '.';
+        n += put_uint(s + n, (unsigned long long)us, 6);
+    }
+    for (; *tail; tail++) s[n++] = *tail;
+    return n;
+}
+
+int date_text(const unsigned char *b, Py_ssize_t p, char *out) {
+    unsigned long x = b[p] | b[p + 1] << 8 | (unsigned long)b[p + 2] << 16;
+    int n = put_uint(out, x >> 9, 4);
+    out[n] = '-';
+    n += 1 + put_uint(out + n + 1, x >> 5 & 15, 2);
+    out[n] = '-';
+    return n + 1 + put_uint(out + n + 1, x & 31, 2);
+}
+
+int timestamp2_text(const unsigned char *b, Py_ssize_t p, int fsp, Py_ssize_t *size_out, char *s) {
+    int fb;
+    unsigned long x = (unsigned long)b[p] << 24 | (unsigned long)b[p + 1] << 16 | b[p + 2] << 8 | b[p + 3];
+    long us = frac_us(b, p + 4, fsp, &fb);
+    *size_out = 4 + fb;
+    if (!x && !us) {
+        memcpy(s, "0000-00-00T00:00:00.000000Z", 27);
+        return 27;
+    }
+    int n = civil((long long)(x / 86400), s);
+    unsigned long r = x % 86400;
+    return n + time_text(s + n, r / 3600, r / 60 % 60, r % 60, 1, us, "Z");
+}
+
+int datetime2_text(const unsigned char *b, Py_ssize_t p, int fsp, Py_ssize_t *size_out, char *s) {
+    int fb;
+    long long x = 0;
+    for (int i = 0; i < 5; i++) x = x << 8 | b[p + i];
+    x -= 549755813888LL;
+    if (x < 0) return -1;
+    long us = frac_us(b, p + 5, fsp, &fb);
+    long long ymd = x >> 17, ym = ymd >> 5, hms = x & 131071;
+    int n = put_uint(s, (unsigned long long)(ym / 13), 4);
+    s[n] = '-';
+    n += 1 + put_uint(s + n + 1, (unsigned long long)(ym % 13), 2);
+    s[n] = '-';
+    n += 1 + put_uint(s + n + 1, (unsigned long long)(ymd & 31), 2);
+    n += time_text(s + n, (unsigned long)(hms >> 12), (unsigned long)(hms >> 6 & 63), (unsigned long)(hms & 63),
+                   fsp != 0, us, "");
+    *size_out = 5 + fb;
+    return n;
 }
 
 /* one column value at b[*pp]; advances *pp */
@@ -423,9 +465,8 @@ static PyObject *column(Column *c, PyObject *buf, const unsigned char *b, Py_ssi
     }
     case K_DATE: {
         if (short_read(p, 3, len)) return NULL;
-        long x = b[p] | b[p + 1] << 8 | (long)b[p + 2] << 16;
         char s[32];
-        int n = sprintf(s, "%04ld-%02ld-%02ld", x >> 9, x >> 5 & 15, x & 31);
+        int n = date_text(b, p, s);
         *pp = p + 3;
         return PyUnicode_FromStringAndSize(s, n);
     }
@@ -437,32 +478,20 @@ static PyObject *column(Column *c, PyObject *buf, const unsigned char *b, Py_ssi
         return v;
     }
     case K_TIMESTAMP2: {
-        int fb;
         if (short_read(p, 4 + (c->arg + 1) / 2, len)) return NULL;
-        unsigned long x = (unsigned long)b[p] << 24 | (unsigned long)b[p + 1] << 16 | b[p + 2] << 8 | b[p + 3];
-        long us = frac_us(b, p + 4, (int)c->arg, &fb);
-        *pp = p + 4 + fb;
-        if (!x && !us) return PyUnicode_FromString("0000-00-00T00:00:00.000000Z");
-        char s[64];
-        int n = civil((long long)(x / 86400), s);
-        unsigned long r = x % 86400;
-        n += sprintf(s + n, "T%02lu:%02lu:%02lu.%06ldZ", r / 3600, r / 60 % 60, r % 60, us);
+        char s[80];
+        Py_ssize_t size;
+        int n = timestamp2_text(b, p, (int)c->arg, &size, s);
+        *pp = p + size;
         return PyUnicode_FromStringAndSize(s, n);
     }
     case K_DATETIME2: {
-        int fb;
         if (short_read(p, 5 + (c->arg + 1) / 2, len)) return NULL;
-        long long x = 0;
-        for (int i = 0; i < 5; i++) x = x << 8 | b[p + i];
-        x -= 549755813888LL;
-        if (x < 0) return call_fn(c, buf, pp);      /* not a date a server writes: the Python decoder's form */
-        long us = frac_us(b, p + 5, (int)c->arg, &fb);
-        long long ymd = x >> 17, ym = ymd >> 5, hms = x & 131071;
         char s[80];
-        int n = sprintf(s, "%04lld-%02lld-%02lldT%02lld:%02lld:%02lld", ym / 13, ym % 13, ymd & 31, hms >> 12,
-                        hms >> 6 & 63, hms & 63);
-        if (c->arg) n += sprintf(s + n, ".%06ld", us);
-        *pp = p + 5 + fb;
+        Py_ssize_t size;
+        int n = datetime2_text(b, p, (int)c->arg, &size, s);
+        if (n < 0) return call_fn(c, buf, pp);      /* not a date a server writes: the Python decoder's form */
+        *pp = p + size;
         return PyUnicode_FromStringAndSize(s, n);
     }
     case K_UTF8: case K_BASE64: case K_JSONTEXT: {
@@ -559,6 +588,13 @@ static PyMethodDef methods[] = {
     {"plan", (PyCFunction)(void (*)(void))make_plan, METH_FASTCALL, "plan(names, kinds, args, fns) -> plan"},
     {"decode_rows", (PyCFunction)(void (*)(void))decode_rows, METH_FASTCALL,
      "decode_rows(plan, plan2 or None, buf, pos, end) -> (rows, position reached)"},
+    {"render_rows", (PyCFunction)(void (*)(void))fm_render_rows, METH_FASTCALL,
+     "render_rows(op, plan, plan2 or None, buf, pos, end) -> (rendered rows, row starts, position reached)"},
+    {"changes_init", (PyCFunction)(void (*)(void))fm_changes_init, METH_FASTCALL,
+     "changes_init(RenderedRowChange, member descriptors of its fields)"},
+    {"rendered_changes", (PyCFunction)(void (*)(void))fm_rendered_changes, METH_FASTCALL,
+     "rendered_changes(rendered, table, op, commit_time, commit_ts, txid, keys, layout, load, prefix, ordinal)"
+     " -> (changes, missing)"},
     {NULL, NULL, 0, NULL},
 };
 

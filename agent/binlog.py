@@ -50,8 +50,9 @@ from .myvalues import (  # noqa: F401
 from .binlog_rows import (  # noqa: F401
     Column, TableMap, _F32, _F64, _GLOBALS, _I16, _I32, _I64, _U32, _U64, _column_decoder, _decimal_code,
     _f32_cache, _float32_cached, _frac_code, _image_code, _read_metadata, apply_logical_types, compile_rows_decoder,
-    parse_table_map,
+    compile_rows_renderer, parse_table_map,
 )
+from .fastrow import RowLayout
 
 __all__ = [
     "ANNOTATE_ROWS", "ANONYMOUS_GTID", "BINARY_COLLATION", "BINLOG_CHECKPOINT", "BinlogError", "BinlogParser",
@@ -149,13 +150,41 @@ class TableMapEvent(Event):
 
 
 class Rows(Event):
-    __slots__ = ("op", "table_map", "rows", "present", "stmt_end")
+    __slots__ = ("op", "table_map", "rows", "present", "stmt_end", "rendered", "starts", "buf", "end", "decode")
     op: str
     table_map: TableMap | None
     rows: list[Any] | None
     present: tuple[int, int] | None
     stmt_end: bool
-    # rows: insert/delete -> list[dict]; update -> list[(before, after)]. None when the table is filtered out.
+    # rows: insert/delete -> list[dict]; update -> list[(before, after)]. None when the table is filtered out,
+    # or when the rows were rendered: then `rendered` holds each row's values as JSON text (render_rows,
+    # agent/fastmy_render.c; None for a row to take as dicts), `starts` where each row begins in `buf`
+    # (uint32 little-endian), and images(i) / dict_rows() decode the dicts on demand.
+    rendered: list[bytes | None] | None
+    starts: bytes | None
+    buf: bytes | None
+    end: int
+    decode: RowsDecoder | None
+
+    def images(self, i: int) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """(before, after) of rendered row i, decoded by the dict decoder (the pure path's values)."""
+        starts, q = self.starts, 4 * i
+        assert starts is not None and self.decode is not None and self.buf is not None
+        stop = int.from_bytes(starts[q + 4:q + 8], "little") if q + 4 < len(starts) else self.end
+        rows, _ = self.decode(self.buf, int.from_bytes(starts[q:q + 4], "little"), stop)
+        r = rows[0]
+        if self.op == "update":
+            return r[0], r[1]
+        return (None, r) if self.op == "insert" else (r, None)
+
+    def dict_rows(self) -> list[Any] | None:
+        """`rows`, decoded from the event when they were rendered."""
+        if self.rows is not None or self.rendered is None:
+            return self.rows
+        if not self.rendered:
+            return []
+        assert self.decode is not None and self.starts is not None and self.buf is not None
+        return self.decode(self.buf, int.from_bytes(self.starts[:4], "little"), self.end)[0]
 
 
 class Heartbeat(Event):
@@ -187,6 +216,8 @@ class BinlogParser:
 
     `want(schema, table)`: which tables' rows to decode (others are skipped cheaply).
     `collations`: collation id -> charset name (the server's information_schema.COLLATIONS).
+    `render(schema, table)`: whether that table's FULL row images are rendered as JSON text (Rows.rendered,
+    for the mapper's C renderer) when the compiled core can, instead of decoded into dicts.
     `json_columns(schema, table)`: what the binlog cannot tell about a table's columns, from the catalog:
     either a set of the text columns holding JSON (MariaDB declares JSON as LONGTEXT with a json_valid
     CHECK), or a mapping column -> logical type ("json", "uuid", "inet4", "inet6": MariaDB's UUID/INET4/
@@ -195,8 +226,10 @@ class BinlogParser:
 
     def __init__(self, want: Callable[[str, str], bool] | None = None,
                  collations: dict[int, str] | None = None,
-                 json_columns: Callable[[str, str], Collection[str] | Mapping[str, str]] | None = None):
+                 json_columns: Callable[[str, str], Collection[str] | Mapping[str, str]] | None = None,
+                 render: Callable[[str, str], bool] | None = None):
         self.want = want
+        self.render = render
         self.collations = dict(DEFAULT_COLLATIONS)
         if collations:
             self.collations.update(collations)
@@ -391,6 +424,9 @@ class BinlogParser:
             tm = parse_table_map(body, tid_len, self.collations, "mariadb" in self.server_version.lower())
             if self.json_columns is not None:
                 apply_logical_types(tm, self.json_columns(schema, table))
+            if self.render is not None and self.render(schema, table):
+                tm.render = True
+                tm.layout = RowLayout(tuple(c.name for c in tm.columns), ())
             if len(self._shapes) > 4096:
                 self._shapes.clear()
             self._shapes[shape] = tm
@@ -400,6 +436,8 @@ class BinlogParser:
 
     def _rows(self, ev: bytes, h: tuple[int, ...], end: int) -> Rows:
         e = _fill(Rows(), h)
+        e.rendered = e.starts = e.buf = e.decode = None
+        e.end = 0
         etype = h[1]
         e.op = op = ROWS_OP[etype]
         tid_len = self.table_id_len
@@ -443,6 +481,8 @@ class BinlogParser:
             if len(decs) > 64:
                 decs.clear()
             dec = decs[key] = compile_rows_decoder(tm, "update" if op == "update" else "row", present, present2)
+        if tm.render and e.present is None and type(ev) is bytes and self._render_rows(e, tm, decs, dec, ev, p, end):
+            return e
         try:
             e.rows, p = dec(ev, p, end)
         except (IndexError, struct.error, KeyError) as err:
@@ -450,6 +490,27 @@ class BinlogParser:
         if p != end:
             raise BinlogError(f"rows event for {tm.name} does not match its TABLE_MAP (decoded {p} of {end} bytes)")
         return e
+
+    @staticmethod
+    def _render_rows(e: Rows, tm: TableMap, decs: dict[Any, Any], dec: RowsDecoder, ev: bytes, p: int,
+                     end: int) -> bool:
+        """The rows as JSON text (render_rows), when the compiled core renders them; False: decode as dicts."""
+        render = decs.get(op := e.op, _NO_RENDERER)
+        if render is _NO_RENDERER:
+            render = decs[op] = compile_rows_renderer(tm, op)
+        if render is None:
+            return False
+        try:
+            out = render(ev, p, end)
+        except Exception:   # noqa: BLE001  (the dict decoder reads the event again and raises its own error)
+            return False
+        if out is None or out[2] != end:
+            return False
+        e.rows, e.rendered, e.starts, e.buf, e.end, e.decode = None, out[0], out[1], ev, end, dec
+        return True
+
+
+_NO_RENDERER: Any = object()
 
 
 def _version_has_checksum(version: str) -> bool:

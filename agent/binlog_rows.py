@@ -46,7 +46,7 @@ class Column:
 
 class TableMap:
     __slots__ = ("table_id", "schema", "table", "name", "columns", "primary_key", "has_names", "shape",
-                 "decoders", "key_columns")
+                 "decoders", "key_columns", "render", "layout")
 
     def __init__(self, table_id: int, schema: str, table: str, columns: list[Column], primary_key: list[int],
                  has_names: bool, shape: bytes):
@@ -59,6 +59,10 @@ class TableMap:
         self.shape = shape                    # the TABLE_MAP body without its table id: a schema fingerprint
         # compiled rows decoders by (op, column bitmaps)
         self.decoders: dict[tuple[str, int, int], RowsDecoder] | None = None
+        # whether its FULL row images are rendered as JSON text (render_rows), and the column layout the
+        # mapper keeps its C plans by (agent/fastrow.py's RowLayout): set by the parser
+        self.render = False
+        self.layout: Any = None
 
     @property
     def column_names(self) -> list[str]:
@@ -453,3 +457,14 @@ def compile_rows_decoder(tm: TableMap, kind: str, present: int | None = None,
     exec(compile(src, f"<binlog rows {tm.name}>", "exec"), ns)
     decode: RowsDecoder = ns["decode"]
     return decode
+
+
+def compile_rows_renderer(tm: TableMap, op: str) -> Callable[[bytes, int, int], Any] | None:
+    """render(b, p, end) -> (rendered rows, row starts, end offset reached) for FULL row images of this
+    TABLE_MAP: each row's values as JSON text (agent/fastmy_render.c), for the mapper's C renderer; None
+    when that path is off (an extension not built, CDC_AGENT_PURE=1)."""
+    if not fastmy.render_enabled():
+        return None
+    full = (1 << len(tm.columns)) - 1
+    plan = _image_plan(tm, full)
+    return fastmy.rows_renderer(op, plan, _image_plan(tm, full) if op == "update" else None)

@@ -5,6 +5,10 @@ The extension is built by `pip install` when a C compiler and the Python headers
 extension: a failed build does not fail the install). Without it, or with CDC_AGENT_PURE=1 in the
 environment, the agent decodes row images in pure Python and says so once in its log.
 
+With agent._fastpg built as well, render_rows goes on to the values' JSON text: the source hands each row
+on as a RenderedRowChange, and the mapper renders its events in C from that text (render_event) without a
+Python object per column; the row's dicts are decoded only if something reads them.
+
 Each present column gets a kind (which C routine decodes it) and that kind's parameter, from the same
 binlog type and metadata the pure path looks at; a column type without C code gets KIND_CALL and goes
 through its pure Python decoder, and so does any value of a C-handled type that is not in the usual form.
@@ -110,6 +114,14 @@ def column_kind(c: ColumnInfo) -> tuple[int, int]:
     return KIND_CALL, 0
 
 
+def render_enabled(force_pure: bool | None = None) -> bool:
+    """Whether the source hands rows on as their values' JSON text (render_rows, agent/fastmy_render.c), for
+    the mapper to render events from in C: both extensions are built (render_event is agent._fastpg's)
+    and neither path is switched off."""
+    from . import fastpath
+    return enabled(force_pure) and hasattr(_fastmy, "rendered_changes") and fastpath.compiled()
+
+
 def image_plan(columns: Sequence[ColumnInfo], names: Sequence[str], fns: Sequence[Callable]) -> object:
     """The C plan for one row image of these present columns; fns: each column's pure decoder
     fn(buf, pos) -> (value, pos)."""
@@ -124,3 +136,33 @@ def rows_decoder(plan: object, plan2: object | None) -> Callable[[bytes, int, in
     from .binlog_rows import _f32_cache, _float32_cached
     _fastmy.init(_f32_cache, _float32_cached, myvalues.json_text, rawjson.RawJson)
     return functools.partial(_fastmy.decode_rows, plan, plan2)
+
+
+def rows_renderer(op: str, plan: object, plan2: object | None) -> Callable[[bytes, int, int], Any]:
+    """render(buf, pos, end) -> (rendered rows, row starts, position reached) or None, render_rows'
+    (agent/fastmy_render.c) for one table shape and operation."""
+    assert _fastmy is not None
+    from .binlog_rows import _f32_cache, _float32_cached
+    _fastmy.init(_f32_cache, _float32_cached, myvalues.json_text, rawjson.RawJson)
+    return functools.partial(_fastmy.render_rows, op, plan, plan2)
+
+
+# RenderedRowChange's fields in the order agent/fastmy_render.c's rendered_changes sets them
+CHANGE_FIELDS = ("table", "op", "position", "commit_time", "commit_ts", "txid", "key_columns", "unavailable", "id_key",
+                 "target", "rendered", "layout", "_load", "_message", "_loaded")
+
+
+def changes_maker() -> Callable[..., tuple[list[Any], int]]:
+    """rendered_changes(rendered, table, op, commit_time, commit_ts, txid, keys, layout, load, prefix,
+    ordinal) -> (changes, missing): the RenderedRowChanges of one rows event's rendered rows, made in C with
+    the fields RenderedRowChange.__init__ would set (None where a row was not rendered); each one's message
+    is its row's index, for load(i) -> (before, after)."""
+    assert _fastmy is not None
+    from .fastrow import RenderedRowChange
+    slots = []
+    for name in CHANGE_FIELDS:
+        slots.append(next(k.__dict__[name] for k in RenderedRowChange.__mro__
+                          if type(k.__dict__.get(name)) is types.MemberDescriptorType))
+    _fastmy.changes_init(RenderedRowChange, tuple(slots))
+    made: Callable[..., tuple[list[Any], int]] = _fastmy.rendered_changes
+    return made

@@ -8,7 +8,11 @@ same run, one after the other (two cores):
   3. python-mysql-replication (BinLogStreamReader, rows with Python values)
   4. `cdc-agent run` end to end: source, mapping, spool (SQLite, fsync), file target (fsync) — rows/s into the file
 
-    python -m bench.mysql_drain [--rows 200000] [--skip-agent] [--skip-pmr] [--map]
+    python -m bench.mysql_drain [--rows 200000] [--skip-agent] [--skip-pmr] [--map] [--profile-capture]
+
+`cdc-agent run` also reports the CPU of its capture process (source, mapping, spool) apart from the whole
+tree's (with the delivery child), as µs per row; --profile-capture samples the capture process with py-spy
+--native while it drains and prints the functions with the most self time.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import subprocess
 import sys
 import time
 
-from bench.common import ROOT, AgentRun, emit, table, tmpdir, wait_lines
+from bench.common import ROOT, AgentRun, Profiler, emit, proc_cpu_seconds, table, tmpdir, wait_lines
 
 sys.path.insert(0, str(ROOT))
 from tests.plugins.mariadb import MariaDbServer  # noqa: E402  (the same throwaway server the tests use)
@@ -70,13 +74,15 @@ def mariadb_binlog_seconds(server: MariaDbServer, first_file: str, start_pos: in
     return time.perf_counter() - t0
 
 
-def source_seconds(cfg_path, checkpoint: str, rows: int) -> tuple[float, int]:
+def source_seconds(cfg_path, checkpoint: str, rows: int) -> tuple[float, int, float]:
+    """Wall seconds, rows read, and this process's CPU µs per row (the server's work is not in it)."""
     from agent import config
     from agent.capture import CaptureCore
     from agent.sources.mysql import MysqlSource
     src = MysqlSource(config.load(cfg_path))
     core = CaptureCore(src)
     t0 = time.perf_counter()
+    c0 = time.process_time()
     src.start(checkpoint)
     n = 0
     try:
@@ -84,14 +90,17 @@ def source_seconds(cfg_path, checkpoint: str, rows: int) -> tuple[float, int]:
             n += len(core.read(5000, 1.0).changes)
     finally:
         src.close()
-    return time.perf_counter() - t0, n
+    return time.perf_counter() - t0, n, (time.process_time() - c0) * 1e6 / max(1, n)
 
 
 def mapping_cpu(cfg_path, checkpoint: str, rows: int) -> dict:
     """CPU µs per row of EventMapper.map over the source's changes, the compiled renderer (render_dicts +
     render_event) next to the pure path on the same batches, and the bodies compared."""
     from agent import config
+    from dataclasses import fields
+
     from agent.capture import CaptureCore
+    from agent.changes import RowChange
     from agent.mapping import EventMapper
     from agent.sources.mysql import MysqlSource
     cfg = config.load(cfg_path)
@@ -104,11 +113,13 @@ def mapping_cpu(cfg_path, checkpoint: str, rows: int) -> dict:
         while n < rows:
             changes = core.read(5000, 1.0).changes
             n += len(changes)
+            # the pure mapper gets plain RowChanges (a RenderedRowChange would take the C renderer on it too)
+            plain = [RowChange(**{f.name: getattr(c, f.name) for f in fields(RowChange)}) for c in changes]
             t = time.process_time()
             ev_c, _ = compiled.map(changes)
             t_c += time.process_time() - t
             t = time.process_time()
-            ev_p, _ = pure.map(changes)
+            ev_p, _ = pure.map(plain)
             t_p += time.process_time() - t
             same = same and [e.body for e in ev_c] == [e.body for e in ev_p]
     finally:
@@ -158,6 +169,8 @@ def main() -> None:
     ap.add_argument("--skip-pmr", action="store_true", help="leave out python-mysql-replication")
     ap.add_argument("--map", action="store_true",
                     help="also EventMapper.map's CPU per row over the source's changes, compiled next to pure")
+    ap.add_argument("--profile-capture", action="store_true",
+                    help="sample the agent's capture process with py-spy --native; print the top functions")
     args = ap.parse_args()
     work = tmpdir("cdc-bench-mysql-")
     server = MariaDbServer(**{"innodb-buffer-pool-size": "512M", "max-binlog-size": "256M"}).start()
@@ -204,23 +217,25 @@ listen = "off"
         rows = [("mariadb-binlog DECODE-ROWS -v (→ /dev/null)", f"{ref_s:.2f}", f"{ref_rate:,.0f}", "1.00")]
 
         from agent import fastmy
-        src_s, n = source_seconds(cfg, checkpoint, args.rows)
+        src_s, n, src_us = source_seconds(cfg, checkpoint, args.rows)
         src_rate = n / src_s
         path = "compiled" if fastmy.enabled() else "pure Python"
         fig.update(source_seconds=round(src_s, 2), source_rows_per_s=round(src_rate),
-                   source_ratio_vs_mariadb_binlog=round(src_rate / ref_rate, 3), source_decoder=path)
+                   source_ratio_vs_mariadb_binlog=round(src_rate / ref_rate, 3), source_decoder=path,
+                   source_cpu_us_per_row=round(src_us, 2))
         rows.append((f"MysqlSource (decode + JSON values; {path} rows decoder)", f"{src_s:.2f}",
                      f"{src_rate:,.0f}", f"{src_rate / ref_rate:.2f}"))
         if fastmy.enabled():
             # the same read on the pure-Python rows decoder (the fallback and reference), for the comparison
             os.environ[fastmy.PURE_ENV] = "1"
             try:
-                pure_s, n = source_seconds(cfg, checkpoint, args.rows)
+                pure_s, n, pure_us = source_seconds(cfg, checkpoint, args.rows)
             finally:
                 del os.environ[fastmy.PURE_ENV]
             pure_rate = n / pure_s
             fig.update(source_pure_seconds=round(pure_s, 2), source_pure_rows_per_s=round(pure_rate),
-                       source_pure_ratio_vs_mariadb_binlog=round(pure_rate / ref_rate, 3))
+                       source_pure_ratio_vs_mariadb_binlog=round(pure_rate / ref_rate, 3),
+                       source_pure_cpu_us_per_row=round(pure_us, 2))
             rows.append(("MysqlSource (… pure-Python rows decoder, CDC_AGENT_PURE=1)", f"{pure_s:.2f}",
                          f"{pure_rate:,.0f}", f"{pure_rate / ref_rate:.2f}"))
 
@@ -236,18 +251,30 @@ listen = "off"
 
         if not args.skip_agent:
             agent = AgentRun(cfg, work / "agent.log").start()
+            profiler = Profiler(agent.proc.pid, work / "profile.txt", capture_only=True) \
+                if args.profile_capture else None
             done = wait_lines(work / "out" / "events.jsonl", args.rows, timeout=3600, proc=agent.proc)
+            if profiler:
+                profiler.stop()
             agent_s = done - agent.t0
             rss, cpu = agent.peak_rss_mb(), agent.cpu_seconds()
+            capture_cpu = proc_cpu_seconds(agent.proc.pid)   # the main process captures; delivery is its child
             agent.stop()
             rate = args.rows / agent_s
             fig.update(agent_seconds=round(agent_s, 2), agent_rows_per_s=round(rate),
                        agent_ratio_vs_mariadb_binlog=round(rate / ref_rate, 3), agent_peak_rss_mb=rss,
-                       agent_cpu_seconds=round(cpu, 1))
+                       agent_cpu_seconds=round(cpu, 1), capture_cpu_seconds=round(capture_cpu, 2),
+                       capture_cpu_us_per_row=round(capture_cpu * 1e6 / args.rows, 2),
+                       agent_cpu_us_per_row=round(cpu * 1e6 / args.rows, 2))
             rows.append(("cdc-agent run (→ file target, fsynced)", f"{agent_s:.2f}", f"{rate:,.0f}",
                          f"{rate / ref_rate:.2f}"))
         emit(fig)
         table(rows, (f"drain of {args.rows} row changes", "seconds", "rows/s", "vs mariadb-binlog"))
+        if not args.skip_agent and profiler:
+            top = profiler.top(25)
+            emit({"scenario": "mysql_drain_capture_profile", "self_percent": top})
+            table(top, ("capture process: function (py-spy --native, self time)", "% of samples"))
+            print(f"raw samples: {work / 'profile.txt'}")
     finally:
         server.destroy()
 

@@ -95,12 +95,15 @@ def control_connection(d: MysqlDsn, **extra):
     ctx = _ssl_context(d)
     if ctx is not None:
         kw["ssl"] = ctx
+    else:
+        kw["ssl_disabled"] = True      # (else PyMySQL tries TLS of its own, with a context it builds each time)
     try:
         try:
             return pymysql.connect(**kw)
         except pymysql.err.OperationalError as e:
             if d.ssl_mode == "preferred" and e.args and e.args[0] == 2026 and "ssl" in kw:
                 kw.pop("ssl")                      # "preferred": the server offers no TLS, go on without
+                kw["ssl_disabled"] = True
                 return pymysql.connect(**kw)
             raise
     except pymysql.MySQLError as e:

@@ -40,8 +40,10 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Callable
+from typing import Any
 
-from ... import binlog, myvalues
+from ... import binlog, fastmy, myvalues
 from ...changes import Begin, Commit, Item, Keepalive, RowChange, SourceStatus, Watermark
 from ...config import Config
 from ...errors import PositionLost, SourceError, SourceFatal, SourceUnavailable
@@ -75,6 +77,7 @@ class MysqlSource:
         self._last_event_ts: float | None = None
         self._caught_up = False
         self._skipped_echo = 0    # row changes a cdc-agent wrote (skip_replication flag), since start
+        self._make_changes: Callable[..., tuple[list[Any], int]] | None = None   # (fastmy.changes_maker)
         self._reset_stream_state()
 
     # -- lifecycle
@@ -164,7 +167,8 @@ class MysqlSource:
             self._gtids = {}
         self._checkpoint = start
         self._parser = binlog.BinlogParser(want=self._want, collations=collations,
-                                           json_columns=self._json_columns if self.mariadb else None)
+                                           json_columns=self._json_columns if self.mariadb else None,
+                                           render=self._render)
         self._open_stream(cp)
         log.info("mysql source: %s %s, streaming from %s as replica server_id %d", "MariaDB" if self.mariadb
                  else "MySQL", version, start, self.server_id)
@@ -320,13 +324,13 @@ class MysqlSource:
                 ev = parse(raw)
                 et = ev.type
                 if isinstance(ev, binlog.Rows):          # the ROWS_OP event types
-                    if ev.rows:
+                    if ev.rows or ev.rendered:
                         if self._is_signal(ev.table_map):
                             self._watermark(ev, out)
                         elif ev.flags & LOG_EVENT_SKIP_REPLICATION_F:
                             # a `sql` target's write (skip_replication = 1, agent/twoway.py): no echo; the
                             # transaction's GTID and XID still go through, so the checkpoint moves past it
-                            self._skipped_echo += len(ev.rows)
+                            self._skipped_echo += len(ev.rows or ev.rendered or ())
                         elif self._xa is None:
                             self._rows(ev, out)
                         else:
@@ -389,6 +393,21 @@ class MysqlSource:
         ct, cts, txid = self._txn_time, self._txn_ts, self._txid
         append = changes.append
         op = ev.op
+        if ev.rendered is not None:                    # the rows' values as JSON text (FULL images)
+            if self._make_changes is None:
+                self._make_changes = fastmy.changes_maker()
+            made, missing = self._make_changes(ev.rendered, name, op, ct, cts, txid, keys, tm.layout, ev.images,
+                                               prefix, n)
+            if missing:                                # values only the dict path writes: those rows as dicts
+                for i, ch in enumerate(made):
+                    if ch is None:
+                        before, after = ev.images(i)
+                        made[i] = RowChange(name, op, before, after, f"{prefix}{n + i + 1:08d}", ct, cts, txid, keys)
+            changes.extend(made)
+            n += len(made)
+            self._ordinal = n
+            self._last_position = f"{prefix}{n:08d}"
+            return
         unavailable: tuple = ()
         if ev.present is not None:                     # partial row images (binlog_row_image not FULL)
             present = ev.present[1] if op == "update" else ev.present[0]
@@ -408,6 +427,12 @@ class MysqlSource:
         self._ordinal = n
         self._last_position = f"{prefix}{n:08d}"
 
+    def _render(self, schema: str, table: str) -> bool:
+        """Which tables' rows the parser renders as JSON text: the captured ones, not the signal table (its
+        rows are read as watermarks)."""
+        name = f"{schema}.{table}"
+        return (name.lower() if self._lower_names else name) != self._signal
+
     def _is_signal(self, tm) -> bool:
         name = tm.name
         return (name.lower() if self._lower_names else name) == self._signal
@@ -417,7 +442,7 @@ class MysqlSource:
         the row's `mark`; its position is taken like a row's, so the rows read at it sort right after it."""
         if not self._in_txn:
             self._begin(ev, None, None)
-        for row in ev.rows:
+        for row in ev.dict_rows() or ():
             after = row[1] if ev.op == "update" else (row if ev.op == "insert" else None)
             mark = after.get("mark") if after else None
             if isinstance(mark, str):
