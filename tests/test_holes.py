@@ -205,21 +205,19 @@ def test_dlq_retry_while_running_does_not_cut_a_line_the_agent_is_writing(tmp_pa
     sp.advance("f", first.seq, 0, [(first, "HTTP 400: refused for the test")])
     sp.close()
 
-    from agent.interfaces import DeliveryResult
     writing, gate = threading.Event(), threading.Event()
 
-    def slow_send(self, events):          # a slow disk: half a batch, a pause, the rest
+    def slow_send_lines(self, data):      # a slow disk: half a batch, a pause, the rest
         if self.fd is None:
             self.open()
-        data = b"\n".join(e.body for e in events) + b"\n"
         os.write(self.fd, data[:len(data) // 2])
         writing.set()
         gate.wait(60)
         os.write(self.fd, data[len(data) // 2:])
         os.fsync(self.fd)
-        return DeliveryResult()
 
-    monkeypatch.setattr(FileTarget, "send", slow_send)
+    # the worker writes JSON lines joined from the spool (send_lines); send, used by `dlq retry`, calls it too
+    monkeypatch.setattr(FileTarget, "send_lines", slow_send_lines)
     with RunningAgent(cfg_path) as a:
         insert(db, [1])
         assert writing.wait(30)
