@@ -84,6 +84,30 @@ class Reservoir:
         return percentiles(self.samples, qs)
 
 
+class ThinnedSample:
+    """A uniform sample of a stream at no Python cost per value: every `step`-th value of each batch from a
+    random start (each value kept with probability 1/step); when it grows past twice `cap`, every other
+    value is dropped and `step` doubles. Between `cap` and 2 × `cap` values once `seen` passes `cap`, all of
+    them while below. What the delivery child keeps between two relays; `Reservoir.merge` takes it."""
+
+    __slots__ = ("cap", "samples", "seen", "step", "_rng")
+
+    def __init__(self, cap: int = 1024):
+        self.cap = cap
+        self.samples: list[float] = []
+        self.seen = 0
+        self.step = 1
+        self._rng = random.Random()
+
+    def add_many(self, values: list[float]) -> None:
+        self.seen += len(values)
+        step = self.step
+        self.samples += values if step == 1 else values[self._rng.randrange(step)::step]
+        while len(self.samples) > 2 * self.cap:
+            self.samples = self.samples[self._rng.randrange(2)::2]
+            self.step *= 2
+
+
 def _unit(rnd: Callable[[], float]) -> float:
     """A uniform random number in (0, 1): random() may return 0.0, whose log is undefined."""
     return rnd() or 5e-324

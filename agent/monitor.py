@@ -12,12 +12,12 @@ from collections.abc import Callable
 from typing import Any
 
 from .changes import SourceStatus
-from .history import LatencyTracker, Reservoir, by_type
+from .history import LatencyTracker, ThinnedSample, by_type
 
 # commit-to-delivery latency buckets (seconds): sub-second when caught up, minutes to hours in an outage
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
 # the delivery child relays what a busy target delivered at most this often (an idle one's at once)
-DIGEST_SECONDS = 0.2
+DIGEST_SECONDS = 0.5
 
 
 class LatencyHistogram:
@@ -83,8 +83,8 @@ class DeliveryDigest:
         self.counts = [0] * (len(LATENCY_BUCKETS) + 1)
         self.sum = 0.0
         self.count = 0
-        self.sample = Reservoir(cap)
-        self.types: dict[str, Reservoir] = {}
+        self.sample = ThinnedSample(cap)
+        self.types: dict[str, ThinnedSample] = {}
 
     def add(self, latencies: list[float], types: list[str] | None) -> None:
         counts, total = bucket_counts(latencies)
@@ -97,7 +97,7 @@ class DeliveryDigest:
         for t, vs in (by_type(latencies, types) if types else {}).items():
             r = self.types.get(t)
             if r is None:
-                r = self.types[t] = Reservoir(self.sample.cap)
+                r = self.types[t] = ThinnedSample(self.sample.cap)
             r.add_many(vs)
 
     def as_message(self) -> tuple:
