@@ -369,18 +369,25 @@ class Spool:
         first = max(after_seq, self._pruned_seq()) + 1
         out: list[tuple[FrameHead, int, int]] = []
         taken = 0
-        # every frame holds one event or more: limit + 1 frames (the first may end before `first`) suffice
+        if limit <= 0:
+            return out
+        # every frame holds one event or more: limit + 1 frames (the first may end before `first`) suffice.
+        # Read as needed, not fetched all: each frame row fills a page of its own, and a batch needs only
+        # a frame or two of the 1000 the limit allows (fetching them all was 14% of delivery's time).
         rows = self.db.execute("SELECT seq, n, only_target FROM frames WHERE seq >= ? ORDER BY seq LIMIT ?",
-                               (self._frame_start(first), limit + 1)).fetchall() if limit > 0 else []
-        for seq, n, only in rows:
-            if seq + n <= first:
-                continue
-            lo = max(first, seq) - seq
-            hi = min(n, lo + limit - taken)
-            out.append((self._frame(seq, n, only, True), lo, hi))
-            taken += hi - lo
-            if taken >= limit:
-                break
+                               (self._frame_start(first), limit + 1))
+        try:
+            for seq, n, only in rows:
+                if seq + n <= first:
+                    continue
+                lo = max(first, seq) - seq
+                hi = min(n, lo + limit - taken)
+                out.append((self._frame(seq, n, only, True), lo, hi))
+                taken += hi - lo
+                if taken >= limit:
+                    break
+        finally:
+            rows.close()          # ends the statement (and its read snapshot) at once
         return out
 
     def _foreign(self, name: str, cursor: int) -> int:
