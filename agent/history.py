@@ -65,8 +65,9 @@ class Reservoir:
         return math.floor(math.log(_unit(self._rng.random)) / math.log1p(-w)) + 1
 
     def merge(self, samples: list[float], seen: int) -> None:
-        """Add another reservoir's sample (`samples`, a uniform sample of the `seen` values it was given, of
-        at most the same cap): afterwards this holds a uniform sample of the values of both."""
+        """Add another sample (`samples`: a uniform sample of the `seen` values it stands for, at least
+        min(cap, seen) of them, like a `Reservoir`'s or a `ThinnedSample`'s): afterwards this holds a uniform
+        sample of at most `cap` of the values of both, each side drawn in proportion to what it saw."""
         if seen <= 0:
             return
         total = self.seen + seen

@@ -3,6 +3,9 @@
 
   spool.fetch → render (once per event) → target.send → target confirms → spool.advance(cursor)
 
+A target with `send_lines` (the file target) that takes every event as spooled gets the same steps with the
+events as JSON lines joined straight from the spool's frames, no object per event (`_send_lines`).
+
 How failures are told apart:
 - TargetUnavailable (and OSError): the target is down; retry the same batch with backoff and the circuit
   breaker (agent/retry.py, settings common to every target).
