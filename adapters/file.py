@@ -62,11 +62,16 @@ class FileTarget:
             os.truncate(self.path, end)
 
     def send(self, events: list[SpooledEvent]) -> DeliveryResult:
+        self.send_lines(b"\n".join(e.body for e in events) + b"\n")
+        return DeliveryResult()
+
+    def send_lines(self, data: bytes) -> None:
+        """Append `data`, whole JSON lines, and fsync. The worker calls this directly with lines joined from
+        the spool's frames when the bodies go out as spooled (agent/worker.py, `TargetWorker._send_lines`)."""
         if self.fd is None:
             self.open()
         fd = self.fd
         assert fd is not None                     # open() sets it or raises
-        data = b"\n".join(e.body for e in events) + b"\n"
         try:
             view = memoryview(data)
             while view:
@@ -76,7 +81,6 @@ class FileTarget:
         except OSError as e:
             self.close()
             raise TargetUnavailable(f"cannot write {self.path}: {e.strerror}") from None
-        return DeliveryResult()
 
     def close(self) -> None:
         if self.fd is not None:

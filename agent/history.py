@@ -10,10 +10,12 @@
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 SLA_WINDOW_SECONDS = 300.0
@@ -22,13 +24,19 @@ PERCENTILES = (50, 95, 99)
 
 
 class Reservoir:
-    __slots__ = ("cap", "samples", "seen", "_rng")
+    """A uniform sample of at most `cap` of the values added. Once full it skips ahead to the next value to
+    keep (Li's Algorithm L) rather than drawing a random number per value, so a full reservoir costs a few
+    random draws per batch, not one per event."""
+
+    __slots__ = ("cap", "samples", "seen", "_rng", "_w", "_next")
 
     def __init__(self, cap: int = 1024):
         self.cap = cap
         self.samples: list[float] = []
         self.seen = 0
         self._rng = random.Random()
+        self._w = 0.0          # Algorithm L's state: the largest random key among the kept values
+        self._next = 0         # the number (1-based, counted in `seen`) of the next value to keep; 0: draw it
 
     def add_many(self, values: list[float]) -> None:
         room = self.cap - len(self.samples)
@@ -36,15 +44,88 @@ class Reservoir:
             self.samples.extend(values[:room])
             self.seen += min(room, len(values))
             values = values[room:]
-        rnd = self._rng.random
-        for v in values:                     # Algorithm R: each value kept with probability cap/seen
-            self.seen += 1
-            j = int(rnd() * self.seen)
-            if j < self.cap:
-                self.samples[j] = v
+            if not values:
+                return
+        start = self.seen
+        end = start + len(values)
+        if not self._next:
+            # the largest key of the `cap` smallest among `seen` uniform keys is Beta(cap, seen - cap + 1)
+            self._w = self._rng.betavariate(self.cap, start - self.cap + 1)
+            self._next = start + self._skip()
+        rnd, cap, samples = self._rng.random, self.cap, self.samples
+        while self._next <= end:
+            samples[int(rnd() * cap)] = values[self._next - start - 1]
+            self._w *= math.exp(math.log(_unit(rnd)) / cap)
+            self._next += self._skip()
+        self.seen = end
+
+    def _skip(self) -> int:
+        """How far the next value to keep is from the last one (1 = the very next value)."""
+        w = min(max(self._w, 1e-12), 1.0 - 2 ** -53)
+        return math.floor(math.log(_unit(self._rng.random)) / math.log1p(-w)) + 1
+
+    def merge(self, samples: list[float], seen: int) -> None:
+        """Add another sample (`samples`: a uniform sample of the `seen` values it stands for, at least
+        min(cap, seen) of them, like a `Reservoir`'s or a `ThinnedSample`'s): afterwards this holds a uniform
+        sample of at most `cap` of the values of both, each side drawn in proportion to what it saw."""
+        if seen <= 0:
+            return
+        total = self.seen + seen
+        if total <= self.cap and len(samples) == seen:
+            self.samples.extend(samples)
+        else:
+            rng = self._rng
+            theirs = min(len(samples), int(self.cap * seen / total + rng.random()))   # rounded at random
+            mine = min(len(self.samples), self.cap - theirs)
+            self.samples = rng.sample(self.samples, mine) + rng.sample(samples, theirs)
+        self.seen = total
+        self._next = 0
 
     def percentiles(self, qs: tuple[int, ...] = PERCENTILES) -> list[float | None]:
         return percentiles(self.samples, qs)
+
+
+class ThinnedSample:
+    """A uniform sample of a stream at no Python cost per value: every `step`-th value of each batch from a
+    random start (each value kept with probability 1/step); when it grows past twice `cap`, every other
+    value is dropped and `step` doubles. Between `cap` and 2 × `cap` values once `seen` passes `cap`, all of
+    them while below. What the delivery child keeps between two relays; `Reservoir.merge` takes it."""
+
+    __slots__ = ("cap", "samples", "seen", "step", "_rng")
+
+    def __init__(self, cap: int = 1024):
+        self.cap = cap
+        self.samples: list[float] = []
+        self.seen = 0
+        self.step = 1
+        self._rng = random.Random()
+
+    def add_many(self, values: list[float]) -> None:
+        self.seen += len(values)
+        step = self.step
+        self.samples += values if step == 1 else values[self._rng.randrange(step)::step]
+        while len(self.samples) > 2 * self.cap:
+            self.samples = self.samples[self._rng.randrange(2)::2]
+            self.step *= 2
+
+
+def _unit(rnd: Callable[[], float]) -> float:
+    """A uniform random number in (0, 1): random() may return 0.0, whose log is undefined."""
+    return rnd() or 5e-324
+
+
+def by_type(latencies: list[float], types: list[str]) -> dict[str, list[float]]:
+    """The latencies grouped by event type (same order); a batch of one type, the usual case, is
+    recognised without a loop over its events."""
+    if not types:
+        return {}
+    first = types[0]
+    if types.count(first) == len(types):
+        return {first: latencies}
+    out: dict[str, list[float]] = {}
+    for t, v in zip(types, latencies):
+        out.setdefault(t, []).append(v)
+    return out
 
 
 def percentiles(samples: list[float], qs: tuple[int, ...] = PERCENTILES) -> list[float | None]:
@@ -67,24 +148,35 @@ class LatencyTracker:
     def observe(self, target: str, latencies: list[float], types: list[str] | None = None) -> None:
         if not latencies:
             return
+        groups = by_type(latencies, types) if types else {}
         with self.lock:
-            r = self.step.get(target)
-            if r is None:
-                r = self.step[target] = Reservoir(self.cap)
-            r.add_many(latencies)
-            if types:
-                now = time.time()
-                bucket = now - now % SLA_BUCKET_SECONDS
-                by_type: dict[str, list[float]] = {}
-                for t, v in zip(types, latencies):
-                    by_type.setdefault(t, []).append(v)
-                for t, vs in by_type.items():
-                    ring = self.types.get(t)
-                    if ring is None:
-                        ring = self.types[t] = deque(maxlen=int(SLA_WINDOW_SECONDS / SLA_BUCKET_SECONDS) + 1)
-                    if not ring or ring[-1][0] != bucket:
-                        ring.append((bucket, Reservoir(self.cap)))
-                    ring[-1][1].add_many(vs)
+            self._step(target).add_many(latencies)
+            for t, vs in groups.items():
+                self._type_bucket(t).add_many(vs)
+
+    def merge(self, target: str, sample: tuple[list[float], int], types: dict[str, tuple[list[float], int]]) -> None:
+        """Add what another process's tracker sampled (`Reservoir.merge`): the delivery child's, relayed."""
+        with self.lock:
+            if sample[1]:
+                self._step(target).merge(*sample)
+            for t, (values, seen) in types.items():
+                self._type_bucket(t).merge(values, seen)
+
+    def _step(self, target: str) -> Reservoir:
+        r = self.step.get(target)
+        if r is None:
+            r = self.step[target] = Reservoir(self.cap)
+        return r
+
+    def _type_bucket(self, event_type: str) -> Reservoir:
+        now = time.time()
+        bucket = now - now % SLA_BUCKET_SECONDS
+        ring = self.types.get(event_type)
+        if ring is None:
+            ring = self.types[event_type] = deque(maxlen=int(SLA_WINDOW_SECONDS / SLA_BUCKET_SECONDS) + 1)
+        if not ring or ring[-1][0] != bucket:
+            ring.append((bucket, Reservoir(self.cap)))
+        return ring[-1][1]
 
     def take_step(self) -> dict[str, list[float | None]]:
         """Percentiles per target since the last call, and start a new step."""

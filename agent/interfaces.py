@@ -91,4 +91,8 @@ class Target(Protocol):
 
     def send(self, events: list[SpooledEvent]) -> DeliveryResult: ...
 
+    # Optional: `send_lines(data: bytes) -> None`, the batch's CloudEvents as JSON lines (each ending in a
+    # newline), all accepted or TargetUnavailable raised. The worker uses it instead of `send` when the
+    # events go out as spooled (agent/worker.py, `TargetWorker._send_lines`); the file target has it.
+
     def close(self) -> None: ...

@@ -353,19 +353,35 @@ class Spool:
 
     def fetch(self, after_seq: int, limit: int) -> list[SpooledEvent]:
         """Up to `limit` events after `after_seq`, in spool order (from the middle of a frame too)."""
-        first = max(after_seq, self._pruned_seq()) + 1
         out: list[SpooledEvent] = []
-        # every frame holds one event or more: limit + 1 frames (the first may end before `first`) suffice
+        for frame, lo, hi in self.fetch_runs(after_seq, limit):
+            out.extend(frame.events(lo, hi))
+        return out
+
+    def fetch_runs(self, after_seq: int, limit: int) -> list[tuple[FrameHead, int, int]]:
+        """The same events as `fetch`, as (frame, lo, hi): the frame's events lo .. hi - 1, bodies loaded."""
+        first = max(after_seq, self._pruned_seq()) + 1
+        out: list[tuple[FrameHead, int, int]] = []
+        taken = 0
+        if limit <= 0:
+            return out
+        # every frame holds one event or more: limit + 1 frames (the first may end before `first`) suffice.
+        # Read as needed, not fetched all: each frame row fills a page of its own, and a batch needs only
+        # a frame or two of the 1000 the limit allows (fetching them all was 14% of delivery's time).
         rows = self.db.execute("SELECT seq, n, only_target FROM frames WHERE seq >= ? ORDER BY seq LIMIT ?",
-                               (self._frame_start(first), limit + 1)).fetchall() if limit > 0 else []
-        for seq, n, only in rows:
-            if seq + n <= first:
-                continue
-            lo = max(first, seq) - seq
-            hi = min(n, lo + limit - len(out))
-            out.extend(self._frame(seq, n, only, True).events(lo, hi))
-            if len(out) >= limit:
-                break
+                               (self._frame_start(first), limit + 1))
+        try:
+            for seq, n, only in rows:
+                if seq + n <= first:
+                    continue
+                lo = max(first, seq) - seq
+                hi = min(n, lo + limit - taken)
+                out.append((self._frame(seq, n, only, True), lo, hi))
+                taken += hi - lo
+                if taken >= limit:
+                    break
+        finally:
+            rows.close()          # ends the statement (and its read snapshot) at once
         return out
 
     def _foreign(self, name: str, cursor: int) -> int:

@@ -177,3 +177,18 @@ class FrameHead:
             body = payload[a:b] if off < 0 else payload[a:a + off] + eid.encode() + payload[a + off:b]
             out.append(SpooledEvent(seq0 + i, eid, types[tix[i]], subjects[i], body, ts[i], positions[i], only))
         return out
+
+    def lines(self, lo: int, hi: int, out: list[bytes]) -> None:
+        """Append to `out` the pieces of the events lo .. hi - 1's bodies (restored as in `events`), each
+        followed by a newline, so that b"".join(out) is their JSON lines: what the file target writes,
+        without building an event object per body."""
+        payload, starts = self.payload, self.starts
+        assert payload is not None and starts is not None      # load_body first
+        offs, ids = self.offs, self.ids
+        for i in range(lo, hi):
+            a, b, off = starts[i], starts[i + 1], offs[i]
+            if off < 0:
+                out += (payload[a:b], b"\n")
+            else:
+                cut = a + off
+                out += (payload[a:cut], ids[i].encode(), payload[cut:b], b"\n")

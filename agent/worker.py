@@ -3,6 +3,9 @@
 
   spool.fetch → render (once per event) → target.send → target confirms → spool.advance(cursor)
 
+A target with `send_lines` (the file target) that takes every event as spooled gets the same steps with the
+events as JSON lines joined straight from the spool's frames, no object per event (`_send_lines`).
+
 How failures are told apart:
 - TargetUnavailable (and OSError): the target is down; retry the same batch with backoff and the circuit
   breaker (agent/retry.py, settings common to every target).
@@ -30,6 +33,7 @@ from .monitor import Monitor
 from .retry import RetryPolicy
 from .secrets import redact
 from .spool import Spool
+from .spool_frames import FrameHead
 
 log = logging.getLogger(__name__)
 
@@ -127,21 +131,31 @@ class TargetWorker(threading.Thread):
                     continue
             resend_dead_letters(spool, self.settings, target, self.cfg)   # what `dlq retry` handed over
             cursor = spool.counters(self.settings.name).cursor
-            batch, upto = self._next_batch(spool, cursor)
-            if self.applied is not None:
-                batch = self._skip_applied(batch)
-            if not batch and upto == cursor:
+            send_lines = getattr(target, "send_lines", None) if self._as_spooled() else None
+            if send_lines is not None:
+                runs, upto = self._next_runs(spool, cursor)
+                batch: list[SpooledEvent] = []
+            else:
+                batch, upto = self._next_batch(spool, cursor)
+                if self.applied is not None:
+                    batch = self._skip_applied(batch)
+            if upto == cursor and not batch:
                 self.caught_up.set()
+                self.monitor.caught_up(self.settings.name)
                 if self.stop.is_set():
                     return
                 self.wake.wait(0.5)
                 self.wake.clear()
                 continue
             self.caught_up.clear()
-            if not batch:
+            if send_lines is not None:
+                delivered = self._send_lines(spool, target, send_lines, runs, upto, drain_deadline)
+            elif not batch:
                 spool.advance(self.settings.name, upto, 0, [])
                 continue
-            if not self._deliver(spool, target, batch, upto, drain_deadline) and drain_deadline is not None:
+            else:
+                delivered = self._deliver(spool, target, batch, upto, drain_deadline)
+            if not delivered and drain_deadline is not None:
                 return     # the target still fails while draining: the rest stays spooled for next time
 
     def _open(self, spool: Spool, target: Target, drain_deadline: float | None) -> bool:
@@ -190,6 +204,62 @@ class TargetWorker(threading.Thread):
                 upto = ev.seq
             if len(rows) < chunk or len(batch) == size or upto - cursor >= SCAN_LIMIT:
                 return batch, upto
+
+    def _as_spooled(self) -> bool:
+        """Whether the next batch goes out exactly as spooled: CloudEvent bodies, every event type, no
+        position of the target's own to skip to. Then a target that can take JSON lines (the file target's
+        `send_lines`) gets them joined straight from the spool's frames, without an event object each."""
+        return self.takes_all and self.applied is None and self.settings.format == "cloudevents"
+
+    def _next_runs(self, spool: Spool, cursor: int) -> tuple[list[tuple[FrameHead, int, int]], int]:
+        """`_next_batch` for a target that takes every event type, as runs of frames (Spool.fetch_runs):
+        the runs meant for this target, and the last seq looked at."""
+        runs = spool.fetch_runs(cursor, self.settings.batch_size)
+        if not runs:
+            return [], cursor
+        last, _, hi = runs[-1]
+        name = self.settings.name
+        return [r for r in runs if r[0].only_target is None or r[0].only_target == name], last.seq + hi - 1
+
+    def _send_lines(self, spool: Spool, target: Target, send_lines, runs: list[tuple[FrameHead, int, int]],
+                    upto: int, drain_deadline: float | None) -> bool:
+        """Deliver runs of frames as JSON lines: the same steps as `_deliver` (the target confirms, then the
+        cursor moves), for a target that never refuses single events. Should it refuse some all the same
+        (TargetRejected), the batch goes the usual way, where refused events end in dead letters."""
+        name = self.settings.name
+        parts: list[bytes] = []
+        count = 0
+        for frame, lo, hi in runs:
+            frame.lines(lo, hi, parts)
+            count += hi - lo
+        if count:
+            data = b"".join(parts)
+            del parts
+            while True:
+                try:
+                    send_lines(data)
+                    break
+                except TargetRejected:
+                    batch = [e for frame, lo, hi in runs for e in frame.events(lo, hi)]
+                    return self._deliver(spool, target, batch, upto, drain_deadline)
+                except (TargetError, OSError) as e:
+                    if not self._wait_retry(spool, e, drain_deadline):
+                        return False
+        spool.advance(name, upto, count, [])
+        self._recovered()
+        if count:
+            now = time.time()
+            latencies: list[float] = []
+            types: list[str] = []
+            for frame, lo, hi in runs:
+                latencies += [now - t for t in frame.ts[lo:hi]]
+                if len(frame.types) == 1:
+                    types += frame.types * (hi - lo)
+                else:
+                    names = frame.types
+                    types += [names[i] for i in frame.tix[lo:hi]]
+            self.monitor.delivered_latencies(name, latencies, types)
+        return True
 
     def _deliver(self, spool: Spool, target: Target, batch: list[SpooledEvent], upto: int,
                  drain_deadline: float | None) -> bool:

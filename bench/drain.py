@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 
 from bench.common import (setup_capture, AgentRun, Profiler, agent_config, bench_cluster, emit, pg_recvlogical_drain,
-                          proc_cpu_seconds, spool_bytes, table, tmpdir, wait_lines, write_mixed_changes, MIXED_DDL)
+                          proc_cpu_seconds, proc_cpu_split, proc_tree, spool_bytes, table, tmpdir, wait_lines,
+                          write_mixed_changes, MIXED_DDL)
 
 
 def main() -> None:
@@ -50,6 +51,8 @@ def main() -> None:
         rss = agent.peak_rss_mb()
         cpu = agent.cpu_seconds()
         capture_cpu = proc_cpu_seconds(agent.proc.pid)      # the main process is capture; delivery is its child
+        children = [proc_cpu_split(p) for p in proc_tree(agent.proc.pid)[1:]]
+        delivery_user, delivery_sys = sum(u for u, _ in children), sum(s for _, s in children)
         agent.stop()
         spooled = spool_bytes(work / "state")
         rate = args.changes / agent_s
@@ -60,6 +63,9 @@ def main() -> None:
                "agent_cpu_seconds": round(cpu, 1), "capture_cpu_seconds": round(capture_cpu, 2),
                "capture_cpu_us_per_change": round(capture_cpu * 1e6 / args.changes, 1),
                "agent_cpu_us_per_change": round(cpu * 1e6 / args.changes, 1),
+               "delivery_cpu_us_per_change": round((delivery_user + delivery_sys) * 1e6 / args.changes, 1),
+               "delivery_user_us_per_change": round(delivery_user * 1e6 / args.changes, 1),
+               "delivery_sys_us_per_change": round(delivery_sys * 1e6 / args.changes, 1),
                "spool_bytes": spooled, "spool_bytes_per_change": round(spooled / args.changes, 1)}
         emit(fig)
         table([("pg_recvlogical (pgoutput → /dev/null)", f"{ref_s:.2f}", f"{ref_rate:,.0f}", ""),

@@ -54,7 +54,7 @@ def test_history_is_a_ring_and_series_line_up():
 
 
 def test_type_latency_window():
-    t = LatencyTracker(cap=50)
+    t = LatencyTracker(cap=100)     # all 100 kept: with a smaller sample the p95 is 5.0 only most of the time
     t.observe("crm", [0.1] * 90 + [5.0] * 10, ["order.status.changed"] * 100)
     p95, n = t.type_p95()["order.status.changed"]
     assert p95 == 5.0 and n == 100

@@ -54,7 +54,7 @@ def insert(db: Path, ids, pad: int = 0) -> None:
 
 
 def write_config(tmp_path: Path, *, targets=("f",), agent_extra: str = "", rules: str = "",
-                 health: str = 'listen = "off"') -> Path:
+                 health: str = 'listen = "off"', source_extra: str = "") -> Path:
     blocks = "".join(f'\n[[targets]]\nname = "{t}"\nkind = "file"\npath = "out/{t}.jsonl"\n' for t in targets)
     cfg = tmp_path / "agent.toml"
     cfg.write_text(f"""
@@ -69,6 +69,7 @@ kind = "trigger"
 dsn = "sqlite:///{tmp_path / 'erp.db'}"
 tables = ["main.customers"]
 poll_interval_seconds = 0.05
+{source_extra}
 {rules}
 {blocks}
 [health]
@@ -197,7 +198,8 @@ def test_dlq_retry_while_running_does_not_cut_a_line_the_agent_is_writing(tmp_pa
     land as garbage: the retry must go through the agent's own worker, after its batch."""
     from adapters.file import FileTarget
     db = make_erp(tmp_path)
-    cfg_path = write_config(tmp_path, agent_extra='delivery = "thread"')
+    # no initial snapshot: racing the insert it may rightly deliver the row a second time, as a read
+    cfg_path = write_config(tmp_path, agent_extra='delivery = "thread"', source_extra='snapshot = "never"')
     sp = spool_of(cfg_path)
     sp.ensure_targets(["f"])
     sp.append([ev(0)], [], None)
@@ -205,21 +207,19 @@ def test_dlq_retry_while_running_does_not_cut_a_line_the_agent_is_writing(tmp_pa
     sp.advance("f", first.seq, 0, [(first, "HTTP 400: refused for the test")])
     sp.close()
 
-    from agent.interfaces import DeliveryResult
     writing, gate = threading.Event(), threading.Event()
 
-    def slow_send(self, events):          # a slow disk: half a batch, a pause, the rest
+    def slow_send_lines(self, data):      # a slow disk: half a batch, a pause, the rest
         if self.fd is None:
             self.open()
-        data = b"\n".join(e.body for e in events) + b"\n"
         os.write(self.fd, data[:len(data) // 2])
         writing.set()
         gate.wait(60)
         os.write(self.fd, data[len(data) // 2:])
         os.fsync(self.fd)
-        return DeliveryResult()
 
-    monkeypatch.setattr(FileTarget, "send", slow_send)
+    # the worker writes JSON lines joined from the spool (send_lines); send, used by `dlq retry`, calls it too
+    monkeypatch.setattr(FileTarget, "send_lines", slow_send_lines)
     with RunningAgent(cfg_path) as a:
         insert(db, [1])
         assert writing.wait(30)
