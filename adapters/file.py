@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from adapters import TargetKind, preflight
+from agent import timing
 from agent.changes import CheckItem
 from agent.errors import TargetUnavailable
 from agent.interfaces import DeliveryResult, SpooledEvent
@@ -72,6 +73,8 @@ class FileTarget:
             while view:
                 n = os.write(fd, view)
                 view = view[n:]
+            if timing.ENABLED:
+                timing.note("written")
             os.fsync(fd)
         except OSError as e:
             self.close()
