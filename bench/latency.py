@@ -172,9 +172,10 @@ def fsync_floor(folder: Path, rounds: int = 300) -> dict:
             "sqlite_commit_p50_ms": round(pct(sq, 50), 2), "sqlite_commit_p99_ms": round(pct(sq, 99), 2)}
 
 
-STAGES = (  # name, (capture or delivery record, stamp) from, to; "start": the later of commit0 and entered
-    ("capture busy", ("c", "commit0"), ("c", "entered")),  # the capture loop was still on the batch before
-    ("source", ("c", "start"), ("c", "first")),          # PostgreSQL's commit (fsync), walsender, socket
+STAGES = (  # name, (capture or delivery record, stamp) from, to
+    # PostgreSQL's WAL flush (the commit time is stamped before it), the walsender, the socket, and the
+    # capture loop finishing the batch before (reading again only after its spool commit)
+    ("commit→read", ("c", "commit0"), ("c", "first")),
     ("linger", ("c", "first"), ("c", "closed")),          # the batch waits for more
     ("map", ("c", "closed"), ("c", "mapped")),
     ("spool", ("c", "mapped"), ("c", "spooled")),         # pack + SQLite commit (fsync)
@@ -211,7 +212,6 @@ def stages(path: Path, since: float) -> dict:
         if i == len(dels):
             continue
         d = dels[i]
-        c["start"] = max(c["commit0"], c["entered"])
         rec = {"c": c, "d": d}
         for name, (ra, ka), (rb, kb) in STAGES:
             a, b = rec[ra].get(ka), rec[rb].get(kb)
