@@ -100,9 +100,15 @@ class Spool:
                 self.db.execute("PRAGMA journal_mode=WAL")
                 self.db.execute("PRAGMA synchronous=FULL")
                 self._migrate()
-                self._writer_lock = open_writer_lock(self.path.parent)
         except sqlite3.Error as e:
             raise SpoolError(f"cannot open the spool {self.path}: {e}") from None
+        if not readonly:
+            try:
+                self._writer_lock = open_writer_lock(self.path.parent)
+            except OSError as e:       # e.g. left by an agent that ran as another user
+                self.db.close()
+                raise SpoolError(f"cannot open {e.filename}: {e.strerror}; the state_dir's files must belong to "
+                                 "the agent's user") from None
 
     def _migrate(self) -> None:
         current = self.db.execute("PRAGMA user_version").fetchone()[0]
