@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from adapters import TargetKind, preflight
+from agent import timing
 from agent.changes import CheckItem
 from agent.errors import TargetUnavailable
 from agent.interfaces import DeliveryResult, SpooledEvent
@@ -77,6 +78,8 @@ class FileTarget:
             while view:
                 n = os.write(fd, view)
                 view = view[n:]
+            if timing.ENABLED:
+                timing.note("written")
             os.fsync(fd)
         except OSError as e:
             self.close()
@@ -114,6 +117,8 @@ def check_file_target(settings: TargetSettings) -> list[CheckItem]:
     return [CheckItem(name, True, f"will create {path}")]
 
 
-# a file batch costs one fsync, so files take larger batches than network targets
-KIND = TargetKind(options=FileOptions, target=FileTarget, batch_size=1000,
+# a file batch costs one fsync (and its cursor one SQLite commit), so files take larger batches than network
+# targets: as many as one capture batch (source.batch_size), so a backlog costs one fsync per 5000 events,
+# not per 1000 (only a backlog fills a batch: at a steady rate each batch is what was spooled since the last)
+KIND = TargetKind(options=FileOptions, target=FileTarget, batch_size=5000,
                   admin=preflight(check_file_target))     # check: the file can be written

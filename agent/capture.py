@@ -49,6 +49,7 @@ class CaptureCore:
         self._in_txn = False
         self._txn_ts = 0.0                     # commit time of the open (or last) transaction, for the backlog test
         self._backlog = False                  # the last batch was catching up: linger longer, fill batches
+        self.first_at = 0.0                    # when the last batch's first item arrived (monotonic; agent/timing.py)
 
     def read(self, max_changes: int, max_wait: float) -> SourceBatch:
         """Changes up to about `max_changes`, waiting at most `max_wait` for the first item."""
@@ -61,6 +62,7 @@ class CaptureCore:
         first = now if out else None
         linger = BACKLOG_LINGER_SECONDS if self._backlog else BATCH_LINGER_SECONDS
         full = len(out) >= max_changes         # a carried transaction may fill a batch by itself
+        self.first_at = now
         while not full:
             if self._queue:
                 items, self._queue = self._queue, []
@@ -78,6 +80,8 @@ class CaptureCore:
                         self._backlog = False
                         break
                 items = self.source.poll(max(1, max_changes - len(out)), wait)
+                if first is None:
+                    self.first_at = time.monotonic()
                 if not items:
                     self._backlog = False       # the stream paused: caught up, keep batches short again
                     break

@@ -17,6 +17,7 @@ import os
 import threading
 import time
 
+from . import timing
 from .capture import CaptureCore
 from .config import Config
 from .conflicts import prune as prune_conflicts
@@ -73,6 +74,7 @@ class Agent:
         self._unspooled: tuple | None = None
         # sql targets in two-way sync: their conflicts are pruned after agent.conflicts_retention_days
         self._owning_targets = [t.name for t in cfg.targets if getattr(t.options, "owns", None)]
+        self._stamps: dict | None = None         # the batch in hand's stage times (CDC_AGENT_TIMING only)
 
     def run(self) -> int:
         from .health import HealthServer    # local import: the health module pulls in prometheus_client
@@ -251,11 +253,18 @@ class Agent:
     def _capture_once(self) -> None:
         self.snapshots.step()
         assert self.capture is not None     # _open_source ran (the capture loop opens the source first)
+        entered = time.time() if timing.ENABLED else 0.0
         batch = self.capture.read(self.cfg.source.batch_size, READ_WAIT_SECONDS)
         progress = self.snapshots.progress_for(batch.changes, batch.checkpoint)
         if not batch.changes and batch.checkpoint is None:
             return
+        closed = time.time() if timing.ENABLED else 0.0
         events, failures = self.mapper.map(batch.changes)
+        if timing.ENABLED and batch.changes:
+            self._stamps = {"n": len(batch.changes), "commit0": batch.changes[0].commit_ts,
+                            "commit1": batch.changes[-1].commit_ts, "entered": entered, "closed": closed,
+                            "mapped": time.time(),
+                            "first": timing.wall(self.capture.first_at)}
         for f in failures:
             log.warning("change at %s cannot become %s (event %s): %s; it is in dead letters", f.position,
                         f.event_type, event_id(self.cfg.agent.name, f.position, f.event_type), f.reason)
@@ -273,12 +282,17 @@ class Agent:
         if self.monitor.capture_error is not None:
             log.info("the spool accepts writes again: capture resumes")
             self.monitor.capture_error = None
+        stamps, self._stamps = self._stamps, None
+        if stamps is not None:
+            stamps["spooled"] = time.time()
         if added:
             self._wake_targets()
         if checkpoint is not None and self.source is not None:
             # only now: the spool holds everything up to it. (No source: it failed while this batch waited for
             # the spool; the next one starts from the spool's checkpoint, which confirms the same.)
             self.source.confirm(checkpoint)
+        if stamps is not None:
+            timing.record("capture", seq=self.spool.last_seq(), confirmed=time.time(), **stamps)
         if self.outbox_cleaner:                  # after the spool commit, never before
             self.outbox_cleaner.consumed([e.outbox_row for e in events if e.outbox_row is not None])
 

@@ -19,6 +19,7 @@ message names the file and what to do (a full disk: free space, capture resumes 
 from __future__ import annotations
 
 import functools
+import os
 import re
 import sqlite3
 import time
@@ -31,6 +32,7 @@ from .mapping import MappedEvent, MappingFailure
 from .shipped import shipped
 from .spool_frames import FrameCodec, FrameHead, pack_frame
 from .statefiles import create_private_file, private_state_dir
+from .statelock import exclusive, open_writer_lock
 
 MIGRATIONS = shipped("migrations/state")
 FRAME_CACHE = 1              # decoded frames a reader keeps: a target reads a frame in several batches, in order
@@ -84,6 +86,7 @@ class Spool:
         # the config's targets, once ensure_targets told them; until then every cursor counts (the safe
         # side for pruning)
         self.configured: tuple[str, ...] | None = None
+        self._writer_lock: int | None = None           # spool.lock's fd (statelock.exclusive); not when readonly
         try:
             if readonly:
                 if not self.path.exists():
@@ -99,6 +102,13 @@ class Spool:
                 self._migrate()
         except sqlite3.Error as e:
             raise SpoolError(f"cannot open the spool {self.path}: {e}") from None
+        if not readonly:
+            try:
+                self._writer_lock = open_writer_lock(self.path.parent)
+            except OSError as e:       # e.g. left by an agent that ran as another user
+                self.db.close()
+                raise SpoolError(f"cannot open {e.filename}: {e.strerror}; the state_dir's files must belong to "
+                                 "the agent's user") from None
 
     def _migrate(self) -> None:
         current = self.db.execute("PRAGMA user_version").fetchone()[0]
@@ -157,6 +167,9 @@ class Spool:
 
     def close(self) -> None:
         self.db.close()
+        if self._writer_lock is not None:
+            os.close(self._writer_lock)
+            self._writer_lock = None
 
     # ------------------------------------------------------------ capture side
 
@@ -164,6 +177,7 @@ class Spool:
         row = self.db.execute("SELECT value FROM meta WHERE key = 'source_checkpoint'").fetchone()
         return row[0] if row else None
 
+    @exclusive
     def append(self, events: list[MappedEvent], failures: list[MappingFailure], checkpoint: str | None,
                resolves_dead_letter: int | None = None, snapshot_state: dict[str, str] | None = None) -> int:
         """Spool events and mapping failures, and move the checkpoint, in one transaction (and, for
@@ -413,6 +427,7 @@ class Spool:
             worst = max(worst, last - cursor - self._foreign(name, cursor))
         return max(0, worst)
 
+    @exclusive
     def advance(self, name: str, cursor: int, delivered: int, dead: list[tuple[SpooledEvent, str]],
                 error: str | None = None) -> None:
         """After the target confirmed: move the cursor, count, and dead-letter the rejected events.
@@ -441,6 +456,7 @@ class Spool:
     def record_failure(self, name: str, error: str) -> None:
         self.db.execute("UPDATE targets SET failed = failed + 1, last_error = ? WHERE name = ?", (error, name))
 
+    @exclusive
     def prune(self, retention_seconds: float, limit: int = 5000) -> int:
         """Drop up to `limit` of the oldest events that every target has passed and that are older than the
         retention; returns how many. Call again while it returns `limit`: small steps keep each write

@@ -24,6 +24,7 @@ import time
 
 from adapters import build_target
 
+from . import timing
 from .config import Config, TargetSettings
 from .dlq import resend_dead_letters
 from .errors import CdcError, SpoolError, TargetError, TargetRejected, TargetUnavailable
@@ -130,6 +131,8 @@ class TargetWorker(threading.Thread):
                         return
                     continue
             resend_dead_letters(spool, self.settings, target, self.cfg)   # what `dlq retry` handed over
+            if timing.ENABLED:
+                timing.note("fetch")
             cursor = spool.counters(self.settings.name).cursor
             send_lines = getattr(target, "send_lines", None) if self._as_spooled() else None
             if send_lines is not None:
@@ -146,6 +149,8 @@ class TargetWorker(threading.Thread):
                     return
                 self.wake.wait(0.5)
                 self.wake.clear()
+                if timing.ENABLED:
+                    timing.note("woke")
                 continue
             self.caught_up.clear()
             if send_lines is not None:
@@ -307,7 +312,11 @@ class TargetWorker(threading.Thread):
             for ev, reason in dead:
                 log.warning("target %s rejected event %s (%s at %s) for good: %s; it is in dead letters",
                             name, ev.id, ev.type, ev.position, reason)
+            sent = time.time() if timing.ENABLED else 0.0
             spool.advance(name, last_seq, len(part) - len(dead), dead)
+            if timing.ENABLED:
+                timing.record("deliver", seq=last_seq, n=len(part), commit1=part[-1].commit_ts, sent=sent,
+                              advanced=time.time())
             self._recovered()
             self.monitor.delivered(name, [e for e in part if e.seq not in rejected])
             pending.pop(0)

@@ -33,6 +33,42 @@ def test_events_and_checkpoint_commit_together_and_replays_are_ignored(tmp_path)
     assert [e.body for e in again.fetch(0, 10)] == [b"{\"id\":\"A:%d\"}" % i for i in (1, 2, 3)]
 
 
+def test_hot_writes_wait_for_the_writer_lock_and_go_on_when_it_is_released(tmp_path):
+    """append and advance (capture and delivery) take state_dir/spool.lock around their transaction, so one
+    waits for the other in the kernel instead of in SQLite's sleeping busy handler; reads do not take it."""
+    import fcntl
+    import threading
+
+    sp = Spool(tmp_path)
+    sp.ensure_targets(["t"])
+    sp.append([ev("A:1")], [], "ckpt-A")
+    holder = os.open(tmp_path / "spool.lock", os.O_RDWR)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    done = []
+
+    def write(fn):
+        other = Spool(tmp_path)                 # a second connection, as the delivery process has
+        fn(other)
+        done.append(fn)
+        other.close()
+
+    writers = [threading.Thread(target=write, args=(lambda s: s.append([ev("A:2")], [], "ckpt-B"),)),
+               threading.Thread(target=write, args=(lambda s: s.advance("t", 1, 1, []),))]
+    for w in writers:
+        w.start()
+    for w in writers:
+        w.join(0.3)
+    assert not done and all(w.is_alive() for w in writers)   # both wait for the lock
+    assert sp.checkpoint() == "ckpt-A" and len(sp.fetch(0, 10)) == 1   # reading goes on meanwhile
+    fcntl.flock(holder, fcntl.LOCK_UN)
+    for w in writers:
+        w.join(10)
+    assert len(done) == 2
+    assert sp.checkpoint() == "ckpt-B" and sp.counters("t").cursor == 1
+    os.close(holder)
+    sp.close()
+
+
 def test_nothing_is_pending_once_targets_pass_a_replay(tmp_path):
     """A replay after a restart is ignored by identity but still uses up seq numbers; pending counts must not
     count those gaps once the targets have delivered everything (else backpressure would pause capture

@@ -46,7 +46,7 @@ def test_retry_settings_are_common_to_every_target_kind(tmp_path, monkeypatch):
     audit, crm = cfg.targets
     assert (audit.retry_initial_seconds, audit.retry_max_seconds, audit.circuit_failures,
             audit.circuit_open_seconds) == (0.25, 2.0, 3, 4.0)
-    assert audit.batch_size == 1000 and crm.batch_size == 10          # the kind's default, or what is written
+    assert audit.batch_size == 5000 and crm.batch_size == 10          # the kind's default, or what is written
     assert (crm.retry_initial_seconds, crm.retry_max_seconds) == (0.1, 0.8)
     w = worker.TargetWorker(cfg, audit, Monitor("a", "postgres"), threading.Event())
     assert (w.policy.initial, w.policy.maximum, w.policy.circuit_failures, w.policy.circuit_open_seconds) == \
