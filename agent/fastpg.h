@@ -1,4 +1,4 @@
-/* Shared by the C files of agent._fastpg (agent/_fastpg.c, fastpg_row.c, fastpg_event.c). */
+/* Shared by the C files of agent._fastpg (agent/_fastpg.c, fastpg_row.c, fastpg_event.c, fastpg_glue.c). */
 
 #ifndef CDC_FASTPG_H
 #define CDC_FASTPG_H
@@ -81,5 +81,8 @@ PyObject *fp_render_row(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 PyObject *fp_render_dicts(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 PyObject *fp_render_event(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 PyObject *fp_blake2b16(PyObject *self, PyObject *arg);
+PyObject *fp_init_glue(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+PyObject *fp_take_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+PyObject *fp_render_events(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 
 #endif
