@@ -60,14 +60,15 @@ PyObject *fp_init_glue(PyObject *self, PyObject *const *args, Py_ssize_t nargs) 
         PyErr_SetString(PyExc_TypeError, "init_glue(RenderedRowChange, slots, MappedEvent, slots)");
         return NULL;
     }
-    Py_CLEAR(change_type);
-    Py_CLEAR(event_type);
-    if (slot_offsets((PyTypeObject *)args[0], args[1], RC_NSLOTS, change_off) < 0
-        || slot_offsets((PyTypeObject *)args[2], args[3], ME_NSLOTS, event_off) < 0)
+    Py_ssize_t coff[RC_NSLOTS], eoff[ME_NSLOTS];       /* (a refused call leaves the glue as it was) */
+    if (slot_offsets((PyTypeObject *)args[0], args[1], RC_NSLOTS, coff) < 0
+        || slot_offsets((PyTypeObject *)args[2], args[3], ME_NSLOTS, eoff) < 0)
         return NULL;
     if (pos25 == NULL && (pos25 = PyLong_FromLong(25)) == NULL) return NULL;
-    change_type = (PyTypeObject *)Py_NewRef(args[0]);
-    event_type = (PyTypeObject *)Py_NewRef(args[2]);
+    memcpy(change_off, coff, sizeof coff);
+    memcpy(event_off, eoff, sizeof eoff);
+    Py_XSETREF(change_type, (PyTypeObject *)Py_NewRef(args[0]));
+    Py_XSETREF(event_type, (PyTypeObject *)Py_NewRef(args[2]));
     Py_RETURN_NONE;
 }
 

@@ -18,7 +18,7 @@ import struct
 import time
 from pathlib import Path
 
-from agent import config, pgoutput as po
+from agent import config, fastpath, pgoutput as po
 from agent.capture import CaptureCore
 from agent.mapping import EventMapper
 from agent.sources.postgres.stream import PostgresSource
@@ -60,6 +60,7 @@ class _NoPoll:
 def _source(cfg, frames: list[bytes], pure: bool) -> PostgresSource:
     src = PostgresSource(cfg)
     src._decoder = po.Decoder(pure=pure)
+    src._take = fastpath.row_taker() if src._decoder.renders else None
     src._pg = _ReplayConn(frames)        # type: ignore[assignment]
     src._poll = _NoPoll()                # type: ignore[assignment]
     src._meta_query = lambda sql, params=None: [("id",)]     # type: ignore[method-assign]
