@@ -16,6 +16,11 @@ RenderedRowChange (agent/fastrow.py), and the mapper renders each rule's CloudEv
 (`render_event`, with a plan per rule and relation from `event_plan`). What the C path cannot reproduce
 byte for byte (values maps, unchanged TOAST values, binary values, a float or Python-formatted key in the
 subject...) goes through the pure path for that change, which the C code then leaves alone.
+
+The glue between those parts is in C too (agent/fastpg_glue.c, docs/performance.md): the source's read
+loop hands runs of row messages to `take_rows`, which makes their RenderedRowChanges, and the mapper hands
+runs of RenderedRowChanges to `render_events`, which makes their MappedEvents; both fill the classes'
+slots directly (`_glue` hands the slots over once) and stop at whatever needs Python.
 """
 
 from __future__ import annotations
