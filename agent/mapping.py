@@ -273,7 +273,7 @@ class EventMapper:
         layout = ch.layout
         rules = None if ch.table in self.outbox else self.rules.get(ch.table)
         run: tuple | None = None
-        if rules:
+        if rules and len(rules) <= RUN_RULES:
             parts: list[tuple] | None = []
             for rule in rules:
                 plan = self._plan(rule, ch, layout)
@@ -389,6 +389,7 @@ class EventMapper:
 
 
 _UNSET: Any = object()
+RUN_RULES = 64                # at most this many rules on a table for render_events (agent/fastpg_glue.c)
 DICT_LAYOUT_CHANGES = 50      # a table whose row dicts changed layout this often is left to the pure path
 
 REASON_VALUE = 200       # characters of a row value quoted in a dead-letter reason (the raw change has it all)

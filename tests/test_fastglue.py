@@ -273,3 +273,15 @@ def test_glue_fills_only_plain_slots():
         fastpath._fastpg.init_glue(RenderedRowChange, (1,) * len(fastpath._CHANGE_SLOTS), object, ())
     assert fastpath._glue()         # (a refused call leaves the classes it had)
     EventMapper(cfg()).map([])
+
+
+@needs_extension
+def test_more_rules_than_one_c_call_takes_map_alike():
+    """A table with more rules than render_events takes (64) is mapped per change, with the same events."""
+    from tests.test_fastevents import outcome
+    rid = struct.pack(">I", RELID)
+    msg = b"I" + rid + b"N" + tuple_bytes([("t", b"7"), ("t", b"x")])
+    event_rules = [{"type": f"t.r{i}", "table": "public.t"} for i in range(65)]
+    (got, got_failures), ch = outcome(False, [20, 25], {0}, msg, event_rules)
+    assert type(ch) is RenderedRowChange and len(got) == 65 and not got_failures
+    assert (got, got_failures) == outcome(True, [20, 25], {0}, msg, event_rules)[0]
