@@ -16,6 +16,11 @@ RenderedRowChange (agent/fastrow.py), and the mapper renders each rule's CloudEv
 (`render_event`, with a plan per rule and relation from `event_plan`). What the C path cannot reproduce
 byte for byte (values maps, unchanged TOAST values, binary values, a float or Python-formatted key in the
 subject...) goes through the pure path for that change, which the C code then leaves alone.
+
+The glue between those parts is in C too (agent/fastpg_glue.c, docs/performance.md): the source's read
+loop hands runs of row messages to `take_rows`, which makes their RenderedRowChanges, and the mapper hands
+runs of RenderedRowChanges to `render_events`, which makes their MappedEvents; both fill the classes'
+slots directly (`_glue` hands the slots over once) and stop at whatever needs Python.
 """
 
 from __future__ import annotations
@@ -39,7 +44,8 @@ _KINDS: dict[Callable, int] = {
     pgvalues._date: 6, pgvalues._timestamp: 7, pgvalues.bytea_to_base64: 8, pgvalues._json: 9,
 }
 
-_API = ("decode_tuple", "init", "render_row", "render_event", "render_dicts", "blake2b16")
+_API = ("decode_tuple", "init", "render_row", "render_event", "render_dicts", "blake2b16", "take_rows", "render_events",
+        "init_glue")
 
 _fastpg: types.ModuleType | None
 try:
@@ -57,6 +63,7 @@ else:
         _import_error = ""
 
 _reported = False
+_glued: bool | None = None      # init_glue: not tried yet / failed / done
 
 
 def kinds(converters: Sequence[Callable]) -> bytes:
@@ -151,3 +158,48 @@ def _not_built(rendered: bytes, plan: tuple, position: str, time: str, txid: str
 # render_row made; None: the rule's `changed` skips it; False: this change needs the pure path
 render_event: Callable[[bytes, tuple, str, str, str | None], tuple[str, str, bytes] | bool | None] = \
     _fastpg.render_event if _fastpg is not None else _not_built
+
+
+# the slots take_rows fills in a RenderedRowChange and render_events in a MappedEvent (agent/fastpg_glue.c)
+_CHANGE_SLOTS = ("table", "op", "position", "commit_time", "commit_ts", "txid", "key_columns", "unavailable", "id_key",
+                 "target", "rendered", "layout", "_load", "_message", "_loaded")
+_EVENT_SLOTS = ("id", "type", "subject", "position", "commit_ts", "body", "outbox_row", "only_target")
+
+
+def _slot(cls: type, name: str) -> object:
+    """What `cls.name` finds on the class (a member descriptor for a plain slot: init_glue checks it is one)."""
+    for k in cls.__mro__:
+        if name in k.__dict__:
+            return k.__dict__[name]
+    raise AttributeError(f"{cls.__name__} has no {name}")
+
+
+def _glue() -> bool:
+    """Hands the classes to the C glue once; False (and a log line) if they are not what it can fill in."""
+    global _glued
+    if _glued is None:
+        from .fastrow import RenderedRowChange      # (here: both import this module)
+        from .mapping import MappedEvent
+        try:
+            assert _fastpg is not None
+            _fastpg.init_glue(RenderedRowChange, tuple(_slot(RenderedRowChange, n) for n in _CHANGE_SLOTS),
+                              MappedEvent, tuple(_slot(MappedEvent, n) for n in _EVENT_SLOTS))
+            _glued = True
+        except (TypeError, AttributeError) as e:
+            log.warning("the compiled core's glue is not used (%s): row changes take the per-change path", e)
+            _glued = False
+    return _glued
+
+
+def row_taker(force_pure: bool | None = None) -> Callable[..., tuple[int, int, bytes | None]] | None:
+    """The compiled take_rows (the PostgreSQL read loop for runs of row messages, agent/fastpg_glue.c), or
+    None on the pure path. Call after tuple_decoder (which initialises the extension)."""
+    pure = force_pure if force_pure is not None else os.environ.get(PURE_ENV, "") not in ("", "0")
+    return None if _fastpg is None or pure or not _glue() else _fastpg.take_rows
+
+
+def events_renderer() -> Callable[[list, int, tuple, list], int] | None:
+    """The compiled render_events (the mapper's loop over a run of RenderedRowChanges), or None without the
+    extension. Like render_event it is used whenever a change was rendered (only the compiled core makes
+    RenderedRowChanges)."""
+    return None if _fastpg is None or not _glue() else _fastpg.render_events

@@ -1,4 +1,5 @@
-/* Shared by the C files of agent._fastpg (agent/_fastpg.c, fastpg_row.c, fastpg_event.c, fastpg_frame.c). */
+/* Shared by the C files of agent._fastpg (agent/_fastpg.c, fastpg_row.c, fastpg_event.c, fastpg_frame.c,
+   fastpg_glue.c). */
 
 #ifndef CDC_FASTPG_H
 #define CDC_FASTPG_H
@@ -82,5 +83,8 @@ PyObject *fp_render_dicts(PyObject *self, PyObject *const *args, Py_ssize_t narg
 PyObject *fp_render_event(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 PyObject *fp_blake2b16(PyObject *self, PyObject *arg);
 PyObject *fp_pack_events(PyObject *self, PyObject *const *args, Py_ssize_t nargs);      /* fastpg_frame.c */
+PyObject *fp_init_glue(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+PyObject *fp_take_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+PyObject *fp_render_events(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 
 #endif

@@ -163,6 +163,9 @@ class EventMapper:
         # None and CDC_AGENT_PURE=1)
         self._render_dicts = fastpath.dict_renderer(pure)
         self._dict_layouts: dict[str, tuple[RowLayout | None, tuple[str, ...], int]] = {}
+        # runs of RenderedRowChanges are mapped in one C call (agent/fastpg_glue.c): its rules per row layout
+        self._render_events = fastpath.events_renderer()
+        self._runs: dict[RowLayout, tuple | None] = {}
         for table in cfg.source.tables:
             if table in self.outbox:
                 continue                  # an outbox table emits the events its rows describe (agent/outbox.py)
@@ -178,7 +181,21 @@ class EventMapper:
         rendered in C where it can be, byte for byte what _event writes; elsewhere _event writes it."""
         events: list[MappedEvent] = []
         failures: list[MappingFailure] = []
-        for ch in changes:
+        render_run = self._render_events
+        i, n = 0, len(changes)
+        while i < n:
+            ch = changes[i]
+            i += 1
+            if render_run is not None and type(ch) is RenderedRowChange:
+                run = self._runs.get(ch.layout, _UNSET)
+                if run is _UNSET:
+                    run = self._run_rules(ch)
+                if run is not None:
+                    # this change and the ones after it of the same layout, while C can map them all
+                    j = render_run(changes, i - 1, run, events)
+                    if j >= i:
+                        i = j
+                        continue
             if ch.table in self.outbox:
                 self._outbox_event(self.outbox[ch.table], ch, events, failures)
                 continue
@@ -241,6 +258,35 @@ class EventMapper:
         self._rendered_events(rules, ch, rendered, known[0], events, failures)
         return True
 
+    def _plan(self, rule: _CompiledRule, ch: RowChange, layout: RowLayout) -> tuple | None:
+        plan = rule.plans.get(layout, _UNSET)
+        if plan is _UNSET:
+            plan = rule.plans[layout] = None if rule.values else fastpath.event_plan(
+                self.agent, rule.type, rule.source, layout.names, rule.key or ch.key_columns,
+                layout.key_index, rule.fields, rule.changed)
+        return plan
+
+    def _run_rules(self, ch: RenderedRowChange) -> tuple | None:
+        """What render_events needs for the changes of ch's layout: (layout, (plan, op bits, type) per rule),
+        or None when a rule needs the pure path for all of them (values maps, a key the C path does not
+        render) or the table is not mapped by rules (an outbox, a table not in source.tables)."""
+        layout = ch.layout
+        rules = None if ch.table in self.outbox else self.rules.get(ch.table)
+        run: tuple | None = None
+        if rules and len(rules) <= RUN_RULES:
+            parts: list[tuple] | None = []
+            for rule in rules:
+                plan = self._plan(rule, ch, layout)
+                if plan is None or parts is None:
+                    parts = None
+                    break
+                bits = ("insert" in rule.on) | ("update" in rule.on) << 1 | ("delete" in rule.on) << 2
+                parts.append((plan, bits, rule.type))
+            if parts is not None:
+                run = (layout, *parts)
+        self._runs[layout] = run
+        return run
+
     def _rendered_events(self, rules: list[_CompiledRule], ch: RowChange, rendered: bytes, layout: RowLayout,
                          events: list[MappedEvent], failures: list[MappingFailure]) -> None:
         """The events of a row the compiled core rendered: each rule's body and id rendered in C from the row's
@@ -251,11 +297,7 @@ class EventMapper:
         for rule in rules:
             if op not in rule.on:
                 continue
-            plan = rule.plans.get(layout, _UNSET)
-            if plan is _UNSET:
-                plan = rule.plans[layout] = None if rule.values else fastpath.event_plan(
-                    self.agent, rule.type, rule.source, layout.names, rule.key or ch.key_columns,
-                    layout.key_index, rule.fields, rule.changed)
+            plan = self._plan(rule, ch, layout)
             if plan is not None:
                 made = fastpath.render_event(rendered, plan, ch.position, ch.commit_time, ch.txid)
                 if made is None:
@@ -347,6 +389,7 @@ class EventMapper:
 
 
 _UNSET: Any = object()
+RUN_RULES = 64                # at most this many rules on a table for render_events (agent/fastpg_glue.c)
 DICT_LAYOUT_CHANGES = 50      # a table whose row dicts changed layout this often is left to the pure path
 
 REASON_VALUE = 200       # characters of a row value quoted in a dead-letter reason (the raw change has it all)

@@ -155,6 +155,11 @@ class Relation:
         self._kinds = fastpath.kinds(self._converters)
 
     @property
+    def kinds(self) -> bytes:
+        """The compiled decoder's kind byte per column (agent/fastpath.py), following the converters."""
+        return self._kinds
+
+    @property
     def qualified(self) -> str:
         return f"{self.namespace}.{self.name}"
 
@@ -310,6 +315,11 @@ class Decoder:
         self.relations: dict[int, Relation] = {}
         self._decode_tuple = fastpath.tuple_decoder(DecodeError, UNCHANGED, pure) or decode_tuple
         self._render = fastpath.row_renderer(pure)
+
+    @property
+    def renders(self) -> bool:
+        """Whether row messages are rendered by the compiled core (not the pure path)."""
+        return self._render is not None
 
     def reset(self) -> None:
         """A new session (reconnect): pgoutput sends every Relation again."""

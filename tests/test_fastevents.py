@@ -192,8 +192,14 @@ def test_usual_rows_are_rendered_in_c(msg_kind, monkeypatch):
     monkeypatch.setattr(fastpath, "render_event", lambda *a: made.append(real(*a)) or made[-1])
     rules = [{"type": "t.all", "table": "public.t"},
              {"type": "t.some", "table": "public.t", "fields": {"id": "c0", "name": "c2", "f": "c4"}, "key": ["c0"]}]
-    events, failures = mapper(rules).map([ch])
-    assert calls == [] and not failures and len(made) == 2 and all(type(x) is tuple for x in made)
+    m = mapper(rules)
+    runs = []
+    real_run = m._render_events
+    assert real_run is not None
+    m._render_events = lambda changes, start, run, out: runs.append(real_run(changes, start, run, out)) or runs[-1]
+    events, failures = m.map([ch])
+    # the whole change in one render_events call (both rules), none through the per-change render_event
+    assert calls == [] and not failures and runs == [1] and made == [] and len(events) == 2
     assert [e.id for e in events] == [event_id("east-1", POS, "t.all"), event_id("east-1", POS, "t.some")]
     ev = orjson.loads(events[1].body)
     image = {"id": 41 if msg_kind.startswith("D") else 42, "name": ROW[2].decode(), "f": 0.25}

@@ -31,6 +31,7 @@ dropped, its Begin/Commit still go out, so its commit is a checkpoint and the sl
 
 from __future__ import annotations
 
+import functools
 import logging
 import select
 import threading
@@ -42,7 +43,7 @@ import psycopg
 from psycopg import errors as pgerr
 from psycopg import pq
 
-from ... import pgoutput as po
+from ... import fastpath, pgoutput as po
 from ...twoway import is_echo
 from ... import pgvalues
 from ...changes import Begin, Commit, Item, Keepalive, RowChange, SourceStatus, Watermark
@@ -134,6 +135,16 @@ def _rendered_images(m: po.RenderedRow) -> tuple[dict | None, dict | None]:
     return before, after
 
 
+_OP_NAMES = ("insert", "update", "delete")      # the op of an 'I', 'U', 'D' message, for take_rows
+
+
+def _frame_images(decoder: po.Decoder, rel: po.Relation, meta: RelMeta,
+                  frame: bytes) -> tuple[dict | None, dict | None]:
+    """The row images of a change take_rows made (its message is the XLogData frame), on the pure path."""
+    before, after, _ = _images(decoder.row_message(frame, 25, rel), meta)
+    return before, after
+
+
 class PostgresSource:
     def __init__(self, cfg: Config):
         self.cfg = cfg
@@ -149,6 +160,10 @@ class PostgresSource:
         self._hb_failing = False
         self._scheduler: BackgroundScheduler | None = None
         self._decoder = po.Decoder()
+        # the compiled read loop for runs of row messages (agent/fastpg_glue.c), None on the pure path; _rels:
+        # what it needs of each relation it renders (the wanted ones), by relation id
+        self._take = fastpath.row_taker() if self._decoder.renders else None
+        self._rels: dict[int, tuple] = {}
         self._types: dict[int, pgvalues.TypeInfo] = {}
         self._error: str | None = None
         self._server_version = 150000
@@ -167,6 +182,7 @@ class PostgresSource:
         self._skipping = False
         self._echo = False                 # this transaction's Origin is a cdc-agent's: skip its changes
         self._txn_prefix = ""
+        self._txn_lsn = 0
         self._txn_time = ""
         self._txn_ts = 0.0
         self._txn_xid = ""
@@ -191,6 +207,7 @@ class PostgresSource:
         self.close()
         self._reset_stream_state(ckpt)
         self._decoder.reset()
+        self._rels.clear()
         self._error = None
         try:
             slot = self._check_slot()
@@ -328,15 +345,18 @@ class PostgresSource:
 
     # -- reading
 
-    def _recv(self, timeout: float):
-        """The next CopyData payload (memoryview), or None when nothing arrives within `timeout`."""
+    def _recv(self, timeout: float, tried: bool = False):
+        """The next CopyData payload (memoryview), or None when nothing arrives within `timeout`. `tried`:
+        poll's take_rows found nothing buffered, read the socket (consume_input) and found nothing again."""
         pg = self._pg
         assert pg is not None       # poll() reads only while the replication connection is open
+        n, data = 0, None
         try:
-            n, data = pg.get_copy_data(1)
-            if n == 0:
-                pg.consume_input()
+            if not tried:
                 n, data = pg.get_copy_data(1)
+                if n == 0:
+                    pg.consume_input()
+                    n, data = pg.get_copy_data(1)
             if n == 0:
                 poller = self._poll
                 assert poller is not None   # registered with the connection in _start_replication
@@ -352,11 +372,14 @@ class PostgresSource:
             raise translate(e, "replication connection lost") from None
         if n > 0:
             return data
-        # -1: the server ended the stream; the result says why
-        res = pg.get_result()
-        err = self._result_error(res, "replication stream ended")
+        raise self._stream_ended()
+
+    def _stream_ended(self) -> SourceError:
+        """get_copy_data said -1: the server ended the stream; the result says why."""
+        assert self._pg is not None
+        err = self._result_error(self._pg.get_result(), "replication stream ended")
         self._error = str(err)
-        raise err
+        return err
 
     def poll(self, max_items: int, timeout: float) -> list[Item]:
         """Waits up to `timeout` for the first message, then takes only what has already arrived."""
@@ -367,9 +390,43 @@ class PostgresSource:
         decode = self._decoder.decode
         recv = self._recv
         row = self._row
-        data = recv(timeout)
-        while data is not None:
+        take = self._take
+        get_copy_data = self._pg.get_copy_data
+        data = None
+        waited = False          # a frame came in: wait no longer, take only what has arrived
+        consumed = False        # since the last frame: nothing was buffered, the socket was read (as _recv does)
+        while True:
+            if data is None:
+                if take is not None and self._in_txn and not self._skipping and not self._echo:
+                    # the row messages that come next, in C, up to the first other frame, which it hands back
+                    had = len(out)
+                    try:
+                        self._ordinal, n, data = take(get_copy_data, self._rels, out, max_items, self._txn_lsn,
+                                                      self._ordinal, self._txn_time, self._txn_ts, self._txn_xid)
+                        if len(out) > had:
+                            self._position = out[-1].position   # type: ignore[union-attr]
+                            waited, consumed = True, False
+                        if data is None and n == 0 and not consumed:
+                            self._pg.consume_input()            # nothing buffered: read the socket, take again
+                            consumed = True
+                            continue
+                    except psycopg.Error as e:
+                        self._error = redact(str(e))
+                        raise translate(e, "replication connection lost") from None
+                    if data is None:
+                        if n < 0:
+                            raise self._stream_ended()
+                        if n > 0:
+                            break                               # max_items
+                        data = recv(0 if waited else timeout, True)
+                    consumed = False
+                else:
+                    data = recv(0 if waited else timeout)
+                if data is None:
+                    break
+                waited = True
             buf = bytes(data)
+            data = None
             if buf[0] == 119:                                   # 'w' XLogData: one pgoutput message
                 try:
                     m = decode(buf, 25)
@@ -423,7 +480,6 @@ class PostgresSource:
                     append(Keepalive())
             if len(out) >= max_items:
                 break
-            data = recv(0)
         if time.monotonic() - self._last_status > STATUS_INTERVAL_SECONDS:
             self._send_status(force=True)
         return out
@@ -444,6 +500,7 @@ class PostgresSource:
             return False
         self._skipping = False
         self._txn_prefix = f"{m.final_lsn:016X}:"
+        self._txn_lsn = m.final_lsn
         commit_time = m.commit_time
         if commit_time == 0:
             # decoding reports the *origin's* timestamp for a transaction written under a replication origin,
@@ -492,7 +549,12 @@ class PostgresSource:
             key_columns = tuple(r[0] for r in rows)
             if not key_columns and rel.replica_identity != "f":
                 key_columns = rel.key_names        # REPLICA IDENTITY USING INDEX: that index's columns
-        rel.info = RelMeta(table, wanted, key_columns, key_index, RowLayout(rel.names, key_index))
+        rel.info = meta = RelMeta(table, wanted, key_columns, key_index, RowLayout(rel.names, key_index))
+        if wanted:
+            self._rels[rel.oid] = (rel.converters, rel.kinds, table, key_columns, meta.layout,
+                                   functools.partial(_frame_images, self._decoder, rel, meta), _OP_NAMES)
+        else:
+            self._rels.pop(rel.oid, None)
 
     def _load_types(self, oids: list[int]) -> None:
         missing = {o for o in oids if o not in pgvalues.SCALARS and o not in self._types}

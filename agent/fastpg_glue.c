@@ -1,0 +1,309 @@
+/* The glue between the compiled core's parts, in C so that a run of row changes costs no Python per change
+   (agent/fastpath.py, docs/performance.md):
+
+   take_rows(get_copy_data, rels, out, max_items, final_lsn, ordinal, time, ts, txid)
+       the PostgreSQL source's read loop for the common message: it calls psycopg's get_copy_data(1) itself
+       and, for each XLogData frame holding an Insert / Update / Delete of a relation in `rels` that
+       render_row renders, appends a RenderedRowChange to `out` (position = final_lsn as 16 hex digits ':'
+       the next ordinal, 8 digits). It stops at the first frame that is anything else and hands it back, so
+       the source's Python handles it as before: (ordinal, n, frame), n as get_copy_data returned it (0:
+       nothing buffered, -1: the stream ended; frame None), or (ordinal, 1, None) once `out` holds max_items.
+       rels: relid -> (converters, kinds, table, key_columns, layout, load, ops), ops the three op names.
+   render_events(changes, start, rules, out)
+       the mapper's loop over a run of RenderedRowChanges of one layout: each rule's event by render_event
+       (fastpg_event.c), appended to `out` as MappedEvents. rules: (layout, (plan, op bits, type), ...), op
+       bits 1 insert, 2 update, 4 delete. Returns the index of the first change it did not map (another
+       layout, another type, a snapshot read, or one a rule hands back to the pure path: all of that
+       change's events are then left to Python).
+
+   Both make their objects without running Python: the classes' __slots__ are filled in directly, at the
+   offsets of the member descriptors init_glue() was given and checked. And both untrack them from the
+   cyclic garbage collector, as CPython does with a dict of atomic values: what they hold (text, bytes,
+   numbers, tuples of names, the relation's shared layout and loader, later the row image dicts) never leads
+   back to them, and 2 x 5000 tracked objects per batch made the collector cost ~30% of this path. */
+
+#include "fastpg.h"
+#include "structmember.h"
+
+enum { RC_TABLE, RC_OP, RC_POSITION, RC_COMMIT_TIME, RC_COMMIT_TS, RC_TXID, RC_KEY_COLUMNS, RC_UNAVAILABLE,
+       RC_ID_KEY, RC_TARGET, RC_RENDERED, RC_LAYOUT, RC_LOAD, RC_MESSAGE, RC_LOADED, RC_NSLOTS };
+enum { ME_ID, ME_TYPE, ME_SUBJECT, ME_POSITION, ME_COMMIT_TS, ME_BODY, ME_OUTBOX_ROW, ME_ONLY_TARGET, ME_NSLOTS };
+
+static PyTypeObject *change_type = NULL, *event_type = NULL;
+static Py_ssize_t change_off[RC_NSLOTS], event_off[ME_NSLOTS];
+static PyObject *pos25 = NULL;
+
+#define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
+
+/* the offsets of `descrs` (member descriptors of object slots of `type` or a base) into off[] */
+static int slot_offsets(PyTypeObject *type, PyObject *descrs, Py_ssize_t n, Py_ssize_t *off) {
+    if (!PyTuple_Check(descrs) || PyTuple_GET_SIZE(descrs) != n) {
+        PyErr_Format(PyExc_TypeError, "init_glue: %zd member descriptors expected", n);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *d = PyTuple_GET_ITEM(descrs, i);
+        if (!PyObject_TypeCheck(d, &PyMemberDescr_Type)) {
+            PyErr_Format(PyExc_TypeError, "init_glue: %R is not a slot", d);
+            return -1;
+        }
+        PyMemberDescrObject *md = (PyMemberDescrObject *)d;
+        if (md->d_member->type != T_OBJECT_EX || (md->d_member->flags & READONLY)
+            || !PyType_IsSubtype(type, PyDescr_TYPE(md))) {
+            PyErr_Format(PyExc_TypeError, "init_glue: %R is not an object slot of %R", d, (PyObject *)type);
+            return -1;
+        }
+        off[i] = md->d_member->offset;
+    }
+    return 0;
+}
+
+PyObject *fp_init_glue(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4 || !PyType_Check(args[0]) || !PyType_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "init_glue(RenderedRowChange, slots, MappedEvent, slots)");
+        return NULL;
+    }
+    Py_ssize_t coff[RC_NSLOTS], eoff[ME_NSLOTS];       /* (a refused call leaves the glue as it was) */
+    if (slot_offsets((PyTypeObject *)args[0], args[1], RC_NSLOTS, coff) < 0
+        || slot_offsets((PyTypeObject *)args[2], args[3], ME_NSLOTS, eoff) < 0)
+        return NULL;
+    if (pos25 == NULL && (pos25 = PyLong_FromLong(25)) == NULL) return NULL;
+    memcpy(change_off, coff, sizeof coff);
+    memcpy(event_off, eoff, sizeof eoff);
+    Py_XSETREF(change_type, (PyTypeObject *)Py_NewRef(args[0]));
+    Py_XSETREF(event_type, (PyTypeObject *)Py_NewRef(args[2]));
+    Py_RETURN_NONE;
+}
+
+static int glue_ready(void) {
+    if (change_type == NULL || event_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "agent._fastpg.init_glue() was not called");
+        return 0;
+    }
+    return 1;
+}
+
+/* ---------------------------------------------------------------- take_rows */
+
+static PyObject *take_result(long long ordinal, Py_ssize_t n, PyObject *frame) {
+    PyObject *r = Py_BuildValue("(LnO)", ordinal, n, frame ? frame : Py_None);
+    Py_XDECREF(frame);
+    return r;
+}
+
+PyObject *fp_take_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 9 || !PyDict_Check(args[1]) || !PyList_Check(args[2]) || !PyUnicode_Check(args[6])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "take_rows(get_copy_data, rels: dict, out: list, max_items, final_lsn, ordinal, time, ts, txid)");
+        return NULL;
+    }
+    if (!glue_ready()) return NULL;
+    PyObject *get = args[0], *rels = args[1], *out = args[2];
+    PyObject *time = args[6], *ts = args[7], *txid = args[8];
+    Py_ssize_t max_items = PyLong_AsSsize_t(args[3]);
+    unsigned long long lsn = PyLong_AsUnsignedLongLong(args[4]);
+    long long ordinal = PyLong_AsLongLong(args[5]);
+    if (PyErr_Occurred()) return NULL;
+    PyObject *one = PyLong_FromLong(1);
+    if (one == NULL) return NULL;
+    PyObject *last_relid = NULL, *state = NULL;     /* the relation of the last row */
+    uint32_t last = 0;
+    PyObject *result = NULL;
+    while (PyList_GET_SIZE(out) < max_items) {
+        PyObject *got = PyObject_CallOneArg(get, one);
+        if (got == NULL) goto done;
+        if (!PyTuple_Check(got) || PyTuple_GET_SIZE(got) != 2) {
+            Py_DECREF(got);
+            PyErr_SetString(PyExc_TypeError, "get_copy_data did not return (n, data)");
+            goto done;
+        }
+        Py_ssize_t n = PyLong_AsSsize_t(PyTuple_GET_ITEM(got, 0));
+        if (n == -1 && PyErr_Occurred()) {
+            Py_DECREF(got);
+            goto done;
+        }
+        if (n <= 0) {
+            Py_DECREF(got);
+            result = take_result(ordinal, n, NULL);
+            goto done;
+        }
+        PyObject *frame = PyBytes_FromObject(PyTuple_GET_ITEM(got, 1));     /* bytes(data), as poll does */
+        Py_DECREF(got);
+        if (frame == NULL) goto done;
+        const unsigned char *b = (const unsigned char *)PyBytes_AS_STRING(frame);
+        Py_ssize_t len = PyBytes_GET_SIZE(frame);
+        if (len < 31 || b[0] != 'w' || (b[25] != 'I' && b[25] != 'U' && b[25] != 'D')) {
+            result = take_result(ordinal, n, frame);
+            goto done;
+        }
+        uint32_t relid = (uint32_t)b[26] << 24 | (uint32_t)b[27] << 16 | (uint32_t)b[28] << 8 | b[29];
+        if (state == NULL || relid != last) {
+            Py_XDECREF(last_relid);
+            last_relid = PyLong_FromUnsignedLong(relid);
+            if (last_relid == NULL) {
+                Py_DECREF(frame);
+                goto done;
+            }
+            Py_XSETREF(state, Py_XNewRef(PyDict_GetItemWithError(rels, last_relid)));
+            last = relid;
+            if (state == NULL && PyErr_Occurred()) {
+                Py_DECREF(frame);
+                goto done;
+            }
+        }
+        if (state == NULL || !PyTuple_Check(state) || PyTuple_GET_SIZE(state) != 7) {
+            result = take_result(ordinal, n, frame);    /* a relation the source does not render (or unknown) */
+            goto done;
+        }
+        PyObject *rargs[4] = {frame, pos25, PyTuple_GET_ITEM(state, 0), PyTuple_GET_ITEM(state, 1)};
+        PyObject *rendered = fp_render_row(NULL, rargs, 4);
+        if (rendered == NULL) {
+            Py_DECREF(frame);
+            goto done;
+        }
+        if (rendered == Py_None) {
+            Py_DECREF(rendered);
+            result = take_result(ordinal, n, frame);    /* the pure path decodes this one */
+            goto done;
+        }
+        PyObject *ops = PyTuple_GET_ITEM(state, 6);
+        if (!PyTuple_Check(ops) || PyTuple_GET_SIZE(ops) != 3) {
+            Py_DECREF(rendered);
+            Py_DECREF(frame);
+            PyErr_SetString(PyExc_TypeError, "take_rows: a relation's ops must be 3 names");
+            goto done;
+        }
+        PyObject *op = PyTuple_GET_ITEM(ops, b[25] == 'I' ? 0 : b[25] == 'U' ? 1 : 2);
+        char pos[64];
+        int plen = snprintf(pos, sizeof pos, "%016llX:%08lld", lsn, ordinal + 1);
+        PyObject *position = PyUnicode_DecodeASCII(pos, plen, NULL);
+        PyObject *ch = position ? change_type->tp_alloc(change_type, 0) : NULL;
+        if (ch == NULL) {
+            Py_XDECREF(position);
+            Py_DECREF(rendered);
+            Py_DECREF(frame);
+            goto done;
+        }
+        ordinal++;
+        SLOT(ch, change_off[RC_TABLE]) = Py_NewRef(PyTuple_GET_ITEM(state, 2));
+        SLOT(ch, change_off[RC_OP]) = Py_NewRef(op);
+        SLOT(ch, change_off[RC_POSITION]) = position;
+        SLOT(ch, change_off[RC_COMMIT_TIME]) = Py_NewRef(time);
+        SLOT(ch, change_off[RC_COMMIT_TS]) = Py_NewRef(ts);
+        SLOT(ch, change_off[RC_TXID]) = Py_NewRef(txid);
+        SLOT(ch, change_off[RC_KEY_COLUMNS]) = Py_NewRef(PyTuple_GET_ITEM(state, 3));
+        SLOT(ch, change_off[RC_UNAVAILABLE]) = PyTuple_New(0);
+        SLOT(ch, change_off[RC_ID_KEY]) = Py_NewRef(Py_None);
+        SLOT(ch, change_off[RC_TARGET]) = Py_NewRef(Py_None);
+        SLOT(ch, change_off[RC_RENDERED]) = rendered;
+        SLOT(ch, change_off[RC_LAYOUT]) = Py_NewRef(PyTuple_GET_ITEM(state, 4));
+        SLOT(ch, change_off[RC_LOAD]) = Py_NewRef(PyTuple_GET_ITEM(state, 5));
+        SLOT(ch, change_off[RC_MESSAGE]) = frame;
+        SLOT(ch, change_off[RC_LOADED]) = Py_NewRef(Py_False);
+        PyObject_GC_UnTrack(ch);        /* see the top: nothing it holds can lead back to it */
+        int rc = PyList_Append(out, ch);
+        Py_DECREF(ch);
+        if (rc < 0) goto done;
+    }
+    result = take_result(ordinal, 1, NULL);
+done:
+    Py_XDECREF(last_relid);
+    Py_XDECREF(state);
+    Py_DECREF(one);
+    return result;
+}
+
+/* ---------------------------------------------------------------- render_events */
+
+#define MAX_RULES 64
+
+PyObject *fp_render_events(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4 || !PyList_Check(args[0]) || !PyTuple_Check(args[2]) || PyTuple_GET_SIZE(args[2]) < 1
+        || PyTuple_GET_SIZE(args[2]) > MAX_RULES + 1 || !PyList_Check(args[3])) {
+        PyErr_SetString(PyExc_TypeError, "render_events(changes: list, start, rules: tuple, out: list)");
+        return NULL;
+    }
+    if (!glue_ready()) return NULL;
+    PyObject *changes = args[0], *rules = args[2], *out = args[3];
+    Py_ssize_t start = PyLong_AsSsize_t(args[1]);
+    if (start == -1 && PyErr_Occurred()) return NULL;
+    PyObject *layout = PyTuple_GET_ITEM(rules, 0);
+    Py_ssize_t nrules = PyTuple_GET_SIZE(rules) - 1;
+    long bits[MAX_RULES];
+    for (Py_ssize_t r = 0; r < nrules; r++) {
+        PyObject *rule = PyTuple_GET_ITEM(rules, r + 1);
+        if (!PyTuple_Check(rule) || PyTuple_GET_SIZE(rule) != 3 || !PyTuple_Check(PyTuple_GET_ITEM(rule, 0))
+            || !PyLong_Check(PyTuple_GET_ITEM(rule, 1))) {
+            PyErr_SetString(PyExc_TypeError, "render_events: a rule is (plan, op bits, type)");
+            return NULL;
+        }
+        bits[r] = PyLong_AsLong(PyTuple_GET_ITEM(rule, 1));
+    }
+    PyObject *made[MAX_RULES];
+    Py_ssize_t k = start < 0 ? 0 : start;
+    for (; k < PyList_GET_SIZE(changes); k++) {
+        PyObject *ch = PyList_GET_ITEM(changes, k);
+        if (Py_TYPE(ch) != change_type) break;
+        PyObject *rendered = SLOT(ch, change_off[RC_RENDERED]), *position = SLOT(ch, change_off[RC_POSITION]);
+        PyObject *time = SLOT(ch, change_off[RC_COMMIT_TIME]), *txid = SLOT(ch, change_off[RC_TXID]);
+        PyObject *ts = SLOT(ch, change_off[RC_COMMIT_TS]);
+        if (SLOT(ch, change_off[RC_LAYOUT]) != layout || SLOT(ch, change_off[RC_ID_KEY]) != Py_None
+            || SLOT(ch, change_off[RC_TARGET]) != Py_None || rendered == NULL || !PyBytes_Check(rendered)
+            || PyBytes_GET_SIZE(rendered) < 1 || position == NULL || !PyUnicode_Check(position) || time == NULL
+            || !PyUnicode_Check(time) || txid == NULL || ts == NULL)
+            break;
+        char op = PyBytes_AS_STRING(rendered)[0];
+        long bit = op == 'I' ? 1 : op == 'U' ? 2 : op == 'D' ? 4 : 0;
+        Py_ssize_t nmade = 0;
+        int pure = 0;
+        for (Py_ssize_t r = 0; r < nrules && !pure; r++) {
+            if (!(bits[r] & bit)) continue;
+            PyObject *rule = PyTuple_GET_ITEM(rules, r + 1);
+            PyObject *eargs[5] = {rendered, PyTuple_GET_ITEM(rule, 0), position, time, txid};
+            PyObject *ev = fp_render_event(NULL, eargs, 5);
+            if (ev == NULL) goto error;
+            if (ev == Py_None) {                    /* the rule's `changed` columns did not change */
+                Py_DECREF(ev);
+                continue;
+            }
+            if (!PyTuple_Check(ev)) {               /* False: this change goes through the pure path */
+                Py_DECREF(ev);
+                pure = 1;
+                break;
+            }
+            PyObject *me = event_type->tp_alloc(event_type, 0);
+            if (me == NULL) {
+                Py_DECREF(ev);
+                goto error;
+            }
+            SLOT(me, event_off[ME_ID]) = Py_NewRef(PyTuple_GET_ITEM(ev, 0));
+            SLOT(me, event_off[ME_TYPE]) = Py_NewRef(PyTuple_GET_ITEM(rule, 2));
+            SLOT(me, event_off[ME_SUBJECT]) = Py_NewRef(PyTuple_GET_ITEM(ev, 1));
+            SLOT(me, event_off[ME_POSITION]) = Py_NewRef(position);
+            SLOT(me, event_off[ME_COMMIT_TS]) = Py_NewRef(ts);
+            SLOT(me, event_off[ME_BODY]) = Py_NewRef(PyTuple_GET_ITEM(ev, 2));
+            SLOT(me, event_off[ME_OUTBOX_ROW]) = Py_NewRef(Py_None);
+            SLOT(me, event_off[ME_ONLY_TARGET]) = Py_NewRef(Py_None);
+            PyObject_GC_UnTrack(me);
+            Py_DECREF(ev);
+            made[nmade++] = me;
+        }
+        if (pure) {
+            for (Py_ssize_t i = 0; i < nmade; i++) Py_DECREF(made[i]);
+            break;
+        }
+        for (Py_ssize_t i = 0; i < nmade; i++) {
+            int rc = PyList_Append(out, made[i]);
+            Py_DECREF(made[i]);
+            if (rc < 0) {
+                for (Py_ssize_t j = i + 1; j < nmade; j++) Py_DECREF(made[j]);
+                return NULL;
+            }
+        }
+        continue;
+    error:
+        for (Py_ssize_t i = 0; i < nmade; i++) Py_DECREF(made[i]);
+        return NULL;
+    }
+    return PyLong_FromSsize_t(k);
+}
