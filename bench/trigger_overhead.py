@@ -170,19 +170,27 @@ def bench_pg(args, work: Path, rows: list) -> None:
                          f"{tps / base:.2f}"))
         if args.agent:
             clients = args.clients[-1]
+            # no initial snapshot: the phase measures the drain of the changelog, not a read of the tables
+            _, agent_cfg = trigger_config(work, cluster.dsn("bench"), tables, 'snapshot = "never"', "agent-run.toml")
             for mode in ("caught up", "catching up"):
                 admin.setup()
                 if mode == "catching up":
                     pg_rate(cluster, args.seconds, clients)      # a backlog: one phase's changes, no agent
                 backlog = cluster.execute("SELECT count(*) FROM cdc_changelog", dbname="bench")[0][0]
                 (work / "state").mkdir(exist_ok=True)
-                proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "run", "-c", str(cfg_path)], cwd=ROOT,
+                proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "run", "-c", str(agent_cfg)], cwd=ROOT,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 try:
                     time.sleep(3 if mode == "caught up" else 0.5)
+                    # the agent's own sessions (reads, deletes), besides its process
+                    backends = [r[0] for r in cluster.execute(
+                        "SELECT pid FROM pg_stat_activity WHERE backend_type = 'client backend' AND "
+                        "pid <> pg_backend_pid() AND datname = 'bench'", dbname="bench")]
                     cpu0 = backend_cpu(proc.pid)
+                    db0 = sum(backend_cpu(p) for p in backends)
                     tps = pg_rate(cluster, args.seconds, clients)
                     cpu1 = backend_cpu(proc.pid)
+                    db1 = sum(backend_cpu(p) for p in backends)
                     left = cluster.execute("SELECT count(*) FROM cdc_changelog", dbname="bench")[0][0]
                     delivered = _count_lines(work / "out" / "events.jsonl")
                 finally:
@@ -196,7 +204,9 @@ def bench_pg(args, work: Path, rows: list) -> None:
                       "clients": clients, "tps": round(tps, 1), "ratio": round(tps / base, 3), "backlog": backlog,
                       "changelog_rows_left": left, "delivered": delivered,
                       "agent_cpu_s": round(cpu1 - cpu0, 2),
-                      "agent_cpu_us_per_written_change": round((cpu1 - cpu0) / changes * 1e6, 1)})
+                      "agent_cpu_us_per_written_change": round((cpu1 - cpu0) / changes * 1e6, 1),
+                      "agent_sessions_cpu_s": round(db1 - db0, 2),
+                      "agent_sessions_cpu_us_per_written_change": round((db1 - db0) / changes * 1e6, 1)})
                 rows.append((f"  the same, agent running ({mode}{f', {backlog} rows behind' if backlog else ''})",
                              f"{base:.0f} tps", f"{tps:.0f} tps", f"{tps / base:.2f}"))
     finally:
