@@ -187,10 +187,10 @@ def bench_pg(args, work: Path, rows: list) -> None:
                         "SELECT pid FROM pg_stat_activity WHERE backend_type = 'client backend' AND "
                         "pid <> pg_backend_pid() AND datname = 'bench'", dbname="bench")]
                     cpu0 = backend_cpu(proc.pid)
-                    db0 = sum(backend_cpu(p) for p in backends)
+                    db0 = sum(_cpu_or_0(p) for p in backends)
                     tps = pg_rate(cluster, args.seconds, clients)
                     cpu1 = backend_cpu(proc.pid)
-                    db1 = sum(backend_cpu(p) for p in backends)
+                    db1 = sum(_cpu_or_0(p) for p in backends)
                     left = cluster.execute("SELECT count(*) FROM cdc_changelog", dbname="bench")[0][0]
                     delivered = _count_lines(work / "out" / "events.jsonl")
                 finally:
@@ -247,6 +247,13 @@ def _count_lines(path: Path) -> int:
             return sum(1 for _ in f)
     except FileNotFoundError:
         return 0
+
+
+def _cpu_or_0(pid: int) -> float:
+    try:
+        return backend_cpu(pid)
+    except FileNotFoundError:           # the session ended
+        return 0.0
 
 
 def backend_cpu(pid: int) -> float:
