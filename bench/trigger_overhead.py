@@ -170,8 +170,11 @@ def bench_pg(args, work: Path, rows: list) -> None:
                          f"{tps / base:.2f}"))
         if args.agent:
             clients = args.clients[-1]
-            # no initial snapshot: the phase measures the drain of the changelog, not a read of the tables
-            _, agent_cfg = trigger_config(work, cluster.dsn("bench"), tables, 'snapshot = "never"', "agent-run.toml")
+            # no initial snapshot: the phase measures the drain of the changelog, not a read of the tables; and
+            # a key for pgbench_history (it has no primary key: without one each of its changes is dead-lettered)
+            _, agent_cfg = trigger_config(work, cluster.dsn("bench"), tables, 'snapshot = "never"\n[[events]]\n'
+                                          'type = "history.changed"\ntable = "public.pgbench_history"\n'
+                                          'key = ["aid", "mtime"]', "agent-run.toml")
             for mode in ("caught up", "catching up"):
                 admin.setup()
                 if mode == "catching up":
