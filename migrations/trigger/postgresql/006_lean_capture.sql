@@ -1,21 +1,22 @@
 -- Version 6: the same changelog rows for less of the writer's time. Measured first (docs/trigger-capture.md,
--- "Where a captured statement's time goes"): for a one-row statement, the statement trigger's aggregate
--- query (json_agg and count over LIMIT 1001 of each transition table) cost more than a row trigger's whole
--- insert, and the plpgsql variables and IFs around it a few µs more. So both capture functions now:
+-- "Version 006 and where a captured statement's time goes"): for a one-row UPDATE, the statement trigger's
+-- aggregate query (json_agg and count over LIMIT 1001 of each transition table) was the largest part of its
+-- capture (about 9 of 36 µs), and the plpgsql variables and IFs around it cost a little more. So both capture
+-- functions now:
 -- - write a one-row statement (the common case) with one plain INSERT ... SELECT over the transition table(s),
 --   guarded by NOT EXISTS (... OFFSET 1), and go on to version 4's general form only when that wrote nothing
 --   (no row, or more than one);
 -- - write a row trigger's row (trigger_level = "row", or a row trigger of versions 1 to 3 still attached)
 --   with one INSERT and no variables;
--- - compute the table name and the origin marker in the INSERT itself (plpgsql variables cost an
---   assignment each on every call).
+-- - compute the table name and the origin marker in the INSERT itself.
 -- The rows written are exactly those of version 4 (one-element arrays for one row, nrows 1; the same texts:
 -- json_build_array and json_agg write an element alike), so the reader is unchanged. One fix on the way:
 -- version 4 named a row by its bare alias (`SELECT r FROM new_rows r`), which means the column r when the
 -- table has one, so a table with a column named r had that column's values captured instead of its rows;
--- here rows are always `alias.*` (or ARRAY[alias.*]), which names the whole row whatever the columns are. Only the function
--- bodies change (CREATE OR REPLACE keeps the functions the triggers point at); the function with the SET
--- clause takes the fast paths when its trigger names no text-form columns.
+-- here rows are always `alias.*` (or ARRAY[alias.*]), the whole row whatever the columns are called.
+-- Only the function bodies change (CREATE OR REPLACE keeps the functions the triggers point at; nothing new
+-- for teardown to remove); the function with the SET clause takes the fast paths when its trigger names no
+-- text-form columns.
 CREATE OR REPLACE FUNCTION {{qfn}}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
 SET "TimeZone" = 'UTC' SET "DateStyle" = 'ISO, YMD' SET "IntervalStyle" = 'iso_8601'
 SET extra_float_digits = 1 SET bytea_output = 'hex'
