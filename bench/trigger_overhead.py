@@ -86,12 +86,30 @@ END;
 """
 
 
-def pg_rate(cluster, seconds: float, clients: int, script: Path | None = None) -> float:
+def pg_rate(cluster, seconds: float, clients: int, script: Path | None = None, cpu: list | None = None) -> float:
+    """pgbench's rate; with `cpu`, also appends the CPU time of pgbench's own backends per transaction (µs),
+    sampled over the middle of the run: what the writers' sessions spend, cold caches and all (the --cpu
+    loop runs hot and shows a fraction of it)."""
     extra = ["-f", str(script)] if script else []
-    out = pgbench(cluster, "bench", ["-n", *extra, "-c", str(clients), "-j", str(min(clients, 2)),
-                                     "-T", str(int(seconds))])
+    proc = subprocess.Popen([str(PG_BIN / "pgbench"), "-h", "127.0.0.1", "-p", str(cluster.port), "-U", "postgres",
+                             "-n", *extra, "-c", str(clients), "-j", str(min(clients, 2)), "-T", str(int(seconds)),
+                             "bench"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    sample = None
+    if cpu is not None and seconds >= 4:
+        time.sleep(1.5)
+        pids = [r[0] for r in cluster.execute("SELECT pid FROM pg_stat_activity WHERE application_name = 'pgbench'",
+                                              dbname="bench")]
+        c0, t0 = sum(_cpu_or_0(p) for p in pids), time.monotonic()
+        time.sleep(seconds - 3)
+        sample = (sum(_cpu_or_0(p) for p in pids) - c0) / (time.monotonic() - t0)
+    out, err = proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"pgbench failed: {err[-2000:]}")
     m = re.search(r"tps = ([\d.]+) \(without initial connection time\)", out) or re.search(r"tps = ([\d.]+)", out)
-    return float(m.group(1))
+    tps = float(m.group(1))
+    if cpu is not None and sample is not None:
+        cpu.append(sample / tps * 1e6)
+    return tps
 
 
 def bench_pg(args, work: Path, rows: list) -> None:
@@ -118,12 +136,13 @@ def bench_pg(args, work: Path, rows: list) -> None:
                   + (("v5row",) if args.v5 and args.row else ()) + (("v3",) if args.v3 else ()))
         for clients, wl in workloads:
             rates: dict[str, list[float]] = {p: [] for p in phases}
+            bcpu: dict[str, list[float]] = {p: [] for p in phases}
             for rnd in range(1, args.rounds + 1):
                 for phase in phases:
                     if phase != "off":
                         upto, by_row = PHASES[phase]
                         (row_admin if by_row else admin).setup(upto=upto)
-                    tps = pg_rate(cluster, args.seconds, clients, wl) * (BULK_ROWS if wl else 1)
+                    tps = pg_rate(cluster, args.seconds, clients, wl, bcpu[phase]) * (BULK_ROWS if wl else 1)
                     changelog = cluster.execute("SELECT count(*) FROM cdc_changelog", dbname="bench")[0][0] \
                         if phase != "off" else 0
                     if phase != "off":
@@ -133,8 +152,10 @@ def bench_pg(args, work: Path, rows: list) -> None:
                     emit({"scenario": "trigger_overhead", "engine": "postgresql", "phase": phase, "round": rnd,
                           "clients": clients, "workload": "bulk" if wl else "tpcb-like", "scale": args.scale,
                           "seconds": args.seconds, "tps" if not wl else "rows_per_s": round(tps, 1),
-                          "changelog_rows": changelog})
+                          "changelog_rows": changelog,
+                          "backend_cpu_us_per_txn": round(bcpu[phase][-1], 1) if bcpu[phase] else None})
             mean = {p: sum(r) / len(r) for p, r in rates.items()}
+            mcpu = {p: round(sum(r) / len(r), 1) for p, r in bcpu.items() if r}
             off, on = mean["off"], mean["on"]
             ratio = on / off
             if not wl:
@@ -144,7 +165,8 @@ def bench_pg(args, work: Path, rows: list) -> None:
                   "workload": "bulk" if wl else "tpcb-like", "off": round(off, 1), "on": round(on, 1),
                   "ratio": round(ratio, 3), "goal": 0.85, "fsync": "on",
                   **{p: round(mean[p], 1) for p in phases[2:]},
-                  **{f"ratio_{p}": round(mean[p] / off, 3) for p in phases[2:]}})
+                  **{f"ratio_{p}": round(mean[p] / off, 3) for p in phases[2:]},
+                  "backend_cpu_us_per_txn": mcpu})
             what = (f"postgresql bulk (INSERT/UPDATE/DELETE of {BULK_ROWS} rows), {clients} client(s)" if wl
                     else f"postgresql pgbench tpcb-like, {clients} client(s)")
             rows.append((what, f"{off:.0f} {unit}", f"{on:.0f} {unit}", f"{ratio:.2f}"))
