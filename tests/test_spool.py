@@ -216,3 +216,13 @@ def test_targets_with_event_patterns_get_their_types_and_pass_the_rest(tmp_path)
     assert got["cust"] == wanted
     assert spool.counters("cust").cursor == spool.counters("all").cursor == spool.last_seq()
     spool.close()
+
+
+def test_the_unmapped_dead_letter_lookup_is_an_index_search(tmp_path):
+    """Each mapping failure is looked up by (position, type) before it is stored; a scan there made a flood
+    of unmappable changes quadratic (migration 005 adds the index)."""
+    sp = Spool(tmp_path / "state")
+    plan = sp.db.execute("EXPLAIN QUERY PLAN SELECT 1 FROM dead_letters WHERE target IS NULL AND position = ? "
+                         "AND type = ?", ("p", "t")).fetchall()
+    sp.close()
+    assert any("USING INDEX dead_letters_unmapped" in row[-1] for row in plan), plan
