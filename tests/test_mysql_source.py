@@ -623,14 +623,14 @@ def test_minimal_row_image_marks_missing_columns_unavailable(mariadb_db, tmp_pat
 def test_a_binlog_stream_not_read_for_a_while_stays_open(make_mariadb_server, tmp_path):
     """Capture paused by backpressure reads nothing; the server's writes to the dump connection then wait,
     and must not time out (net_write_timeout) while the agent is still there."""
-    server = make_mariadb_server(net_write_timeout="2")
+    server = make_mariadb_server(net_write_timeout="1")   # the least; the agent's session raises its own
     db = server.create_database("erp")
     db.execute("CREATE TABLE t (id int PRIMARY KEY, pad text)")
     cfg = make_config(tmp_path, db.url, ["erp.t"])
     src, _ = started(cfg)
     try:
         db.execute("INSERT INTO t SELECT seq, repeat('y', 2000) FROM seq_1_to_30000")  # more than the sockets hold
-        deadline = time.monotonic() + 8                    # four net_write_timeouts without reading
+        deadline = time.monotonic() + 4                    # four net_write_timeouts without reading
         while time.monotonic() < deadline:
             src.keepalive()
             time.sleep(0.5)
