@@ -437,6 +437,11 @@ def compile_rows_decoder(tm: TableMap, kind: str, present: int | None = None,
     (before, after) dict pairs. The compiled core's (agent/fastmy.py) when it is built and not switched off
     (CDC_AGENT_PURE=1, or force_pure), else generated Python code; both give the same values."""
     full = (1 << len(tm.columns)) - 1
+    images = (present, present2) if kind == "update" else (present,)
+    if any(not (full if img is None else img) & full for img in images):
+        # its null bitmap has no bytes and no value follows: rows of no bytes cannot be told apart (the pure
+        # code would not compile, a decode would never end). No server writes one; bad input gets this message.
+        raise BinlogError(f"rows event for {tm.name} has a row image with no columns (column bitmap empty)")
     if fastmy.enabled(force_pure):
         plan2 = _image_plan(tm, full if present2 is None else present2) if kind == "update" else None
         return fastmy.rows_decoder(_image_plan(tm, full if present is None else present), plan2)

@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         cfg = config_mod.load(args.config)
-        logs.setup(cfg.agent.log_format, cfg.agent.log_level)
+        logs.setup(cfg.agent.log_format, cfg.agent.log_level, one_shot=args.command != "run")
         return _COMMANDS[args.command](cfg, args)
     except ConfigError as e:
         print(f"cdc-agent: config error: {redact(str(e))}", file=sys.stderr)

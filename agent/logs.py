@@ -31,7 +31,13 @@ class _RedactingFormatter(logging.Formatter):
         return f"{line}\n{exc}" if exc else line
 
 
-def setup(log_format: str = "text", level: str = "info", stream=None) -> None:
+# The loggers of the one line saying a process decodes in pure Python (CDC_AGENT_PURE=1, or the extension not
+# built): the running agent's log says it once; a one-shot command's stderr carries only its own answer.
+DECODER_CHOICE_LOGGERS = ("agent.fastpath", "agent.fastmy")
+
+
+def setup(log_format: str = "text", level: str = "info", stream=None, one_shot: bool = False) -> None:
+    """The process's log on stderr (or `stream`). `one_shot`: a command that answers and exits (not `run`)."""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(_RedactingFormatter(log_format == "json"))
     root = logging.getLogger()
@@ -41,3 +47,5 @@ def setup(log_format: str = "text", level: str = "info", stream=None) -> None:
     root.setLevel(level.upper())
     for noisy in ("apscheduler", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    for name in DECODER_CHOICE_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR if one_shot else logging.NOTSET)

@@ -534,6 +534,27 @@ def test_table_map_without_names_is_flagged_and_rows_without_map_fail():
         p.parse(rows_event(binlog.WRITE_ROWS_V2, 13, 1, [image([b"\x00\x00"])]))
 
 
+def test_a_row_image_without_columns_is_a_binlog_error():
+    """A column bitmap with no bit set: no server writes one, and such rows (no null bitmap, no values, no
+    bytes) cannot be delimited. A clear BinlogError, never a SyntaxError from the generated pure decoder."""
+    cols = [("id", binlog.T_LONG, b"", False), ("a", binlog.T_SHORT, b"", False)]
+    one = image([(1).to_bytes(4, "little")])
+    bad = {"insert": rows_event(binlog.WRITE_ROWS_V2, 14, 2, [b"\x00\x00"], present=[False, False]),
+           "empty after": rows_event(binlog.UPDATE_ROWS_V2, 14, 2, [one + b"\x00"], present=[True, False],
+                                     present2=[False, False]),
+           "empty before": rows_event(binlog.UPDATE_ROWS_V2, 14, 2, [b"\x00" + one], present=[False, False],
+                                      present2=[True, False])}
+    for name, raw in bad.items():
+        p = BinlogParser()
+        p.parse(fde())
+        p.parse(table_map(14, "db", "t", cols))
+        with pytest.raises(BinlogError, match="row image with no columns"):
+            p.parse(raw)
+        # the same parser still decodes a good event of that table
+        ok = p.parse(rows_event(binlog.WRITE_ROWS_V2, 14, 2, [image([(2).to_bytes(4, "little"), b"\x03\x00"])]))
+        assert ok.rows == [{"id": 2, "a": 3}], name
+
+
 def test_rotate_before_format_description_and_events_without_checksums():
     p = BinlogParser()
     rot = event(binlog.ROTATE, struct.pack("<Q", 4) + b"binlog.000007", flags=binlog.LOG_EVENT_ARTIFICIAL_F)

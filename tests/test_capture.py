@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from agent import capture
 from agent.capture import BATCH_GAP_SECONDS, CaptureCore
 from agent.changes import Begin, Commit, Keepalive, RowChange, SourceBatch, Watermark
 
@@ -121,7 +122,7 @@ def test_a_keepalive_ends_the_wait_when_a_batch_is_in_hand():
     assert core.read(100, 0.2).checkpoint == "A"
 
 
-def test_a_quiet_stream_gives_short_batches_and_a_backlog_gives_full_ones():
+def test_a_quiet_stream_gives_short_batches_and_a_backlog_gives_full_ones(monkeypatch):
     class Endless:
         """A stream that never pauses: single-change transactions committed `age` seconds ago."""
 
@@ -141,6 +142,9 @@ def test_a_quiet_stream_gives_short_batches_and_a_backlog_gives_full_ones():
     fresh = CaptureCore(Endless(0.0))
     b = fresh.read(10 ** 9, 0.2)           # ends on its linger, although the stream never pauses
     assert 0 < len(b.changes) < 10 ** 9 and b.checkpoint == str(b.changes[-1].after["id"])
+    # a backlog batch ends when full, or on its linger: a long one here, so that a loaded machine (100 polls
+    # to fill 2000) does not end it first; a batch ending on the short linger still shows
+    monkeypatch.setattr(capture, "BACKLOG_LINGER_SECONDS", 10.0)
     old = CaptureCore(Endless(60.0))
     old.read(2000, 0.2)                     # old changes: catching up, so the next batches are full
     assert [len(old.read(2000, 0.2).changes) for _ in range(3)] == [2000, 2000, 2000]

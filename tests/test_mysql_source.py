@@ -17,7 +17,7 @@ from agent.sources.mysql import MysqlAdmin, MysqlSource, parse_checkpoint, parse
 from tests.agentproc import ROOT, AgentProcess, check_random_transactions, random_transactions, read_events, wait_for
 from tests.capturing import read
 from tests.plugins.leaks import secret
-from tests.mysql_decoder_paths import mysql_decoder_path  # noqa: F401  (every test on both rows decoders)
+from tests.mysql_decoder_paths import mysql_decoder_path  # noqa: F401  (on both rows decoders; one_decoder_path: once)
 
 
 def make_config(tmp_path: Path, url: str, tables: list[str], server_id: int = 4242, name: str = "t"):
@@ -201,6 +201,7 @@ def test_resume_strictly_after_a_checkpoint(mariadb_db, tmp_path):
     assert parse_checkpoint(start)["gtid"] != ""
 
 
+@pytest.mark.one_decoder_path
 def test_server_restart_mid_stream_resumes_without_loss_or_duplicates(make_mariadb_server, tmp_path):
     server = make_mariadb_server()
     db = server.create_database("shop")
@@ -315,6 +316,7 @@ def test_xa_transactions_are_emitted_at_commit_and_never_after_rollback(mariadb_
     assert replayed[11] < replayed[2] < replayed[3] < replayed[4]    # positions in commit order
 
 
+@pytest.mark.one_decoder_path
 def test_purged_binlogs_are_fatal_with_a_clear_message(make_mariadb_server, tmp_path):
     server = make_mariadb_server()
     db = server.create_database("erp")
@@ -347,6 +349,7 @@ def test_purged_binlogs_are_fatal_with_a_clear_message(make_mariadb_server, tmp_
     assert "checkpoint binlog" not in items                  # no spool in this test: nothing to compare
 
 
+@pytest.mark.one_decoder_path
 def test_check_reports_settings_with_fixes(mariadb_db, mariadb_server, tmp_path):
     mariadb_db.execute("CREATE TABLE good (id int PRIMARY KEY)")
     mariadb_db.execute("CREATE TABLE nokey (v int)")
@@ -390,6 +393,7 @@ listen = "off"
         mariadb_server.execute("SET GLOBAL binlog_row_metadata = 'FULL'")
 
 
+@pytest.mark.one_decoder_path
 def test_dsn_parsing_and_secrets():
     d = parse_dsn("mysql://cdc:p%40ss@db.example:3307/erp?ssl_mode=required&connect_timeout=5")
     assert (d.user, d.password, d.host, d.port, d.database, d.ssl_mode, d.connect_timeout) == \
@@ -470,6 +474,7 @@ def _writer(db, w: int, n_changes: int, expected: dict, errors: list, stop):
         errors.append(repr(e))
 
 
+@pytest.mark.one_decoder_path
 def test_sigkill_during_concurrent_writes_loses_nothing(mariadb_db, tmp_path):
     import random
     import threading
@@ -553,6 +558,7 @@ def _self_signed(tmp_path: Path) -> tuple[str, str]:
     return str(cert_path), str(key_path)
 
 
+@pytest.mark.one_decoder_path
 def test_tls_and_a_password_user_with_minimal_grants(make_mariadb_server, tmp_path, monkeypatch):
     import shutil
     import tempfile
@@ -613,17 +619,18 @@ def test_minimal_row_image_marks_missing_columns_unavailable(mariadb_db, tmp_pat
         ("update", {"id": 1}, {"qty": 6}, ("id", "sku"))]
 
 
+@pytest.mark.one_decoder_path
 def test_a_binlog_stream_not_read_for_a_while_stays_open(make_mariadb_server, tmp_path):
     """Capture paused by backpressure reads nothing; the server's writes to the dump connection then wait,
     and must not time out (net_write_timeout) while the agent is still there."""
-    server = make_mariadb_server(net_write_timeout="2")
+    server = make_mariadb_server(net_write_timeout="1")   # the least; the agent's session raises its own
     db = server.create_database("erp")
     db.execute("CREATE TABLE t (id int PRIMARY KEY, pad text)")
     cfg = make_config(tmp_path, db.url, ["erp.t"])
     src, _ = started(cfg)
     try:
         db.execute("INSERT INTO t SELECT seq, repeat('y', 2000) FROM seq_1_to_30000")  # more than the sockets hold
-        deadline = time.monotonic() + 8                    # four net_write_timeouts without reading
+        deadline = time.monotonic() + 4                    # four net_write_timeouts without reading
         while time.monotonic() < deadline:
             src.keepalive()
             time.sleep(0.5)
@@ -633,6 +640,7 @@ def test_a_binlog_stream_not_read_for_a_while_stays_open(make_mariadb_server, tm
     assert len(got) == 30000
 
 
+@pytest.mark.one_decoder_path
 def test_check_fails_a_rule_naming_a_column_the_table_lacks(mariadb_db, tmp_path):
     mariadb_db.execute("CREATE TABLE cust (id int PRIMARY KEY, name text)")
     table = f"{mariadb_db.name}.cust"

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from agent import fastpath
 from tests.agentproc import (ROOT, AgentProcess, check_random_transactions, pid_running,
                              random_transactions, read_events, wait_for)
 
@@ -92,12 +93,19 @@ def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
                           text=True, timeout=timeout)
 
 
-def test_domain_events_from_postgres(pg_db, tmp_path):
+# The one end-to-end run on both paths (docs/performance.md, "the pure-Python fallback in CI"): the compiled
+# decoder, row and event renderers (agent/_fastpg.c), and the pure-Python reference the agent falls back to
+# (CDC_AGENT_PURE=1, or no C compiler at install). The decoder-level equality is the property tests' job.
+@pytest.mark.parametrize("path", ["compiled", "pure"])
+def test_domain_events_from_postgres(pg_db, tmp_path, path):
+    if path == "compiled" and not fastpath.compiled():
+        pytest.skip("agent._fastpg is not built (no C compiler at install)")
     pg_db.execute(ERP_DDL)
     cfg = write_config(tmp_path, pg_db.dsn, ["public.customers", "public.orders", "public.order_lines"], RULES)
     assert cli("setup", "-c", str(cfg)).returncode == 0
     out = tmp_path / "out" / "events.jsonl"
-    with AgentProcess(cfg, tmp_path / "agent.log") as agent:
+    env = {fastpath.PURE_ENV: "1" if path == "pure" else "0"}
+    with AgentProcess(cfg, tmp_path / "agent.log", env=env) as agent:
         with pg_db.connect() as conn:
             conn.execute("INSERT INTO customers VALUES (42, 'Acme', 'silver', 5.00, 'Main St 1', 'Springfield')")
             conn.execute("UPDATE customers SET price_tier = 'gold', discount_pct = 12.50 WHERE customer_id = 42")
@@ -115,6 +123,9 @@ def test_domain_events_from_postgres(pg_db, tmp_path):
         wait_for(lambda: "'X'" in cli("dlq", "list", "-c", str(cfg)).stdout, 30, interval=0.5,
                  what="the unmapped status code in dead letters")
         assert agent.stop() == 0, agent.log()
+    # the running agent says once that it runs in pure Python (whichever part meets the choice first)
+    said = [ln for ln in agent.log().splitlines() if "CDC_AGENT_PURE is set:" in ln and "in pure Python" in ln]
+    assert len(said) == (1 if path == "pure" else 0), agent.log()
     events = read_events(out, final=True)
     assert [e["type"] for e in events] == [
         "customer.pricing.updated",            # the insert: no customer rule is on insert; the name change: none
