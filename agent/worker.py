@@ -250,7 +250,11 @@ class TargetWorker(threading.Thread):
                 except (TargetError, OSError) as e:
                     if not self._wait_retry(spool, e, drain_deadline):
                         return False
+        sent = time.time() if timing.ENABLED else 0.0
         spool.advance(name, upto, count, [])
+        if timing.ENABLED and count:
+            frame, lo, hi = runs[-1]
+            timing.record("deliver", seq=upto, n=count, commit1=frame.ts[hi - 1], sent=sent, advanced=time.time())
         self._recovered()
         if count:
             now = time.time()
