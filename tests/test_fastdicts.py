@@ -15,6 +15,7 @@ from agent.changes import RowChange
 from agent.mapping import EventMapper
 from agent.rawjson import RawJson
 from tests.test_fastevents import rules
+from tests.plugins import property_examples
 
 needs_extension = pytest.mark.skipif(not fastpath.compiled(), reason="agent._fastpg is not built (no C compiler)")
 
@@ -75,7 +76,7 @@ def mapped(pure: bool, ch: dict, event_rules):
 
 
 @needs_extension
-@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=property_examples(2000), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cases())
 def test_compiled_and_pure_events_of_row_dicts_are_byte_identical(case):
     ch, event_rules = case

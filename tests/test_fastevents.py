@@ -19,6 +19,7 @@ from agent.fastrow import RenderedRowChange, RowLayout
 from agent.mapping import EventMapper, event_id
 from agent.sources.postgres.stream import RelMeta, row_change
 from tests.test_fastpath import OIDS, TYPES, junk, tuple_bytes
+from tests.plugins import property_examples
 
 needs_extension = pytest.mark.skipif(not fastpath.compiled(), reason="agent._fastpg is not built (no C compiler)")
 
@@ -148,7 +149,7 @@ def outcome(pure: bool, oids, keys, msg, event_rules):
 
 
 @needs_extension
-@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=property_examples(2000), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cases())
 def test_compiled_and_pure_events_are_byte_identical(case):
     oids, keys, msg, event_rules = case
@@ -217,7 +218,7 @@ def test_blake2b_matches_hashlib(n):
 
 
 @needs_extension
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=property_examples(1500), deadline=None)
 @given(json_docs() | st.text(max_size=12))
 def test_json_values_alike(text):
     """json/jsonb text: verbatim where the C validator says JSON, else the converter's form, as on the pure path."""
@@ -299,7 +300,7 @@ def test_database_messages_render_alike(pg_db):
 
 
 @needs_extension
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=property_examples(300), deadline=None)
 @given(st.binary(max_size=200))
 def test_render_event_refuses_what_render_row_did_not_make(junk_row):
     """render_event trusts only its own layout: any other bytes are a ValueError, never a crash."""

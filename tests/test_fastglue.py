@@ -22,6 +22,7 @@ from agent.mapping import EventMapper
 from agent.sources.postgres.stream import PostgresSource
 from tests.test_fastevents import RELID, rules, tuples
 from tests.test_fastpath import OIDS, tuple_bytes
+from tests.plugins import property_examples
 
 needs_extension = pytest.mark.skipif(not fastpath.compiled(), reason="agent._fastpg is not built (no C compiler)")
 
@@ -195,7 +196,7 @@ def events_of(c, changes, pure: bool):
 
 
 @needs_extension
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=property_examples(400), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(streams())
 def test_compiled_read_loop_and_mapping_match_the_pure_path(case):
     frames, checkpoint, sizes, event_rules = case

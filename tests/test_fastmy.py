@@ -18,6 +18,7 @@ from agent import fastmy, myvalues as mv
 from agent.binlog_rows import Column, TableMap, compile_rows_decoder
 from agent.myvalues import _decimal_layout
 from agent.rawjson import RawJson
+from tests.plugins import property_examples
 
 pytestmark = pytest.mark.skipif(not fastmy.compiled(), reason="agent._fastmy is not built (no C compiler)")
 
@@ -155,7 +156,8 @@ def _run(dec, buf: bytes, p: int):
     return _same(rows) if q == len(buf) else "refused"
 
 
-@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=property_examples(600), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(rows_events(), st.data())
 def test_compiled_rows_decoder_equals_the_pure_one(event, data):
     tm, kind, present, present2, buf, p = event
@@ -200,7 +202,8 @@ def json_texts(draw) -> bytes:
     return raw
 
 
-@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=property_examples(600), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(json_texts())
 def test_compiled_json_text_equals_the_pure_one(raw):
     """MariaDB JSON columns (LONGTEXT marked JSON by the catalog): the C syntax check decides RawJson or

@@ -22,6 +22,7 @@ from agent.fastrow import RenderedRowChange, RowLayout
 from agent.mapping import EventMapper
 from tests.test_fastevents import rules
 from tests.test_fastmy import _run, _same, columns, image
+from tests.plugins import property_examples
 
 pytestmark = pytest.mark.skipif(not (fastmy.compiled() and fastpath.compiled()),
                                 reason="agent._fastmy or agent._fastpg is not built (no C compiler)")
@@ -82,7 +83,8 @@ def _events(mapper: EventMapper, changes: list):
     return ([(e.id, e.type, e.subject, e.body) for e in events], [(f.event_type, f.reason, f.change) for f in failures])
 
 
-@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=property_examples(500), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(full_rows_events(), st.data())
 def test_rendered_rows_equal_the_pure_rows_rendered(event, data):
     tm, op, buf, p = event

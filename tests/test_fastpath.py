@@ -17,6 +17,7 @@ from agent import fastpath, pgoutput as po, pgvalues as v
 from agent.changes import RowChange
 from agent.mapping import change_to_json
 from agent.rawjson import RawJson
+from tests.plugins import property_examples
 
 needs_extension = pytest.mark.skipif(not fastpath.compiled(), reason="agent._fastpg is not built (no C compiler)")
 
@@ -173,7 +174,7 @@ def decoders(oids):
 
 
 @needs_extension
-@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=property_examples(1500), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(column_values())
 def test_compiled_and_pure_decode_alike(case):
     oids, cols = case
@@ -192,7 +193,7 @@ def test_compiled_and_pure_decode_alike(case):
 
 
 @needs_extension
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=property_examples(300), deadline=None)
 @given(column_values(), st.integers(0, 40))
 def test_truncated_and_corrupt_tuples_fail_alike(case, cut):
     oids, cols = case

@@ -26,6 +26,7 @@ from agent import spool_frames
 from agent.spool_frames import FrameHead, pack
 from tests.agentproc import ROOT, read_events, wait_for
 from tests.test_delivery import cli, file_block, load, write_config
+from tests.plugins import property_examples
 
 
 def ev(i: int, typ: str = "row.public.t", only: str | None = None, ts: float = 1.0) -> MappedEvent:
@@ -397,7 +398,7 @@ def frame_events(draw) -> list[MappedEvent]:
 
 
 @pytest.mark.skipif(spool_frames._pack_events is None, reason="agent._fastpg is not built, or CDC_AGENT_PURE=1")
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=property_examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(frame_events())
 def test_compiled_pack_makes_the_pure_frame_byte_for_byte(evs):
     into = bytearray(b"?" * 50)                 # a buffer a longer frame left: only its first `size` bytes count
