@@ -381,6 +381,11 @@ def test_replay_resends_what_the_spool_holds_to_a_running_agent_and_refuses_what
         wait_for(lambda: "connected, resuming" in agent.log(), 60, what="the source to connect")
         insert(db, range(1, 6))
         wait_for(lambda: len(read_events(out)) == 5, 60, what="5 events")
+
+        def confirmed() -> bool:        # the file has the lines a moment before the cursor moves past them
+            st = cli("status", "--json", "-c", str(cfg_path))
+            return st.returncode == 0 and orjson.loads(st.stdout)["targets"]["f"]["pending"] == 0
+        wait_for(confirmed, 60, what="f's cursor past the 5 events")
         first = read_events(out)
         r = cli("replay", "-c", str(cfg_path), "--target", "f", "--since", "1h")
         assert r.returncode == 0, r.stdout + r.stderr
@@ -388,6 +393,7 @@ def test_replay_resends_what_the_spool_holds_to_a_running_agent_and_refuses_what
         assert "running agent (pid" in r.stdout
         wait_for(lambda: len(read_events(out)) == 10, 60, what="the 5 events again")
         assert [e["id"] for e in read_events(out)[5:]] == [e["id"] for e in first]
+        wait_for(confirmed, 60, what="f's cursor past the re-sent events")
         r = cli("replay", "-c", str(cfg_path), "--target", "f", "--from", first[2]["position"])
         assert r.returncode == 0 and "re-sending 3 event(s)" in r.stdout, r.stdout + r.stderr
         wait_for(lambda: len(read_events(out)) == 13, 60, what="3 events again")
