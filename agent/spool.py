@@ -31,6 +31,7 @@ from .interfaces import SpooledEvent
 from .mapping import MappedEvent, MappingFailure
 from .shipped import shipped
 from .spool_frames import FrameCodec, FrameHead, pack_frame
+from .spool_legacy import pack_legacy_events
 from .statefiles import create_private_file, private_state_dir
 from .statelock import exclusive, open_writer_lock
 
@@ -118,44 +119,9 @@ class Spool:
                 for stmt in _statements(sql):
                     self.db.execute(stmt)
                 if version == 3:
-                    self._pack_legacy_events()
+                    pack_legacy_events(self.db, self._insert_frame, FRAME_EVENTS)
                 self.db.execute(f"PRAGMA user_version = {version}")
                 self.db.execute("COMMIT")
-
-    def _pack_legacy_events(self) -> None:
-        """Migration 3: the per-event rows of the `events` table become frames, each event keeping its seq
-        (so every cursor stays valid): runs of consecutive seq with the same only_target, at most
-        FRAME_EVENTS each; then the table goes. Runs inside the migration's transaction."""
-        db = self.db
-        if not db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events'").fetchone():
-            return
-        # seq was AUTOINCREMENT: numbers used by ignored replays after the last row are never reused either
-        used = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
-        if used and used[0]:
-            db.execute("INSERT INTO meta (key, value) VALUES ('seq_floor', ?) ON CONFLICT (key) DO UPDATE SET "
-                       "value = max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))", (str(used[0]),))
-        run: list[tuple] = []
-        rows = db.execute("SELECT seq, id, type, subject, position, commit_ts, spooled_at, body, only_target "
-                          "FROM events ORDER BY seq")
-        pending_frames = []
-        for r in rows:
-            if run and (r[0] != run[-1][0] + 1 or r[8] != run[-1][8] or len(run) >= FRAME_EVENTS):
-                pending_frames.append(run)
-                run = []
-            run.append(r)
-            if len(pending_frames) >= 16:
-                self._insert_legacy_frames(pending_frames)
-                pending_frames = []
-        if run:
-            pending_frames.append(run)
-        self._insert_legacy_frames(pending_frames)
-        db.execute("DROP TABLE events")
-
-    def _insert_legacy_frames(self, runs: list[list[tuple]]) -> None:
-        for run in runs:
-            evs = [SpooledEvent(r[0], r[1], r[2], r[3], bytes(r[7]), r[5], r[4]) for r in run]
-            # the latest spooled_at of the run: retention never prunes one of them early
-            self._insert_frame(run[0][0], evs, max(r[6] for r in run), run[0][8])
 
     def _insert_frame(self, seq: int, events, spooled_at: float, only_target: str | None) -> None:
         head, body, positions, ts = pack_frame(events, self._codec)
