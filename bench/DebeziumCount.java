@@ -15,6 +15,7 @@ public class DebeziumCount implements DebeziumEngine.ChangeConsumer<ChangeEvent<
     private volatile long firstNanos = 0;
     private volatile long lastNanos = 0;
     private long bytes = 0;                              // JSON characters seen: the value really is built
+    private long creates = 0, updates = 0, deletes = 0;  // by the envelope's "op" (near its end)
     private volatile String failure = null;
     private volatile boolean finished = false;
 
@@ -32,6 +33,15 @@ public class DebeziumCount implements DebeziumEngine.ChangeConsumer<ChangeEvent<
             if (v != null && topic.equals(r.destination())) {
                 n++;
                 bytes += v.length();
+                int i = v.lastIndexOf("\"op\":\"");
+                char op = i < 0 ? '?' : v.charAt(i + 6);
+                if (op == 'c') {
+                    creates++;
+                } else if (op == 'u') {
+                    updates++;
+                } else if (op == 'd') {
+                    deletes++;
+                }
             } else {
                 others.incrementAndGet();
             }
@@ -61,6 +71,7 @@ public class DebeziumCount implements DebeziumEngine.ChangeConsumer<ChangeEvent<
     public long firstNanos() { return firstNanos; }
     public long lastNanos() { return lastNanos; }
     public long bytes() { return bytes; }
+    public long[] ops() { return new long[] {creates, updates, deletes}; }
     public String failure() { return failure; }
     public boolean finished() { return finished; }
 }

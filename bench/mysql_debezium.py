@@ -160,6 +160,7 @@ def debezium_child(args: argparse.Namespace) -> None:
                           from_start_seconds=(last - start) / 1e9,
                           startup_seconds=(handler.firstNanos() - start) / 1e9)
         result.update(records=int(handler.count()), other_records=int(handler.others()),
+                      ops=dict(zip(("inserts", "updates", "deletes"), (int(x) for x in handler.ops()))),
                       json_chars=int(handler.bytes()), failure=None if handler.failure() is None
                       else str(handler.failure()), finished_early=bool(handler.finished()))
         engine.close()
@@ -190,6 +191,19 @@ def count_lines(path: Path) -> int:
         return sum(buf.count(b"\n") for buf in iter(lambda: f.read(1 << 20), b""))
 
 
+def count_ops(path: Path) -> dict[str, int]:
+    """The agent's events by `data.op` (its first "op" key, ahead of the row values)."""
+    names = {ord("i"): "inserts", ord("u"): "updates", ord("d"): "deletes"}
+    ops = dict.fromkeys(names.values(), 0)
+    with open(path, "rb") as f:
+        for line in f:
+            i = line.find(b'"op":"')
+            name = names.get(line[i + 6]) if i >= 0 else None
+            if name:
+                ops[name] += 1
+    return ops
+
+
 def run_agent(prep: Path, run_dir: Path, rows: int) -> dict:
     """`cdc-agent run` from a copy of the prepared state (its spool's checkpoint before the writes)."""
     shutil.copytree(prep / "state", run_dir / "state")
@@ -203,11 +217,16 @@ def run_agent(prep: Path, run_dir: Path, rows: int) -> dict:
         time.sleep(1)                     # lines beyond N would show now
     finally:
         agent.stop()
-    return {"seconds": seconds, "cpu_seconds": cpu, "peak_rss_mb": rss,
-            "lines": count_lines(run_dir / "out" / "events.jsonl")}
+    out = run_dir / "out" / "events.jsonl"
+    return {"seconds": seconds, "cpu_seconds": cpu, "peak_rss_mb": rss, "lines": count_lines(out),
+            "ops": count_ops(out)}
 
 
-def one_round(server, cp: dict, work: Path, rows: int, n: int, embedded: bool) -> dict:
+def one_round(server, cp: dict, work: Path, written: dict, n: int, embedded: bool) -> dict:
+    """One round of the readers; valid when each read every change (the count, and the mix of operations
+    written)."""
+    rows = sum(written[k] for k in ("inserts", "updates", "deletes"))
+    mix = {k: written[k] for k in ("inserts", "updates", "deletes")}
     run_dir = work / f"run{n}"
     (run_dir / "dbz").mkdir(parents=True)
     load0 = os.getloadavg()[0]
@@ -224,6 +243,10 @@ def one_round(server, cp: dict, work: Path, rows: int, n: int, embedded: bool) -
         problems.append(f"the agent's file holds {agent['lines']} lines, not {rows}")
     if emb is not None and emb["lines"] != rows:
         problems.append(f"the agent with kind = debezium wrote {emb['lines']} lines, not {rows}")
+    for who, ops in (("Debezium", dbz.get("ops")), ("the agent", agent["ops"]),
+                     ("the agent with kind = debezium", emb and emb["ops"])):
+        if ops is not None and ops != mix:
+            problems.append(f"{who} read {ops}, the writes were {mix}")
     rates = {"mariadb_binlog": rows / ref["seconds"], "agent": rows / agent["seconds"]}
     if "seconds" in dbz:
         rates["debezium"] = rows / dbz["seconds"]
@@ -236,7 +259,7 @@ def one_round(server, cp: dict, work: Path, rows: int, n: int, embedded: bool) -
            "debezium_startup_seconds": round(dbz.get("startup_seconds", 0), 1),
            "debezium_jvm_start_seconds": round(dbz["jvm_start_seconds"], 1), "debezium_records": dbz["records"],
            "agent_cpu_seconds": round(agent["cpu_seconds"], 2), "agent_peak_rss_mb": agent["peak_rss_mb"],
-           "agent_lines": agent["lines"],
+           "agent_lines": agent["lines"], "agent_ops": agent["ops"], "debezium_ops": dbz.get("ops"),
            "agent_cpu_us_per_row": round(agent["cpu_seconds"] * 1e6 / rows, 2),
            "debezium_cpu_us_per_row": round(dbz["cpu_seconds"] * 1e6 / rows, 2),
            "mariadb_binlog_cpu_us_per_row": round(ref["cpu_seconds"] * 1e6 / rows, 2)}
@@ -287,7 +310,7 @@ def main() -> None:
         emit({"scenario": "mysql_debezium_setup", "server": server.execute("SELECT VERSION()")[0][0],
               "rows": args.rows, **written})
         for n in range(1, args.runs + 1):
-            results.append(one_round(server, cp, work, args.rows, n, args.embedded))
+            results.append(one_round(server, cp, work, written, n, args.embedded))
             if not args.keep:
                 shutil.rmtree(work / f"run{n}", ignore_errors=True)      # the agent's output: ~1 GB per 1M rows
     except KeyboardInterrupt:
