@@ -169,6 +169,34 @@ def wait_lines(path: Path, n: int, timeout: float, proc=None) -> float:
         time.sleep(0.05)
 
 
+def run_measured(cmd: list[str], timeout: float = 3600, check: bool = True, **popen_kw) -> dict:
+    """Run a command to its end: wall seconds, and from its rusage (os.wait4: the process and the children it
+    waited for) CPU seconds (user + system) and peak RSS. Killed on timeout or on an exception here (Ctrl-C);
+    with `check`, a non-zero exit raises with the tail of its stderr."""
+    import threading
+    with tempfile.TemporaryFile() as err:
+        t0 = time.perf_counter()
+        p = subprocess.Popen(cmd, stderr=popen_kw.pop("stderr", err), **popen_kw)
+        timer = threading.Timer(timeout, p.kill)
+        timer.start()
+        try:
+            _, status, usage = os.wait4(p.pid, 0)
+        except BaseException:
+            p.kill()
+            p.wait()
+            raise
+        finally:
+            timer.cancel()
+        seconds = time.perf_counter() - t0
+        p.returncode = os.waitstatus_to_exitcode(status)
+        if check and p.returncode != 0:
+            err.seek(0)
+            tail = err.read()[-2000:].decode(errors="replace")
+            raise RuntimeError(f"{cmd[0]} exited with {p.returncode}:\n{tail}")
+    return {"seconds": seconds, "cpu_seconds": usage.ru_utime + usage.ru_stime,
+            "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "exit": p.returncode}
+
+
 def pg_recvlogical_drain(cluster: PgCluster, dbname: str, slot: str, publication: str, endpos: str) -> float:
     """Seconds pg_recvlogical takes to stream the slot up to `endpos` (pgoutput, output discarded)."""
     cmd = [str(PG_BIN / "pg_recvlogical"), "-d", cluster.dsn(dbname), "-S", slot, "--start", "-E", endpos,

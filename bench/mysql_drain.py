@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import time
+from pathlib import Path
 
-from bench.common import ROOT, AgentRun, Profiler, emit, proc_cpu_seconds, table, tmpdir, wait_lines
+from bench.common import (ROOT, AgentRun, Profiler, emit, proc_cpu_seconds, run_measured, table, tmpdir,
+                          wait_lines)
 
 sys.path.insert(0, str(ROOT))
 from tests.plugins.mariadb import MariaDbServer  # noqa: E402  (the same throwaway server the tests use)
@@ -63,15 +64,73 @@ def write_changes(db, total: int, txn_rows: int = 10_000) -> dict:
     return {"inserts": ins, "updates": upd, "deletes": dele, "write_seconds": round(time.perf_counter() - t0, 2)}
 
 
-def mariadb_binlog_seconds(server: MariaDbServer, first_file: str, start_pos: int) -> float:
+def agent_config(work: Path, dsn: str) -> Path:
+    """`cdc-agent run`'s configuration in `work`: the bench table → the file target (out/events.jsonl)."""
+    cfg = work / "agent.toml"
+    cfg.write_text(f"""[agent]
+name = "bench"
+state_dir = "state"
+[source]
+kind = "mysql"
+dsn = "{dsn}"
+tables = ["bench.bench_items"]
+[[targets]]
+name = "file"
+kind = "file"
+path = "out/events.jsonl"
+[health]
+listen = "off"
+""")
+    return cfg
+
+
+def record_start(cfg: Path) -> str:
+    """The agent starts once (recording in its spool where capture begins) and stops, so the changes can
+    come while it is down; returns that checkpoint. It runs until its spool has one (with kind = "debezium"
+    the first comes with a Debezium heartbeat, which on an idle server can take a while)."""
+    work = cfg.parent
+    agent = AgentRun(cfg, work / "agent.log").start()
+    try:
+        deadline = time.time() + 120
+        while "connected" not in (work / "agent.log").read_text(errors="replace") or \
+                _spool_checkpoint(work / "state") is None:
+            if time.time() > deadline or agent.proc.poll() is not None:
+                raise RuntimeError("agent did not start and record a checkpoint:\n"
+                                   + (work / "agent.log").read_text(errors="replace"))
+            time.sleep(0.1)
+        time.sleep(0.5)
+    finally:
+        agent.stop()
+    checkpoint = _spool_checkpoint(work / "state")
+    if checkpoint is None:
+        raise RuntimeError("the agent stopped without a checkpoint in its spool")
+    return checkpoint
+
+
+def _spool_checkpoint(state: Path) -> str | None:
+    from agent.spool import Spool
+    if not (state / "spool.db").exists():
+        return None
+    spool = Spool(state, readonly=True)
+    try:
+        return spool.checkpoint()
+    finally:
+        spool.close()
+
+
+def mariadb_binlog_run(server: MariaDbServer, first_file: str, start_pos: int) -> dict:
+    """`mariadb-binlog -v` over the binlog from (first_file, start_pos) to its end, output to /dev/null:
+    wall seconds, CPU seconds and peak RSS (its rusage)."""
     files = [r[0] for r in server.execute("SHOW BINARY LOGS")]
     files = files[files.index(first_file):]
     cmd = ["mariadb-binlog", "--read-from-remote-server", "-h", "127.0.0.1", "-P", str(server.port), "-uroot",
            "--base64-output=DECODE-ROWS", "-v", f"--start-position={start_pos}", *files]
-    t0 = time.perf_counter()
     with open("/dev/null", "wb") as devnull:
-        subprocess.run(cmd, check=True, stdout=devnull, stderr=subprocess.PIPE, timeout=3600)
-    return time.perf_counter() - t0
+        return run_measured(cmd, stdout=devnull)
+
+
+def mariadb_binlog_seconds(server: MariaDbServer, first_file: str, start_pos: int) -> float:
+    return mariadb_binlog_run(server, first_file, start_pos)["seconds"]
 
 
 def source_seconds(cfg_path, checkpoint: str, rows: int) -> tuple[float, int, float]:
@@ -177,34 +236,8 @@ def main() -> None:
     try:
         db = server.create_database("bench")
         db.execute(DDL)
-        cfg = work / "agent.toml"
-        cfg.write_text(f"""[agent]
-name = "bench"
-state_dir = "state"
-[source]
-kind = "mysql"
-dsn = "{db.url}"
-tables = ["bench.bench_items"]
-[[targets]]
-name = "file"
-kind = "file"
-path = "out/events.jsonl"
-[health]
-listen = "off"
-""")
-        # the agent starts once (recording where capture begins) and stops; the changes come while it is down
-        agent = AgentRun(cfg, work / "agent.log").start()
-        deadline = time.time() + 60
-        while "connected" not in (work / "agent.log").read_text(errors="replace"):
-            if time.time() > deadline or agent.proc.poll() is not None:
-                raise RuntimeError("agent did not start:\n" + (work / "agent.log").read_text(errors="replace"))
-            time.sleep(0.1)
-        time.sleep(0.5)
-        agent.stop()
-        from agent.spool import Spool
-        spool = Spool(work / "state", readonly=True)
-        checkpoint = spool.checkpoint()
-        spool.close()
+        cfg = agent_config(work, db.url)
+        checkpoint = record_start(cfg)
         from agent.sources.mysql import parse_checkpoint
         cp = parse_checkpoint(checkpoint)
         written = write_changes(db, args.rows)
