@@ -175,7 +175,14 @@ PyObject *fp_take_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs) 
         }
         PyObject *op = PyTuple_GET_ITEM(ops, b[25] == 'I' ? 0 : b[25] == 'U' ? 1 : 2);
         char pos[64];
-        int plen = snprintf(pos, sizeof pos, "%016llX:%08lld", lsn, ordinal + 1);
+        int plen;
+        if (ordinal >= 0) {                           /* it counts from 0: the other branch is never taken */
+            put_hex16(pos, (unsigned long long)lsn);
+            pos[16] = ':';
+            plen = 17 + put_udec(pos + 17, (unsigned long long)ordinal + 1, 8);
+        } else {
+            plen = snprintf(pos, sizeof pos, "%016llX:%08lld", lsn, ordinal + 1);
+        }
         PyObject *position = PyUnicode_DecodeASCII(pos, plen, NULL);
         PyObject *ch = position ? change_type->tp_alloc(change_type, 0) : NULL;
         if (ch == NULL) {
