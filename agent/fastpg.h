@@ -103,6 +103,7 @@ PyObject *fp_blake2b16(PyObject *self, PyObject *arg);
 PyObject *fp_pack_events(PyObject *self, PyObject *const *args, Py_ssize_t nargs);      /* fastpg_frame.c */
 PyObject *fp_join_lines(PyObject *self, PyObject *runs);                                 /* fastpg_frame.c */
 PyObject *fp_init_glue(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+int fp_event_fields(PyObject *e, PyObject **f);     /* fastpg_glue.c: a MappedEvent's fields at their slots */
 PyObject *fp_take_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 PyObject *fp_render_events(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 

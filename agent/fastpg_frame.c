@@ -70,11 +70,13 @@ PyObject *fp_pack_events(PyObject *self, PyObject *const *args, Py_ssize_t nargs
         goto done;
     }
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *e = items[i], *v;
-        if ((v = PyObject_GetAttr(e, s_id)) == NULL)
+        PyObject *e = items[i], *v, *f[6];
+        int at_slots = fp_event_fields(e, f);   /* MappedEvent: read at its slots, else as attributes */
+#define FIELD(k, name) (at_slots ? Py_NewRef(f[k]) : PyObject_GetAttr(e, name))
+        if ((v = FIELD(0, s_id)) == NULL)
             goto done;
         PyList_SET_ITEM(ids, i, v);
-        if ((bodies[i] = PyObject_GetAttr(e, s_body)) == NULL)
+        if ((bodies[i] = FIELD(5, s_body)) == NULL)
             goto done;
         if (!PyUnicode_Check(v) || !PyBytes_CheckExact(bodies[i])) {
             out = Py_None;
@@ -96,7 +98,7 @@ PyObject *fp_pack_events(PyObject *self, PyObject *const *args, Py_ssize_t nargs
             goto done;
         PyList_SET_ITEM(lens, i, v);
 
-        PyObject *t = PyObject_GetAttr(e, s_type);
+        PyObject *t = FIELD(1, s_type);
         if (t == NULL)
             goto done;
         Py_ssize_t index;
@@ -127,15 +129,16 @@ PyObject *fp_pack_events(PyObject *self, PyObject *const *args, Py_ssize_t nargs
         if ((v = PyLong_FromSsize_t(index)) == NULL)
             goto done;
         PyList_SET_ITEM(tix, i, v);
-        if ((v = PyObject_GetAttr(e, s_subject)) == NULL)
+        if ((v = FIELD(2, s_subject)) == NULL)
             goto done;
         PyList_SET_ITEM(subjects, i, v);
-        if ((v = PyObject_GetAttr(e, s_position)) == NULL)
+        if ((v = FIELD(3, s_position)) == NULL)
             goto done;
         PyList_SET_ITEM(positions, i, v);
-        if ((v = PyObject_GetAttr(e, s_commit_ts)) == NULL)
+        if ((v = FIELD(4, s_commit_ts)) == NULL)
             goto done;
         PyList_SET_ITEM(ts, i, v);
+#undef FIELD
     }
     if (PyByteArray_GET_SIZE(into) < total && PyByteArray_Resize(into, total) < 0)
         goto done;
