@@ -62,7 +62,7 @@ static inline int put(Text *t, const void *s, Py_ssize_t n) {
 
 static const char HEX[] = "0123456789abcdef";
 
-/* orjson's string form of valid UTF-8 (fastpg_text.c's json_string): \" \\ \b \t \n \f \r, \u00xx for other
+/* orjson's string form of valid UTF-8 (fastpg_row.c's json_string): \" \\ \b \t \n \f \r, \u00xx for other
    controls; *esc: whether anything was escaped */
 static int put_string(Text *t, const unsigned char *s, Py_ssize_t n, uint8_t *tag) {
     Py_ssize_t extra = 0;        /* the bytes escapes add: reserved exactly (a large text is not sized 6x) */
