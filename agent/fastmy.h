@@ -9,6 +9,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "fastutf8.h"
+
 enum {
     K_CALL = 0,       /* the column's Python decoder */
     K_TINY = 1, K_UTINY = 2, K_SHORT = 3, K_USHORT = 4, K_INT24 = 5, K_UINT24 = 6,

@@ -109,31 +109,6 @@ static int put_plain(Text *t, const char *s, Py_ssize_t n, uint8_t *tag) {
     return 0;
 }
 
-/* whether s is UTF-8 that Python's strict decoder accepts (fastpg_row.c's utf8_valid) */
-static int utf8_valid(const unsigned char *s, Py_ssize_t n) {
-    Py_ssize_t i = 0;
-    while (i < n) {
-        unsigned char c = s[i];
-        if (c < 0x80) { i++; continue; }
-        int more;
-        unsigned char lo = 0x80, hi = 0xBF;
-        if (c >= 0xC2 && c <= 0xDF) more = 1;
-        else if (c == 0xE0) { more = 2; lo = 0xA0; }
-        else if (c == 0xED) { more = 2; hi = 0x9F; }
-        else if (c >= 0xE1 && c <= 0xEF) more = 2;
-        else if (c == 0xF0) { more = 3; lo = 0x90; }
-        else if (c >= 0xF1 && c <= 0xF3) more = 3;
-        else if (c == 0xF4) { more = 3; hi = 0x8F; }
-        else return 0;
-        if (i + more >= n) return 0;
-        if (s[i + 1] < lo || s[i + 1] > hi) return 0;
-        for (int k = 2; k <= more; k++)
-            if (s[i + k] < 0x80 || s[i + k] > 0xBF) return 0;
-        i += more + 1;
-    }
-    return 1;
-}
-
 static int put_digits(Text *t, long long v, uint8_t *tag) {
     if (t->n + 24 > t->cap && text_grow(t, 24) < 0) return -1;
     t->n += put_int(t->p + t->n, v);

@@ -9,6 +9,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "fastutf8.h"
+
 enum {
     K_CALL = 0,      /* the Python converter */
     K_TEXT = 1,      /* bytes.decode(): text, varchar, numeric, uuid ... */
@@ -65,7 +67,6 @@ static inline void put_hex16(char *o, unsigned long long v) {
 /* orjson's string form of UTF-8 text known valid: quotes, \" \\ \b \t \n \f \r, \u00xx for other controls. */
 int json_string(Buf *b, const unsigned char *s, Py_ssize_t n, int *escaped);
 /* whether s is UTF-8 that Python's strict decoder accepts */
-int utf8_valid(const unsigned char *s, Py_ssize_t n);
 
 /* ---- the rendered row (fastpg_row.c makes it, fastpg_event.c reads it): one bytes object per change.
    RowHead, then ntuples * ncols Cells (tuple 0: the new row of an insert/update, the old row of a delete;

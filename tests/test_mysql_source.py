@@ -500,7 +500,8 @@ path = "out/events.jsonl"
 listen = "off"
 """)
     out = tmp_path / "out" / "events.jsonl"
-    writers, per_writer = 4, 12_500
+    from tests.plugins import crash_workload
+    writers, per_writer = 4, crash_workload(12_500)
     expected = [defaultdict(list) for _ in range(writers)]
     errors: list[str] = []
     stop = threading.Event()
@@ -513,10 +514,12 @@ listen = "off"
         time.sleep(0.5)                                     # the starting checkpoint is spooled
         for t in threads:
             t.start()
-        for _ in range(5):
+        kills = 0      # three at least, up to five while the writers write
+        while kills < 3 or (kills < 5 and any(t.is_alive() for t in threads)):
             time.sleep(rng.uniform(0.8, 2.5))
             agent.kill()
             agent.start()
+            kills += 1
         for t in threads:
             t.join(120)
         assert not errors, errors

@@ -1,0 +1,34 @@
+/* UTF-8 validation shared by both extensions (agent._fastpg's row renderer, agent._fastmy's binlog renderer):
+   whether s is UTF-8 that Python's strict decoder accepts (no overlongs, no surrogates, nothing past
+   U+10FFFF). A header of its own because the two extensions link no code with each other. */
+
+#ifndef CDC_FASTUTF8_H
+#define CDC_FASTUTF8_H
+
+#include <Python.h>
+
+static inline int utf8_valid(const unsigned char *s, Py_ssize_t n) {
+    Py_ssize_t i = 0;
+    while (i < n) {
+        unsigned char c = s[i];
+        if (c < 0x80) { i++; continue; }
+        int more;
+        unsigned char lo = 0x80, hi = 0xBF;
+        if (c >= 0xC2 && c <= 0xDF) more = 1;
+        else if (c == 0xE0) { more = 2; lo = 0xA0; }
+        else if (c == 0xED) { more = 2; hi = 0x9F; }
+        else if (c >= 0xE1 && c <= 0xEF) more = 2;
+        else if (c == 0xF0) { more = 3; lo = 0x90; }
+        else if (c >= 0xF1 && c <= 0xF3) more = 3;
+        else if (c == 0xF4) { more = 3; hi = 0x8F; }
+        else return 0;
+        if (i + more >= n) return 0;
+        if (s[i + 1] < lo || s[i + 1] > hi) return 0;
+        for (int k = 2; k <= more; k++)
+            if (s[i + k] < 0x80 || s[i + k] > 0xBF) return 0;
+        i += more + 1;
+    }
+    return 1;
+}
+
+#endif
