@@ -347,6 +347,8 @@ static PyMethodDef methods[] = {
     {"blake2b16", fp_blake2b16, METH_O, "blake2b16(data) -> the 16-byte BLAKE2b digest as hex"},
     {"pack_events", (PyCFunction)(void (*)(void))fp_pack_events, METH_FASTCALL,
      "pack_events(events, into) -> a spool frame's head lists and its bodies' size in `into`, or None"},
+    {"join_lines", fp_join_lines, METH_O,
+     "join_lines(runs) -> the JSON lines of runs (payload, starts, offs, ids, lo, hi) of frames, or None"},
     {"init", init, METH_VARARGS,
      "init(DecodeError, UNCHANGED[, orjson.loads, RawJson, orjson.dumps]): the decoder's exception and marker"},
     {NULL, NULL, 0, NULL},

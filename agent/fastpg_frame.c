@@ -70,11 +70,13 @@ PyObject *fp_pack_events(PyObject *self, PyObject *const *args, Py_ssize_t nargs
         goto done;
     }
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *e = items[i], *v;
-        if ((v = PyObject_GetAttr(e, s_id)) == NULL)
+        PyObject *e = items[i], *v, *f[6];
+        int at_slots = fp_event_fields(e, f);   /* MappedEvent: read at its slots, else as attributes */
+#define FIELD(k, name) (at_slots ? Py_NewRef(f[k]) : PyObject_GetAttr(e, name))
+        if ((v = FIELD(0, s_id)) == NULL)
             goto done;
         PyList_SET_ITEM(ids, i, v);
-        if ((bodies[i] = PyObject_GetAttr(e, s_body)) == NULL)
+        if ((bodies[i] = FIELD(5, s_body)) == NULL)
             goto done;
         if (!PyUnicode_Check(v) || !PyBytes_CheckExact(bodies[i])) {
             out = Py_None;
@@ -96,7 +98,7 @@ PyObject *fp_pack_events(PyObject *self, PyObject *const *args, Py_ssize_t nargs
             goto done;
         PyList_SET_ITEM(lens, i, v);
 
-        PyObject *t = PyObject_GetAttr(e, s_type);
+        PyObject *t = FIELD(1, s_type);
         if (t == NULL)
             goto done;
         Py_ssize_t index;
@@ -127,15 +129,16 @@ PyObject *fp_pack_events(PyObject *self, PyObject *const *args, Py_ssize_t nargs
         if ((v = PyLong_FromSsize_t(index)) == NULL)
             goto done;
         PyList_SET_ITEM(tix, i, v);
-        if ((v = PyObject_GetAttr(e, s_subject)) == NULL)
+        if ((v = FIELD(2, s_subject)) == NULL)
             goto done;
         PyList_SET_ITEM(subjects, i, v);
-        if ((v = PyObject_GetAttr(e, s_position)) == NULL)
+        if ((v = FIELD(3, s_position)) == NULL)
             goto done;
         PyList_SET_ITEM(positions, i, v);
-        if ((v = PyObject_GetAttr(e, s_commit_ts)) == NULL)
+        if ((v = FIELD(4, s_commit_ts)) == NULL)
             goto done;
         PyList_SET_ITEM(ts, i, v);
+#undef FIELD
     }
     if (PyByteArray_GET_SIZE(into) < total && PyByteArray_Resize(into, total) < 0)
         goto done;
@@ -183,5 +186,105 @@ done:
     Py_XDECREF(ts);
     Py_XDECREF(lens);
     Py_DECREF(seq);
+    return out;
+}
+
+/* The value of a list item that must be an int (exact): -1 with *ok = 0 otherwise. */
+static Py_ssize_t int_item(PyObject *list, Py_ssize_t i, int *ok)
+{
+    PyObject *v = PyList_GET_ITEM(list, i);
+    if (!PyLong_CheckExact(v)) {
+        *ok = 0;
+        return -1;
+    }
+    Py_ssize_t x = PyLong_AsSsize_t(v);
+    if (x == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        *ok = 0;
+    }
+    return x;
+}
+
+/* One pass over a run (payload, starts, offs, ids, lo, hi): with w == NULL, checks it and returns the bytes
+   its lines take (-1 when it is not of the usual kinds); with w, writes them there and returns the end. */
+static Py_ssize_t run_lines(PyObject *run, char *w, char **end)
+{
+    if (!PyTuple_CheckExact(run) || PyTuple_GET_SIZE(run) != 6)
+        return -1;
+    PyObject *payload = PyTuple_GET_ITEM(run, 0), *starts = PyTuple_GET_ITEM(run, 1),
+             *offs = PyTuple_GET_ITEM(run, 2), *ids = PyTuple_GET_ITEM(run, 3);
+    if (!PyBytes_CheckExact(payload) || !PyList_CheckExact(starts) || !PyList_CheckExact(offs) ||
+        !PyList_CheckExact(ids) || !PyLong_CheckExact(PyTuple_GET_ITEM(run, 4)) ||
+        !PyLong_CheckExact(PyTuple_GET_ITEM(run, 5)))
+        return -1;
+    Py_ssize_t lo = PyLong_AsSsize_t(PyTuple_GET_ITEM(run, 4)), hi = PyLong_AsSsize_t(PyTuple_GET_ITEM(run, 5));
+    if (PyErr_Occurred()) {
+        PyErr_Clear();
+        return -1;
+    }
+    if (lo < 0 || hi < lo || hi >= PyList_GET_SIZE(starts) || hi > PyList_GET_SIZE(offs) ||
+        hi > PyList_GET_SIZE(ids))
+        return -1;
+    const char *p = PyBytes_AS_STRING(payload);
+    Py_ssize_t pn = PyBytes_GET_SIZE(payload), total = 0;
+    int ok = 1;
+    for (Py_ssize_t i = lo; i < hi; i++) {
+        Py_ssize_t a = int_item(starts, i, &ok), b = int_item(starts, i + 1, &ok), off = int_item(offs, i, &ok);
+        if (!ok || a < 0 || b < a || b > pn || off > b - a)
+            return -1;
+        const char *idp = NULL;
+        Py_ssize_t idn = 0;
+        if (off >= 0) {
+            PyObject *eid = PyList_GET_ITEM(ids, i);
+            if (!PyUnicode_Check(eid) || (idp = PyUnicode_AsUTF8AndSize(eid, &idn)) == NULL) {
+                PyErr_Clear();      /* the pure path raises what .encode() raises */
+                return -1;
+            }
+        }
+        if (w == NULL) {
+            total += b - a + idn + 1;
+            continue;
+        }
+        if (off < 0) {
+            memcpy(w, p + a, (size_t)(b - a));
+            w += b - a;
+        } else {
+            memcpy(w, p + a, (size_t)off);
+            w += off;
+            memcpy(w, idp, (size_t)idn);
+            w += idn;
+            memcpy(w, p + a + off, (size_t)(b - a - off));
+            w += b - a - off;
+        }
+        *w++ = '\n';
+    }
+    if (end != NULL)
+        *end = w;
+    return total;
+}
+
+/* join_lines(runs) -> bytes: the JSON lines of runs of frames' events, each run a tuple (payload, starts,
+   offs, ids, lo, hi) of a loaded FrameHead's fields (FrameHead.lines is the reference: each body with its id
+   put back, then a newline), copied once into the result; or None when a run is not of the usual kinds (the
+   caller joins them in Python, which raises what it raises on a damaged frame). */
+PyObject *fp_join_lines(PyObject *self, PyObject *runs)
+{
+    if (!PyList_CheckExact(runs)) {
+        PyErr_SetString(PyExc_TypeError, "join_lines(runs): a list of (payload, starts, offs, ids, lo, hi)");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(runs), total = 0;
+    for (Py_ssize_t r = 0; r < n; r++) {
+        Py_ssize_t size = run_lines(PyList_GET_ITEM(runs, r), NULL, NULL);
+        if (size < 0)
+            Py_RETURN_NONE;
+        total += size;
+    }
+    PyObject *out = PyBytes_FromStringAndSize(NULL, total);
+    if (out == NULL)
+        return NULL;
+    char *w = PyBytes_AS_STRING(out);
+    for (Py_ssize_t r = 0; r < n; r++)
+        run_lines(PyList_GET_ITEM(runs, r), w, &w);   /* checked above; the lists are not changed in between */
     return out;
 }

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import orjson
 
-from agent import spool_frames
+from agent import fastpath, spool_frames
 from agent.mapping import MappedEvent
 from agent.spool import FRAME_EVENTS, Spool
 from bench.common import emit, table, tmpdir
@@ -79,6 +79,10 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--from", dest="source", type=Path, default=None, help="a JSONL file of real CloudEvents")
     args = ap.parse_args()
+    # as in the agent's capture process, where the PostgreSQL source initialises the compiled glue: pack then
+    # reads a MappedEvent's fields at their slots (fp_event_fields) instead of as attributes
+    if fastpath.compiled() and hasattr(fastpath, "_glue"):
+        fastpath._glue()
     events = file_events(args.source, args.events) if args.source else drain_events(args.events)
     n = len(events)
     frames = [events[i:i + FRAME_EVENTS] for i in range(0, n, FRAME_EVENTS)]
@@ -162,6 +166,24 @@ def main() -> None:
             each(lambda f: orjson.dumps([spool_frames.FORMAT, *made[id(f)][:-1]])), n, args.rounds)
         figures["pack_zstd_us_per_event"] = cpu_us_per_event(
             each(lambda f: (codec.compress(heads[id(f)]), codec.compress(made[id(f)][-1]))), n, args.rounds)
+    # the file target's lines (the worker's `_send_lines`): the compiled join and the pure one, same frames
+    loaded = []
+    for (head, body), f in zip(packed, frames):
+        h = spool_frames.FrameHead(1, len(f), None, head)
+        h.load_body(body)
+        loaded.append(h)
+
+    def lines_pure():           # all the frames as one batch (the file target's batch_size is 5000), dropped
+        parts: list[bytes] = []  # before the next: results kept alive would be faulted in afresh each round
+        for h in loaded:
+            h.lines(0, h.n, parts)
+        b"".join(parts)
+
+    figures["lines_pure_us_per_event"] = cpu_us_per_event(lines_pure, n, args.rounds)
+    if getattr(spool_frames, "_join_lines", None) is not None:
+        runs = [(h, 0, h.n) for h in loaded]
+        figures["lines_compiled_us_per_event"] = cpu_us_per_event(lambda: spool_frames.lines_of(runs), n,
+                                                                  args.rounds)
     best_append = float("inf")
     for r in range(args.rounds):
         fresh_positions(r)

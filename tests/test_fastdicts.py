@@ -20,6 +20,8 @@ from tests.plugins import property_examples
 needs_extension = pytest.mark.skipif(not fastpath.compiled(), reason="agent._fastpg is not built (no C compiler)")
 
 TEXT = st.text(max_size=8) | st.sampled_from(["", "a|b", "back\\slash", '"q"', "\n", "é", "\\N", "\x7f"])
+# longer strings with the bytes that need escapes anywhere: json_string passes over 8 plain bytes at a time
+TEXT |= st.text(st.sampled_from('ab"\\\n\x01\x1f\x20\x7fé€|'), min_size=7, max_size=40)
 SCALARS = {
     "str": TEXT,
     "int": st.integers(-(2 ** 63), 2 ** 63 - 1) | st.integers(-(2 ** 70), 2 ** 70),

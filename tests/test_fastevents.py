@@ -210,6 +210,25 @@ def test_usual_rows_are_rendered_in_c(msg_kind, monkeypatch):
     assert ev["subject"] == ("41" if msg_kind.startswith("D") else "42")
 
 
+FLOAT_TEXTS = ["0", "-0", "42", "-42", "0.5", "-0.25", "0.0001", "0.00012345678901234", "0.00001", "-0.00001",
+               "123456789012345", "1234567890123456", "12345678.9012345", "12345678.90123456", "0.1", "0.10",
+               "1.50", "00.5", "0.000", "1e+16", "1e-05", "9007199254740993", "0.30000000000000004", "100",
+               "3.4028235e+38", "1.1754944e-38", "0.333333333333333"]
+
+
+@needs_extension
+@pytest.mark.parametrize("oid", [v.FLOAT8, v.FLOAT4])
+def test_float_texts_render_alike(oid):
+    """The float texts render_row writes as they are (repr_as_is) and those about its limits: the same events
+    as the pure path, which makes them with float() and orjson."""
+    rid = struct.pack(">I", RELID)
+    rules = [{"type": "t.all", "table": "public.t"}]
+    for text in FLOAT_TEXTS:
+        msg = b"I" + rid + b"N" + tuple_bytes([("t", b"1"), ("t", text.encode())])
+        got = outcome(False, [v.INT4, oid], {0}, msg, rules)[0]
+        assert got == outcome(True, [v.INT4, oid], {0}, msg, rules)[0], text
+
+
 @needs_extension
 @pytest.mark.parametrize("n", [0, 1, 55, 111, 127, 128, 129, 255, 256, 257, 1000])
 def test_blake2b_matches_hashlib(n):

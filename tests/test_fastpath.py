@@ -62,6 +62,12 @@ def ts_text(zone: bool):
 def float_text():
     return (st.floats(allow_nan=False, allow_infinity=False, width=32).map(repr)
             | st.floats(allow_nan=False, allow_infinity=False).map(repr)
+            # PostgreSQL's forms (an integral value without ".0"), and decimals about the limits of the forms
+            # render_row writes as they are (repr_as_is: 15 significant digits, 3 zeros after "0.")
+            | st.floats(allow_nan=False, allow_infinity=False).map(lambda f: repr(f).removesuffix(".0"))
+            | st.from_regex(r"-?(0|[1-9][0-9]{0,16})(\.0{0,5}[0-9]{0,16})?", fullmatch=True)
+            | st.sampled_from(["0", "-0", "0.0001", "0.00001", "-0.0001234", "123456789012345", "1234567890123456",
+                               "0.10", "00.5", "1.50", "0.000", "9007199254740993", "0.1000000000000001"])
             | st.sampled_from(["NaN", "Infinity", "-Infinity", "1e309", "-1e-400", "1.", ".5", "-", "", "1e",
                                "0x10", " 1.5", "1_0.5", "1.5e+07", "12345678901234567890123456789012345678901234567890"
                                "1234567890.5"]))

@@ -8,15 +8,20 @@ from __future__ import annotations
 import threading
 
 import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
-from agent import config
+from agent import config, spool_frames
 from agent.errors import TargetRejected, TargetUnavailable
 from agent.interfaces import DeliveryResult, Rejection
 from agent.mapping import MappedEvent
 from agent.monitor import Monitor
 from agent.spool import Spool
+from agent.spool_frames import FrameHead, lines_of, pack
 from agent.worker import TargetWorker
 from tests.agentproc import wait_for
+from tests.plugins import property_examples
+from tests.test_spool_frames import frame_events
 
 
 def ev(i: int, typ: str = "row.public.t", only: str | None = None, ts: float = 1.0) -> MappedEvent:
@@ -46,7 +51,63 @@ def test_lines_are_the_bodies_as_fetch_restores_them(tmp_path):
         for frame, lo, hi in sp.fetch_runs(after, limit):
             frame.lines(lo, hi, parts)
         assert b"".join(parts) == b"".join(e.body + b"\n" for e in sp.fetch(after, limit))
+        assert lines_of(sp.fetch_runs(after, limit)) == b"".join(parts)
     sp.close()
+
+
+def pure_lines(runs) -> bytes:
+    parts: list[bytes] = []
+    for frame, lo, hi in runs:
+        frame.lines(lo, hi, parts)
+    return b"".join(parts)
+
+
+def loaded(evs) -> FrameHead:
+    head, body = pack(evs)
+    f = FrameHead(1, len(evs), None, head)
+    f.load_body(body)
+    return f
+
+
+compiled = pytest.mark.skipif(spool_frames._join_lines is None,
+                              reason="agent._fastpg is not built, or CDC_AGENT_PURE=1")
+
+
+@compiled
+@settings(max_examples=property_examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(frame_events().filter(bool), min_size=1, max_size=3), st.data())
+def test_compiled_lines_are_the_pure_lines_byte_for_byte(frames, data):
+    """Ids absent, twice, empty, non-ASCII (cut by their UTF-8 bytes); runs of several frames, any bounds."""
+    runs = []
+    for evs in frames:
+        lo = data.draw(st.integers(0, len(evs)))
+        runs.append((loaded(evs), lo, data.draw(st.integers(lo, len(evs)))))
+    got = spool_frames._join_lines([(f.payload, f.starts, f.offs, f.ids, lo, hi) for f, lo, hi in runs])
+    assert got == pure_lines(runs) == b"".join(e.body + b"\n" for evs, (_, lo, hi) in zip(frames, runs)
+                                               for e in evs[lo:hi])
+    assert type(got) is bytes
+
+
+@compiled
+def test_compiled_lines_leave_unusual_frames_to_the_pure_path():
+    f = loaded([ev(1), ev(2)])
+    good = (f.payload, f.starts, f.offs, f.ids, 0, 2)
+    odd = [
+        (bytearray(f.payload), *good[1:]),                       # not bytes
+        (f.payload, f.starts[:2], *good[2:]),                    # starts shorter than hi + 1
+        (f.payload, f.starts, [f.offs[0], 10**6], f.ids, 0, 2),  # the id's offset past its body
+        (f.payload, f.starts, f.offs, [f.ids[0], b"x"], 0, 2),   # an id that is not a str
+        (f.payload, [0, -1, 5], f.offs, f.ids, 0, 2),            # a body before the payload
+        (f.payload, f.starts, f.offs, f.ids, 2, 1),              # lo after hi
+        (f.payload, f.starts, f.offs, f.ids, 0, 2.0),            # not an int
+        (f.payload, f.starts, f.offs, f.ids),                    # not six fields
+    ]
+    for run in odd:
+        assert spool_frames._join_lines([good, run]) is None, run
+    assert spool_frames._join_lines([good, good]) == 2 * pure_lines([(f, 0, 2)])
+    assert spool_frames._join_lines([]) == b""
+    with pytest.raises(TypeError):
+        spool_frames._join_lines((good,))
 
 
 class Delivering:

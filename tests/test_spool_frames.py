@@ -13,6 +13,7 @@ import sys
 import textwrap
 import time
 import zlib
+from dataclasses import astuple
 
 import orjson
 import pytest
@@ -22,7 +23,7 @@ from agent.changes import RowChange
 from agent.mapping import EventMapper, MappedEvent, event_id
 from agent.shipped import shipped
 from agent.spool import FRAME_EVENTS, Spool
-from agent import spool_frames
+from agent import fastpath, spool_frames
 from agent.spool_frames import FrameHead, pack
 from tests.agentproc import ROOT, read_events, wait_for
 from tests.test_delivery import cli, file_block, load, write_config
@@ -397,10 +398,17 @@ def frame_events(draw) -> list[MappedEvent]:
     return [_frame_event(draw, i, types) for i in range(draw(st.integers(0, 40)))]
 
 
+class OtherEvent(MappedEvent):
+    """Not exactly a MappedEvent: pack reads its fields as attributes."""
+    __slots__ = ()
+
+
 @pytest.mark.skipif(spool_frames._pack_events is None, reason="agent._fastpg is not built, or CDC_AGENT_PURE=1")
 @settings(max_examples=property_examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(frame_events())
 def test_compiled_pack_makes_the_pure_frame_byte_for_byte(evs):
+    assert fastpath._glue()                     # MappedEvents are read at their slots' offsets (fp_event_fields)
+    evs = [OtherEvent(*astuple(e)) if i % 5 == 4 else e for i, e in enumerate(evs)]     # and as attributes
     into = bytearray(b"?" * 50)                 # a buffer a longer frame left: only its first `size` bytes count
     *compiled, size = spool_frames._pack_events(evs, into)
     *pure, joined = spool_frames._fields_pure(evs)
