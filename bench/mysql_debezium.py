@@ -96,6 +96,32 @@ def compile_handler(out: Path) -> Path:
     return out
 
 
+def start_counting_engine(props: dict[str, str], topic: str, classes: str):
+    """Start the JVM (the agent's logging settings) and an embedded engine whose handler is DebeziumCount
+    (compiled into `classes`), counting the records of `topic`; returns (engine, handler, JVM start seconds,
+    the engine thread's start in System.nanoTime). Shared with bench.debezium_side_by_side."""
+    from agent.sources.debezium.engine import JUL_CONFIG, LOG4J_CONFIG
+    from pydbzengine.engine.jvm import ensure_jvm_started
+    t0 = time.perf_counter()
+    ensure_jvm_started(jvm_opts=[f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
+                                 f"-Djava.util.logging.config.file={JUL_CONFIG}"],
+                       extra_classpaths=[classes], jvm_path=None)
+    import jpype
+    jvm_seconds = time.perf_counter() - t0
+    properties = jpype.JClass("java.util.Properties")()
+    for k, v in props.items():
+        properties.setProperty(k, str(v))
+    handler = jpype.JClass("DebeziumCount")(topic)
+    json_format = jpype.JClass("io.debezium.engine.format.Json")
+    engine = (jpype.JClass("io.debezium.engine.DebeziumEngine").create(json_format)
+              .using(properties).using(handler).notifying(handler).build())
+    thread = jpype.JClass("java.lang.Thread")(engine, "debezium-engine")
+    thread.setDaemon(True)
+    start = jpype.JClass("java.lang.System").nanoTime()
+    thread.start()
+    return engine, handler, jvm_seconds, start
+
+
 def debezium_properties(port: int, state: Path, prepare: bool) -> dict[str, str]:
     """The connector's configuration: the PostgreSQL side by side's converter settings (JSON without schemas,
     decimals as strings); offsets and schema history in files under `state`."""
@@ -123,26 +149,8 @@ def debezium_child(args: argparse.Namespace) -> None:
     state = Path(args.dir)
     result: dict = {}
     try:
-        from agent.sources.debezium.engine import JUL_CONFIG, LOG4J_CONFIG
-        from pydbzengine.engine.jvm import ensure_jvm_started
-        t0 = time.perf_counter()
-        ensure_jvm_started(jvm_opts=[f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
-                                     f"-Djava.util.logging.config.file={JUL_CONFIG}"],
-                           extra_classpaths=[args.classes], jvm_path=None)
-        import jpype
-        result["jvm_start_seconds"] = time.perf_counter() - t0
-        props = jpype.JClass("java.util.Properties")()
-        for k, v in debezium_properties(args.port, state, args.debezium_child == "prepare").items():
-            props.setProperty(k, v)
-        handler = jpype.JClass("DebeziumCount")(TOPIC)
-        nanos = jpype.JClass("java.lang.System").nanoTime
-        json_format = jpype.JClass("io.debezium.engine.format.Json")
-        engine = (jpype.JClass("io.debezium.engine.DebeziumEngine").create(json_format)
-                  .using(props).using(handler).notifying(handler).build())
-        thread = jpype.JClass("java.lang.Thread")(engine, "debezium-engine")
-        thread.setDaemon(True)
-        start = nanos()
-        thread.start()
+        engine, handler, result["jvm_start_seconds"], start = start_counting_engine(
+            debezium_properties(args.port, state, args.debezium_child == "prepare"), TOPIC, args.classes)
         deadline = time.monotonic() + (120 if args.debezium_child == "prepare" else 60 + args.rows / 1000)
         while time.monotonic() < deadline and not handler.finished():
             if args.debezium_child == "prepare":
