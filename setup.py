@@ -7,9 +7,9 @@ from setuptools import Extension, setup
 
 setup(ext_modules=[Extension("agent._fastpg", ["agent/_fastpg.c", "agent/fastpg_row.c", "agent/fastpg_event.c",
                                                "agent/fastpg_frame.c", "agent/fastpg_glue.c"],
-                             depends=["agent/fastpg.h", "agent/fastutf8.h"], optional=True,
+                             depends=["agent/fastpg.h", "agent/fasttext.h"], optional=True,
                              extra_compile_args=["-O2", "-std=c11", "-Wall"]),
                    # the MySQL / MariaDB source's row-image decoder (agent/fastmy.py), optional the same way
                    Extension("agent._fastmy", ["agent/_fastmy.c", "agent/fastmy_render.c"],
-                             depends=["agent/fastmy.h", "agent/fastutf8.h"], optional=True,
+                             depends=["agent/fastmy.h", "agent/fasttext.h"], optional=True,
                              extra_compile_args=["-O2", "-std=c11", "-Wall"])])

@@ -247,11 +247,11 @@ static int civil(long long days, char *out) {
     long long d = doy - (153 * mp + 2) / 5 + 1;
     long long m = mp < 10 ? mp + 3 : mp - 9;
     if (m <= 2) y++;
-    int n = put_uint(out, (unsigned long long)y, 4);
+    int n = put_udec(out, (unsigned long long)y, 4);
     out[n] = '-';
-    n += 1 + put_uint(out + n + 1, (unsigned long long)m, 2);
+    n += 1 + put_udec(out + n + 1, (unsigned long long)m, 2);
     out[n] = '-';
-    return n + 1 + put_uint(out + n + 1, (unsigned long long)d, 2);
+    return n + 1 + put_udec(out + n + 1, (unsigned long long)d, 2);
 }
 
 static const int DIG2BYTES[10] = {0, 1, 1, 2, 2, 3, 3, 4, 4, 4};
@@ -290,8 +290,8 @@ int decimal_text(const unsigned char *src, Py_ssize_t p, Py_ssize_t len, int pre
         for (int i = 0; i < nb; i++) v = v << 8 | b[q + i];
         q += nb;
         if (v >= POW10[digits]) return -1;
-        if (started) o += put_uint(out + o, v, digits);
-        else if (v) { o += put_uint(out + o, v, 1); started = 1; }
+        if (started) o += put_udec(out + o, v, digits);
+        else if (v) { o += put_udec(out + o, v, 1); started = 1; }
     }
     if (!started) out[o++] = '0';
     if (scale) {
@@ -304,7 +304,7 @@ int decimal_text(const unsigned char *src, Py_ssize_t p, Py_ssize_t len, int pre
             for (int i = 0; i < nb; i++) v = v << 8 | b[q + i];
             q += nb;
             if (v >= POW10[digits]) return -1;
-            o += put_uint(out + o, v, digits);
+            o += put_udec(out + o, v, digits);
         }
     }
     *size_out = size;
@@ -355,14 +355,14 @@ static int time_text(char *s, unsigned long h, unsigned long m, unsigned long se
                      const char *tail) {
     int n = 0;
     s[n++] = 'T';
-    n += put_uint(s + n, h, 2);
+    n += put_udec(s + n, h, 2);
     s[n++] = ':';
-    n += put_uint(s + n, m, 2);
+    n += put_udec(s + n, m, 2);
     s[n++] = ':';
-    n += put_uint(s + n, sec, 2);
+    n += put_udec(s + n, sec, 2);
     if (frac) {
         s[n++] = '.';
-        n += put_uint(s + n, (unsigned long long)us, 6);
+        n += put_udec(s + n, (unsigned long long)us, 6);
     }
     for (; *tail; tail++) s[n++] = *tail;
     return n;
@@ -370,11 +370,11 @@ static int time_text(char *s, unsigned long h, unsigned long m, unsigned long se
 
 int date_text(const unsigned char *b, Py_ssize_t p, char *out) {
     unsigned long x = b[p] | b[p + 1] << 8 | (unsigned long)b[p + 2] << 16;
-    int n = put_uint(out, x >> 9, 4);
+    int n = put_udec(out, x >> 9, 4);
     out[n] = '-';
-    n += 1 + put_uint(out + n + 1, x >> 5 & 15, 2);
+    n += 1 + put_udec(out + n + 1, x >> 5 & 15, 2);
     out[n] = '-';
-    return n + 1 + put_uint(out + n + 1, x & 31, 2);
+    return n + 1 + put_udec(out + n + 1, x & 31, 2);
 }
 
 int timestamp2_text(const unsigned char *b, Py_ssize_t p, int fsp, Py_ssize_t *size_out, char *s) {
@@ -399,11 +399,11 @@ int datetime2_text(const unsigned char *b, Py_ssize_t p, int fsp, Py_ssize_t *si
     if (x < 0) return -1;
     long us = frac_us(b, p + 5, fsp, &fb);
     long long ymd = x >> 17, ym = ymd >> 5, hms = x & 131071;
-    int n = put_uint(s, (unsigned long long)(ym / 13), 4);
+    int n = put_udec(s, (unsigned long long)(ym / 13), 4);
     s[n] = '-';
-    n += 1 + put_uint(s + n + 1, (unsigned long long)(ym % 13), 2);
+    n += 1 + put_udec(s + n + 1, (unsigned long long)(ym % 13), 2);
     s[n] = '-';
-    n += 1 + put_uint(s + n + 1, (unsigned long long)(ymd & 31), 2);
+    n += 1 + put_udec(s + n + 1, (unsigned long long)(ymd & 31), 2);
     n += time_text(s + n, (unsigned long)(hms >> 12), (unsigned long)(hms >> 6 & 63), (unsigned long)(hms & 63),
                    fsp != 0, us, "");
     *size_out = 5 + fb;

@@ -9,7 +9,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "fastutf8.h"
+#include "fasttext.h"
 
 enum {
     K_CALL = 0,       /* the column's Python decoder */
@@ -47,22 +47,10 @@ typedef struct {
 
 extern const char *PLAN_NAME;
 
-/* v in decimal, at least `width` digits (zero-padded), at o; its length. (sprintf's %0*llu, without the
-   format parsing that made it the renderer's largest cost) */
-static inline int put_uint(char *o, unsigned long long v, int width) {
-    char t[24];
-    int n = 0;
-    do { t[n++] = (char)('0' + v % 10); v /= 10; } while (v);
-    int pad = n < width ? width - n : 0;
-    for (int i = 0; i < pad; i++) o[i] = '0';
-    for (int i = 0; i < n; i++) o[pad + i] = t[n - 1 - i];
-    return pad + n;
-}
-
 static inline int put_int(char *o, long long v) {
-    if (v >= 0) return put_uint(o, (unsigned long long)v, 1);
+    if (v >= 0) return put_udec(o, (unsigned long long)v, 1);
     o[0] = '-';
-    return 1 + put_uint(o + 1, 0ULL - (unsigned long long)v, 1);
+    return 1 + put_udec(o + 1, 0ULL - (unsigned long long)v, 1);
 }
 
 /* the decoding steps both files share (agent/_fastmy.c) */

@@ -507,7 +507,7 @@ PyObject *fm_rendered_changes(PyObject *self, PyObject *const *a, Py_ssize_t na)
             missing++;
             continue;
         }
-        int k = put_uint(pos + plen, (unsigned long long)(ordinal + 1 + i), 8);
+        int k = put_udec(pos + plen, (unsigned long long)(ordinal + 1 + i), 8);
         PyObject *position = ascii ? PyUnicode_New(plen + k, 127) : PyUnicode_DecodeUTF8(pos, plen + k, NULL);
         if (position != NULL && ascii) memcpy(PyUnicode_1BYTE_DATA(position), pos, (size_t)(plen + k));
         PyObject *message = position ? PyLong_FromSsize_t(i) : NULL;

@@ -9,7 +9,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "fastutf8.h"
+#include "fasttext.h"
 
 enum {
     K_CALL = 0,      /* the Python converter */
@@ -45,18 +45,6 @@ static inline int buf_put(Buf *b, const void *s, Py_ssize_t n) {
 }
 static inline int buf_putc(Buf *b, char c) { return buf_put(b, &c, 1); }
 #define BUF_LIT(b, s) buf_put((b), (s), (Py_ssize_t)(sizeof(s) - 1))
-
-/* v in decimal, at least `width` digits (zero-padded), at o; its length: sprintf's %0*llu without the format
-   parsing (snprintf for each integer column and position was ~4% of the capture process's CPU) */
-static inline int put_udec(char *o, unsigned long long v, int width) {
-    char t[24];
-    int n = 0;
-    do { t[n++] = (char)('0' + v % 10); v /= 10; } while (v);
-    int pad = n < width ? width - n : 0;
-    for (int i = 0; i < pad; i++) o[i] = '0';
-    for (int i = 0; i < n; i++) o[pad + i] = t[n - 1 - i];
-    return pad + n;
-}
 
 /* v as 16 upper-case hex digits at o (sprintf's %016llX) */
 static inline void put_hex16(char *o, unsigned long long v) {

@@ -64,8 +64,9 @@ def write_changes(db, total: int, txn_rows: int = 10_000) -> dict:
     return {"inserts": ins, "updates": upd, "deletes": dele, "write_seconds": round(time.perf_counter() - t0, 2)}
 
 
-def agent_config(work: Path, dsn: str) -> Path:
-    """`cdc-agent run`'s configuration in `work`: the bench table → the file target (out/events.jsonl)."""
+def agent_config(work: Path, dsn: str, extra_source: str = "") -> Path:
+    """`cdc-agent run`'s configuration in `work`: the bench table → the file target (out/events.jsonl);
+    `extra_source`: more lines of [source]."""
     cfg = work / "agent.toml"
     cfg.write_text(f"""[agent]
 name = "bench"
@@ -74,6 +75,7 @@ state_dir = "state"
 kind = "mysql"
 dsn = "{dsn}"
 tables = ["bench.bench_items"]
+{extra_source}
 [[targets]]
 name = "file"
 kind = "file"

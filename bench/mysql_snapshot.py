@@ -22,6 +22,7 @@ import sys
 import time
 
 from bench.common import ROOT, AgentRun, emit, table, tmpdir, wait_lines
+from bench.mysql_drain import agent_config
 
 sys.path.insert(0, str(ROOT))
 from tests.plugins.mariadb import MariaDbServer  # noqa: E402  (the same throwaway server the tests use)
@@ -99,23 +100,7 @@ def main() -> None:
         rows.append(("SELECT ... INTO OUTFILE", f"{out_s:.2f}", f"{args.rows / out_s:,.0f}",
                      f"{ref_s / out_s:.2f}", ""))
 
-        cfg = work / "agent.toml"
-        cfg.write_text(f"""[agent]
-name = "bench"
-state_dir = "state"
-[source]
-kind = "mysql"
-dsn = "{db.url}"
-tables = ["bench.bench_items"]
-snapshot = "never"
-snapshot_chunk_rows = {args.chunk}
-[[targets]]
-name = "file"
-kind = "file"
-path = "out/events.jsonl"
-[health]
-listen = "off"
-""")
+        cfg = agent_config(work, db.url, f'snapshot = "never"\nsnapshot_chunk_rows = {args.chunk}')
         subprocess.run([sys.executable, "-m", "agent.cli", "setup", "-c", str(cfg)], cwd=ROOT, check=True,
                        capture_output=True)
 
