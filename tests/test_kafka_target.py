@@ -194,7 +194,7 @@ def test_unresponsive_broker_is_retried_and_the_batch_is_not_produced_twice(tans
     target = KafkaTarget(settings(tansu.bootstrap, topic="down", delivery_timeout_seconds=1))
     try:
         assert target.send([cloudevent(1)]).rejected == []
-        tansu.proc.send_signal(signal.SIGSTOP)       # the broker hangs: no delivery report comes back
+        tansu.hang()                                 # SIGSTOP: no delivery report comes back
         batch = [cloudevent(2), cloudevent(3)]
         try:
             with pytest.raises(TargetUnavailable, match="2 message\\(s\\) not acknowledged"):

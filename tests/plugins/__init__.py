@@ -17,8 +17,7 @@ class PortTaken(RuntimeError):
 def listener_pids(port: int) -> set[int] | None:
     """The processes holding the socket that listens on 127.0.0.1:port (or 0.0.0.0:port); None when nothing
     listens there. A connection alone would also succeed on another process's listener, and the test would
-    talk to that server (seen: librdkafka's mock broker of a test in the other pytest-xdist process answering
-    in the place of a SIGSTOPped Tansu)."""
+    then talk to that server."""
     import os
     inode = None
     with open("/proc/net/tcp") as f:

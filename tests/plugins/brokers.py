@@ -91,6 +91,27 @@ class TansuBroker:
                 self.port = free_port()
         return self
 
+    def hang(self) -> None:
+        """SIGSTOP the broker, and return once every thread of it is stopped: kill() only makes the signal
+        pending, and a busy thread answered a request after it (seen: a produce acknowledged 1 ms later)."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+        deadline = time.monotonic() + 10
+        task = f"/proc/{self.proc.pid}/task"
+        while True:
+            states = []
+            for tid in os.listdir(task):
+                try:
+                    with open(f"{task}/{tid}/stat") as f:
+                        states.append(f.read().rsplit(")", 1)[1].split()[0])
+                except OSError:        # a thread that ended meanwhile
+                    continue
+            if states and all(st in "Tt" for st in states):
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"tansu did not stop: thread states {states}")
+            time.sleep(0.005)
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
