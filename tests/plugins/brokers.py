@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -18,21 +19,19 @@ from pathlib import Path
 
 import pytest
 
-from . import PortTaken, free_port, own_listener
+from . import free_port
 
 
 def _wait_listening(port: int, proc: subprocess.Popen, what: str, timeout: float = 20) -> None:
-    """Until `proc` itself listens on 127.0.0.1:port (tests.plugins.own_listener says why not a connection)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"{what} exited with {proc.returncode}")
-        owned = own_listener(port, proc.pid)
-        if owned:
-            return
-        if owned is False:
-            raise PortTaken(f"port {port} is another process's: {what} cannot listen there")
-        time.sleep(0.05)
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
     raise RuntimeError(f"{what} is not listening on {port} after {timeout}s")
 
 
@@ -75,20 +74,12 @@ class TansuBroker:
         return f"127.0.0.1:{self.port}"
 
     def start(self) -> TansuBroker:
-        for attempt in range(3):
-            url = f"tcp://127.0.0.1:{self.port}"
-            log = open(self.dir / "tansu.out", "ab")
-            self.proc = subprocess.Popen([self.bin, "broker", "--listener-url", url, "--advertised-listener-url",
-                                          url, "--storage-engine", "memory://tansu/"], stdout=log, stderr=log)
-            log.close()
-            try:
-                _wait_listening(self.port, self.proc, "tansu")
-                return self
-            except PortTaken:
-                self.stop()
-                if attempt == 2:
-                    raise
-                self.port = free_port()
+        url = f"tcp://127.0.0.1:{self.port}"
+        log = open(self.dir / "tansu.out", "ab")
+        self.proc = subprocess.Popen([self.bin, "broker", "--listener-url", url, "--advertised-listener-url", url,
+                                      "--storage-engine", "memory://tansu/"], stdout=log, stderr=log)
+        log.close()
+        _wait_listening(self.port, self.proc, "tansu")
         return self
 
     def hang(self) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from . import PortTaken, free_port, own_listener
+from . import free_port
 
 RABBITMQ_SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"   # the Debian wrapper would su to the rabbitmq user
 
@@ -25,12 +25,11 @@ def _wait_port(port: int, timeout: float, proc: subprocess.Popen, log: Path) -> 
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}: {log.read_text(errors='replace')[-2000:]}")
-        owned = own_listener(port, proc.pid, session=True)     # the server runs in a session of its own
-        if owned:
-            return
-        if owned is False:
-            raise PortTaken(f"port {port} is another process's: the server cannot listen there")
-        time.sleep(0.1)
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
     raise RuntimeError(f"server not listening on {port} after {timeout}s: {log.read_text(errors='replace')[-2000:]}")
 
 

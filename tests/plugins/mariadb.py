@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from . import PortTaken, free_port, own_listener
+from . import free_port
 
 _counter = itertools.count()
 
@@ -53,24 +53,12 @@ class MariaDbServer:
         return args
 
     def start(self, timeout: float = 60) -> MariaDbServer:
-        first = self.proc is None          # only a first start may move to another port (a restart keeps it)
         self.proc = subprocess.Popen(self._args(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while True:
             try:
                 self.connect().close()
-                # the answer may come from another process's server on this port (tests.plugins.own_listener)
-                if own_listener(self.port, self.proc.pid) is False:
-                    self.proc.kill()
-                    self.proc.wait(30)
-                    if not first:
-                        raise PortTaken(f"port {self.port} is another process's: mariadbd cannot listen there")
-                    self.port = free_port()
-                    self.proc = None
-                    return self.start(timeout)
                 return self
-            except PortTaken:
-                raise
             except Exception as e:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
                     log = (self.dir / "error.log").read_text(errors="replace")[-2000:]
