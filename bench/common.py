@@ -153,8 +153,6 @@ def wait_lines(path: Path, n: int, timeout: float, proc=None, first: list[float]
     deadline = time.perf_counter() + timeout
     seen, offset = 0, 0
     while True:
-        if first is not None and not first and seen:
-            first.append(time.perf_counter())
         try:
             with open(path, "rb") as f:
                 f.seek(offset)
@@ -163,6 +161,8 @@ def wait_lines(path: Path, n: int, timeout: float, proc=None, first: list[float]
                     offset += len(buf)
         except FileNotFoundError:
             pass
+        if first is not None and not first and seen:
+            first.append(time.perf_counter())     # also when the first look already finds all n lines
         if seen >= n:
             return time.perf_counter()
         if proc is not None and proc.poll() is not None:

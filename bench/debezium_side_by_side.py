@@ -155,6 +155,8 @@ def main() -> None:
         ref_cpu = (after.children_user - before.children_user) + (after.children_system - before.children_system)
 
         dbz = run_debezium(cluster.port, args.changes, str(work / "dbz-offsets.dat"), classes)
+        if dbz["records"] != args.changes:       # its rate would be over another count of changes
+            raise SystemExit(f"invalid run: Debezium counted {dbz['records']} change records, not {args.changes}")
 
         agent = AgentRun(cfg, work / "agent.log").start()
         first: list[float] = []
