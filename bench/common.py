@@ -4,8 +4,10 @@ and figures printed as JSON lines plus a short table. Run from the repository ro
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -256,5 +258,12 @@ def table(rows: list[tuple], headers: tuple) -> None:
         print("  ".join(str(x).ljust(w) for x, w in zip(r, widths)))
 
 
-def tmpdir(prefix: str) -> Path:
-    return Path(tempfile.mkdtemp(prefix=prefix))
+def tmpdir(prefix: str, keep: bool = False) -> Path:
+    """A work directory for one bench run, removed when the bench exits (a 1M-change run leaves a GB of
+    outputs and spool) unless `keep` or CDC_BENCH_KEEP=1 asks to keep it for a look."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    if keep or os.environ.get("CDC_BENCH_KEEP") == "1":
+        atexit.register(lambda: print(f"work directory kept: {work}", file=sys.stderr))
+    else:
+        atexit.register(shutil.rmtree, work, True)
+    return work

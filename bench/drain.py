@@ -24,7 +24,7 @@ def main() -> None:
     ap.add_argument("--profile-capture", action="store_true",
                     help="sample only the capture process, native frames included (py-spy --native)")
     args = ap.parse_args()
-    work = tmpdir("cdc-bench-drain-")
+    work = tmpdir("cdc-bench-drain-", keep=args.profile or args.profile_capture)
     cluster = bench_cluster()
     try:
         db = cluster.create_database("bench")

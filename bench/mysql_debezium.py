@@ -292,7 +292,7 @@ def main() -> None:
         sys.exit("bench.mysql_debezium cannot run here, missing:\n  " + "\n  ".join(missing))
     # SIGTERM cleans up as Ctrl-C does (the finally below: servers stopped, temp dirs removed)
     signal.signal(signal.SIGTERM, _interrupt)
-    work = tmpdir("cdc-bench-mydbz-")
+    work = tmpdir("cdc-bench-mydbz-", keep=args.keep)
     server = None
     results: list[dict] = []
     try:
@@ -327,9 +327,7 @@ def main() -> None:
     finally:
         if server is not None:
             server.destroy()
-        if args.keep:
-            print(f"work directory kept: {work}", file=sys.stderr)
-        else:
+        if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     _print_table(results, args.rows)
     if not all(r["valid"] for r in results):

@@ -233,7 +233,7 @@ def main() -> None:
     ap.add_argument("--profile-capture", action="store_true",
                     help="sample the agent's capture process with py-spy --native; print the top functions")
     args = ap.parse_args()
-    work = tmpdir("cdc-bench-mysql-")
+    work = tmpdir("cdc-bench-mysql-", keep=args.profile_capture)
     server = MariaDbServer(**{"innodb-buffer-pool-size": "512M", "max-binlog-size": "256M"}).start()
     try:
         db = server.create_database("bench")

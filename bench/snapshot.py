@@ -64,7 +64,7 @@ def main() -> None:
         time.sleep(1)
         copy_load = delta(before, db_load(db))
 
-        work = tmpdir("cdc-bench-snapshot-")
+        work = tmpdir("cdc-bench-snapshot-", keep=args.profile)
         cfg = agent_config(work / "agent.toml", db.dsn, ["public.bench_items"],
                            extra_source=f'snapshot = "never"\nsnapshot_chunk_rows = {args.chunk}')
         if args.source == "trigger":
