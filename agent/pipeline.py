@@ -270,6 +270,9 @@ class Agent:
                         f.event_type, event_id(self.cfg.agent.name, f.position, f.event_type), f.reason)
         self.monitor.captured += len(batch.changes)
         self._unspooled = (events, failures, batch.checkpoint, progress)
+        # the changes are done with: freed now, the last ones mapped still in the CPU's cache (list order is
+        # freed from the end), instead of after the spool's compression and commit went through the cache
+        del batch
         self._spool_batch()
 
     def _spool_batch(self) -> None:
