@@ -23,6 +23,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from . import fastpath
 from .changes import Begin, Commit, Item, Keepalive, RowChange, SourceBatch, Watermark
 from .interfaces import Source
 
@@ -50,6 +51,7 @@ class CaptureCore:
         self._txn_ts = 0.0                     # commit time of the open (or last) transaction, for the backlog test
         self._backlog = False                  # the last batch was catching up: linger longer, fill batches
         self.first_at = 0.0                    # when the last batch's first item arrived (monotonic; agent/timing.py)
+        self._run_end = fastpath.run_ender()   # where a run of changes in a poll's items ends (compiled or pure)
 
     def read(self, max_changes: int, max_wait: float) -> SourceBatch:
         """Changes up to about `max_changes`, waiting at most `max_wait` for the first item."""
@@ -62,6 +64,7 @@ class CaptureCore:
         first = now if out else None
         linger = BACKLOG_LINGER_SECONDS if self._backlog else BATCH_LINGER_SECONDS
         full = len(out) >= max_changes         # a carried transaction may fill a batch by itself
+        run_end = self._run_end
         self.first_at = now
         while not full:
             if self._queue:
@@ -85,19 +88,30 @@ class CaptureCore:
                 if not items:
                     self._backlog = False       # the stream paused: caught up, keep batches short again
                     break
+                if type(items) is not list:
+                    items = list(items)         # (run_end reads a list)
             caught_up = False
-            for i, item in enumerate(items):
+            i, n_items = 0, len(items)
+            while i < n_items:
+                item = items[i]
                 if isinstance(item, RowChange):
                     if full:
                         self._queue = items[i:]     # the batch is full: the rest starts the next one
                         break
-                    out.append(item)
+                    # the run of changes from here, at most up to a full batch, in one extend
+                    j = run_end(items, i, min(n_items, i + max_changes - len(out)), RowChange)
+                    if j <= i:
+                        j = i + 1               # (an object isinstance accepts by its __class__ only)
+                    out += items[i:j]           # type: ignore[arg-type]  # (run_end: all RowChanges)
+                    i = j
                     caught_up = False
                     if first is None:
                         first = now
                     if len(out) >= max_changes:
                         full = True             # still take a Commit (or other markers) right behind it
-                elif isinstance(item, Commit):
+                    continue
+                i += 1
+                if isinstance(item, Commit):
                     self._in_txn = caught_up = False
                     boundary = len(out)
                     checkpoint = item.checkpoint

@@ -45,7 +45,7 @@ _KINDS: dict[Callable, int] = {
 }
 
 _API = ("decode_tuple", "init", "render_row", "render_event", "render_dicts", "blake2b16", "take_rows", "render_events",
-        "init_glue")
+        "init_glue", "libpq_resolve", "libpq_facts", "run_end")
 
 _fastpg: types.ModuleType | None
 try:
@@ -64,6 +64,7 @@ else:
 
 _reported = False
 _glued: bool | None = None      # init_glue: not tried yet / failed / done
+_libpq: tuple[str | None, str] | None = None     # libpq_resolve's answer: (path, "") or (None, why not)
 
 
 def kinds(converters: Sequence[Callable]) -> bytes:
@@ -203,3 +204,52 @@ def events_renderer() -> Callable[[list, int, tuple, list], int] | None:
     extension. Like render_event it is used whenever a change was rendered (only the compiled core makes
     RenderedRowChanges)."""
     return None if _fastpg is None or not _glue() else _fastpg.render_events
+
+
+def direct_copy(pgconn) -> bool:
+    """Whether take_rows may read this psycopg connection's messages with libpq's PQgetCopyData itself,
+    given `pgconn.pgconn_ptr` (agent/fastpg_libpq.c): the one libpq loaded in the process, found at run time,
+    must agree with psycopg on this connection (library version, backend pid, socket, server version).
+    False keeps psycopg's get_copy_data, which take_rows calls otherwise (the same frames either way)."""
+    global _libpq
+    if _fastpg is None or os.environ.get(PURE_ENV, "") not in ("", "0"):
+        return False
+    if _libpq is None:
+        found = _fastpg.libpq_resolve()
+        _libpq = found if found is not None else ("(resolved before)", "")
+        if _libpq[0] is None:
+            log.info("row messages are read through psycopg's get_copy_data: %s", _libpq[1])
+    if _libpq[0] is None:
+        return False
+    ptr = getattr(pgconn, "pgconn_ptr", None)
+    if not ptr:
+        return False
+    from psycopg import pq
+    try:
+        want = (pq.version(), pgconn.backend_pid, pgconn.socket, pgconn.server_version)
+        facts = _fastpg.libpq_facts(ptr)
+    except Exception as e:      # (psycopg's closed-connection error, or an older psycopg without one of them)
+        log.info("row messages are read through psycopg's get_copy_data: %s", e)
+        return False
+    if facts != want:
+        log.warning("the libpq found at run time (%s) does not agree with psycopg's on the replication connection "
+                    "(%s, psycopg says %s): row messages are read through psycopg's get_copy_data", _libpq[0],
+                    facts, want)
+        _libpq = (None, "it did not agree with psycopg")
+        return False
+    return True
+
+
+def _run_end_pure(items: list, start: int, stop: int, cls: type) -> int:
+    """run_end's reference: the index of the first of items[start:stop] whose type is not cls or a subclass."""
+    stop = min(stop, len(items))
+    for k in range(max(start, 0), stop):
+        if not issubclass(type(items[k]), cls):
+            return k
+    return max(stop, 0)
+
+
+def run_ender(force_pure: bool | None = None) -> Callable[[list, int, int, type], int]:
+    """run_end(items, start, stop, cls) for CaptureCore.read's runs of changes: compiled, or its pure twin."""
+    pure = force_pure if force_pure is not None else os.environ.get(PURE_ENV, "") not in ("", "0")
+    return _run_end_pure if _fastpg is None or pure else _fastpg.run_end

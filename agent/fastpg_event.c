@@ -206,6 +206,27 @@ PyObject *fp_render_event(PyObject *self, PyObject *const *args, Py_ssize_t narg
         PyErr_SetString(PyExc_TypeError, "render_event(row: bytes, plan: tuple, position: str, time: str, txid)");
         return NULL;
     }
+    PyObject *made[3];
+    int rc = fp_event_parts(args, made);
+    if (rc < 0) return NULL;
+    if (rc == FP_EVENT_SKIP) Py_RETURN_NONE;
+    if (rc == FP_EVENT_PURE) Py_RETURN_FALSE;
+    PyObject *result = PyTuple_New(3);
+    if (result == NULL) {
+        for (int i = 0; i < 3; i++) Py_DECREF(made[i]);
+        return NULL;
+    }
+    for (int i = 0; i < 3; i++) PyTuple_SET_ITEM(result, i, made[i]);
+    return result;
+}
+
+/* render_event's work; args as render_event's (checked by the caller). FP_EVENT_MADE: made[] holds new
+   references to the id, subject and body; FP_EVENT_SKIP, FP_EVENT_PURE: None and False; -1: an error. */
+int fp_event_parts(PyObject *const *args, PyObject **made) {
+    if (!PyTuple_Check(args[1]) || PyTuple_GET_SIZE(args[1]) != 11) {
+        PyErr_SetString(PyExc_TypeError, "render_event: a plan is a tuple of 11");
+        return -1;
+    }
     const char *row = PyBytes_AS_STRING(args[0]);
     Py_ssize_t rowlen = PyBytes_GET_SIZE(args[0]);
     PyObject *plan = args[1], *txid = args[4];
@@ -224,8 +245,15 @@ PyObject *fp_render_event(PyObject *self, PyObject *const *args, Py_ssize_t narg
         || head.ntuples < 1 || head.ntuples > 2 || (head.op == 'U' && head.old_kind && head.ntuples != 2)
         || rowlen < (Py_ssize_t)(sizeof head + sizeof(Cell) * ncols * head.ntuples))
         goto bad_row;
-    Cell *cells = PyMem_Malloc(sizeof(Cell) * ncols * head.ntuples + ncols * 2 + 1);
-    if (cells == NULL) return PyErr_NoMemory();
+    /* the cells, and two flags per column, on the stack for usual tables (a malloc per event otherwise) */
+    Cell stack_cells[128];
+    size_t need = sizeof(Cell) * ncols * head.ntuples + ncols * 2 + 1;
+    Cell *cells = need <= sizeof stack_cells ? stack_cells : PyMem_Malloc(need);
+    if (cells == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+#define FREE_CELLS() do { if (cells != stack_cells) PyMem_Free(cells); } while (0)
     memcpy(cells, row + sizeof head, sizeof(Cell) * ncols * head.ntuples);
     uint8_t *present = (uint8_t *)(cells + ncols * head.ntuples);   /* the before image's columns */
     uint8_t *changed = present + ncols;
@@ -233,7 +261,7 @@ PyObject *fp_render_event(PyObject *self, PyObject *const *args, Py_ssize_t narg
     Py_ssize_t textlen = rowlen - (text - row);
     for (Py_ssize_t i = 0; i < ncols * head.ntuples; i++) {
         if ((Py_ssize_t)cells[i].off + (Py_ssize_t)cells[i].len > textlen) {
-            PyMem_Free(cells);
+            FREE_CELLS();
             goto bad_row;
         }
     }
@@ -242,7 +270,7 @@ PyObject *fp_render_event(PyObject *self, PyObject *const *args, Py_ssize_t narg
     const uint8_t *before_present = NULL;
     const char *opname;
     if (head.op != 'I' && head.op != 'U' && head.op != 'D') {
-        PyMem_Free(cells);
+        FREE_CELLS();
         goto bad_row;
     }
     if (head.op == 'I') {
@@ -273,22 +301,22 @@ PyObject *fp_render_event(PyObject *self, PyObject *const *args, Py_ssize_t narg
         const char *mask = changed_mask != Py_None ? PyBytes_AS_STRING(changed_mask) : NULL;
         for (Py_ssize_t i = 0; i < ncols; i++) {
             if (numbers_apart(&after[i], &before[i])) {       /* 1 == 1.0 == True: Python decides */
-                PyMem_Free(cells);
-                Py_RETURN_FALSE;
+                FREE_CELLS();
+                return FP_EVENT_PURE;
             }
             changed[i] = !cells_equal(&after[i], &before[i], text);
             if (changed[i] && mask && mask[i]) any_named = 1;
         }
         if (mask && !any_named) {
-            PyMem_Free(cells);
-            Py_RETURN_NONE;                  /* the rule's `changed` columns did not change */
+            FREE_CELLS();
+            return FP_EVENT_SKIP;            /* the rule's `changed` columns did not change */
         }
     }
 
     Buf body, subj;
     buf_init(&body);
     buf_init(&subj);
-    PyObject *result = NULL;
+    int result = -1;
     int fallback = 0;
     /* the key's cells, and the subject */
     const char *kidx = PyBytes_AS_STRING(key_idx);
@@ -371,27 +399,27 @@ PyObject *fp_render_event(PyObject *self, PyObject *const *args, Py_ssize_t narg
         if (buf_putc(&body, ']') < 0) goto error;
     }
     if (BUF_LIT(&body, "}}") < 0) goto error;
-    {
-        PyObject *id = PyUnicode_DecodeASCII(eid, 32, NULL);
-        PyObject *subject = PyUnicode_DecodeUTF8(subj.p, subj.n, NULL);
-        PyObject *out = PyBytes_FromStringAndSize(body.p, body.n);
-        if (id && subject && out) result = PyTuple_Pack(3, id, subject, out);
-        Py_XDECREF(id);
-        Py_XDECREF(subject);
-        Py_XDECREF(out);
+    made[0] = PyUnicode_DecodeASCII(eid, 32, NULL);
+    made[1] = PyUnicode_DecodeUTF8(subj.p, subj.n, NULL);
+    made[2] = PyBytes_FromStringAndSize(body.p, body.n);
+    if (made[0] && made[1] && made[2]) {
+        result = FP_EVENT_MADE;
+    } else {
+        for (int i = 0; i < 3; i++) Py_XDECREF(made[i]);
     }
     goto done;
 pure:
-    result = Py_NewRef(Py_False);
+    result = FP_EVENT_PURE;
     goto done;
 error:
-    result = NULL;
+    result = -1;
 done:
     buf_free(&body);
     buf_free(&subj);
-    PyMem_Free(cells);
+    FREE_CELLS();
     return result;
+#undef FREE_CELLS
 bad_row:
     PyErr_SetString(PyExc_ValueError, "render_event: not a row from render_row");
-    return NULL;
+    return -1;
 }

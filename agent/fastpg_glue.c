@@ -3,7 +3,8 @@
 
    take_rows(get_copy_data, rels, out, max_items, final_lsn, ordinal, time, ts, txid)
        the PostgreSQL source's read loop for the common message: it calls psycopg's get_copy_data(1) itself
-       and, for each XLogData frame holding an Insert / Update / Delete of a relation in `rels` that
+       (or, given psycopg's PGconn pointer instead, libpq's PQgetCopyData: fastpg_libpq.c; n is then -2 on
+       libpq's error, which the caller raises) and, for each XLogData frame holding an Insert / Update / Delete of a relation in `rels` that
        render_row renders, appends a RenderedRowChange to `out` (position = final_lsn as 16 hex digits ':'
        the next ordinal, 8 digits). It stops at the first frame that is anything else and hands it back, so
        the source's Python handles it as before: (ordinal, n, frame), n as get_copy_data returned it (0:
@@ -111,6 +112,17 @@ PyObject *fp_take_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs) 
     }
     if (!glue_ready()) return NULL;
     PyObject *get = args[0], *rels = args[1], *out = args[2];
+    void *conn = NULL;          /* an int: libpq's PGconn, read with PQgetCopyData here (fastpg_libpq.c) */
+    if (PyLong_Check(get)) {
+        if (!fp_libpq_ready()) {
+            PyErr_SetString(PyExc_RuntimeError, "take_rows: libpq_resolve() did not succeed");
+            return NULL;
+        }
+        if ((conn = PyLong_AsVoidPtr(get)) == NULL) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "take_rows: a null connection");
+            return NULL;
+        }
+    }
     PyObject *time = args[6], *ts = args[7], *txid = args[8];
     Py_ssize_t max_items = PyLong_AsSsize_t(args[3]);
     unsigned long long lsn = PyLong_AsUnsignedLongLong(args[4]);
@@ -122,6 +134,18 @@ PyObject *fp_take_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs) 
     uint32_t last = 0;
     PyObject *result = NULL;
     while (PyList_GET_SIZE(out) < max_items) {
+        Py_ssize_t n;
+        PyObject *frame;
+        if (conn != NULL) {
+            int r = fp_libpq_copy(conn, &frame);
+            if (r == -3) goto done;
+            if (r <= 0) {               /* 0 nothing buffered, -1 the stream ended, -2 libpq's error */
+                result = take_result(ordinal, r, NULL);
+                goto done;
+            }
+            n = r;
+            goto have_frame;
+        }
         PyObject *got = PyObject_CallOneArg(get, one);
         if (got == NULL) goto done;
         if (!PyTuple_Check(got) || PyTuple_GET_SIZE(got) != 2) {
@@ -129,7 +153,7 @@ PyObject *fp_take_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs) 
             PyErr_SetString(PyExc_TypeError, "get_copy_data did not return (n, data)");
             goto done;
         }
-        Py_ssize_t n = PyLong_AsSsize_t(PyTuple_GET_ITEM(got, 0));
+        n = PyLong_AsSsize_t(PyTuple_GET_ITEM(got, 0));
         if (n == -1 && PyErr_Occurred()) {
             Py_DECREF(got);
             goto done;
@@ -139,9 +163,10 @@ PyObject *fp_take_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs) 
             result = take_result(ordinal, n, NULL);
             goto done;
         }
-        PyObject *frame = PyBytes_FromObject(PyTuple_GET_ITEM(got, 1));     /* bytes(data), as poll does */
+        frame = PyBytes_FromObject(PyTuple_GET_ITEM(got, 1));     /* bytes(data), as poll does */
         Py_DECREF(got);
         if (frame == NULL) goto done;
+    have_frame:;
         const unsigned char *b = (const unsigned char *)PyBytes_AS_STRING(frame);
         Py_ssize_t len = PyBytes_GET_SIZE(frame);
         if (len < 31 || b[0] != 'w' || (b[25] != 'I' && b[25] != 'U' && b[25] != 'D')) {
@@ -278,33 +303,28 @@ PyObject *fp_render_events(PyObject *self, PyObject *const *args, Py_ssize_t nar
         for (Py_ssize_t r = 0; r < nrules && !pure; r++) {
             if (!(bits[r] & bit)) continue;
             PyObject *rule = PyTuple_GET_ITEM(rules, r + 1);
-            PyObject *eargs[5] = {rendered, PyTuple_GET_ITEM(rule, 0), position, time, txid};
-            PyObject *ev = fp_render_event(NULL, eargs, 5);
-            if (ev == NULL) goto error;
-            if (ev == Py_None) {                    /* the rule's `changed` columns did not change */
-                Py_DECREF(ev);
-                continue;
-            }
-            if (!PyTuple_Check(ev)) {               /* False: this change goes through the pure path */
-                Py_DECREF(ev);
+            PyObject *eargs[5] = {rendered, PyTuple_GET_ITEM(rule, 0), position, time, txid}, *ev[3];
+            int rc = fp_event_parts(eargs, ev);     /* (render_event, without its result tuple) */
+            if (rc < 0) goto error;
+            if (rc == FP_EVENT_SKIP) continue;      /* the rule's `changed` columns did not change */
+            if (rc == FP_EVENT_PURE) {              /* this change goes through the pure path */
                 pure = 1;
                 break;
             }
             PyObject *me = event_type->tp_alloc(event_type, 0);
             if (me == NULL) {
-                Py_DECREF(ev);
+                for (int i = 0; i < 3; i++) Py_DECREF(ev[i]);
                 goto error;
             }
-            SLOT(me, event_off[ME_ID]) = Py_NewRef(PyTuple_GET_ITEM(ev, 0));
+            SLOT(me, event_off[ME_ID]) = ev[0];
             SLOT(me, event_off[ME_TYPE]) = Py_NewRef(PyTuple_GET_ITEM(rule, 2));
-            SLOT(me, event_off[ME_SUBJECT]) = Py_NewRef(PyTuple_GET_ITEM(ev, 1));
+            SLOT(me, event_off[ME_SUBJECT]) = ev[1];
             SLOT(me, event_off[ME_POSITION]) = Py_NewRef(position);
             SLOT(me, event_off[ME_COMMIT_TS]) = Py_NewRef(ts);
-            SLOT(me, event_off[ME_BODY]) = Py_NewRef(PyTuple_GET_ITEM(ev, 2));
+            SLOT(me, event_off[ME_BODY]) = ev[2];
             SLOT(me, event_off[ME_OUTBOX_ROW]) = Py_NewRef(Py_None);
             SLOT(me, event_off[ME_ONLY_TARGET]) = Py_NewRef(Py_None);
             PyObject_GC_UnTrack(me);
-            Py_DECREF(ev);
             made[nmade++] = me;
         }
         if (pure) {
@@ -325,4 +345,68 @@ PyObject *fp_render_events(PyObject *self, PyObject *const *args, Py_ssize_t nar
         return NULL;
     }
     return PyLong_FromSsize_t(k);
+}
+
+/* ---------------------------------------------------------------- run_end */
+
+/* run_end(items, start, stop, cls) -> the index of the first of items[start:stop] that is not an instance of
+   cls by its type (a subclass counts), else stop: CaptureCore.read takes such a run of changes in one
+   extend instead of an isinstance and an append per change. (isinstance's other answer, an object whose
+   __class__ claims cls, ends the run here; read's per-item test then takes it alone.) */
+PyObject *fp_run_end(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4 || !PyList_Check(args[0]) || !PyType_Check(args[3])) {
+        PyErr_SetString(PyExc_TypeError, "run_end(items: list, start, stop, cls: type)");
+        return NULL;
+    }
+    PyObject *items = args[0];
+    PyTypeObject *cls = (PyTypeObject *)args[3], *last = NULL;
+    Py_ssize_t k = PyLong_AsSsize_t(args[1]), stop = PyLong_AsSsize_t(args[2]);
+    if (PyErr_Occurred()) return NULL;
+    if (k < 0) k = 0;
+    if (stop > PyList_GET_SIZE(items)) stop = PyList_GET_SIZE(items);
+    for (; k < stop; k++) {
+        PyTypeObject *t = Py_TYPE(PyList_GET_ITEM(items, k));
+        if (t == last) continue;                /* (runs are mostly of one class) */
+        if (t != cls && !PyType_IsSubtype(t, cls)) break;
+        last = t;
+    }
+    return PyLong_FromSsize_t(k < stop ? k : (stop > 0 ? stop : 0));
+}
+
+/* ---------------------------------------------------------------- event_bounds */
+
+/* event_bounds(events) -> (min position, max position, min commit_ts, max commit_ts, whether every event's
+   only_target equals the first one's), what Spool.append computed with min() and max() over lists made per
+   event (agent/spool_frames.py: `bounds` is the reference); None when an event is not exactly the
+   MappedEvent class, a position not a str or a commit_ts not a float (the caller computes them in Python). */
+PyObject *fp_event_bounds(PyObject *self, PyObject *events) {
+    if (!PyList_Check(events) || event_type == NULL || PyList_GET_SIZE(events) == 0) Py_RETURN_NONE;
+    PyObject *lo = NULL, *hi = NULL, *tlo = NULL, *thi = NULL, *target = NULL;
+    int same = 1;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(events); i++) {
+        PyObject *e = PyList_GET_ITEM(events, i);
+        if (!Py_IS_TYPE(e, event_type)) Py_RETURN_NONE;
+        PyObject *p = SLOT(e, event_off[ME_POSITION]), *t = SLOT(e, event_off[ME_COMMIT_TS]);
+        PyObject *only = SLOT(e, event_off[ME_ONLY_TARGET]);
+        if (p == NULL || !PyUnicode_CheckExact(p) || t == NULL || !PyFloat_CheckExact(t) || only == NULL)
+            Py_RETURN_NONE;
+        if (i == 0) {
+            lo = hi = p;
+            tlo = thi = t;
+            target = only;
+            continue;
+        }
+        /* (as min() and max() do: the first of equal ones stays; str order is code point order) */
+        if (PyUnicode_Compare(p, lo) < 0) lo = p;
+        else if (PyUnicode_Compare(p, hi) > 0) hi = p;
+        double v = PyFloat_AS_DOUBLE(t);
+        if (v < PyFloat_AS_DOUBLE(tlo)) tlo = t;
+        if (v > PyFloat_AS_DOUBLE(thi)) thi = t;
+        if (same && only != target) {
+            int eq = PyObject_RichCompareBool(only, target, Py_EQ);     /* list.count's test */
+            if (eq < 0) return NULL;
+            same = eq;
+        }
+    }
+    return Py_BuildValue("(OOOOO)", lo, hi, tlo, thi, same ? Py_True : Py_False);
 }

@@ -30,7 +30,7 @@ from .errors import SpoolError
 from .interfaces import SpooledEvent
 from .mapping import MappedEvent, MappingFailure
 from .shipped import shipped
-from .spool_frames import FrameCodec, FrameHead, pack_frame
+from .spool_frames import FrameCodec, FrameHead, bounds, pack_frame
 from .spool_legacy import pack_legacy_events
 from .statefiles import create_private_file, private_state_dir
 from .statelock import exclusive, open_writer_lock
@@ -124,12 +124,12 @@ class Spool:
                 self.db.execute("COMMIT")
 
     def _insert_frame(self, seq: int, events, spooled_at: float, only_target: str | None) -> None:
-        head, body, positions, ts = pack_frame(events, self._codec)
+        head, body, _, _ = pack_frame(events, self._codec)
         # min and max: a batch is in position order, except retried dead letters
+        lo, hi, ts_lo, ts_hi, _ = bounds(events if type(events) is list else list(events))
         self.db.execute("INSERT INTO frames (seq, n, min_position, max_position, min_ts, max_ts, spooled_at, "
                         "only_target, head, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (seq, len(events), min(positions), max(positions), min(ts), max(ts), spooled_at,
-                         only_target, head, body))
+                        (seq, len(events), lo, hi, ts_lo, ts_hi, spooled_at, only_target, head, body))
 
     def close(self) -> None:
         self.db.close()
@@ -156,12 +156,17 @@ class Spool:
         db.execute("BEGIN IMMEDIATE")
         try:
             added = 0
+            one_target = True
             if events:
-                events = self._new_events(events)
+                lo, _, _, _, one_target = bounds(events)
+                fresh = self._new_events(events, lo)
+                if fresh is not events and fresh:
+                    one_target = bounds(fresh)[4]
+                events = fresh
                 added = len(events)
             if events:
                 seq = self._last_seq() + 1
-                for part in _frames_of(events):
+                for part in _frames_of(events, one_target):
                     self._insert_frame(seq, part, now, part[0].only_target)
                     seq += len(part)
             for f in failures:
@@ -199,17 +204,15 @@ class Spool:
         else:
             self.append([], [], checkpoint)
 
-    def _new_events(self, events: list[MappedEvent]) -> list[MappedEvent]:
-        """The events not spooled yet. Positions grow with the source, so an event after the last spooled
-        position is new without looking further (the normal case: one index lookup per batch); one at or
-        before it (a change replayed after a crash, a retried dead letter, a source whose positions started
-        again lower) is looked up by (position, type) in the frames around its position."""
+    def _new_events(self, events: list[MappedEvent], lowest: str) -> list[MappedEvent]:
+        """The events not spooled yet (`lowest`: the least of their positions). Positions grow with the
+        source, so when every event is after the last spooled position they are all new without looking
+        further (the normal case: one index lookup per batch); one at or before it (a change replayed after a
+        crash, a retried dead letter, a source whose positions started again lower) is looked up by
+        (position, type) in the frames around its position."""
         row = self.db.execute("SELECT max(max_position) FROM frames").fetchone()
         newest = row[0] if row else None
-        if newest is None:
-            return events
-        positions = [e.position for e in events]
-        if positions[0] > newest and positions == sorted(positions):      # (sorted: linear on sorted input)
+        if newest is None or lowest > newest:
             return events
         old = [e for e in events if e.position <= newest]
         if not old:
@@ -611,11 +614,12 @@ class Spool:
         self.db.execute("DELETE FROM meta WHERE key = ?", (f"dlq_retry:{dl_id}",))
 
 
-def _frames_of(events: list[MappedEvent]) -> list[list[MappedEvent]]:
-    """The frames of a batch: runs of events with the same only_target, of at most FRAME_EVENTS each."""
-    targets = [e.only_target for e in events]
-    if targets.count(targets[0]) == len(targets):        # the usual batch: one run
+def _frames_of(events: list[MappedEvent], one_target: bool) -> list[list[MappedEvent]]:
+    """The frames of a batch: runs of events with the same only_target, of at most FRAME_EVENTS each
+    (`one_target`: all of them have the first one's, as spool_frames.bounds says)."""
+    if one_target:                                        # the usual batch: one run
         return [events[i:i + FRAME_EVENTS] for i in range(0, len(events), FRAME_EVENTS)]
+    targets = [e.only_target for e in events]
     out, start = [], 0
     for i in range(1, len(events) + 1):
         if i == len(events) or targets[i] != targets[start] or i - start == FRAME_EVENTS:

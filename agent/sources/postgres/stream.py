@@ -163,6 +163,7 @@ class PostgresSource:
         # the compiled read loop for runs of row messages (agent/fastpg_glue.c), None on the pure path; _rels:
         # what it needs of each relation it renders (the wanted ones), by relation id
         self._take = fastpath.row_taker() if self._decoder.renders else None
+        self._direct = False        # take_rows reads with libpq's PQgetCopyData (fastpath.direct_copy)
         self._rels: dict[int, tuple] = {}
         self._types: dict[int, pgvalues.TypeInfo] = {}
         self._error: str | None = None
@@ -280,6 +281,7 @@ class PostgresSource:
             raise translate(e, "cannot open a replication connection") from None
         self._conn = conn
         self._pg = pg = conn.pgconn
+        self._direct = self._take is not None and fastpath.direct_copy(pg)
         # logical messages (the heartbeat) are only asked for where pgoutput knows the option (14+); the
         # heartbeat still writes WAL in this database on older servers, which the keepalive then confirms
         messages = ", messages 'true'" if self._server_version >= 140000 else ""
@@ -392,6 +394,8 @@ class PostgresSource:
         row = self._row
         take = self._take
         get_copy_data = self._pg.get_copy_data
+        # take_rows reads with libpq itself when given the connection's pointer (None once it is closed)
+        reader = (getattr(self._pg, "pgconn_ptr", None) or get_copy_data) if self._direct else get_copy_data
         data = None
         waited = False          # a frame came in: wait no longer, take only what has arrived
         consumed = False        # since the last frame: nothing was buffered, the socket was read (as _recv does)
@@ -401,8 +405,11 @@ class PostgresSource:
                     # the row messages that come next, in C, up to the first other frame, which it hands back
                     had = len(out)
                     try:
-                        self._ordinal, n, data = take(get_copy_data, self._rels, out, max_items, self._txn_lsn,
+                        self._ordinal, n, data = take(reader, self._rels, out, max_items, self._txn_lsn,
                                                       self._ordinal, self._txn_time, self._txn_ts, self._txn_xid)
+                        if n == -2:         # (libpq's error, read directly: what psycopg's get_copy_data raises)
+                            raise psycopg.OperationalError(f"receiving copy data failed: "
+                                                           f"{self._pg.get_error_message()}")
                         if len(out) > had:
                             self._position = out[-1].position   # type: ignore[union-attr]
                             waited, consumed = True, False
