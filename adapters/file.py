@@ -1,5 +1,10 @@
 """File target: JSON lines, one event per line, appended; a batch counts as delivered only after
-flush and fsync (CONTRACT §7)."""
+flush and fsync (CONTRACT §7).
+
+Once a batch is fsynced, its bytes are dropped from the OS page cache (posix_fadvise DONTNEED; option
+`keep_in_page_cache` keeps them): the agent never reads them back, and filling the cache with them cost the
+kernel more than the write itself (a fresh page per 4 kB, on a VM one the host must fault in as well; the
+drained pages are clean, so the next batch's write reuses them: docs/performance.md)."""
 
 from __future__ import annotations
 
@@ -22,6 +27,9 @@ if TYPE_CHECKING:
 class FileOptions:
     path: ConfigPath = option(writes=True,
                               help="the JSON-lines file events are appended to (relative to agent.toml's folder)")
+    keep_in_page_cache: bool = option(False, help="keep what was written in the OS page cache; by default each "
+                                                  "batch is dropped from it once fsynced (a reader tailing the "
+                                                  "file then reads it from disk)")
 
 
 class FileTarget:
@@ -29,6 +37,8 @@ class FileTarget:
         self.name = settings.name
         self.path = settings.options.path
         self.fd: int | None = None
+        self.drop_cache = not settings.options.keep_in_page_cache and hasattr(os, "posix_fadvise")
+        self.end = 0                # where the next batch starts (the file's size: it is only appended to)
 
     def open(self) -> None:
         """The file holds no position of its own: the spool cursor decides what comes next."""
@@ -36,6 +46,7 @@ class FileTarget:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)   # events are row data: private
             self._drop_torn_tail()
+            self.end = os.fstat(self.fd).st_size
         except OSError as e:
             raise TargetUnavailable(f"cannot open {self.path}: {e.strerror}") from None
 
@@ -84,6 +95,12 @@ class FileTarget:
         except OSError as e:
             self.close()
             raise TargetUnavailable(f"cannot write {self.path}: {e.strerror}") from None
+        start, self.end = self.end, self.end + len(data)
+        if self.drop_cache:
+            try:        # advice only: clean (fsynced) pages go, a failure changes nothing delivered
+                os.posix_fadvise(fd, start, len(data), os.POSIX_FADV_DONTNEED)
+            except OSError:
+                pass
 
     def close(self) -> None:
         if self.fd is not None:
