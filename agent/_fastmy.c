@@ -200,12 +200,9 @@ PyObject *json_text(const unsigned char *s, Py_ssize_t n) {
     return v;
 }
 
-int short_read(Py_ssize_t p, Py_ssize_t need, Py_ssize_t len) {
-    if (p + need > len) {
-        PyErr_Format(PyExc_IndexError, "row image needs %zd bytes at offset %zd of %zd", need, p, len);
-        return 1;
-    }
-    return 0;
+int short_read_error(Py_ssize_t p, Py_ssize_t need, Py_ssize_t len) {
+    PyErr_Format(PyExc_IndexError, "row image needs %zd bytes at offset %zd of %zd", need, p, len);
+    return 1;
 }
 
 /* the column's pure decoder: fn(buf, p) -> (value, p) */
@@ -229,14 +226,29 @@ PyObject *call_fn(Column *c, PyObject *buf, Py_ssize_t *pp) {
     return v;
 }
 
-Py_ssize_t read_len(const unsigned char *b, Py_ssize_t p, int lenbytes) {
-    Py_ssize_t n = 0;
-    for (int i = lenbytes - 1; i >= 0; i--) n = n << 8 | b[p + i];
-    return n;
+const char DIGIT_PAIRS[201] =
+    "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+    "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+    "8081828384858687888990919293949596979899";
+
+/* 'YYYY-MM-DD' for days since 1970-01-01 (proleptic Gregorian, days >= 0). The last day's text is kept
+   (callers hold the GIL): the timestamps of a rows event mostly fall on one day, and the divisions here
+   were a tenth of a row's rendering. */
+static int civil_text(long long days, char *out);
+static long long civil_days = -1;
+static char civil_last[24];
+static int civil_len;
+
+static int civil(long long days, char *out) {
+    if (days != civil_days) {
+        civil_len = civil_text(days, civil_last);
+        civil_days = days;
+    }
+    memcpy(out, civil_last, (size_t)civil_len);
+    return civil_len;
 }
 
-/* 'YYYY-MM-DD' for days since 1970-01-01 (proleptic Gregorian, days >= 0) */
-static int civil(long long days, char *out) {
+static int civil_text(long long days, char *out) {
     long long z = days + 719468;
     long long era = z / 146097;
     long long doe = z - era * 146097;
@@ -247,11 +259,11 @@ static int civil(long long days, char *out) {
     long long d = doy - (153 * mp + 2) / 5 + 1;
     long long m = mp < 10 ? mp + 3 : mp - 9;
     if (m <= 2) y++;
-    int n = put_udec(out, (unsigned long long)y, 4);
+    int n = put_pad(out, (unsigned long long)y, 4);
     out[n] = '-';
-    n += 1 + put_udec(out + n + 1, (unsigned long long)m, 2);
+    n += 1 + put_pad(out + n + 1, (unsigned long long)m, 2);
     out[n] = '-';
-    return n + 1 + put_udec(out + n + 1, (unsigned long long)d, 2);
+    return n + 1 + put_pad(out + n + 1, (unsigned long long)d, 2);
 }
 
 static const int DIG2BYTES[10] = {0, 1, 1, 2, 2, 3, 3, 4, 4, 4};
@@ -290,7 +302,7 @@ int decimal_text(const unsigned char *src, Py_ssize_t p, Py_ssize_t len, int pre
         for (int i = 0; i < nb; i++) v = v << 8 | b[q + i];
         q += nb;
         if (v >= POW10[digits]) return -1;
-        if (started) o += put_udec(out + o, v, digits);
+        if (started) o += put_pad(out + o, v, digits);
         else if (v) { o += put_udec(out + o, v, 1); started = 1; }
     }
     if (!started) out[o++] = '0';
@@ -304,7 +316,7 @@ int decimal_text(const unsigned char *src, Py_ssize_t p, Py_ssize_t len, int pre
             for (int i = 0; i < nb; i++) v = v << 8 | b[q + i];
             q += nb;
             if (v >= POW10[digits]) return -1;
-            o += put_udec(out + o, v, digits);
+            o += put_pad(out + o, v, digits);
         }
     }
     *size_out = size;
@@ -355,14 +367,14 @@ static int time_text(char *s, unsigned long h, unsigned long m, unsigned long se
                      const char *tail) {
     int n = 0;
     s[n++] = 'T';
-    n += put_udec(s + n, h, 2);
+    n += put_pad(s + n, h, 2);
     s[n++] = ':';
-    n += put_udec(s + n, m, 2);
+    n += put_pad(s + n, m, 2);
     s[n++] = ':';
-    n += put_udec(s + n, sec, 2);
+    n += put_pad(s + n, sec, 2);
     if (frac) {
         s[n++] = '.';
-        n += put_udec(s + n, (unsigned long long)us, 6);
+        n += put_pad(s + n, (unsigned long long)us, 6);
     }
     for (; *tail; tail++) s[n++] = *tail;
     return n;
@@ -370,11 +382,11 @@ static int time_text(char *s, unsigned long h, unsigned long m, unsigned long se
 
 int date_text(const unsigned char *b, Py_ssize_t p, char *out) {
     unsigned long x = b[p] | b[p + 1] << 8 | (unsigned long)b[p + 2] << 16;
-    int n = put_udec(out, x >> 9, 4);
+    int n = put_pad(out, x >> 9, 4);
     out[n] = '-';
-    n += 1 + put_udec(out + n + 1, x >> 5 & 15, 2);
+    n += 1 + put_pad(out + n + 1, x >> 5 & 15, 2);
     out[n] = '-';
-    return n + 1 + put_udec(out + n + 1, x & 31, 2);
+    return n + 1 + put_pad(out + n + 1, x & 31, 2);
 }
 
 int timestamp2_text(const unsigned char *b, Py_ssize_t p, int fsp, Py_ssize_t *size_out, char *s) {
@@ -399,11 +411,11 @@ int datetime2_text(const unsigned char *b, Py_ssize_t p, int fsp, Py_ssize_t *si
     if (x < 0) return -1;
     long us = frac_us(b, p + 5, fsp, &fb);
     long long ymd = x >> 17, ym = ymd >> 5, hms = x & 131071;
-    int n = put_udec(s, (unsigned long long)(ym / 13), 4);
+    int n = put_pad(s, (unsigned long long)(ym / 13), 4);
     s[n] = '-';
-    n += 1 + put_udec(s + n + 1, (unsigned long long)(ym % 13), 2);
+    n += 1 + put_pad(s + n + 1, (unsigned long long)(ym % 13), 2);
     s[n] = '-';
-    n += 1 + put_udec(s + n + 1, (unsigned long long)(ymd & 31), 2);
+    n += 1 + put_pad(s + n + 1, (unsigned long long)(ymd & 31), 2);
     n += time_text(s + n, (unsigned long)(hms >> 12), (unsigned long)(hms >> 6 & 63), (unsigned long)(hms & 63),
                    fsp != 0, us, "");
     *size_out = 5 + fb;

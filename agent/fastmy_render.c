@@ -97,6 +97,30 @@ static int put_string(Text *t, const unsigned char *s, Py_ssize_t n, uint8_t *ta
     return 0;
 }
 
+/* Whether every byte of s is printable ASCII (0x20-0x7F), and with `quotes` also neither '"' nor '\\': such
+   text is valid UTF-8 and its JSON string is itself in quotes. Eight bytes at a time (most text columns are
+   short ASCII); the word tests are exact once no byte has its high bit set. A text it refuses takes the
+   byte-by-byte path, which is the reference for every text. */
+static inline int ascii_plain(const unsigned char *s, Py_ssize_t n, int quotes) {
+    const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+    Py_ssize_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, s + i, 8);
+        uint64_t bad = w | ((w - ones * 0x20) & ~w);            /* a high bit set, or a byte < 0x20 */
+        if (quotes) {
+            uint64_t q = w ^ (ones * 0x22), bs = w ^ (ones * 0x5C);
+            bad |= ((q - ones) & ~q) | ((bs - ones) & ~bs);     /* a byte that is '"' or '\\' */
+        }
+        if (bad & highs) return 0;
+    }
+    for (; i < n; i++) {
+        unsigned char c = s[i];
+        if (c < 0x20 || c >= 0x80 || (quotes && (c == '"' || c == '\\'))) return 0;
+    }
+    return 1;
+}
+
 /* ASCII text that needs no escape (dates, digits, base64) as a JSON string */
 static int put_plain(Text *t, const char *s, Py_ssize_t n, uint8_t *tag) {
     if (t->n + n + 2 > t->cap && text_grow(t, n + 2) < 0) return -1;
@@ -295,6 +319,12 @@ static int render_column(Text *t, Column *c, PyObject *buf, const unsigned char 
             t->n += out + 2;
             *tag = TAG_STR;
             return 0;
+        }
+        /* the usual text first: printable ASCII is valid UTF-8, needs no escape and holds no line break */
+        if (c->kind == K_UTF8 && ascii_plain(v, n, 1)) return put_plain(t, (const char *)v, n, tag);
+        if (c->kind == K_JSONTEXT && ascii_plain(v, n, 0) && json_valid(v, n) == 1) {
+            *tag = TAG_OTHER;
+            return put(t, v, n);
         }
         if (!utf8_valid(v, n)) {            /* errors replaced, as the decoder does, then written */
             PyObject *o = c->kind == K_JSONTEXT ? json_text(v, n) : PyUnicode_DecodeUTF8((const char *)v, n, "replace");
@@ -507,7 +537,7 @@ PyObject *fm_rendered_changes(PyObject *self, PyObject *const *a, Py_ssize_t na)
             missing++;
             continue;
         }
-        int k = put_udec(pos + plen, (unsigned long long)(ordinal + 1 + i), 8);
+        int k = put_pad(pos + plen, (unsigned long long)(ordinal + 1 + i), 8);
         PyObject *position = ascii ? PyUnicode_New(plen + k, 127) : PyUnicode_DecodeUTF8(pos, plen + k, NULL);
         if (position != NULL && ascii) memcpy(PyUnicode_1BYTE_DATA(position), pos, (size_t)(plen + k));
         PyObject *message = position ? PyLong_FromSsize_t(i) : NULL;

@@ -226,3 +226,44 @@ def test_a_real_binlog_maps_to_the_same_events_on_both_paths(mariadb_db, tmp_pat
     assert not any(type(c) is RenderedRowChange for c in plain)
     assert events == pure_events and len(events) == 8 and failures == pure_failures == []
     assert [_same((c.before, c.after)) for c in rendered] == [_same((c.before, c.after)) for c in plain]
+
+
+# printable ASCII with at most two of the bytes the word-at-a-time test must catch, at any place in 0-40 bytes
+# (inside a word, at its edges, in the tail): a quote, a backslash, controls (tab, line breaks), DEL (no
+# escape), and bytes >= 0x80 (UTF-8 and not)
+_SPECIAL = [0x22, 0x5C, 0x1F, 0x00, 0x09, 0x0A, 0x0D, 0x7F, 0x20, 0x7E, 0x80, 0xC3, 0xA9, 0xFF]
+
+
+@st.composite
+def _near_ascii(draw) -> bytes:
+    text = bytearray(draw(st.binary(max_size=40).map(lambda b: bytes(0x21 + x % 94 for x in b if x % 94 != 1))))
+    for _ in range(draw(st.integers(0, 2))):
+        text.insert(draw(st.integers(0, len(text))), draw(st.sampled_from(_SPECIAL)))
+    return bytes(text[:40])
+
+
+_NEAR_ASCII = _near_ascii()
+_JSONISH = st.sampled_from([b'{"g": 1, "tags": ["a", "b"]}', b'{"a":"\\u00e9"}', b'[1,\t2]', b'[1,\n2]', b'"x"',
+                            b'{"k": "v"} ', b'{"a": "\x7f"}', b'{"a": 1', b'{"\xc3\xa9": 2}', b"12345678", b"{}"])
+
+
+@settings(max_examples=property_examples(400), deadline=None)
+@given(st.lists(st.tuples(_NEAR_ASCII, _NEAR_ASCII | _JSONISH), min_size=1, max_size=3))
+def test_ascii_text_takes_the_word_path_to_the_same_cells(values):
+    """VARCHAR and MariaDB JSON text mostly in printable ASCII (the renderer's eight-bytes-at-a-time path,
+    agent/fastmy_render.c ascii_plain): each rendered cell is render_dicts' of the pure dicts."""
+    vc = Column(0, mv.T_VARCHAR, 255, True)
+    vc.charset = "utf8mb4"
+    js = Column(1, mv.T_BLOB, 4, True)
+    js.charset, js.json = "utf8mb4", True
+    vc.name, js.name = "v", "j"
+    tm = TableMap(1, "s", "t", [vc, js], [0], True, b"")
+    buf = b"".join(b"\x00" + bytes([len(a)]) + a + len(b).to_bytes(4, "little") + b for a, b in values)
+    rows, _ = compile_rows_decoder(tm, "row", force_pure=True)(buf, 0, len(buf))
+    rendered, _, end = compile_rows_renderer(tm, "insert")(buf, 0, len(buf))
+    assert end == len(buf) and len(rendered) == len(rows)
+    for row, text in zip(rows, rendered):
+        reference = fastpath.dict_renderer(False)("insert", None, row, ("v", "j"))
+        assert (text is None) == (reference is None)
+        if text is not None:
+            assert cells(text) == cells(reference)

@@ -34,6 +34,8 @@ COM_BINLOG_DUMP = 0x12
 COM_REGISTER_SLAVE = 0x15
 
 MAX_PACKET = 0xFFFFFF
+READ_SIZE = 1 << 20               # bytes asked of the socket per read (at least)
+BUFFER_SIZE = 4 << 20             # the receive buffer's usual size (larger while a larger packet arrives)
 UTF8MB4_GENERAL_CI = 45
 
 
@@ -132,8 +134,13 @@ class Connection:
         self.server_version = ""
         self.connection_id = 0
         self.tls = False
-        self._buf = b""
+        # received bytes: the unread ones are _rbuf[_pos:_end]. The socket reads straight into this buffer
+        # (recv_into) and each packet is copied out once, where joining every read into a new bytes object
+        # and slicing each packet, then each event, out of it copied every byte three times
+        self._rbuf = bytearray()
+        self._view = memoryview(self._rbuf)
         self._pos = 0
+        self._end = 0
         self._seq = 0
         self._timeout: float | None = -1.0
 
@@ -180,40 +187,54 @@ class Connection:
             self._timeout = t
 
     def _recv(self, timeout: float | None, want: int = 0) -> bool:
-        """Append what arrives to the buffer (at least `want` bytes when they come in time; chunks are joined
-        once, so a large event costs no repeated copying). False on timeout with nothing received; the
-        buffer always keeps partial packets."""
+        """Append what arrives to the buffer (at least `want` bytes when they come in time). False on timeout
+        with nothing received; the buffer always keeps partial packets."""
         if self.sock is None:
             raise WireError("connection is closed")
         self._set_timeout(timeout)
-        chunks = []
         got = 0
         while True:
+            self._room(max(want - got, READ_SIZE))
             try:
-                chunk = self.sock.recv(max(1 << 20, min(want - got, 64 << 20)))
+                n = self.sock.recv_into(self._view[self._end:])
             except (TimeoutError, BlockingIOError, ssl_mod.SSLWantReadError):
                 break
             except OSError as e:
                 raise WireError(f"connection to {self.host}:{self.port} lost: {e.strerror or e}") from None
-            if not chunk:
+            if not n:
                 raise WireError(f"connection to {self.host}:{self.port} closed by the server")
-            chunks.append(chunk)
-            got += len(chunk)
+            self._end += n
+            got += n
             if got >= want:
                 break
-        if not chunks:
-            return False
-        self._buf = b"".join([self._buf[self._pos:], *chunks])
-        self._pos = 0
-        return True
+        return got > 0
+
+    def _room(self, need: int) -> None:
+        """At least `need` free bytes after the received ones: the unread bytes move to the front, into a new
+        buffer when this one is too small (or much larger than needed: after a large event)."""
+        free = len(self._rbuf) - self._end
+        if free >= need:
+            return
+        keep = self._end - self._pos
+        size = max(BUFFER_SIZE, keep + need)
+        if size <= len(self._rbuf) <= 2 * size:
+            if keep:
+                self._rbuf[:keep] = bytes(self._view[self._pos:self._end])   # (a copy: the ranges may overlap)
+        else:
+            rest = bytes(self._view[self._pos:self._end])
+            self._view.release()
+            self._rbuf = bytearray(size)
+            self._rbuf[:keep] = rest
+            self._view = memoryview(self._rbuf)
+        self._pos, self._end = 0, keep
 
     def buffered(self) -> bool:
         """A whole packet is already in the buffer (reading it will not block)."""
-        buf, pos = self._buf, self._pos
-        if len(buf) - pos < 4:
+        buf, pos = self._rbuf, self._pos
+        if self._end - pos < 4:
             return False
         n = buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16
-        return len(buf) - pos >= 4 + n
+        return self._end - pos >= 4 + n
 
     def read_packet(self, timeout: float | None = None) -> bytes | None:
         """One logical packet (large ones joined). None when `timeout` seconds passed first (0: do not
@@ -224,15 +245,15 @@ class Connection:
         wait = timeout
         parts: list[bytes] = []
         while True:
-            buf, pos = self._buf, self._pos
-            avail = len(buf) - pos
+            buf, pos = self._rbuf, self._pos
+            avail = self._end - pos
             need = 4
             if avail >= 4:
                 n = buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16
                 need = 4 + n
                 if avail >= need:
                     self._seq = (buf[pos + 3] + 1) & 0xFF
-                    payload = buf[pos + 4:pos + 4 + n]
+                    payload = bytes(self._view[pos + 4:pos + 4 + n])
                     self._pos = pos + 4 + n
                     if n == MAX_PACKET:
                         parts.append(payload)
@@ -473,6 +494,15 @@ class Connection:
     def read_event(self, timeout: float) -> bytes | None:
         """The next binlog event (header + body + checksum), or None after `timeout` seconds without one.
         Raises ServerError when the server ends the stream with an error (1236: binlog not found...)."""
+        pos = self._pos
+        if self._end - pos > 4:
+            # the usual case: a whole event in one packet is buffered; its bytes after the status byte, copied once
+            buf = self._rbuf
+            n = buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16
+            if buf[pos + 4] == 0x00 and 0 < n < MAX_PACKET and self._end - pos >= 4 + n:
+                self._seq = (buf[pos + 3] + 1) & 0xFF
+                self._pos = pos + 4 + n
+                return bytes(self._view[pos + 5:pos + 4 + n])
         pkt = self.read_packet(timeout)
         if pkt is None:
             return None
