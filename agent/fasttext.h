@@ -5,11 +5,22 @@
 #define CDC_FASTTEXT_H
 
 #include <Python.h>
+#include <stdint.h>
+#include <string.h>
 
 /* whether s is UTF-8 that Python's strict decoder accepts (no overlongs, no surrogates, nothing past U+10FFFF) */
 static inline int utf8_valid(const unsigned char *s, Py_ssize_t n) {
     Py_ssize_t i = 0;
     while (i < n) {
+        /* 8 ASCII bytes at a time (text values are mostly ASCII; byte by byte this was ~1.5% of the
+           PostgreSQL capture process's CPU) */
+        while (i + 8 <= n) {
+            uint64_t w;
+            memcpy(&w, s + i, 8);
+            if (w & 0x8080808080808080ULL) break;
+            i += 8;
+        }
+        if (i >= n) break;
         unsigned char c = s[i];
         if (c < 0x80) { i++; continue; }
         int more;

@@ -248,6 +248,25 @@ def test_json_values_alike(text):
     assert type(ch) is RenderedRowChange and got == want
 
 
+# UTF-8 sequences, valid and not, that utf8_valid must judge as Python's strict decoder does
+UTF8_PIECES = ["é".encode(), "€".encode(), "𝄞".encode(), b"\xc0\xaf", b"\xed\xa0\x80", b"\xf4\x90\x80\x80",
+               b"\xe2\x82", b"\xff", b"\x80", b"\xf0\x9d\x84"]
+
+
+@needs_extension
+@settings(max_examples=property_examples(1500), deadline=None)
+@given(st.integers(0, 20), st.lists(st.sampled_from(UTF8_PIECES), max_size=3), st.integers(0, 20),
+       st.sampled_from([v.TEXT, v.JSONB]))
+def test_utf8_about_the_8_byte_steps_alike(lead, pieces, tail, oid):
+    """Text and json values with (in)valid UTF-8 at every offset from the 8-byte ASCII steps of utf8_valid."""
+    rid = struct.pack(">I", RELID)
+    text = b"a" * lead + b"b".join(pieces) + b"c" * tail
+    if oid == v.JSONB:
+        text = b'"' + text + b'"'
+    msg = b"I" + rid + b"N" + tuple_bytes([("t", b"1"), ("t", text)])
+    assert outcome(False, [v.INT8, oid], {0}, msg, [])[0] == outcome(True, [v.INT8, oid], {0}, msg, [])[0]
+
+
 @needs_extension
 def test_database_messages_render_alike(pg_db):
     """The messages a real server sends for every type (tests/test_values_differential.py's table and value
