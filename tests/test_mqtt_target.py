@@ -190,6 +190,12 @@ def test_crash_safe_delivery_through_a_broker_restart(pg_db, tmp_path, make_mosq
     def restart() -> None:
         wait_for(lambda: sub.got(), 30, what="the agent's first deliveries")      # mid-stream
         server.restart()
+        # before the next kill: the agent must have felt the restart (a publish after it failed and was
+        # retried); a kill right after the restart could otherwise come before its next publish, or take the
+        # line with it (seen once under pytest-xdist's load)
+        agent_log = tmp_path / "agent.log"
+        wait_for(lambda: "target bus: " in agent_log.read_text(errors="replace"), 30,
+                 what="the agent to log the broken connection to the restarted broker")
 
     try:
         log = crash_workload(pg_db, tmp_path, f"""name = "bus"
