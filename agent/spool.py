@@ -30,7 +30,7 @@ from .errors import SpoolError
 from .interfaces import SpooledEvent
 from .mapping import MappedEvent, MappingFailure
 from .shipped import shipped
-from .spool_frames import FrameCodec, FrameHead, bounds, pack_frame
+from .spool_frames import FrameCodec, FrameHead, bounds, pack
 from .spool_legacy import pack_legacy_events
 from .statefiles import create_private_file, private_state_dir
 from .statelock import exclusive, open_writer_lock
@@ -123,10 +123,10 @@ class Spool:
                 self.db.execute(f"PRAGMA user_version = {version}")
                 self.db.execute("COMMIT")
 
-    def _insert_frame(self, seq: int, events, spooled_at: float, only_target: str | None) -> None:
-        head, body, _, _ = pack_frame(events, self._codec)
+    def _insert_frame(self, seq: int, events: list[MappedEvent], spooled_at: float, only_target: str | None) -> None:
+        head, body = pack(events, self._codec)
         # min and max: a batch is in position order, except retried dead letters
-        lo, hi, ts_lo, ts_hi, _ = bounds(events if type(events) is list else list(events))
+        lo, hi, ts_lo, ts_hi, _ = bounds(events)
         self.db.execute("INSERT INTO frames (seq, n, min_position, max_position, min_ts, max_ts, spooled_at, "
                         "only_target, head, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (seq, len(events), lo, hi, ts_lo, ts_hi, spooled_at, only_target, head, body))

@@ -146,12 +146,8 @@ def bounds(events: list) -> tuple[str, str, float, float, bool]:
 
 
 def pack(events: Sequence[Any], codec: FrameCodec | None = None) -> tuple[bytes, bytes]:
-    """(head, body) of a frame of `events` (objects with id, type, subject, position, commit_ts, body)."""
-    return pack_frame(events, codec)[:2]
-
-
-def pack_frame(events: Sequence[Any], codec: FrameCodec | None = None) -> tuple[bytes, bytes, list[str], list[float]]:
-    """(head, body, positions, commit_ts): pack's blobs, and the lists the spool row's bounds come from."""
+    """(head, body) of a frame of `events` (objects with id, type, subject, position, commit_ts, body); the
+    spool row's bounds come from `bounds`."""
     codec = codec or thread_codec()
     fields = _pack_events(events, codec.joined) if _pack_events is not None else None
     if fields is not None:
@@ -160,8 +156,7 @@ def pack_frame(events: Sequence[Any], codec: FrameCodec | None = None) -> tuple[
     else:
         *lists, joined = _fields_pure(events)
         body = codec.compress(joined)
-    positions, ts = lists[5], lists[6]
-    return codec.compress(orjson.dumps([FORMAT, *lists])), body, positions, ts
+    return codec.compress(orjson.dumps([FORMAT, *lists])), body
 
 
 class FrameHead:
