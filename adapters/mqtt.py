@@ -25,6 +25,7 @@ Structured mode: Content Type `application/cloudevents+json`, the CloudEvent as 
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -44,6 +45,8 @@ if TYPE_CHECKING:
 RETRIABLE_REASONS = {0x87: "not authorized", 0x97: "quota exceeded"}
 MAX_PACKET = 268_435_460          # MQTT's own limit when the broker announces none
 MAX_INFLIGHT = 1000               # unacknowledged messages at most, whatever the broker allows
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -194,6 +197,10 @@ class MqttTarget:
         from paho.mqtt.properties import Properties
 
         if self.client is None or not self._connected:
+            if self.client is not None:
+                # lost between batches (no batch failed, so the worker logged nothing): say so once here
+                log.warning("target %s: %s to %s; connecting again", self.name, self._lost or "connection lost",
+                            self.where)
             self._connect(event_agent(events[0], self.format) or "agent")
         rejected: list[Rejection] = []
         mids: dict[int, int] = {}                   # mid -> seq

@@ -150,9 +150,11 @@ def offset_from_checkpoint(cfg: Config, checkpoint: str) -> dict:
     """The agent's checkpoint as Debezium's source offset: the connector resumes exactly after the last
     transaction the agent has spooled."""
     if cfg.source.kind == "postgres":
+        from .sources.debezium.engine import resume_offset
         lsn = int(checkpoint, 16)
-        # lsn_proc/lsn_commit at the checkpoint: Debezium skips what lies at or before it
-        return {"lsn_proc": lsn, "lsn_commit": lsn, "lsn": lsn, "ts_usec": time.time_ns() // 1000}
+        # lsn_commit at the checkpoint: Debezium skips the transactions committed at or before it; lsn_proc
+        # off every record start, so it resumes at the next one's BEGIN (resume_offset says why)
+        return resume_offset({"lsn_proc": lsn, "lsn_commit": lsn, "lsn": lsn, "ts_usec": time.time_ns() // 1000})
     from .sources.mysql.common import parse_checkpoint
     cp = parse_checkpoint(checkpoint)
     return {"file": cp["file"], "pos": int(cp["pos"])}

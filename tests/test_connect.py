@@ -185,7 +185,7 @@ def test_handoff_sets_the_offset_before_the_connector_runs_and_handback_returns_
     c = connect_standin.connectors["erp-east"]
     assert c["state"] == "RUNNING"
     assert c["offsets"] == [{"partition": {"server": "erp-east"},
-                             "offset": {"lsn_proc": 0x16B3748, "lsn_commit": 0x16B3748, "lsn": 0x16B3748,
+                             "offset": {"lsn_proc": 0x16B3748 - 1, "lsn_commit": 0x16B3748, "lsn": 0x16B3748,
                                         "ts_usec": c["offsets"][0]["offset"]["ts_usec"]}}]
     # created stopped, offsets altered, then resumed: it never ran without the agent's position
     writes = [r for r in connect_standin.requests if r[0] != "GET"]

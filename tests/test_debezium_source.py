@@ -297,6 +297,91 @@ def _kill_and_restart(db, connector: str, tmp_path, writers: int, changes: int, 
     check_delivery(events)          # redelivered events are the same events, with the same ids
 
 
+def _lsn_int(conn, expr: str, params=()) -> int:
+    return int(conn.execute(f"SELECT ({expr}) - '0/0'::pg_lsn", params).fetchone()[0])
+
+
+def _commit_and_next(conn, start: int, xid: int) -> tuple[tuple, list[tuple]]:
+    """(start, end, xid, record type) of transaction xid's commit record in the WAL from `start` (pg_walinspect),
+    and the records that start where it ends (read once the WAL writer flushed them)."""
+    deadline = time.monotonic() + 10
+    while True:
+        recs = conn.execute(
+            "SELECT start_lsn - '0/0'::pg_lsn, end_lsn - '0/0'::pg_lsn, xid::text::bigint, record_type "
+            "FROM pg_get_wal_records_info_till_end_of_wal(%s::text::pg_lsn) ORDER BY start_lsn",
+            (f"{start >> 32:X}/{start & 0xFFFFFFFF:X}",)).fetchall()
+        commit = next((r for r in recs if r[2] == xid and r[3] == "COMMIT"), None)
+        assert commit is not None or time.monotonic() < deadline, f"no commit record of {xid} in the WAL"
+        if commit is not None:
+            after = [r for r in recs if r[0] == commit[1]]
+            if after or recs[-1] != commit or time.monotonic() > deadline:
+                return commit, after
+        time.sleep(0.2)
+
+
+@needs_debezium
+def test_a_restart_resumes_at_the_begin_of_a_transaction_open_at_the_checkpoint(pg_db, tmp_path):
+    """Transaction B is open while A commits, and B's next change is the WAL record right after A's commit
+    record, so its LSN is the end of A's commit: what the checkpoint at A stores as Debezium's `lsn_proc`.
+    SIGKILL with the checkpoint at A, B commits, restart: every change of B arrives. (Left to itself,
+    Debezium's resume search takes that change for the checkpoint's own message, resumes after it and drops
+    B's changes before it: engine.resume_offset says why it does not.)"""
+    pg_db.execute("CREATE EXTENSION IF NOT EXISTS pg_walinspect")
+    pg_db.execute("CREATE TABLE items (id bigint PRIMARY KEY, writer int, version int, pad text)")
+    # no heartbeat WAL messages: nothing but A and B writes WAL while the records are placed
+    cfg = write_config(tmp_path, "dbz", dbz_source("postgres", pg_db.dsn, "heartbeat_seconds = 0"),
+                       ["public.items"])
+    state, out = cfg.parent / "state", out_file(cfg)
+    a, b = pg_db.connect(), pg_db.connect()
+    agent = AgentProcess(cfg, tmp_path / "dbz.log").start()
+    b_rows: list[int] = []
+    try:
+        warm = iter(range(1, 100))
+
+        def streaming() -> bool:           # a row now and then until Debezium streams (its slot, its start)
+            a.execute("INSERT INTO items VALUES (%s, 1, 0, 'first')", (next(warm),))
+            return bool(read_events(out))
+        wait_for(streaming, 90, interval=1, what=f"the first event\n{agent.log()[-3000:]}")
+        for attempt in range(10):
+            k = 100 * (attempt + 1)
+            start = _lsn_int(a, "pg_current_wal_insert_lsn()")
+            b.execute("BEGIN")
+            b.execute("INSERT INTO items VALUES (%s, 2, 0, 'b')", (k + 1,))
+            xid_a = a.execute("INSERT INTO items VALUES (%s, 1, 0, 'a') RETURNING txid_current()",
+                              (k,)).fetchone()[0]
+            b.execute("INSERT INTO items VALUES (%s, 2, 0, 'b')", (k + 2,))
+            b_rows += [k + 1, k + 2]
+            commit, after = _commit_and_next(a, start, xid_a)
+            if after and after[0][3].startswith("INSERT") and after[0][2] != xid_a:
+                break                        # B's second change starts where A's commit record ends
+            b.execute("COMMIT")              # another record came between (or a page boundary): again
+        else:
+            pytest.fail("B's change never followed A's commit record directly")
+        b.execute("INSERT INTO items VALUES (%s, 2, 0, 'b')", (k + 3,))
+        b_rows.append(k + 3)
+
+        def at_a() -> bool:
+            cp = _checkpoint(state)
+            return bool(cp) and json.loads(cp)[0][1].get("lsn_commit") == commit[1]
+        wait_for(at_a, 60, what=f"the checkpoint at A's commit\n{agent.log()[-3000:]}")
+        agent.kill()
+        b.execute("COMMIT")
+        agent.start()
+        want = {str(r) for r in [*range(100, k + 1, 100), *b_rows]}
+        wait_for(lambda: {e["subject"] for e in read_events(out)} >= want, 60,
+                 what=f"every row\n{agent.log()[-3000:]}")
+        time.sleep(1)
+        assert agent.stop() == 0, agent.log()[-3000:]
+    finally:
+        agent.kill()
+        a.close()
+        b.close()
+    events = read_events(out, final=True)
+    got = {e["subject"] for e in events}
+    assert want <= got and all(int(x) < 100 for x in got - want), sorted(want - got, key=int)
+    check_delivery(events)
+
+
 @needs_debezium
 def test_sigkill_mid_stream_loses_nothing_postgres(pg_db, tmp_path):
     _kill_and_restart(pg_db, "postgres", tmp_path, writers=2, changes=400, kills=1, pause=0.2)
@@ -479,3 +564,20 @@ def test_debezium_values_become_the_contract_forms():
     assert converter({"type": "array", "items": {"type": "int32", "name": "io.debezium.time.Date"}})([0, None]) == \
         ["1970-01-01", None]
     assert converter({"type": "string"})("x") == "x"
+
+
+def test_resume_offset_moves_lsn_proc_off_every_record_start():
+    from agent.sources.debezium.engine import resume_offset
+    at_commit = {"transaction_id": "828", "lsn_proc": 35596624, "messageType": "COMMIT", "lsn_commit": 35596624,
+                 "lsn": 35596624, "txId": 828, "ts_usec": 1}
+    moved = resume_offset(at_commit)
+    assert moved == {**at_commit, "lsn_proc": 35596623} and at_commit["lsn_proc"] == 35596624
+    assert moved["lsn_proc"] % 8 != 0                      # WAL records start on 8-byte boundaries
+    heartbeat = {"lsn_proc": 35711296, "messageType": "MESSAGE", "lsn_commit": 35711296, "lsn": 35711296}
+    assert resume_offset(heartbeat)["lsn_proc"] == 35711295
+    assert resume_offset(resume_offset(heartbeat)) == resume_offset(heartbeat)    # a checkpoint taken after it
+    # a snapshot's offset, one without a commit, and MySQL's: as they are
+    for offset in ({"last_snapshot_record": True, "lsn": 26527184, "txId": 729, "snapshot": "INITIAL"},
+                   {"lsn": 26527184, "txId": 729, "ts_usec": 1},
+                   {"file": "mariadb-bin.000001", "pos": 1234, "gtids": "0-1-5"}):
+        assert resume_offset(offset) == offset

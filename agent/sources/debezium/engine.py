@@ -116,11 +116,28 @@ class _Offsets:
         j = self.jpype
         m = j.JClass("java.util.HashMap")()
         for partition, offset in json.loads(checkpoint):
-            m.put(self._canonical([self.engine_name, partition]), self._canonical(offset))
+            m.put(self._canonical([self.engine_name, partition]), self._canonical(resume_offset(offset)))
         out = j.JClass("java.io.ObjectOutputStream")(j.JClass("java.io.FileOutputStream")(str(tmp)))
         out.writeObject(m)
         out.close()
         os.replace(tmp, path)
+
+
+def resume_offset(offset: dict[str, Any]) -> dict[str, Any]:
+    """The offset Debezium is started from, for a checkpoint the agent took (always between transactions).
+
+    PostgreSQL: Debezium looks for its resume point by comparing each message's LSN with the stored
+    `lsn_proc` for equality, and resumes after the message that has it. The checkpoint's `lsn_proc` is the
+    end of a commit record (or of a heartbeat message), which is also where the next WAL record starts: when
+    that record is a change of a transaction still open at the checkpoint, Debezium resumes after it and skips
+    the changes of that transaction before it (seen in tests/test_debezium_source.py's kill test, with two
+    writers). WAL records start on 8-byte boundaries, so `lsn_commit - 1` is no message's LSN: the search then
+    takes its other rule, resuming at the BEGIN of the first transaction that commits after `lsn_commit`, which
+    is the first one the checkpoint does not cover. The spool's copy of the checkpoint is not changed."""
+    commit = offset.get("lsn_commit")
+    if isinstance(commit, int) and commit > 0 and "lsn_proc" in offset and not offset.get("snapshot"):
+        return {**offset, "lsn_proc": commit - 1}
+    return offset
 
 
 class EmbeddedEngine:
