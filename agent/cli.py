@@ -4,6 +4,7 @@ Every error is one clear line; a traceback is a bug."""
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import signal
@@ -91,6 +92,18 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["demo"]:          # the demo parses its own options
         from .demo import main as demo_main
         return demo_main(argv[1:])
+    if argv[:1] != ["run"] or not gc.isenabled():
+        return _main(argv)
+    # no cyclic collection while `run` imports and builds what lives as long as the process (~20 ms of the
+    # capture process's start): `_run` collects once and turns it back on (tune_gc)
+    gc.disable()
+    try:
+        return _main(argv)
+    finally:
+        gc.enable()               # (on already once `_run` started: this is for a `run` that ended before)
+
+
+def _main(argv: list[str]) -> int:
     if argv[:1] == ["run"]:
         _catch_stop_signals()
     args = _parser().parse_args(argv)
@@ -247,6 +260,7 @@ def _run(cfg, args) -> int:
         except SourceError as e:       # the database is down: capture retries it; the catalog waits too
             log.warning("event catalog not checked (%s): the source is not reachable", redact(str(e)))
     tune_gc()
+    gc.enable()               # main() turned it off for the start
     return run_agent(cfg, stop)
 
 

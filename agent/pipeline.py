@@ -27,7 +27,6 @@ from .errors import CdcError, PositionLost, SourceError, SourceFatal, SpoolError
 from .mapping import EventMapper, event_id
 from .monitor import Monitor
 from .outbox import OutboxCleaner
-from .reconcile import start_schedule
 from .secrets import redact, registered
 from .service import Notifier
 from .snapshot import SnapshotRunner, new_request, requests, store_request
@@ -77,16 +76,20 @@ class Agent:
         self._stamps: dict | None = None         # the batch in hand's stage times (CDC_AGENT_TIMING only)
 
     def run(self) -> int:
-        from .health import HealthServer    # local import: the health module pulls in prometheus_client
-
-        health = HealthServer(self.cfg, self.monitor) if self.cfg.health.listen else None
-        if health:
+        health = None
+        if self.cfg.health.listen:
+            # imported only here: the health module pulls in http.server, the dashboard and the alerts
+            from .health import HealthServer
+            health = HealthServer(self.cfg, self.monitor)
             health.start()
         for w in self.workers:
             w.start()
         if self.delivery:
             self.delivery.start()
-        reconciles = start_schedule(self.cfg, self.monitor)     # sql targets' reconcile_every
+        reconciles = None
+        if any(t.kind == "sql" for t in self.cfg.targets):      # (agent.reconcile is for sql targets only)
+            from .reconcile import start_schedule
+            reconciles = start_schedule(self.cfg, self.monitor)     # sql targets' reconcile_every
         log.info("agent %s started: source %s, targets %s", self.cfg.agent.name, self.cfg.source.kind,
                  ", ".join(t.name for t in self.cfg.targets))
         systemd = Notifier()          # Type=notify under systemd (packaging/cdc-agent.service); else nothing
