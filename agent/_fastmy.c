@@ -607,6 +607,8 @@ static PyMethodDef methods[] = {
     {"rendered_changes", (PyCFunction)(void (*)(void))fm_rendered_changes, METH_FASTCALL,
      "rendered_changes(rendered, table, op, commit_time, commit_ts, txid, keys, layout, load, prefix, ordinal)"
      " -> (changes, missing)"},
+    {"crc32", (PyCFunction)(void (*)(void))fm_crc32, METH_FASTCALL, "crc32(data, value=0) -> int, as zlib.crc32"},
+    {"checksum_ok", fm_checksum_ok, METH_O, "checksum_ok(event) -> whether its last 4 bytes are the CRC-32 of the rest"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -353,6 +353,7 @@ static PyMethodDef methods[] = {
     {"init_glue", (PyCFunction)(void (*)(void))fp_init_glue, METH_FASTCALL,
      "init_glue(RenderedRowChange, slots, MappedEvent, slots): the classes take_rows and render_events make"},
     {"blake2b16", fp_blake2b16, METH_O, "blake2b16(data) -> the 16-byte BLAKE2b digest as hex"},
+    {"blake2b16_many", fp_blake2b16_many, METH_O, "blake2b16_many(list of bytes) -> their blake2b16, four at a time"},
     {"pack_events", (PyCFunction)(void (*)(void))fp_pack_events, METH_FASTCALL,
      "pack_events(events, into) -> a spool frame's head lists and its bodies' size in `into`, or None"},
     {"join_lines", fp_join_lines, METH_O,

@@ -52,6 +52,7 @@ from .binlog_rows import (  # noqa: F401
     _f32_cache, _float32_cached, _frac_code, _image_code, _read_metadata, apply_logical_types, compile_rows_decoder,
     compile_rows_renderer, parse_table_map,
 )
+from . import fastmy
 from .fastrow import RowLayout
 
 __all__ = [
@@ -236,6 +237,7 @@ class BinlogParser:
         self.json_columns = json_columns
         self.checksum: bool | None = None      # None until a FORMAT_DESCRIPTION says
         self.verify_checksums = True
+        self._checksum_ok = fastmy.checksum_checker()     # zlib's CRC-32, or the extension's faster one
         self.post_header = b""
         self.table_id_len = 6
         self.tables: dict[int, TableMap | None] = {}      # table id -> map (None: filtered out)
@@ -253,7 +255,7 @@ class BinlogParser:
             return len(ev)
         if self.checksum:
             end = len(ev) - 4
-            if self.verify_checksums and zlib.crc32(memoryview(ev)[:end]) != int.from_bytes(ev[end:], "little"):
+            if self.verify_checksums and (end < 0 or not self._checksum_ok(ev)):
                 raise BinlogError(f"event checksum mismatch (type {ev[4]}, end position "
                                   f"{int.from_bytes(ev[13:17], 'little')})")
             return end

@@ -118,5 +118,9 @@ void render_cache_clear(void);     /* (init() calls it: the converters may chang
 PyObject *fm_render_rows(PyObject *self, PyObject *const *a, Py_ssize_t na);
 PyObject *fm_changes_init(PyObject *self, PyObject *const *a, Py_ssize_t na);
 PyObject *fm_rendered_changes(PyObject *self, PyObject *const *a, Py_ssize_t na);
+/* fastmy_crc.c: zlib's CRC-32, folded with PCLMULQDQ where the CPU has it */
+uint32_t fm_crc32_update(uint32_t crc, const uint8_t *p, size_t n);
+PyObject *fm_crc32(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+PyObject *fm_checksum_ok(PyObject *self, PyObject *ev);
 
 #endif

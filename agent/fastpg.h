@@ -114,6 +114,11 @@ PyObject *fp_render_event(PyObject *self, PyObject *const *args, Py_ssize_t narg
 enum { FP_EVENT_MADE = 1, FP_EVENT_SKIP = 2, FP_EVENT_PURE = 3 };
 int fp_event_parts(PyObject *const *args, PyObject **made);     /* render_event without its result tuple */
 PyObject *fp_blake2b16(PyObject *self, PyObject *arg);
+int fp_event_parts_id(PyObject *const *args, PyObject **made, const char *given_id);
+/* BLAKE2b-128 as hex: of one message in pieces (fastpg_event.c), of up to four at once (fastpg_blake4.c) */
+void fp_blake2b16_hex(const uint8_t *const *parts, const Py_ssize_t *lens, int nparts, char out[32]);
+void fp_blake2b16_hex4(int n, const uint8_t *const parts[][3], const Py_ssize_t lens[][3], char out[][32]);
+PyObject *fp_blake2b16_many(PyObject *self, PyObject *arg);
 PyObject *fp_pack_events(PyObject *self, PyObject *const *args, Py_ssize_t nargs);      /* fastpg_frame.c */
 PyObject *fp_join_lines(PyObject *self, PyObject *runs);                                 /* fastpg_frame.c */
 PyObject *fp_init_glue(PyObject *self, PyObject *const *args, Py_ssize_t nargs);

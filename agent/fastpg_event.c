@@ -72,7 +72,7 @@ static void compress(uint64_t h[8], const uint8_t block[128], uint64_t t, int la
 }
 
 /* BLAKE2b with a 16-byte digest of the concatenation of up to three pieces, as 32 hex digits in out */
-static void blake2b16_hex(const uint8_t *const *parts, const Py_ssize_t *lens, int nparts, char out[32]) {
+void fp_blake2b16_hex(const uint8_t *const *parts, const Py_ssize_t *lens, int nparts, char out[32]) {
     uint64_t h[8];
     for (int i = 0; i < 8; i++) h[i] = IV[i];
     h[0] ^= 0x01010000ULL ^ 16;              /* depth 1, fanout 1, no key, digest length 16 */
@@ -112,7 +112,7 @@ PyObject *fp_blake2b16(PyObject *self, PyObject *arg) {
     const uint8_t *parts[1] = {view.buf};
     Py_ssize_t lens[1] = {view.len};
     char out[32];
-    blake2b16_hex(parts, lens, 1, out);
+    fp_blake2b16_hex(parts, lens, 1, out);
     PyBuffer_Release(&view);
     return PyUnicode_DecodeASCII(out, 32, NULL);
 }
@@ -222,7 +222,10 @@ PyObject *fp_render_event(PyObject *self, PyObject *const *args, Py_ssize_t narg
 
 /* render_event's work; args as render_event's (checked by the caller). FP_EVENT_MADE: made[] holds new
    references to the id, subject and body; FP_EVENT_SKIP, FP_EVENT_PURE: None and False; -1: an error. */
-int fp_event_parts(PyObject *const *args, PyObject **made) {
+int fp_event_parts(PyObject *const *args, PyObject **made) { return fp_event_parts_id(args, made, NULL); }
+
+/* fp_event_parts with the event's id already hashed (32 hex digits), or NULL to hash it here */
+int fp_event_parts_id(PyObject *const *args, PyObject **made, const char *given_id) {
     if (!PyTuple_Check(args[1]) || PyTuple_GET_SIZE(args[1]) != 11) {
         PyErr_SetString(PyExc_TypeError, "render_event: a plan is a tuple of 11");
         return -1;
@@ -339,7 +342,10 @@ int fp_event_parts(PyObject *const *args, PyObject **made) {
                                (const uint8_t *)PyBytes_AS_STRING(id_suffix)};
     Py_ssize_t lens[3] = {PyBytes_GET_SIZE(id_prefix), poslen, PyBytes_GET_SIZE(id_suffix)};
     char eid[32];
-    blake2b16_hex(parts, lens, 3, eid);
+    if (given_id != NULL)
+        memcpy(eid, given_id, 32);           /* render_events hashed it already (fastpg_blake4.c) */
+    else
+        fp_blake2b16_hex(parts, lens, 3, eid);
 
     if (BUF_LIT(&body, "{\"specversion\":\"1.0\",\"id\":\"") < 0 || buf_put(&body, eid, 32) < 0
         || buf_put(&body, PyBytes_AS_STRING(mid), PyBytes_GET_SIZE(mid)) < 0

@@ -261,6 +261,37 @@ done:
 
 #define MAX_RULES 64
 
+/* The ids of the events of changes[k], changes[k+1] ... (up to four: the run's next changes, while they are
+   RenderedRowChanges with a str position) under one rule's plan, hashed at once (fastpg_blake4.c); pos[i]
+   holds a reference to the position ids[i] was hashed from. Returns how many; 0 when the plan is not as
+   fp_event_parts reads it or a position has no UTF-8 form (fp_event_parts then hashes, or reports, it). */
+static int next_ids(PyObject *changes, Py_ssize_t k, PyObject *plan, char ids[4][32], PyObject *pos[4]) {
+    if (!PyTuple_Check(plan) || PyTuple_GET_SIZE(plan) != 11 || !PyBytes_Check(PyTuple_GET_ITEM(plan, 0))
+        || !PyBytes_Check(PyTuple_GET_ITEM(plan, 1)))
+        return 0;
+    PyObject *prefix = PyTuple_GET_ITEM(plan, 0), *suffix = PyTuple_GET_ITEM(plan, 1);
+    const uint8_t *parts[4][3];
+    Py_ssize_t lens[4][3];
+    int n = 0;
+    for (; n < 4 && k + n < PyList_GET_SIZE(changes); n++) {
+        PyObject *ch = PyList_GET_ITEM(changes, k + n), *p;
+        if (Py_TYPE(ch) != change_type || (p = SLOT(ch, change_off[RC_POSITION])) == NULL || !PyUnicode_Check(p))
+            break;
+        Py_ssize_t plen;
+        const char *u = PyUnicode_AsUTF8AndSize(p, &plen);
+        if (u == NULL) {
+            PyErr_Clear();
+            break;
+        }
+        parts[n][0] = (const uint8_t *)PyBytes_AS_STRING(prefix), lens[n][0] = PyBytes_GET_SIZE(prefix);
+        parts[n][1] = (const uint8_t *)u, lens[n][1] = plen;
+        parts[n][2] = (const uint8_t *)PyBytes_AS_STRING(suffix), lens[n][2] = PyBytes_GET_SIZE(suffix);
+        pos[n] = Py_NewRef(p);
+    }
+    if (n > 0) fp_blake2b16_hex4(n, parts, lens, ids);
+    return n;
+}
+
 PyObject *fp_render_events(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 4 || !PyList_Check(args[0]) || !PyTuple_Check(args[2]) || PyTuple_GET_SIZE(args[2]) < 1
         || PyTuple_GET_SIZE(args[2]) > MAX_RULES + 1 || !PyList_Check(args[3])) {
@@ -285,6 +316,12 @@ PyObject *fp_render_events(PyObject *self, PyObject *const *args, Py_ssize_t nar
     }
     PyObject *made[MAX_RULES];
     Py_ssize_t k = start < 0 ? 0 : start;
+    /* one rule (the usual table): its ids four changes at a time; ids[i] is changes[ids_at + i]'s */
+    char ids[4][32];
+    PyObject *ids_pos[4] = {NULL, NULL, NULL, NULL};
+    Py_ssize_t ids_at = 0;
+    int ids_n = 0;
+#define DROP_IDS() do { for (int i_ = 0; i_ < ids_n; i_++) Py_CLEAR(ids_pos[i_]); ids_n = 0; } while (0)
     for (; k < PyList_GET_SIZE(changes); k++) {
         PyObject *ch = PyList_GET_ITEM(changes, k);
         if (Py_TYPE(ch) != change_type) break;
@@ -304,7 +341,17 @@ PyObject *fp_render_events(PyObject *self, PyObject *const *args, Py_ssize_t nar
             if (!(bits[r] & bit)) continue;
             PyObject *rule = PyTuple_GET_ITEM(rules, r + 1);
             PyObject *eargs[5] = {rendered, PyTuple_GET_ITEM(rule, 0), position, time, txid}, *ev[3];
-            int rc = fp_event_parts(eargs, ev);     /* (render_event, without its result tuple) */
+            const char *given = NULL;
+            if (nrules == 1) {
+                if (k < ids_at || k >= ids_at + ids_n) {
+                    DROP_IDS();
+                    ids_at = k;
+                    ids_n = next_ids(changes, k, eargs[1], ids, ids_pos);
+                }
+                if (k - ids_at < ids_n && ids_pos[k - ids_at] == position)  /* (still the position it hashed) */
+                    given = ids[k - ids_at];
+            }
+            int rc = fp_event_parts_id(eargs, ev, given);   /* (render_event, without its result tuple) */
             if (rc < 0) goto error;
             if (rc == FP_EVENT_SKIP) continue;      /* the rule's `changed` columns did not change */
             if (rc == FP_EVENT_PURE) {              /* this change goes through the pure path */
@@ -336,14 +383,18 @@ PyObject *fp_render_events(PyObject *self, PyObject *const *args, Py_ssize_t nar
             Py_DECREF(made[i]);
             if (rc < 0) {
                 for (Py_ssize_t j = i + 1; j < nmade; j++) Py_DECREF(made[j]);
+                DROP_IDS();
                 return NULL;
             }
         }
         continue;
     error:
         for (Py_ssize_t i = 0; i < nmade; i++) Py_DECREF(made[i]);
+        DROP_IDS();
         return NULL;
     }
+    DROP_IDS();
+#undef DROP_IDS
     return PyLong_FromSsize_t(k);
 }
 

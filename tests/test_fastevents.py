@@ -237,6 +237,17 @@ def test_blake2b_matches_hashlib(n):
 
 
 @needs_extension
+@settings(max_examples=property_examples(400), deadline=None)
+@given(st.lists(st.binary(max_size=160), max_size=11))
+def test_blake2b_four_at_a_time_matches_hashlib(messages):
+    """render_events hashes the ids of up to four changes at once (agent/fastpg_blake4.c, one message per
+    AVX2 lane; a message over one block, and a CPU without AVX2, take the one-at-a-time code): each id is
+    hashlib's, whatever the lengths and however many share a call (lists of 0-11: partial groups of four)."""
+    got = fastpath._fastpg.blake2b16_many(messages)
+    assert got == [hashlib.blake2b(m, digest_size=16).hexdigest() for m in messages]
+
+
+@needs_extension
 @settings(max_examples=property_examples(1500), deadline=None)
 @given(json_docs() | st.text(max_size=12))
 def test_json_values_alike(text):
