@@ -7,12 +7,28 @@
 
 static PyObject *s_id, *s_type, *s_subject, *s_position, *s_commit_ts, *s_body;
 
-/* the first occurrence of needle in hay, as bytes.find; -1 for an empty needle (pack's convention) */
+/* the first occurrence of needle in hay, as bytes.find; -1 for an empty needle (pack's convention).
+   An event's id sits near the start of its body (27 bytes in for the mapper's CloudEvents), after bytes
+   that hold hex digits too ("specversion", "1.0", "id"): each such false start of the id's first digit
+   cost a memchr and a memcmp call. So the first NEAR starts are tried inline, 8 bytes compared at once;
+   past them, memchr as before. */
+#define NEAR 64
 static Py_ssize_t find_bytes(const char *hay, Py_ssize_t hn, const char *needle, Py_ssize_t nn)
 {
     if (nn == 0 || nn > hn)
         return -1;
     const char *p = hay, *last = hay + (hn - nn);
+    if (nn >= 8) {
+        uint64_t head;
+        memcpy(&head, needle, 8);
+        const char *near = last - p < NEAR ? last : p + NEAR;
+        for (; p <= near; p++) {        /* (p + 8 <= hay + hn: nn >= 8) */
+            uint64_t w;
+            memcpy(&w, p, 8);
+            if (w == head && memcmp(p + 8, needle + 8, (size_t)(nn - 8)) == 0)
+                return p - hay;
+        }
+    }
     while (p <= last) {
         p = memchr(p, needle[0], (size_t)(last - p) + 1);
         if (p == NULL)

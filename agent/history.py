@@ -77,7 +77,7 @@ class Reservoir:
             rng = self._rng
             theirs = min(len(samples), int(self.cap * seen / total + rng.random()))   # rounded at random
             mine = min(len(self.samples), self.cap - theirs)
-            self.samples = rng.sample(self.samples, mine) + rng.sample(samples, theirs)
+            self.samples = _subset(rng, self.samples, mine) + _subset(rng, samples, theirs)
         self.seen = total
         self._next = 0
 
@@ -107,6 +107,20 @@ class ThinnedSample:
         while len(self.samples) > 2 * self.cap:
             self.samples = self.samples[self._rng.randrange(2)::2]
             self.step *= 2
+
+
+def _subset(rng: random.Random, values: list[float], k: int) -> list[float]:
+    """A uniform sample of k of `values` (k <= len), in no particular order (a sample's order carries
+    nothing: percentiles sort it, and a full reservoir replaces a uniformly drawn slot). Keeping most of a
+    list, as merging the delivery child's digests into a full reservoir does, draws the few to drop instead
+    of the many to keep: random.sample's draw per kept value was most of the capture process's relay thread."""
+    drop = len(values) - k
+    if drop <= 0:
+        return list(values)
+    if drop < k:
+        gone = set(rng.sample(range(len(values)), drop))
+        return [v for i, v in enumerate(values) if i not in gone]
+    return rng.sample(values, k)
 
 
 def _unit(rnd: Callable[[], float]) -> float:

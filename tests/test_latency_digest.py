@@ -9,7 +9,7 @@ import bisect
 import random
 import time
 
-from agent.history import Reservoir, ThinnedSample, by_type
+from agent.history import Reservoir, ThinnedSample, _subset, by_type
 from agent.monitor import LATENCY_BUCKETS, Monitor, bucket_counts
 
 
@@ -77,6 +77,28 @@ def test_merged_reservoirs_weigh_each_side_by_what_it_saw():
     small.add_many([1.0, 2.0])
     small.merge([3.0], 1)                                     # below the cap: nothing dropped
     assert sorted(small.samples) == [1.0, 2.0, 3.0] and small.seen == 3
+
+
+def test_a_subset_is_uniform_whether_it_keeps_few_or_most():
+    # merge keeps a uniform k of n: drawing the n - k to drop (k > n / 2) or the k to keep; every value is in
+    # it with probability k / n, no value twice, and every size comes out exact
+    rng = random.Random(7)
+    values = [float(i) for i in range(20)]
+    for k in (0, 3, 10, 11, 17, 19, 20):
+        hits = [0] * 20
+        for _ in range(4000):
+            got = _subset(rng, values, k)
+            assert len(got) == k and len(set(got)) == k and set(got) <= set(values)
+            for v in got:
+                hits[int(v)] += 1
+        want = 4000 * k / 20
+        assert all(abs(h - want) <= 0.1 * 4000 * 0.5 + 1 for h in hits), (k, hits)
+    pairs = {}                                  # pairs too: (0, 1) kept together as often as (0, 19)
+    for _ in range(20000):
+        got = set(_subset(rng, values, 15))
+        for pair in ((0.0, 1.0), (0.0, 19.0)):
+            pairs[pair] = pairs.get(pair, 0) + (pair[0] in got and pair[1] in got)
+    assert abs(pairs[(0.0, 1.0)] - pairs[(0.0, 19.0)]) < 0.06 * 20000
 
 
 def test_by_type_groups_in_order():

@@ -430,3 +430,25 @@ def test_compiled_pack_leaves_unusual_events_to_the_pure_path():
     f = FrameHead(1, 1, None, head)
     f.load_body(body)
     assert f.events(0, 1)[0].body == b'{"id":"a"}'
+
+
+@pytest.mark.skipif(spool_frames._pack_events is None, reason="agent._fastpg is not built, or CDC_AGENT_PURE=1")
+def test_compiled_pack_finds_the_first_id_as_find_does_near_the_start_and_past_it():
+    # pack_events tries the first 64 starts 8 bytes at a time, then memchr: ids at every offset across that
+    # edge, after near misses (the first 8 or more bytes alike), twice, at the very end, cut short, absent
+    ids = ["0123456789abcdef0123456789abcdef", "abcdefgh", "abcdefghi", "abc", "a", "é-ü-é-ü!"]
+    evs = []
+    for eid in ids:
+        idb = eid.encode()
+        misses = [b"", idb[:-1] + b"~", idb[:8], idb[:len(idb) - 1], b"\x00" * 9]
+        for off in [0, 1, 7, 8, 26, 27, 56, 57, 63, 64, 65, 71, 72, 100]:
+            for miss in misses:
+                pre = (miss + b'{"specversion":"1.0","id":"' * 4)[:off]
+                for body in (pre + idb, pre + idb + b'","source"', pre + idb + b"x" + idb, pre + idb[:-1], pre,
+                             pre + miss + idb):
+                    evs.append(MappedEvent(eid, "t", "s", f"{len(evs):016X}:000001", 1.0, body))
+    into = bytearray()
+    *compiled, size = spool_frames._pack_events(evs, into)
+    *pure, joined = spool_frames._fields_pure(evs)
+    assert compiled == pure and bytes(into[:size]) == joined
+    assert compiled[3] == [e.body.find(e.id.encode()) for e in evs]        # (the offsets are find's)
