@@ -27,6 +27,13 @@ from tests.plugins import property_examples
 pytestmark = pytest.mark.skipif(not (fastmy.compiled() and fastpath.compiled()),
                                 reason="agent._fastmy or agent._fastpg is not built (no C compiler)")
 
+
+@pytest.fixture(autouse=True)
+def _compiled_side(monkeypatch):
+    """These tests hold the compiled renderer to the pure rows, so their compiled side is built with the
+    extension even when the suite runs on the pure path (CDC_AGENT_PURE=1); the pure side asks for itself."""
+    monkeypatch.delenv(fastmy.PURE_ENV, raising=False)
+
 HEAD, CELL = struct.Struct("=ccHHH"), struct.Struct("=IIB3x")
 
 
