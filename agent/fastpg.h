@@ -116,6 +116,9 @@ int fp_event_parts(PyObject *const *args, PyObject **made);     /* render_event 
 PyObject *fp_blake2b16(PyObject *self, PyObject *arg);
 int fp_event_parts_id(PyObject *const *args, PyObject **made, const char *given_id);
 /* BLAKE2b-128 as hex: of one message in pieces (fastpg_event.c), of up to four at once (fastpg_blake4.c) */
+/* BLAKE2b's initial vector and message schedule (fastpg_event.c), shared with the four-lane ids */
+extern const uint64_t fp_blake_iv[8];
+extern const uint8_t fp_blake_sigma[12][16];
 void fp_blake2b16_hex(const uint8_t *const *parts, const Py_ssize_t *lens, int nparts, char out[32]);
 void fp_blake2b16_hex4(int n, const uint8_t *const parts[][3], const Py_ssize_t lens[][3], char out[][32]);
 PyObject *fp_blake2b16_many(PyObject *self, PyObject *arg);

@@ -12,20 +12,6 @@
 #include <immintrin.h>
 #endif
 
-static const uint64_t IV4[8] = {
-    0x6a09e667f3bcc908ULL, 0xbb67ae8584caa73bULL, 0x3c6ef372fe94f82bULL, 0xa54ff53a5f1d36f1ULL,
-    0x510e527fade682d1ULL, 0x9b05688c2b3e6c1fULL, 0x1f83d9abfb41bd6bULL, 0x5be0cd19137e2179ULL,
-};
-
-static const uint8_t SIGMA4[12][16] = {
-    {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}, {14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3},
-    {11, 8, 12, 0, 5, 2, 15, 13, 10, 14, 3, 6, 7, 1, 9, 4}, {7, 9, 3, 1, 13, 12, 11, 14, 2, 6, 5, 10, 4, 0, 15, 8},
-    {9, 0, 5, 7, 2, 4, 10, 15, 14, 1, 11, 12, 6, 8, 3, 13}, {2, 12, 6, 10, 0, 11, 8, 3, 4, 13, 7, 5, 15, 14, 1, 9},
-    {12, 5, 1, 15, 14, 13, 4, 10, 0, 7, 6, 3, 9, 2, 8, 11}, {13, 11, 7, 14, 12, 1, 3, 9, 5, 0, 15, 4, 8, 6, 2, 10},
-    {6, 15, 14, 9, 11, 3, 0, 8, 12, 2, 13, 7, 1, 4, 10, 5}, {10, 2, 8, 4, 7, 6, 1, 5, 15, 11, 9, 14, 3, 12, 13, 0},
-    {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}, {14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3},
-};
-
 static int avx2_ok = -1;
 
 static void hex16(const uint64_t h0, const uint64_t h1, char out[32]) {
@@ -50,10 +36,10 @@ static void blake4_avx2(const uint8_t blocks[4][128], const uint64_t lens[4], ch
         for (int l = 0; l < 4; l++) memcpy(&w[l], blocks[l] + 8 * j, 8);
         m[j] = _mm256_setr_epi64x((long long)w[0], (long long)w[1], (long long)w[2], (long long)w[3]);
     }
-    uint64_t h0 = IV4[0] ^ 0x01010000ULL ^ 16;         /* depth 1, fanout 1, no key, digest length 16 */
+    uint64_t h0 = fp_blake_iv[0] ^ 0x01010000ULL ^ 16;         /* depth 1, fanout 1, no key, digest length 16 */
     for (int i = 0; i < 8; i++) {
-        v[i] = _mm256_set1_epi64x((long long)(i == 0 ? h0 : IV4[i]));
-        v[i + 8] = _mm256_set1_epi64x((long long)IV4[i]);
+        v[i] = _mm256_set1_epi64x((long long)(i == 0 ? h0 : fp_blake_iv[i]));
+        v[i + 8] = _mm256_set1_epi64x((long long)fp_blake_iv[i]);
     }
     v[12] = _mm256_xor_si256(v[12], _mm256_setr_epi64x((long long)lens[0], (long long)lens[1],
                                                        (long long)lens[2], (long long)lens[3]));
@@ -69,7 +55,7 @@ static void blake4_avx2(const uint8_t blocks[4][128], const uint64_t lens[4], ch
         v[b] = XOR(v[b], v[c]); v[b] = _mm256_or_si256(_mm256_srli_epi64(v[b], 63), ADD(v[b], v[b]));  \
     } while (0)
     for (int r = 0; r < 12; r++) {
-        const uint8_t *s = SIGMA4[r];
+        const uint8_t *s = fp_blake_sigma[r];
         G4(0, 4, 8, 12, m[s[0]], m[s[1]]);
         G4(1, 5, 9, 13, m[s[2]], m[s[3]]);
         G4(2, 6, 10, 14, m[s[4]], m[s[5]]);
@@ -82,7 +68,7 @@ static void blake4_avx2(const uint8_t blocks[4][128], const uint64_t lens[4], ch
 #undef G4
     uint64_t r0[4], r1[4];
     _mm256_storeu_si256((__m256i *)r0, XOR(_mm256_set1_epi64x((long long)h0), XOR(v[0], v[8])));
-    _mm256_storeu_si256((__m256i *)r1, XOR(_mm256_set1_epi64x((long long)IV4[1]), XOR(v[1], v[9])));
+    _mm256_storeu_si256((__m256i *)r1, XOR(_mm256_set1_epi64x((long long)fp_blake_iv[1]), XOR(v[1], v[9])));
 #undef ADD
 #undef XOR
     for (int l = 0; l < 4; l++) hex16(r0[l], r1[l], out[l]);

@@ -19,12 +19,12 @@
 
 /* ---------------------------------------------------------------- BLAKE2b (RFC 7693), unkeyed */
 
-static const uint64_t IV[8] = {
+const uint64_t fp_blake_iv[8] = {
     0x6a09e667f3bcc908ULL, 0xbb67ae8584caa73bULL, 0x3c6ef372fe94f82bULL, 0xa54ff53a5f1d36f1ULL,
     0x510e527fade682d1ULL, 0x9b05688c2b3e6c1fULL, 0x1f83d9abfb41bd6bULL, 0x5be0cd19137e2179ULL,
 };
 
-static const uint8_t SIGMA[12][16] = {
+const uint8_t fp_blake_sigma[12][16] = {
     {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}, {14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3},
     {11, 8, 12, 0, 5, 2, 15, 13, 10, 14, 3, 6, 7, 1, 9, 4}, {7, 9, 3, 1, 13, 12, 11, 14, 2, 6, 5, 10, 4, 0, 15, 8},
     {9, 0, 5, 7, 2, 4, 10, 15, 14, 1, 11, 12, 6, 8, 3, 13}, {2, 12, 6, 10, 0, 11, 8, 3, 4, 13, 7, 5, 15, 14, 1, 9},
@@ -54,7 +54,7 @@ static void compress(uint64_t h[8], const uint8_t block[128], uint64_t t, int la
         m[i] = w;
     }
 #endif
-    for (int i = 0; i < 8; i++) { v[i] = h[i]; v[i + 8] = IV[i]; }
+    for (int i = 0; i < 8; i++) { v[i] = h[i]; v[i + 8] = fp_blake_iv[i]; }
     v[12] ^= t;                 /* messages here are far below 2**64 bytes: the high counter word stays 0 */
     if (last) v[14] = ~v[14];
     /* fully unrolled, the SIGMA lookups become constant indices (no load of the index, then of the word):
@@ -65,7 +65,7 @@ static void compress(uint64_t h[8], const uint8_t block[128], uint64_t t, int la
 #pragma clang loop unroll(full)
 #endif
     for (int r = 0; r < 12; r++) {
-        const uint8_t *s = SIGMA[r];
+        const uint8_t *s = fp_blake_sigma[r];
         G(0, 4, 8, 12, m[s[0]], m[s[1]]);
         G(1, 5, 9, 13, m[s[2]], m[s[3]]);
         G(2, 6, 10, 14, m[s[4]], m[s[5]]);
@@ -81,7 +81,7 @@ static void compress(uint64_t h[8], const uint8_t block[128], uint64_t t, int la
 /* BLAKE2b with a 16-byte digest of the concatenation of up to three pieces, as 32 hex digits in out */
 void fp_blake2b16_hex(const uint8_t *const *parts, const Py_ssize_t *lens, int nparts, char out[32]) {
     uint64_t h[8];
-    for (int i = 0; i < 8; i++) h[i] = IV[i];
+    for (int i = 0; i < 8; i++) h[i] = fp_blake_iv[i];
     h[0] ^= 0x01010000ULL ^ 16;              /* depth 1, fanout 1, no key, digest length 16 */
     uint8_t block[128];
     size_t fill = 0;
