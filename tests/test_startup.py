@@ -12,6 +12,7 @@ import sys
 from agent import cli
 from tests.agentproc import ROOT
 from tests.plugins import free_port
+from tests.test_pg_source import write_toml
 
 # `cdc-agent run` in a fresh interpreter, up to its first attempt to reach the source (a closed port): the
 # modules loaded by then, and whether the cyclic collector is on again once capture runs
@@ -31,23 +32,9 @@ _UNUSED = ("agent.health", "agent.dashboard", "agent.alerts", "agent.metrics", "
 
 
 def _config(tmp_path, extra: str = "") -> str:
-    path = tmp_path / "agent.toml"
-    path.write_text(f"""[agent]
-name = "startup"
-state_dir = "state"
-[source]
-kind = "postgres"
-dsn = "postgresql://postgres@127.0.0.1:{free_port()}/nothing"
-tables = ["public.items"]
-snapshot = "never"
-[[targets]]
-name = "file"
-kind = "file"
-path = "out/events.jsonl"
-[health]
-listen = "off"
-{extra}""")
-    return str(path)
+    """A postgres source on a closed port (nothing answers) to the file target, no health listener."""
+    dsn = f"postgresql://postgres@127.0.0.1:{free_port()}/nothing"
+    return str(write_toml(tmp_path, dsn, ["public.items"], 'snapshot = "never"\n' + extra))
 
 
 def _probe(config: str) -> dict:
