@@ -341,7 +341,7 @@ static PyMethodDef methods[] = {
     {"take_rows", (PyCFunction)(void (*)(void))fp_take_rows, METH_FASTCALL,
      "take_rows(get_copy_data, rels, out, max_items, final_lsn, ordinal, time, ts, txid) -> (ordinal, n, frame)"},
     {"render_events", (PyCFunction)(void (*)(void))fp_render_events, METH_FASTCALL,
-     "render_events(changes, start, rules, out) -> index of the first change not mapped"},
+     "render_events(changes, start, rules, out[, store]) -> index of the first change not mapped"},
     {"run_end", (PyCFunction)(void (*)(void))fp_run_end, METH_FASTCALL,
      "run_end(items, start, stop, cls) -> index of the first of items[start:stop] not of class cls, else stop"},
     {"event_bounds", fp_event_bounds, METH_O,
@@ -355,7 +355,7 @@ static PyMethodDef methods[] = {
     {"blake2b16", fp_blake2b16, METH_O, "blake2b16(data) -> the 16-byte BLAKE2b digest as hex"},
     {"blake2b16_many", fp_blake2b16_many, METH_O, "blake2b16_many(list of bytes) -> their blake2b16, four at a time"},
     {"pack_events", (PyCFunction)(void (*)(void))fp_pack_events, METH_FASTCALL,
-     "pack_events(events, into) -> a spool frame's head lists and its bodies' size in `into`, or None"},
+     "pack_events(events, into) -> a spool frame's head lists and its bodies (their size in `into`, or a view), or None"},
     {"join_lines", fp_join_lines, METH_O,
      "join_lines(runs) -> the JSON lines of runs (payload, starts, offs, ids, lo, hi) of frames, or None"},
     {"init", init, METH_VARARGS,
@@ -367,4 +367,9 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "agent._fastpg",
                                     "Compiled pgoutput decoding and event rendering (agent/fastpath.py)", -1,
                                     methods};
 
-PyMODINIT_FUNC PyInit__fastpg(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__fastpg(void) {
+    if (PyType_Ready(&FpBodyStoreType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m != NULL && PyModule_AddObjectRef(m, "BodyStore", (PyObject *)&FpBodyStoreType) < 0) Py_CLEAR(m);
+    return m;
+}

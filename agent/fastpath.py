@@ -29,6 +29,7 @@ import logging
 import os
 import types
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import orjson
 
@@ -166,6 +167,11 @@ _CHANGE_SLOTS = ("table", "op", "position", "commit_time", "commit_ts", "txid", 
                  "target", "rendered", "layout", "_load", "_message", "_loaded")
 _EVENT_SLOTS = ("id", "type", "subject", "position", "commit_ts", "body", "outbox_row", "only_target")
 
+# BodyStore(): where render_events puts a map call's bodies (agent/fastpg_store.c); None on the pure path
+body_store: Callable[[], Any] | None = None
+if _fastpg is not None and os.environ.get(PURE_ENV, "") in ("", "0"):
+    body_store = getattr(_fastpg, "BodyStore", None)
+
 
 def _slot(cls: type, name: str) -> object:
     """What `cls.name` finds on the class (a member descriptor for a plain slot: init_glue checks it is one)."""
@@ -180,11 +186,12 @@ def _glue() -> bool:
     global _glued
     if _glued is None:
         from .fastrow import RenderedRowChange      # (here: both import this module)
-        from .mapping import MappedEvent
+        from .mapping import MappedEvent, StoredEvent
         try:
             assert _fastpg is not None
             _fastpg.init_glue(RenderedRowChange, tuple(_slot(RenderedRowChange, n) for n in _CHANGE_SLOTS),
-                              MappedEvent, tuple(_slot(MappedEvent, n) for n in _EVENT_SLOTS))
+                              MappedEvent, tuple(_slot(MappedEvent, n) for n in _EVENT_SLOTS),
+                              StoredEvent, (_slot(StoredEvent, "_at"),))
             _glued = True
         except (TypeError, AttributeError) as e:
             log.warning("the compiled core's glue is not used (%s): row changes take the per-change path", e)
@@ -199,7 +206,7 @@ def row_taker(force_pure: bool | None = None) -> Callable[..., tuple[int, int, b
     return None if _fastpg is None or pure or not _glue() else _fastpg.take_rows
 
 
-def events_renderer() -> Callable[[list, int, tuple, list], int] | None:
+def events_renderer() -> Callable[[list, int, tuple, list, Any], int] | None:
     """The compiled render_events (the mapper's loop over a run of RenderedRowChanges), or None without the
     extension. Like render_event it is used whenever a change was rendered (only the compiled core makes
     RenderedRowChanges)."""

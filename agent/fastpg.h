@@ -114,7 +114,8 @@ PyObject *fp_render_event(PyObject *self, PyObject *const *args, Py_ssize_t narg
 enum { FP_EVENT_MADE = 1, FP_EVENT_SKIP = 2, FP_EVENT_PURE = 3 };
 int fp_event_parts(PyObject *const *args, PyObject **made);     /* render_event without its result tuple */
 PyObject *fp_blake2b16(PyObject *self, PyObject *arg);
-int fp_event_parts_id(PyObject *const *args, PyObject **made, const char *given_id);
+/* store: NULL for the body as bytes in made[2]; a BodyStore to add the body to it, made[2] its index */
+int fp_event_parts_id(PyObject *const *args, PyObject **made, const char *given_id, PyObject *store);
 /* BLAKE2b-128 as hex: of one message in pieces (fastpg_event.c), of up to four at once (fastpg_blake4.c) */
 /* BLAKE2b's initial vector and message schedule (fastpg_event.c), shared with the four-lane ids */
 extern const uint64_t fp_blake_iv[8];
@@ -125,9 +126,17 @@ PyObject *fp_blake2b16_many(PyObject *self, PyObject *arg);
 PyObject *fp_pack_events(PyObject *self, PyObject *const *args, Py_ssize_t nargs);      /* fastpg_frame.c */
 PyObject *fp_join_lines(PyObject *self, PyObject *runs);                                 /* fastpg_frame.c */
 PyObject *fp_init_glue(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
-int fp_event_fields(PyObject *e, PyObject **f);     /* fastpg_glue.c: a MappedEvent's fields at their slots */
+int fp_event_fields(PyObject *e, PyObject **f);     /* fastpg_glue.c: a MappedEvent's 7 fields at their slots */
 PyObject *fp_take_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 PyObject *fp_render_events(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+/* fastpg_store.c: the bodies of one map call's compiled events, their ids cut out at FP_ID_AT */
+#define FP_ID_AT 27         /* strlen("{\"specversion\":\"1.0\",\"id\":\"") */
+extern PyTypeObject FpBodyStoreType;
+int fp_store_check(PyObject *o);
+const char *fp_store_data(PyObject *store);
+Py_ssize_t fp_store_add(PyObject *store, const char *body, Py_ssize_t n, const char *id);
+int fp_store_get(PyObject *store, PyObject *index, const char **cut, Py_ssize_t *cutn, const char **id,
+                 Py_ssize_t *start);
 PyObject *fp_run_end(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 PyObject *fp_event_bounds(PyObject *self, PyObject *events);
 PyObject *fp_libpq_resolve(PyObject *self, PyObject *unused);     /* fastpg_libpq.c */

@@ -1,7 +1,8 @@
 /* A spool frame's per-event work in one pass (agent/spool_frames.py: _fields_pure is the reference, and
    the property test holds the two to the same output): each event's attributes gathered into the head's
    lists, its id found in its body and cut out, the bodies joined. The id's bytes are the str's own UTF-8
-   (no encoded copy); a body is copied once, into the joined bytes. */
+   (no encoded copy); a body is copied once, into the joined bytes, or not at all when the frame's bodies
+   lie one after the other in a BodyStore already, ids cut out (fastpg_store.c). */
 
 #include "fastpg.h"
 
@@ -54,10 +55,13 @@ static int interned(void)
 }
 
 /* pack_events(events, into) -> (types, type_of_each, ids, id_offsets, subjects, positions, commit_ts,
-   body_lengths, size), the bodies joined in the bytearray `into`'s first `size` bytes (grown when too small,
+   body_lengths, bodies): `bodies` is the joined bodies' size in the bytearray `into` (grown when too small,
    never shrunk: a frame's bodies take ~1 MB, and a fresh buffer of that size each frame costs the process a
-   page fault per 4 kB); or None when an event is not of the usual kinds (an id that is not a str, a body
-   that is not bytes): the caller packs that frame in Python. */
+   page fault per 4 kB), or, when every event's body is the next one of one BodyStore (fastpg_store.c: the
+   usual frame of the mapper's compiled events), a read-only memoryview of them in the store, copied
+   nowhere. None when an event is not of the usual kinds (an id that is not a str, a body that is not
+   bytes): the caller packs that frame in Python. A store's body has its id cut out already, at FP_ID_AT,
+   which is where find would find it (nothing before it can hold 32 hex digits, see fastpg_store.c). */
 PyObject *fp_pack_events(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 2 || !PyByteArray_Check(args[1])) {
@@ -76,41 +80,74 @@ PyObject *fp_pack_events(PyObject *self, PyObject *const *args, Py_ssize_t nargs
     PyObject *types = PyList_New(0), *tindex = PyDict_New(), *tix = PyList_New(n), *ids = PyList_New(n),
              *offs = PyList_New(n), *subjects = PyList_New(n), *positions = PyList_New(n), *ts = PyList_New(n),
              *lens = PyList_New(n);
+    /* bodies[i]: event i's bytes, or its BodyStore (held); its bytes are bodies[i]'s from src_at[i], src_n[i]
+       long, cut at cut_at[i] (-1: copied whole) */
     PyObject **bodies = PyMem_Calloc((size_t)n + 1, sizeof *bodies);
     Py_ssize_t *cut_at = PyMem_Calloc((size_t)n + 1, sizeof *cut_at), *cut_len = PyMem_Calloc((size_t)n + 1,
                                                                                               sizeof *cut_len);
+    Py_ssize_t *src_at = PyMem_Calloc((size_t)n + 1, sizeof *src_at), *src_n = PyMem_Calloc((size_t)n + 1,
+                                                                                            sizeof *src_n);
     Py_ssize_t total = 0, prev_index = 0;
+    PyObject *run = NULL;               /* the store all bodies so far are consecutive in, from run_at */
+    Py_ssize_t run_at = 0, run_end = 0;
+    int one_run = n > 0;
     if (!types || !tindex || !tix || !ids || !offs || !subjects || !positions || !ts || !lens || !bodies || !cut_at ||
-        !cut_len) {
+        !cut_len || !src_at || !src_n) {
         PyErr_NoMemory();
         goto done;
     }
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *e = items[i], *v, *f[6];
+        PyObject *e = items[i], *v, *f[7];
         int at_slots = fp_event_fields(e, f);   /* MappedEvent: read at its slots, else as attributes */
 #define FIELD(k, name) (at_slots ? Py_NewRef(f[k]) : PyObject_GetAttr(e, name))
         if ((v = FIELD(0, s_id)) == NULL)
             goto done;
         PyList_SET_ITEM(ids, i, v);
-        if ((bodies[i] = FIELD(5, s_body)) == NULL)
-            goto done;
-        if (!PyUnicode_Check(v) || !PyBytes_CheckExact(bodies[i])) {
-            out = Py_None;
-            Py_INCREF(out);
+        if (!PyUnicode_Check(v)) {
+            out = Py_NewRef(Py_None);
             goto done;
         }
-        Py_ssize_t idn, bn = PyBytes_GET_SIZE(bodies[i]);
+        Py_ssize_t idn, off, bn;
         const char *idp = PyUnicode_AsUTF8AndSize(v, &idn);
         if (idp == NULL)
             goto done;
-        Py_ssize_t off = find_bytes(PyBytes_AS_STRING(bodies[i]), bn, idp, idn);
-        cut_at[i] = off;
-        cut_len[i] = off >= 0 ? idn : 0;
-        total += bn - cut_len[i];
+        const char *cut, *sid;
+        if (at_slots && f[6] != NULL && fp_store_check(f[5]) &&
+            fp_store_get(f[5], f[6], &cut, &bn, &sid, &src_at[i]) && idn == 32 && memcmp(idp, sid, 32) == 0) {
+            bodies[i] = Py_NewRef(f[5]);
+            src_n[i] = bn;
+            cut_at[i] = -1;
+            off = FP_ID_AT;
+            if (one_run && (run == NULL ? i == 0 : run == f[5] && src_at[i] == run_end)) {
+                if (run == NULL)
+                    run = f[5], run_at = src_at[i];
+                run_end = src_at[i] + bn;
+            } else {
+                one_run = 0;
+            }
+        } else {
+            one_run = 0;
+            src_at[i] = 0;
+            /* (a store's body whose event's id was changed: as bytes, through the `body` property) */
+            bodies[i] = at_slots && f[6] == NULL ? Py_NewRef(f[5]) : PyObject_GetAttr(e, s_body);
+            if (bodies[i] == NULL)
+                goto done;
+            if (!PyBytes_CheckExact(bodies[i])) {
+                out = Py_NewRef(Py_None);
+                goto done;
+            }
+            bn = PyBytes_GET_SIZE(bodies[i]);
+            src_n[i] = bn;
+            off = find_bytes(PyBytes_AS_STRING(bodies[i]), bn, idp, idn);
+            cut_at[i] = off;
+            cut_len[i] = off >= 0 ? idn : 0;
+            bn -= cut_len[i];
+        }
+        total += bn;
         if ((v = PyLong_FromSsize_t(off)) == NULL)
             goto done;
         PyList_SET_ITEM(offs, i, v);
-        if ((v = PyLong_FromSsize_t(bn - cut_len[i])) == NULL)
+        if ((v = PyLong_FromSsize_t(bn)) == NULL)
             goto done;
         PyList_SET_ITEM(lens, i, v);
 
@@ -156,23 +193,35 @@ PyObject *fp_pack_events(PyObject *self, PyObject *const *args, Py_ssize_t nargs
         PyList_SET_ITEM(ts, i, v);
 #undef FIELD
     }
-    if (PyByteArray_GET_SIZE(into) < total && PyByteArray_Resize(into, total) < 0)
-        goto done;
-    if ((size = PyLong_FromSsize_t(total)) == NULL)
-        goto done;
-    char *w = PyByteArray_AS_STRING(into);
-    for (Py_ssize_t i = 0; i < n; i++) {
-        const char *b = PyBytes_AS_STRING(bodies[i]);
-        Py_ssize_t bn = PyBytes_GET_SIZE(bodies[i]);
-        if (cut_at[i] < 0) {
-            memcpy(w, b, (size_t)bn);
-            w += bn;
-        } else {
-            memcpy(w, b, (size_t)cut_at[i]);
-            w += cut_at[i];
-            Py_ssize_t rest = cut_at[i] + cut_len[i];
-            memcpy(w, b + rest, (size_t)(bn - rest));
-            w += bn - rest;
+    if (one_run) {                      /* the bodies as they lie in the store */
+        PyObject *view = PyMemoryView_FromObject(run);
+        if (view == NULL)
+            goto done;
+        size = PySequence_GetSlice(view, run_at, run_end);
+        Py_DECREF(view);
+        if (size == NULL)
+            goto done;
+    } else {
+        if (PyByteArray_GET_SIZE(into) < total && PyByteArray_Resize(into, total) < 0)
+            goto done;
+        if ((size = PyLong_FromSsize_t(total)) == NULL)
+            goto done;
+        char *w = PyByteArray_AS_STRING(into);
+        for (Py_ssize_t i = 0; i < n; i++) {
+            /* (a store's buffer read only now: attribute lookups above could have run Python) */
+            const char *b = (PyBytes_CheckExact(bodies[i]) ? PyBytes_AS_STRING(bodies[i]) : fp_store_data(bodies[i]))
+                            + src_at[i];
+            Py_ssize_t bn = src_n[i];
+            if (cut_at[i] < 0) {
+                memcpy(w, b, (size_t)bn);
+                w += bn;
+            } else {
+                memcpy(w, b, (size_t)cut_at[i]);
+                w += cut_at[i];
+                Py_ssize_t rest = cut_at[i] + cut_len[i];
+                memcpy(w, b + rest, (size_t)(bn - rest));
+                w += bn - rest;
+            }
         }
     }
     PyObject *each = tix;
@@ -190,6 +239,8 @@ done:
     PyMem_Free(bodies);
     PyMem_Free(cut_at);
     PyMem_Free(cut_len);
+    PyMem_Free(src_at);
+    PyMem_Free(src_n);
     Py_XDECREF(size);
     Py_XDECREF(prev_type);
     Py_XDECREF(types);

@@ -10,12 +10,13 @@
        the source's Python handles it as before: (ordinal, n, frame), n as get_copy_data returned it (0:
        nothing buffered, -1: the stream ended; frame None), or (ordinal, 1, None) once `out` holds max_items.
        rels: relid -> (converters, kinds, table, key_columns, layout, load, ops), ops the three op names.
-   render_events(changes, start, rules, out)
+   render_events(changes, start, rules, out[, store])
        the mapper's loop over a run of RenderedRowChanges of one layout: each rule's event by render_event
-       (fastpg_event.c), appended to `out` as MappedEvents. rules: (layout, (plan, op bits, type), ...), op
-       bits 1 insert, 2 update, 4 delete. Returns the index of the first change it did not map (another
-       layout, another type, a snapshot read, or one a rule hands back to the pure path: all of that
-       change's events are then left to Python).
+       (fastpg_event.c), appended to `out` as MappedEvents; given a BodyStore (fastpg_store.c), as
+       StoredEvents, their bodies in it (the body slot holds the store, _at the index), no bytes each.
+       rules: (layout, (plan, op bits, type), ...), op bits 1 insert, 2 update, 4 delete. Returns the index
+       of the first change it did not map (another layout, another type, a snapshot read, or one a rule
+       hands back to the pure path: all of that change's events are then left to Python).
 
    Both make their objects without running Python: the classes' __slots__ are filled in directly, at the
    offsets of the member descriptors init_glue() was given and checked. And both untrack them from the
@@ -30,8 +31,9 @@ enum { RC_TABLE, RC_OP, RC_POSITION, RC_COMMIT_TIME, RC_COMMIT_TS, RC_TXID, RC_K
        RC_ID_KEY, RC_TARGET, RC_RENDERED, RC_LAYOUT, RC_LOAD, RC_MESSAGE, RC_LOADED, RC_NSLOTS };
 enum { ME_ID, ME_TYPE, ME_SUBJECT, ME_POSITION, ME_COMMIT_TS, ME_BODY, ME_OUTBOX_ROW, ME_ONLY_TARGET, ME_NSLOTS };
 
-static PyTypeObject *change_type = NULL, *event_type = NULL;
-static Py_ssize_t change_off[RC_NSLOTS], event_off[ME_NSLOTS];
+/* stored_type: MappedEvent's subclass whose body slot holds a BodyStore, its `_at` slot the index */
+static PyTypeObject *change_type = NULL, *event_type = NULL, *stored_type = NULL;
+static Py_ssize_t change_off[RC_NSLOTS], event_off[ME_NSLOTS], at_off;
 static PyObject *pos25 = NULL;
 
 #define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
@@ -60,28 +62,41 @@ static int slot_offsets(PyTypeObject *type, PyObject *descrs, Py_ssize_t n, Py_s
 }
 
 PyObject *fp_init_glue(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 4 || !PyType_Check(args[0]) || !PyType_Check(args[2])) {
-        PyErr_SetString(PyExc_TypeError, "init_glue(RenderedRowChange, slots, MappedEvent, slots)");
+    if (nargs != 6 || !PyType_Check(args[0]) || !PyType_Check(args[2]) || !PyType_Check(args[4])
+        || ((PyTypeObject *)args[4])->tp_base != (PyTypeObject *)args[2]) {
+        PyErr_SetString(PyExc_TypeError,
+                        "init_glue(RenderedRowChange, slots, MappedEvent, slots, StoredEvent, (its _at slot,))");
         return NULL;
     }
-    Py_ssize_t coff[RC_NSLOTS], eoff[ME_NSLOTS];       /* (a refused call leaves the glue as it was) */
+    Py_ssize_t coff[RC_NSLOTS], eoff[ME_NSLOTS], aoff;   /* (a refused call leaves the glue as it was) */
     if (slot_offsets((PyTypeObject *)args[0], args[1], RC_NSLOTS, coff) < 0
-        || slot_offsets((PyTypeObject *)args[2], args[3], ME_NSLOTS, eoff) < 0)
+        || slot_offsets((PyTypeObject *)args[2], args[3], ME_NSLOTS, eoff) < 0
+        || slot_offsets((PyTypeObject *)args[4], args[5], 1, &aoff) < 0)
         return NULL;
     if (pos25 == NULL && (pos25 = PyLong_FromLong(25)) == NULL) return NULL;
     memcpy(change_off, coff, sizeof coff);
     memcpy(event_off, eoff, sizeof eoff);
+    at_off = aoff;
     Py_XSETREF(change_type, (PyTypeObject *)Py_NewRef(args[0]));
     Py_XSETREF(event_type, (PyTypeObject *)Py_NewRef(args[2]));
+    Py_XSETREF(stored_type, (PyTypeObject *)Py_NewRef(args[4]));
     Py_RETURN_NONE;
 }
 
-/* A MappedEvent's id, type, subject, position, commit_ts and body (borrowed) into f[6], read at their slots'
-   offsets: 1 when `e` is exactly the class init_glue was given and all six are set, else 0 (the caller
-   reads them as attributes). pack_events' six attribute lookups per event were ~4% of the capture
-   process's CPU (the type's method resolution, the member descriptor's getter). */
+/* A MappedEvent's id, type, subject, position, commit_ts, body and _at (borrowed) into f[7], read at their
+   slots' offsets: 1 when `e` is exactly one of the two classes init_glue was given and its slots are set,
+   else 0 (the caller reads them as attributes). A StoredEvent's body slot holds the BodyStore of the body
+   whose index is _at (fastpg_store.c); a MappedEvent has no _at (f[6] NULL). pack_events' six attribute
+   lookups per event were ~4% of the capture process's CPU (the type's method resolution, the member
+   descriptor's getter). */
 int fp_event_fields(PyObject *e, PyObject **f) {
-    if (event_type == NULL || !Py_IS_TYPE(e, event_type)) return 0;
+    if (event_type == NULL) return 0;
+    f[6] = NULL;
+    if (Py_IS_TYPE(e, stored_type)) {
+        if ((f[6] = SLOT(e, at_off)) == NULL) return 0;
+    } else if (!Py_IS_TYPE(e, event_type)) {
+        return 0;
+    }
     static const int which[6] = {ME_ID, ME_TYPE, ME_SUBJECT, ME_POSITION, ME_COMMIT_TS, ME_BODY};
     for (int i = 0; i < 6; i++)
         if ((f[i] = SLOT(e, event_off[which[i]])) == NULL) return 0;
@@ -293,13 +308,16 @@ static int next_ids(PyObject *changes, Py_ssize_t k, PyObject *plan, char ids[4]
 }
 
 PyObject *fp_render_events(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 4 || !PyList_Check(args[0]) || !PyTuple_Check(args[2]) || PyTuple_GET_SIZE(args[2]) < 1
-        || PyTuple_GET_SIZE(args[2]) > MAX_RULES + 1 || !PyList_Check(args[3])) {
-        PyErr_SetString(PyExc_TypeError, "render_events(changes: list, start, rules: tuple, out: list)");
+    if (nargs < 4 || nargs > 5 || !PyList_Check(args[0]) || !PyTuple_Check(args[2]) || PyTuple_GET_SIZE(args[2]) < 1
+        || PyTuple_GET_SIZE(args[2]) > MAX_RULES + 1 || !PyList_Check(args[3])
+        || (nargs == 5 && args[4] != Py_None && !fp_store_check(args[4]))) {
+        PyErr_SetString(PyExc_TypeError,
+                        "render_events(changes: list, start, rules: tuple, out: list[, store: BodyStore | None])");
         return NULL;
     }
     if (!glue_ready()) return NULL;
     PyObject *changes = args[0], *rules = args[2], *out = args[3];
+    PyObject *store = nargs == 5 && args[4] != Py_None ? args[4] : NULL;
     Py_ssize_t start = PyLong_AsSsize_t(args[1]);
     if (start == -1 && PyErr_Occurred()) return NULL;
     PyObject *layout = PyTuple_GET_ITEM(rules, 0);
@@ -351,14 +369,14 @@ PyObject *fp_render_events(PyObject *self, PyObject *const *args, Py_ssize_t nar
                 if (k - ids_at < ids_n && ids_pos[k - ids_at] == position)  /* (still the position it hashed) */
                     given = ids[k - ids_at];
             }
-            int rc = fp_event_parts_id(eargs, ev, given);   /* (render_event, without its result tuple) */
+            int rc = fp_event_parts_id(eargs, ev, given, store);   /* (render_event, without its result tuple) */
             if (rc < 0) goto error;
             if (rc == FP_EVENT_SKIP) continue;      /* the rule's `changed` columns did not change */
             if (rc == FP_EVENT_PURE) {              /* this change goes through the pure path */
                 pure = 1;
                 break;
             }
-            PyObject *me = event_type->tp_alloc(event_type, 0);
+            PyObject *me = store ? stored_type->tp_alloc(stored_type, 0) : event_type->tp_alloc(event_type, 0);
             if (me == NULL) {
                 for (int i = 0; i < 3; i++) Py_DECREF(ev[i]);
                 goto error;
@@ -368,9 +386,10 @@ PyObject *fp_render_events(PyObject *self, PyObject *const *args, Py_ssize_t nar
             SLOT(me, event_off[ME_SUBJECT]) = ev[1];
             SLOT(me, event_off[ME_POSITION]) = Py_NewRef(position);
             SLOT(me, event_off[ME_COMMIT_TS]) = Py_NewRef(ts);
-            SLOT(me, event_off[ME_BODY]) = ev[2];
+            SLOT(me, event_off[ME_BODY]) = store ? Py_NewRef(store) : ev[2];
             SLOT(me, event_off[ME_OUTBOX_ROW]) = Py_NewRef(Py_None);
             SLOT(me, event_off[ME_ONLY_TARGET]) = Py_NewRef(Py_None);
+            if (store) SLOT(me, at_off) = ev[2];
             PyObject_GC_UnTrack(me);
             made[nmade++] = me;
         }
@@ -429,14 +448,15 @@ PyObject *fp_run_end(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
 /* event_bounds(events) -> (min position, max position, min commit_ts, max commit_ts, whether every event's
    only_target equals the first one's), what Spool.append computed with min() and max() over lists made per
    event (agent/spool_frames.py: `bounds` is the reference); None when an event is not exactly the
-   MappedEvent class, a position not a str or a commit_ts not a float (the caller computes them in Python). */
+   MappedEvent class (or StoredEvent), a position not a str or a commit_ts not a float (the caller computes
+   them in Python). */
 PyObject *fp_event_bounds(PyObject *self, PyObject *events) {
     if (!PyList_Check(events) || event_type == NULL || PyList_GET_SIZE(events) == 0) Py_RETURN_NONE;
     PyObject *lo = NULL, *hi = NULL, *tlo = NULL, *thi = NULL, *target = NULL;
     int same = 1;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(events); i++) {
         PyObject *e = PyList_GET_ITEM(events, i);
-        if (!Py_IS_TYPE(e, event_type)) Py_RETURN_NONE;
+        if (!Py_IS_TYPE(e, event_type) && !Py_IS_TYPE(e, stored_type)) Py_RETURN_NONE;
         PyObject *p = SLOT(e, event_off[ME_POSITION]), *t = SLOT(e, event_off[ME_COMMIT_TS]);
         PyObject *only = SLOT(e, event_off[ME_ONLY_TARGET]);
         if (p == NULL || !PyUnicode_CheckExact(p) || t == NULL || !PyFloat_CheckExact(t) || only == NULL)

@@ -36,6 +36,43 @@ class MappedEvent:
     only_target: str | None = None     # snapshot --target: only this target gets it
 
 
+BODY_SLOT: Any = MappedEvent.__dict__["body"]         # (the slot itself: StoredEvent's `body` shadows it)
+
+
+class StoredEvent(MappedEvent):
+    """A MappedEvent the compiled mapper made (render_events), its body kept in its map call's BodyStore
+    with the others' (agent/fastpg_store.c): the body slot holds the store and _at the index; `body` gives
+    the bytes, the ones a MappedEvent would hold. A subclass, so that events made in Python keep a plain
+    slot (a property there cost ~150 ns per event made and per body read)."""
+
+    __slots__ = ("_at",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._at: int | None = None
+
+    @property
+    def body(self) -> bytes:
+        at = self._at
+        return BODY_SLOT.__get__(self) if at is None else BODY_SLOT.__get__(self).body(at)
+
+    @body.setter
+    def body(self, body: bytes) -> None:
+        BODY_SLOT.__set__(self, body)
+        self._at = None
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, MappedEvent):
+            return NotImplemented
+        return _fields(self) == _fields(other)
+
+    __hash__ = None       # type: ignore[assignment]
+
+
+def _fields(e: MappedEvent) -> tuple:
+    return e.id, e.type, e.subject, e.position, e.commit_ts, e.body, e.outbox_row, e.only_target
+
+
 @dataclass(slots=True)
 class MappingFailure:
     """A change that could not become an event, for the dead-letter store."""
@@ -165,6 +202,7 @@ class EventMapper:
         self._dict_layouts: dict[str, tuple[RowLayout | None, tuple[str, ...], int]] = {}
         # runs of RenderedRowChanges are mapped in one C call (agent/fastpg_glue.c): its rules per row layout
         self._render_events = fastpath.events_renderer()
+        self._body_store = fastpath.body_store or _no_store
         self._runs: dict[RowLayout, tuple | None] = {}
         for table in cfg.source.tables:
             if table in self.outbox:
@@ -182,6 +220,7 @@ class EventMapper:
         events: list[MappedEvent] = []
         failures: list[MappingFailure] = []
         render_run = self._render_events
+        store = None        # the bodies of the events render_run makes (agent/fastpg_store.c), from the first
         i, n = 0, len(changes)
         while i < n:
             ch = changes[i]
@@ -192,7 +231,9 @@ class EventMapper:
                     run = self._run_rules(ch)
                 if run is not None:
                     # this change and the ones after it of the same layout, while C can map them all
-                    j = render_run(changes, i - 1, run, events)
+                    if store is None:
+                        store = self._body_store()
+                    j = render_run(changes, i - 1, run, events, store)
                     if j >= i:
                         i = j
                         continue
@@ -386,6 +427,10 @@ class EventMapper:
         if rule.fields is None:
             return row
         return {out: row[col] for out, col in rule.fields if col in row}
+
+
+def _no_store() -> None:
+    return None
 
 
 _UNSET: Any = object()

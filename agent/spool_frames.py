@@ -151,8 +151,8 @@ def pack(events: Sequence[Any], codec: FrameCodec | None = None) -> tuple[bytes,
     codec = codec or thread_codec()
     fields = _pack_events(events, codec.joined) if _pack_events is not None else None
     if fields is not None:
-        *lists, size = fields
-        body = codec.compress(memoryview(codec.joined)[:size])
+        *lists, joined = fields         # their size in codec.joined, or a view of them in their BodyStore
+        body = codec.compress(memoryview(codec.joined)[:joined] if type(joined) is int else joined)
     else:
         *lists, joined = _fields_pure(events)
         body = codec.compress(joined)

@@ -197,7 +197,8 @@ def test_usual_rows_are_rendered_in_c(msg_kind, monkeypatch):
     runs = []
     real_run = m._render_events
     assert real_run is not None
-    m._render_events = lambda changes, start, run, out: runs.append(real_run(changes, start, run, out)) or runs[-1]
+    m._render_events = lambda changes, start, run, out, store=None: \
+        runs.append(real_run(changes, start, run, out, store)) or runs[-1]
     events, failures = m.map([ch])
     # the whole change in one render_events call (both rules), none through the per-change render_event
     assert calls == [] and not failures and runs == [1] and made == [] and len(events) == 2
