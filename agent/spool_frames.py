@@ -26,7 +26,9 @@ thread). Kept separate from `head` so that counting, replay lookups and the dash
 small head, not the bodies.
 
 The per-event work of `pack` is compiled when the `_fastpg` extension is built (agent/fastpg_frame.c, 0.15 µs
-per event instead of ~0.7); `_fields_pure` is the fallback and the reference, byte for byte.
+per event instead of ~0.7); `_fields_pure` is the fallback and the reference, byte for byte. The compiled
+mapper's events (StoredEvents) keep their bodies in one buffer with the ids cut out already
+(agent/fastpg_store.c): a frame of them is compressed from that buffer as it is.
 """
 
 from __future__ import annotations
