@@ -212,7 +212,7 @@ class FrameHead:
         self.starts = None
         if self.payload is not None:
             self.starts = [0, *accumulate(self.lens)]
-        self.index = None          # decoded: the lists from now on
+        self.index, self.raw = None, b""       # decoded: the lists from now on, the JSON no longer needed
 
     def __getattr__(self, name: str) -> Any:
         # only for a slot not set: the per-event lists of a head read for lines only

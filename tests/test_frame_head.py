@@ -72,7 +72,7 @@ def test_a_head_read_for_lines_gives_what_the_decoded_head_gives(evs, data):
     assert lean.types_of(lo, hi) == full.types_of(lo, hi) == [e.type for e in evs[lo:hi]]
     for name in ("ids", "offs", "subjects", "positions", "ts", "lens", "starts", "tix", "types", "format"):
         assert getattr(lean, name) == getattr(full, name), name
-    assert lean.index is None                   # decoded now: the usual lists from here on
+    assert lean.index is None and lean.raw == b""     # decoded now: the usual lists from here on, the JSON gone
     assert lean.events(lo, hi) == full.events(lo, hi)
 
 
