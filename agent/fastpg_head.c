@@ -312,7 +312,7 @@ PyObject *fp_head_index(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         goto done;
     for (Py_ssize_t i = 0; i < n; i++) {
         int64_t len = tmp[i], off = recs[i].off;
-        if (len < 0 || len > ((int64_t)1 << 40) || off < -1 || off > len || (off >= 0 && recs[i].id_len == 0))
+        if (len < 0 || len > ((int64_t)1 << 32) || off < -1 || off > len || (off >= 0 && recs[i].id_len == 0))
             goto done;        /* (pack never cuts an empty id: its offset is -1) */
         recs[i].start = size;
         size += len;
