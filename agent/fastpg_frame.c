@@ -284,9 +284,10 @@ static Py_ssize_t run_lines(PyObject *run, char *w, char **end)
 }
 
 /* join_lines(runs) -> bytes: the JSON lines of runs of frames' events, each run a tuple (payload, starts,
-   offs, ids, lo, hi) of a loaded FrameHead's fields, or (payload, head, index, lo, hi) of an indexed one (FrameHead.lines is the reference: each body with its id
-   put back, then a newline), copied once into the result; or None when a run is not of the usual kinds (the
-   caller joins them in Python, which raises what it raises on a damaged frame). */
+   offs, ids, lo, hi) of a loaded FrameHead's fields, or (payload, head, index, lo, hi) of one read for its
+   lines (FrameHead.lines is the reference: each body with its id put back, then a newline), copied once
+   into the result; or None when a run is not of the usual kinds (the caller joins them in Python, which
+   raises what it raises on a damaged frame). */
 PyObject *fp_join_lines(PyObject *self, PyObject *runs)
 {
     if (!PyList_CheckExact(runs)) {

@@ -225,9 +225,12 @@ class FrameHead:
         return self.types[self.tix[i]]
 
     def load_body(self, body: bytes, codec: FrameCodec | None = None) -> None:
-        indexed = self.index is not None
-        starts = None if indexed else [0, *accumulate(self.lens)]
-        at = self.size if indexed else starts[-1]        # type: ignore[index]
+        starts: list[int] | None = None
+        if self.index is not None:
+            at = self.size
+        else:
+            starts = [0, *accumulate(self.lens)]
+            at = starts[-1]
         fmt, payload = (codec or thread_codec()).decompress(body, at)    # the right size at once: no regrowing
         if fmt != self.format:
             raise ValueError(f"spool frame {self.seq}: a format {fmt} body under a format {self.format} head")
