@@ -125,6 +125,9 @@ void fp_blake2b16_hex4(int n, const uint8_t *const parts[][3], const Py_ssize_t 
 PyObject *fp_blake2b16_many(PyObject *self, PyObject *arg);
 PyObject *fp_pack_events(PyObject *self, PyObject *const *args, Py_ssize_t nargs);      /* fastpg_frame.c */
 PyObject *fp_join_lines(PyObject *self, PyObject *runs);                                 /* fastpg_frame.c */
+PyObject *fp_head_index(PyObject *self, PyObject *const *args, Py_ssize_t nargs);       /* fastpg_head.c */
+PyObject *fp_head_latencies(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+Py_ssize_t fp_indexed_lines(PyObject *run, char *w, char **endp);
 PyObject *fp_init_glue(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 int fp_event_fields(PyObject *e, PyObject **f);     /* fastpg_glue.c: a MappedEvent's 7 fields at their slots */
 PyObject *fp_take_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs);

@@ -276,7 +276,11 @@ static Py_ssize_t int_item(PyObject *list, Py_ssize_t i, int *ok)
    its lines take (-1 when it is not of the usual kinds); with w, writes them there and returns the end. */
 static Py_ssize_t run_lines(PyObject *run, char *w, char **end)
 {
-    if (!PyTuple_CheckExact(run) || PyTuple_GET_SIZE(run) != 6)
+    if (!PyTuple_CheckExact(run))
+        return -1;
+    if (PyTuple_GET_SIZE(run) == 5)         /* (payload, head, index, lo, hi): an indexed head (fastpg_head.c) */
+        return fp_indexed_lines(run, w, end);
+    if (PyTuple_GET_SIZE(run) != 6)
         return -1;
     PyObject *payload = PyTuple_GET_ITEM(run, 0), *starts = PyTuple_GET_ITEM(run, 1),
              *offs = PyTuple_GET_ITEM(run, 2), *ids = PyTuple_GET_ITEM(run, 3);
@@ -331,9 +335,10 @@ static Py_ssize_t run_lines(PyObject *run, char *w, char **end)
 }
 
 /* join_lines(runs) -> bytes: the JSON lines of runs of frames' events, each run a tuple (payload, starts,
-   offs, ids, lo, hi) of a loaded FrameHead's fields (FrameHead.lines is the reference: each body with its id
-   put back, then a newline), copied once into the result; or None when a run is not of the usual kinds (the
-   caller joins them in Python, which raises what it raises on a damaged frame). */
+   offs, ids, lo, hi) of a loaded FrameHead's fields, or (payload, head, index, lo, hi) of one read for its
+   lines (FrameHead.lines is the reference: each body with its id put back, then a newline), copied once
+   into the result; or None when a run is not of the usual kinds (the caller joins them in Python, which
+   raises what it raises on a damaged frame). */
 PyObject *fp_join_lines(PyObject *self, PyObject *runs)
 {
     if (!PyList_CheckExact(runs)) {

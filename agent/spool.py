@@ -252,13 +252,14 @@ class Spool:
         row = self.db.execute("SELECT max(seq) FROM frames WHERE seq <= ?", (seq,)).fetchone()
         return row[0] if row and row[0] is not None else 0
 
-    def _frame(self, seq: int, n: int, only: str | None, with_body: bool) -> FrameHead:
-        """A frame decoded, from the reader's cache when it was read before (frames never change)."""
+    def _frame(self, seq: int, n: int, only: str | None, with_body: bool, lines: bool = False) -> FrameHead:
+        """A frame decoded, from the reader's cache when it was read before (frames never change); `lines`:
+        read for the file target's lines (FrameHead)."""
         cache = self._cache
         f = cache.get(seq)
         try:
             if f is None or f.n != n:
-                f = FrameHead(seq, n, only, self._blob("head", seq), self._codec)
+                f = FrameHead(seq, n, only, self._blob("head", seq), self._codec, lines)
             else:
                 del cache[seq]
             if with_body and f.payload is None:
@@ -341,8 +342,9 @@ class Spool:
             out.extend(frame.events(lo, hi))
         return out
 
-    def fetch_runs(self, after_seq: int, limit: int) -> list[tuple[FrameHead, int, int]]:
-        """The same events as `fetch`, as (frame, lo, hi): the frame's events lo .. hi - 1, bodies loaded."""
+    def fetch_runs(self, after_seq: int, limit: int, lines: bool = False) -> list[tuple[FrameHead, int, int]]:
+        """The same events as `fetch`, as (frame, lo, hi): the frame's events lo .. hi - 1, bodies loaded;
+        `lines`: the frames' heads read for their JSON lines first (FrameHead)."""
         first = max(after_seq, self._pruned_seq()) + 1
         out: list[tuple[FrameHead, int, int]] = []
         taken = 0
@@ -359,7 +361,7 @@ class Spool:
                     continue
                 lo = max(first, seq) - seq
                 hi = min(n, lo + limit - taken)
-                out.append((self._frame(seq, n, only, True), lo, hi))
+                out.append((self._frame(seq, n, only, True, lines), lo, hi))
                 taken += hi - lo
                 if taken >= limit:
                     break

@@ -37,7 +37,8 @@ import os
 import threading
 import zlib
 from collections.abc import Callable, Sequence
-from itertools import accumulate
+from itertools import accumulate, repeat
+from operator import sub
 from typing import Any
 
 import orjson
@@ -118,6 +119,8 @@ def _fields_pure(events: Sequence[Any]) -> tuple[list[str], int | list[int], lis
 _pack_events: Callable[[Sequence[Any], bytearray], tuple | None] | None
 _join_lines: Callable[[list[tuple]], bytes | None] | None
 _event_bounds: Callable[[list], tuple | None] | None
+_head_index: Callable[[bytes, int], tuple[int, bytes, bytes, int] | None] | None
+_head_latencies: Callable[[bytes, float, int, int], list[float]] | None
 try:
     from ._fastpg import pack_events as _pack_events
 except ImportError:         # not built, or a build from before it: the pure path, the same bytes
@@ -130,8 +133,12 @@ try:
     from ._fastpg import event_bounds as _event_bounds
 except ImportError:
     _event_bounds = None
+try:
+    from ._fastpg import head_index as _head_index, head_latencies as _head_latencies
+except ImportError:
+    _head_index = _head_latencies = None
 if os.environ.get("CDC_AGENT_PURE", "") not in ("", "0"):
-    _pack_events = _join_lines = _event_bounds = None
+    _pack_events = _join_lines = _event_bounds = _head_index = _head_latencies = None
 
 
 def bounds(events: list) -> tuple[str, str, float, float, bool]:
@@ -161,37 +168,92 @@ def pack(events: Sequence[Any], codec: FrameCodec | None = None) -> tuple[bytes,
     return codec.compress(orjson.dumps([FORMAT, *lists])), body
 
 
+# the slots a head read for lines only leaves unset until one of them is asked for (FrameHead.__getattr__)
+_DECODED = frozenset(("ids", "offs", "subjects", "positions", "ts", "lens", "starts"))
+
+
 class FrameHead:
-    """A frame's head, decoded: per-event metadata, and its bodies once `load_body` was called."""
+    """A frame's head, decoded: per-event metadata, and its bodies once `load_body` was called.
+
+    `lines=True` (the file target's path, Spool.fetch_runs): when compiled, only what the lines and the
+    latencies need is read (`_head_index`: the bodies' places, the ids' places in the head's JSON, the commit
+    times as doubles), no object per event; the per-event lists (ids, subjects, positions, ts, ...) are
+    decoded from the kept JSON the first time something asks for one (`__getattr__`), so every other reader
+    sees the same FrameHead."""
 
     __slots__ = ("seq", "n", "only_target", "format", "types", "tix", "ids", "offs", "subjects", "positions",
-                 "ts", "lens", "starts", "payload")
+                 "ts", "lens", "starts", "payload", "raw", "index", "tsd", "size")
 
-    def __init__(self, seq: int, n: int, only_target: str | None, head: bytes, codec: FrameCodec | None = None):
-        fmt, raw = (codec or thread_codec()).decompress(head)
-        d = orjson.loads(raw)
-        if not isinstance(d, list) or not d or d[0] != fmt or len(d) != 9:
+    def __init__(self, seq: int, n: int, only_target: str | None, head: bytes, codec: FrameCodec | None = None,
+                 lines: bool = False):
+        self.format, self.raw = (codec or thread_codec()).decompress(head)
+        self.seq, self.n, self.only_target = seq, n, only_target
+        self.payload: bytes | None = None
+        self.index: bytes | None = None
+        indexed = _head_index(self.raw, n) if lines and _head_index is not None else None
+        if indexed is not None:
+            end, index, tsd, size = indexed
+            first = orjson.loads(self.raw[:end] + b"]")      # the format, the types, the type of each: small
+            if first[0] == self.format:
+                _, self.types, tix = first
+                self.tix = [0] * n if tix == 0 else tix
+                self.index, self.tsd, self.size = index, tsd, size
+                return
+        self._decode()
+
+    def _decode(self) -> None:
+        """The head's per-event lists, from its JSON (all of them: the usual path)."""
+        d = orjson.loads(self.raw)
+        seq, n = self.seq, self.n
+        if not isinstance(d, list) or not d or d[0] != self.format or len(d) != 9:
             raise ValueError(f"spool frame {seq}: unknown frame format {d[0] if isinstance(d, list) and d else d!r}")
         self.format, self.types, tix, self.ids, self.offs, self.subjects, self.positions, self.ts, self.lens = d
         if len(self.ids) != n:
             raise ValueError(f"spool frame {seq}: head has {len(self.ids)} events, the row says {n}")
         self.tix = [0] * n if tix == 0 else tix
-        self.seq, self.n, self.only_target = seq, n, only_target
-        self.starts: list[int] | None = None
-        self.payload: bytes | None = None
+        self.starts = None
+        if self.payload is not None:
+            self.starts = [0, *accumulate(self.lens)]
+        self.index, self.raw = None, b""       # decoded: the lists from now on, the JSON no longer needed
+
+    def __getattr__(self, name: str) -> Any:
+        # only for a slot not set: the per-event lists of a head read for lines only
+        if name in _DECODED and self.index is not None:
+            self._decode()
+            return getattr(self, name)
+        raise AttributeError(name)
 
     def type_of(self, i: int) -> str:
         return self.types[self.tix[i]]
 
     def load_body(self, body: bytes, codec: FrameCodec | None = None) -> None:
-        starts = [0, *accumulate(self.lens)]
-        at = starts[-1]
+        starts: list[int] | None = None
+        if self.index is not None:
+            at = self.size
+        else:
+            starts = [0, *accumulate(self.lens)]
+            at = starts[-1]
         fmt, payload = (codec or thread_codec()).decompress(body, at)    # the right size at once: no regrowing
         if fmt != self.format:
             raise ValueError(f"spool frame {self.seq}: a format {fmt} body under a format {self.format} head")
         if at != len(payload):
             raise ValueError(f"spool frame {self.seq}: bodies take {len(payload)} bytes, the head says {at}")
-        self.starts, self.payload = starts, payload
+        self.payload = payload
+        if starts is not None:
+            self.starts = starts
+
+    def latencies(self, now: float, lo: int, hi: int) -> list[float]:
+        """now - the commit time of each of the events lo .. hi - 1 (the monitor's commit-to-delivery
+        latencies), without a float object per commit time when the head was read for lines."""
+        if self.index is not None and _head_latencies is not None:
+            return _head_latencies(self.tsd, now, lo, hi)
+        return list(map(sub, repeat(now, hi - lo), self.ts[lo:hi]))       # now - t, in C
+
+    def types_of(self, lo: int, hi: int) -> list[str]:
+        """The event type of each of the events lo .. hi - 1."""
+        if len(self.types) == 1:
+            return self.types * (hi - lo)
+        return list(map(self.types.__getitem__, self.tix[lo:hi]))
 
     def events(self, lo: int, hi: int) -> list[SpooledEvent]:
         """The events lo .. hi - 1 of the frame (indexes), bodies restored."""
@@ -227,7 +289,8 @@ def lines_of(runs: Sequence[tuple[FrameHead, int, int]]) -> bytes:
     """The JSON lines of runs (frame, lo, hi) of loaded frames, joined: what `FrameHead.lines` gives, in one
     copy of the bodies when compiled (the pieces and their join were ~20% of the delivery child's CPU)."""
     if _join_lines is not None:
-        data = _join_lines([(f.payload, f.starts, f.offs, f.ids, lo, hi) for f, lo, hi in runs])
+        data = _join_lines([(f.payload, f.raw, f.index, lo, hi) if f.index is not None else
+                            (f.payload, f.starts, f.offs, f.ids, lo, hi) for f, lo, hi in runs])
         if data is not None:
             return data
     parts: list[bytes] = []

@@ -21,8 +21,6 @@ import gc
 import logging
 import threading
 import time
-from itertools import repeat
-from operator import sub
 
 from adapters import build_target
 
@@ -221,7 +219,7 @@ class TargetWorker(threading.Thread):
     def _next_runs(self, spool: Spool, cursor: int) -> tuple[list[tuple[FrameHead, int, int]], int]:
         """`_next_batch` for a target that takes every event type, as runs of frames (Spool.fetch_runs):
         the runs meant for this target, and the last seq looked at."""
-        runs = spool.fetch_runs(cursor, self.settings.batch_size)
+        runs = spool.fetch_runs(cursor, self.settings.batch_size, lines=True)
         if not runs:
             return [], cursor
         last, _, hi = runs[-1]
@@ -258,12 +256,8 @@ class TargetWorker(threading.Thread):
             latencies: list[float] = []
             types: list[str] = []
             for frame, lo, hi in runs:
-                latencies += map(sub, repeat(now, hi - lo), frame.ts[lo:hi])    # now - t, in C
-                if len(frame.types) == 1:
-                    types += frame.types * (hi - lo)
-                else:
-                    names = frame.types
-                    types += [names[i] for i in frame.tix[lo:hi]]
+                latencies += frame.latencies(now, lo, hi)
+                types += frame.types_of(lo, hi)
             self.monitor.delivered_latencies(name, latencies, types)
         return True
 
