@@ -139,12 +139,19 @@ class DeliveryProcess:
         """One child's reports, until its end of the pipe closes (it exited)."""
         with stream:
             while (frame := read_frame(stream)) is not None:
-                msg = pickle.loads(frame)
-                kind = msg[0]
-                if kind == "live":
-                    _, name, fields = msg
-                    live = self.monitor.target(name)
-                    live.state, live.last_error, live.failed = fields
-                elif kind == "digest":
-                    _, name, digest = msg
-                    self.monitor.merge_digest(name, digest)
+                try:
+                    self._take(pickle.loads(frame))
+                except Exception:
+                    # a bug, reported; the reading goes on: a reader that stopped would leave the child
+                    # blocked on a full pipe, its deliveries with it
+                    log.exception("a report of the delivery process could not be taken in")
+
+    def _take(self, msg: tuple) -> None:
+        kind = msg[0]
+        if kind == "live":
+            _, name, fields = msg
+            live = self.monitor.target(name)
+            live.state, live.last_error, live.failed = fields
+        elif kind == "digest":
+            _, name, digest = msg
+            self.monitor.merge_digest(name, digest)

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import signal
 from pathlib import Path
 
-from agent.delivery import child_environ
+from agent.delivery import DeliveryProcess, child_environ
+from agent.delivery_child import write_all
+from agent.monitor import Monitor
 from tests.agentproc import AgentProcess, pid_running, read_events, wait_for
 from tests.plugins import free_port
 from tests.test_pg_pipeline import cli, write_config
@@ -101,3 +104,18 @@ def test_a_child_that_dies_is_started_again_and_delivers(pg_db, tmp_path):
 def test_the_childs_environment_keeps_everything_but_the_secrets():
     env = {"PATH": "/usr/bin:/bin", "PW": PASSWORD, "URL": f"amqp://u:{PASSWORD}@h/", "SHORT": "abc", "X": "abcd"}
     assert child_environ(env, [PASSWORD, "abc"]) == {"PATH": "/usr/bin:/bin", "X": "abcd"}
+
+
+def test_a_report_that_cannot_be_taken_in_is_logged_and_the_relay_reads_on(caplog):
+    """A relay that stopped reading would leave the child blocked on a full pipe, and its deliveries too."""
+    monitor = Monitor("a", "postgres")
+    r, w = os.pipe()
+    for msg in [("digest", "t", "not a digest"), ("live", "t", ("retrying", "down", 3))]:
+        data = pickle.dumps(msg)
+        write_all(w, len(data).to_bytes(4, "little") + data)
+    write_all(w, (100).to_bytes(4, "little") + b"cut short")      # the child died mid-frame
+    os.close(w)
+    DeliveryProcess(None, monitor, [])._relay_reports(os.fdopen(r, "rb"))     # type: ignore[arg-type]
+    live = monitor.targets["t"]
+    assert (live.state, live.last_error, live.failed) == ("retrying", "down", 3)
+    assert "could not be taken in" in caplog.text
