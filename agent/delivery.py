@@ -5,39 +5,49 @@ Nothing about the guarantees changes: the child runs the same `TargetWorker`s, e
 through its own SQLite connection and moving its cursor only after its target confirmed, exactly as the
 threads would in-process. The parent only loses direct access to the workers' live state, so the child
 relays it: target state changes, and what was delivered added up (`DeliveryDigest`: latency histogram bucket
-counts, uniform latency samples per target and per event type), travel over a queue and are merged into
+counts, uniform latency samples per target and per event type), travel over a pipe and are merged into
 the parent's `Monitor`, which health and metrics read as before. Added up in the child, not sent per event:
 the parent (also the capture process) spent 5% of its time taking in every event's latency.
 If the child dies, the parent starts a new one; it resumes from the spool cursors. If the parent dies (even
 by SIGKILL), the kernel kills the child (PR_SET_PDEATHSIG), and a child only delivers while it holds
 `state_dir/delivery.lock`, so a restarted agent never has two delivery processes writing to one target.
+
+How the child is started: `subprocess.Popen` of a fresh interpreter running agent/delivery_child.py's BOOT,
+with three pipes passed as fds (that module's docstring has what goes over them). Not multiprocessing's
+spawn: its Events and Queue are named semaphores, which start multiprocessing's resource tracker, a third
+interpreter (~20-30 ms of CPU per agent start), and its child imports the parent's main module (agent.cli,
+~40 ms) before anything of delivery's. Not a fork: the parent holds threads (the health server, the relay,
+after a respawn the source's heartbeat) and SQLite and libpq connections when the child starts, and a
+forked child would inherit their held locks and, for SQLite, a lock state the kernel does not share.
 """
 
 from __future__ import annotations
 
-import ctypes
-import fcntl
 import logging
-import multiprocessing as mp
 import os
-import queue
-import signal
+import pickle
+import subprocess
+import sys
 import threading
 import time
-from typing import TYPE_CHECKING
 
-from . import logs, secrets
 from .config import Config
+from .delivery_child import BOOT, read_frame, write_all
 from .monitor import Monitor
-from .worker import DRAIN_SECONDS, TargetWorker, tune_gc
-
-if TYPE_CHECKING:
-    from multiprocessing.context import SpawnProcess
 
 log = logging.getLogger(__name__)
 
-RELAY_SECONDS = 0.1
 RESPAWN_SECONDS = 2.0
+RELAY_JOIN_SECONDS = 2.0
+
+
+def child_environ(environ, secret_values: list[str]) -> dict[str, str]:
+    """The parent's environment without the variables that hold a secret: the config took those from
+    ${NAME}s, and the child gets the config itself. A value that is a secret, or holds one of 8 characters
+    or more (a shorter one would match ordinary values, paths, by chance), stays out of /proc/<pid>/environ."""
+    exact = set(secret_values)
+    long = [s for s in exact if len(s) >= 8]
+    return {k: v for k, v in environ.items() if v not in exact and not any(s in v for s in long)}
 
 
 class DeliveryProcess:
@@ -45,141 +55,103 @@ class DeliveryProcess:
 
     def __init__(self, cfg: Config, monitor: Monitor, secret_values: list[str]):
         self.cfg, self.monitor, self.secrets = cfg, monitor, secret_values
-        self.ctx = mp.get_context("spawn")      # no fork: the parent holds threads and database connections
-        self.stop_event = self.ctx.Event()
-        self.wake_event = self.ctx.Event()
-        self.reports = self.ctx.Queue()
-        self.proc: SpawnProcess | None = None
+        self.proc: subprocess.Popen | None = None
+        self._control = self._wake = -1           # the parent's ends of the current child's pipes
         self._spawned_at = 0.0
-        self._relay = threading.Thread(target=self._relay_reports, name="delivery-relay", daemon=True)
+        self._relay: threading.Thread | None = None
         self._closing = False
 
     def start(self) -> None:
         self._spawn()
-        self._relay.start()
 
     def _spawn(self) -> None:
-        self.proc = self.ctx.Process(target=_child_main, name="cdc-agent-delivery",
-                                     args=(self.cfg, self.secrets, self.stop_event, self.wake_event, self.reports,
-                                           os.getpid()),
-                                     daemon=False)
-        self.proc.start()
+        self._close_pipes()
+        if self._relay is not None:     # the last child's reports, read to their end before a new one's
+            self._relay.join(RELAY_JOIN_SECONDS)
+        control_r, control_w = os.pipe()
+        wake_r, wake_w = os.pipe()
+        reports_r, reports_w = os.pipe()
+        os.set_blocking(wake_w, False)
+        fds = (control_r, wake_r, reports_w)
+        try:
+            # interpreter flags (-X importtime, -O, ...) as multiprocessing passed them
+            flags = subprocess._args_from_interpreter_flags()      # type: ignore[attr-defined]
+            args = [sys.executable, *flags, "-c", BOOT, *map(str, fds), str(os.getpid())]
+            self.proc = subprocess.Popen(args, pass_fds=fds, stdin=subprocess.DEVNULL,
+                                         env=child_environ(os.environ, self.secrets))
+        except BaseException:
+            for fd in (control_w, wake_w, reports_r):
+                os.close(fd)
+            raise
+        finally:
+            for fd in fds:
+                os.close(fd)
         self._spawned_at = time.monotonic()
+        self._control, self._wake = control_w, wake_w
+        self._relay = threading.Thread(target=self._relay_reports, args=(os.fdopen(reports_r, "rb"),),
+                                       name="delivery-relay", daemon=True)
+        self._relay.start()
+        start = pickle.dumps(sys.path) + pickle.dumps((self.cfg, self.secrets), pickle.HIGHEST_PROTOCOL)
+        try:
+            write_all(control_w, start)     # blocks only while the child has not read: as spawn's did
+        except OSError as e:                # the child died at once: ensure_alive starts another
+            log.error("delivery process did not take its start data: %s", e)
+
+    def _close_pipes(self) -> None:
+        for fd in (self._control, self._wake):
+            if fd >= 0:
+                os.close(fd)
+        self._control = self._wake = -1
 
     def wake(self) -> None:
-        self.wake_event.set()
+        try:
+            os.write(self._wake, b"w")
+        except OSError:
+            pass        # full: the child has wakes pending; gone: ensure_alive replaces it
 
     def ensure_alive(self) -> None:
         """Called from the capture loop: a delivery child that died is replaced (cursors are in the spool),
         at most every RESPAWN_SECONDS so that a child dying at start does not spin."""
-        if self.proc is not None and not self._closing and not self.proc.is_alive():
+        if self.proc is not None and not self._closing and self.proc.poll() is not None:
             if time.monotonic() - self._spawned_at < RESPAWN_SECONDS:
                 return
-            log.error("delivery process exited with code %s; starting a new one", self.proc.exitcode)
+            log.error("delivery process exited with code %s; starting a new one", self.proc.returncode)
             self._spawn()
 
     def stop(self, timeout: float) -> None:
         self._closing = True
-        self.stop_event.set()
-        self.wake_event.set()
+        if self._control >= 0:
+            os.close(self._control)           # the child's signal to stop
+            self._control = -1
         if self.proc is not None:
-            self.proc.join(timeout)
-            if self.proc.is_alive():
-                log.warning("delivery process did not stop in %.0fs; terminating it", timeout)
-                self.proc.terminate()
-                self.proc.join(5)
-        self._relay.join(2)
-
-    def _relay_reports(self) -> None:
-        while True:
             try:
-                msg = self.reports.get(timeout=0.5)
-            except queue.Empty:
-                if self._closing and (self.proc is None or not self.proc.is_alive()):
-                    return
-                continue
-            except (EOFError, OSError):
-                return
-            kind = msg[0]
-            if kind == "live":
-                _, name, fields = msg
-                live = self.monitor.target(name)
-                live.state, live.last_error, live.failed = fields
-            elif kind == "digest":
-                _, name, digest = msg
-                self.monitor.merge_digest(name, digest)
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                # SIGKILL: the child ignores SIGTERM (a Ctrl-C or kill of the process group is the parent's)
+                log.warning("delivery process did not stop in %.0fs; terminating it", timeout)
+                self.proc.kill()
+                self.proc.wait(5)
+        self._close_pipes()
+        if self._relay is not None:
+            self._relay.join(RELAY_JOIN_SECONDS)
 
+    def _relay_reports(self, stream) -> None:
+        """One child's reports, until its end of the pipe closes (it exited)."""
+        with stream:
+            while (frame := read_frame(stream)) is not None:
+                try:
+                    self._take(pickle.loads(frame))
+                except Exception:
+                    # a bug, reported; the reading goes on: a reader that stopped would leave the child
+                    # blocked on a full pipe, its deliveries with it
+                    log.exception("a report of the delivery process could not be taken in")
 
-def _die_with_parent(parent_pid: int) -> None:
-    """Ask the kernel to SIGKILL this process when the parent exits (Linux), and catch the race where the
-    parent was already gone. Killing delivery mid-batch is safe: cursors move only after a confirmation."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)     # 1 = PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass                # not Linux: the relay loop below still notices a parent that went away
-    if os.getppid() != parent_pid:
-        os._exit(0)
-
-
-def _hold_delivery_lock(cfg: Config) -> int:
-    """Block until no other delivery process of this state_dir runs; the lock dies with the process."""
-    fd = os.open(cfg.agent.state_dir / "delivery.lock", os.O_RDWR | os.O_CREAT, 0o600)
-    fcntl.flock(fd, fcntl.LOCK_EX)
-    return fd
-
-
-def _child_main(cfg: Config, secret_values: list[str], stop_event, wake_event, reports, parent_pid: int) -> None:
-    _die_with_parent(parent_pid)
-    # the parent handles SIGINT/SIGTERM and tells us through stop_event; a Ctrl-C on the terminal
-    # reaches the whole process group, and must not kill delivery mid-batch
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    _hold_delivery_lock(cfg)
-    for s in secret_values:
-        secrets.register(s)
-    logs.setup(cfg.agent.log_format, cfg.agent.log_level)
-    tune_gc()
-    monitor = Monitor(cfg.agent.name, cfg.source.kind)
-    monitor.digests = {}            # deliveries add up there until relayed
-    monitor.relay = lambda name, digest: reports.put(("digest", name, digest))
-    stop = threading.Event()
-    workers = [TargetWorker(cfg, t, monitor, stop) for t in cfg.targets]
-    # one target: its worker waits on the parent's wake event itself (same wait/set/clear), one hop
-    # instead of two: this loop waking, then the worker thread (measured 0.3 ms p50, the tail much longer
-    # on a loaded machine); several targets: this loop fans the wake out
-    direct = len(workers) == 1
-    if direct:
-        workers[0].wake = wake_event        # a multiprocessing Event: the same wait/set/clear
-    for w in workers:
-        w.start()
-    sent: dict[str, tuple] = {}
-
-    def relay_live() -> None:
-        for name, live in list(monitor.targets.items()):
-            fields = (live.state, live.last_error, live.failed)
-            if sent.get(name) != fields:
-                sent[name] = fields
-                reports.put(("live", name, fields))
-
-    while not stop_event.is_set():
-        if os.getppid() != parent_pid:
-            os._exit(0)                 # the parent is gone without telling us (no PDEATHSIG here)
-        if direct:
-            stop_event.wait(RELAY_SECONDS)
-        elif wake_event.wait(RELAY_SECONDS):
-            wake_event.clear()
-            for w in workers:
-                w.wake.set()
-        relay_live()
-    stop.set()
-    for w in workers:
-        w.wake.set()
-    deadline = time.monotonic() + DRAIN_SECONDS + 5
-    for w in workers:
-        w.join(max(0.1, deadline - time.monotonic()))
-    for name in list(monitor.digests):
-        monitor.relay_digest(name)
-    relay_live()
-    reports.close()
-    reports.join_thread()
-
+    def _take(self, msg: tuple) -> None:
+        kind = msg[0]
+        if kind == "live":
+            _, name, fields = msg
+            live = self.monitor.target(name)
+            live.state, live.last_error, live.failed = fields
+        elif kind == "digest":
+            _, name, digest = msg
+            self.monitor.merge_digest(name, digest)

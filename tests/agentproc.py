@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -70,8 +69,7 @@ class AgentProcess:
         return self.proc is not None and self.proc.poll() is None
 
     def log(self) -> str:
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return without_orphaned_spawn(text)
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def __enter__(self):
         return self.start()
@@ -79,21 +77,6 @@ class AgentProcess:
     def __exit__(self, *exc):
         if self.alive():
             self.kill()
-
-
-# Python's multiprocessing, not the agent, prints this when the agent is SIGKILLed in the instant between
-# starting its delivery child and handing it its start data: the child finds its pipe empty and exits (nothing
-# was delivered by it, so nothing is lost). Tests that SIGKILL at random moments drop exactly this block
-# before they look for tracebacks of the agent's own; any other traceback still fails them.
-_ORPHANED_SPAWN = re.compile(
-    r"Traceback \(most recent call last\):\n"
-    r"  File \"<string>\", line 1, in <module>\n"
-    r"(?:  File \"[^\"]*multiprocessing/spawn\.py\", line \d+, in \w+\n(?:    .*\n)*?)+"
-    r"EOFError: Ran out of input\n")
-
-
-def without_orphaned_spawn(text: str) -> str:
-    return _ORPHANED_SPAWN.sub("", text)
 
 
 def random_transactions(w: int, n_changes: int, expected: dict):
