@@ -41,15 +41,6 @@ RESPAWN_SECONDS = 2.0
 RELAY_JOIN_SECONDS = 2.0
 
 
-def child_environ(environ, secret_values: list[str]) -> dict[str, str]:
-    """The parent's environment without the variables that hold a secret: the config took those from
-    ${NAME}s, and the child gets the config itself. A value that is a secret, or holds one of 8 characters
-    or more (a shorter one would match ordinary values, paths, by chance), stays out of /proc/<pid>/environ."""
-    exact = set(secret_values)
-    long = [s for s in exact if len(s) >= 8]
-    return {k: v for k, v in environ.items() if v not in exact and not any(s in v for s in long)}
-
-
 class DeliveryProcess:
     """Parent side: starts the child, relays its reports into `monitor`, wakes it after each spool append."""
 
@@ -74,11 +65,10 @@ class DeliveryProcess:
         os.set_blocking(wake_w, False)
         fds = (control_r, wake_r, reports_w)
         try:
-            # interpreter flags (-X importtime, -O, ...) as multiprocessing passed them
-            flags = subprocess._args_from_interpreter_flags()      # type: ignore[attr-defined]
-            args = [sys.executable, *flags, "-c", BOOT, *map(str, fds), str(os.getpid())]
-            self.proc = subprocess.Popen(args, pass_fds=fds, stdin=subprocess.DEVNULL,
-                                         env=child_environ(os.environ, self.secrets))
+            # the environment is the parent's, as multiprocessing's child had it: a secret given through a
+            # ${NAME} is in the parent's environment already; the config, with its secrets, goes over the pipe
+            args = [sys.executable, "-c", BOOT, *map(str, fds), str(os.getpid())]
+            self.proc = subprocess.Popen(args, pass_fds=fds, stdin=subprocess.DEVNULL)
         except BaseException:
             for fd in (control_w, wake_w, reports_r):
                 os.close(fd)

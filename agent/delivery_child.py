@@ -3,7 +3,7 @@
 It is its own interpreter (exec'd, not forked, not multiprocessing), started as
 `python -c BOOT <control fd> <wake fd> <reports fd> <parent pid>`, and it imports only this module and what
 delivery needs (worker, spool, adapters, monitor, logs), never agent.cli. Its inputs and its links to the
-parent are pipes inherited through `pass_fds`; nothing secret is on its command line or in its environment:
+parent are pipes inherited through `pass_fds`; nothing secret is on its command line:
 
 - control (parent → child): two pickles, the parent's `sys.path` (read by BOOT, before any import of ours)
   and `(Config, secret values)`; then nothing more. The parent closing its end (stop(), or its death) is
