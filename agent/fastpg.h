@@ -67,6 +67,25 @@ static inline int buf_put(Buf *b, const void *s, Py_ssize_t n) {
     return 0;
 }
 static inline int buf_putc(Buf *b, char c) { return buf_put(b, &c, 1); }
+
+/* one JSON line of a spool frame at w: the body's n bytes with its id (idn bytes) put back at off (off < 0:
+   the body holds no cut id), then a newline; returns the end (join_lines' two kinds of run share it) */
+static inline char *fp_put_line(char *w, const char *body, Py_ssize_t n, Py_ssize_t off, const char *id,
+                                Py_ssize_t idn) {
+    if (off < 0) {
+        memcpy(w, body, (size_t)n);
+        w += n;
+    } else {
+        memcpy(w, body, (size_t)off);
+        w += off;
+        memcpy(w, id, (size_t)idn);
+        w += idn;
+        memcpy(w, body + off, (size_t)(n - off));
+        w += n - off;
+    }
+    *w++ = '\n';
+    return w;
+}
 #define BUF_LIT(b, s) buf_put((b), (s), (Py_ssize_t)(sizeof(s) - 1))
 
 /* v as 16 upper-case hex digits at o (sprintf's %016llX) */

@@ -316,18 +316,7 @@ static Py_ssize_t run_lines(PyObject *run, char *w, char **end)
             total += b - a + idn + 1;
             continue;
         }
-        if (off < 0) {
-            memcpy(w, p + a, (size_t)(b - a));
-            w += b - a;
-        } else {
-            memcpy(w, p + a, (size_t)off);
-            w += off;
-            memcpy(w, idp, (size_t)idn);
-            w += idn;
-            memcpy(w, p + a + off, (size_t)(b - a - off));
-            w += b - a - off;
-        }
-        *w++ = '\n';
+        w = fp_put_line(w, p + a, b - a, off, idp, idn);
     }
     if (end != NULL)
         *end = w;

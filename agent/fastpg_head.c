@@ -356,18 +356,7 @@ Py_ssize_t fp_indexed_lines(PyObject *run, char *w, char **endp)
             total += (Py_ssize_t)(b - a + idn + 1);
             continue;
         }
-        if (off < 0) {
-            memcpy(w, p + a, (size_t)(b - a));
-            w += b - a;
-        } else {
-            memcpy(w, p + a, (size_t)off);
-            w += off;
-            memcpy(w, h + ida, (size_t)idn);
-            w += idn;
-            memcpy(w, p + a + off, (size_t)(b - a - off));
-            w += b - a - off;
-        }
-        *w++ = '\n';
+        w = fp_put_line(w, p + a, (Py_ssize_t)(b - a), (Py_ssize_t)off, h + ida, (Py_ssize_t)idn);
     }
     if (endp != NULL)
         *endp = w;

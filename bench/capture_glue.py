@@ -157,6 +157,22 @@ def frames_of(msgs: list[bytes]) -> list[bytes]:
     return [_XLOG.pack(b"w", 0x1000000 + i, 0x1000000 + i, 0) + m for i, m in enumerate(msgs)]
 
 
+def replay_setup(args) -> tuple[config.Config, list[bytes]]:
+    """The replay's config and frames: the messages read from a slot (`--changes` of them), or from the
+    `--messages` file a run before kept."""
+    if args.messages and args.messages.exists():
+        msgs = pickle.loads(args.messages.read_bytes())
+    else:
+        msgs = read_messages(args.changes)
+        if args.messages:
+            args.messages.write_bytes(pickle.dumps(msgs))
+    cfg = config.parse({
+        "agent": {"name": "bench"}, "source": {"kind": "postgres", "dsn": "postgresql://x@h/bench",
+                                               "tables": ["public.bench_items"], "heartbeat_seconds": 0},
+        "targets": [{"name": "f", "kind": "file", "path": "x.jsonl"}]})
+    return cfg, frames_of(msgs)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--changes", type=int, default=200_000)
@@ -170,17 +186,7 @@ def main() -> None:
     if args.live:
         live(args)
         return
-    if args.messages and args.messages.exists():
-        msgs = pickle.loads(args.messages.read_bytes())
-    else:
-        msgs = read_messages(args.changes)
-        if args.messages:
-            args.messages.write_bytes(pickle.dumps(msgs))
-    frames = frames_of(msgs)
-    cfg = config.parse({
-        "agent": {"name": "bench"}, "source": {"kind": "postgres", "dsn": "postgresql://x@h/bench",
-                                               "tables": ["public.bench_items"], "heartbeat_seconds": 0},
-        "targets": [{"name": "f", "kind": "file", "path": "x.jsonl"}]})
+    cfg, frames = replay_setup(args)
     report(args, lambda path: run(cfg, frames, pure=path == "pure"), "replay")
     if args.profile:
         prof = cProfile.Profile()

@@ -10,17 +10,14 @@ bytes are never read in Python (as in the agent), so the run sees what the captu
 from __future__ import annotations
 
 import argparse
-import pickle
 import time
 from pathlib import Path
 
-from agent import config
 from agent.capture import CaptureCore
 from agent.mapping import EventMapper
 from agent.spool import FRAME_EVENTS
 from agent.spool_frames import FrameCodec, pack
-from bench.capture_core import read_messages
-from bench.capture_glue import _source, frames_of
+from bench.capture_glue import _source, replay_setup
 from bench.common import emit, table
 
 
@@ -60,17 +57,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--messages", type=Path, help="keep the messages read in this file; read them from it next time")
     args = ap.parse_args()
-    if args.messages and args.messages.exists():
-        msgs = pickle.loads(args.messages.read_bytes())
-    else:
-        msgs = read_messages(args.changes)
-        if args.messages:
-            args.messages.write_bytes(pickle.dumps(msgs))
-    frames = frames_of(msgs)
-    cfg = config.parse({
-        "agent": {"name": "bench"}, "source": {"kind": "postgres", "dsn": "postgresql://x@h/bench",
-                                               "tables": ["public.bench_items"], "heartbeat_seconds": 0},
-        "targets": [{"name": "f", "kind": "file", "path": "x.jsonl"}]})
+    cfg, frames = replay_setup(args)
     rows = []
     for r in range(args.rounds):
         s, n, out = run(cfg, frames)
