@@ -67,6 +67,7 @@ class HttpReceiver:
         self.closing = threading.Event()
         self.httpd: _Server | None = None
         self.thread: threading.Thread | None = None
+        self._hold: socket.socket | None = None     # the port while refused (refuse())
 
     @property
     def url(self) -> str:
@@ -162,6 +163,9 @@ class HttpReceiver:
         """(Re)open the listening socket on the same port."""
         if self.httpd is not None:
             return
+        if self._hold is not None:
+            self._hold.close()
+            self._hold = None
         deadline = time.monotonic() + 10
         while True:
             try:
@@ -176,13 +180,25 @@ class HttpReceiver:
         self.thread.start()
 
     def refuse(self) -> None:
-        """Close the listening socket: new connections get ECONNREFUSED until accept()."""
+        """Close the listening socket: new connections get ECONNREFUSED until accept(). The port stays bound
+        (not listening) meanwhile, so that no other server of the suite gets it from free_port() under
+        xdist and answers the agent in the receiver's place (seen: a target "ok" while its receiver was
+        down)."""
         if self.httpd is None:
             return
         self.httpd.shutdown()
         self.httpd.server_close()
         self.httpd = None
         self.thread = None
+        if not self.closing.is_set():
+            hold = socket.socket()
+            hold.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # past the closed connections' TIME_WAIT
+            try:
+                hold.bind(("127.0.0.1", self.port))
+            except OSError:
+                hold.close()        # taken in the meantime: refused all the same, only not held
+            else:
+                self._hold = hold
 
     def listening(self) -> bool:
         with socket.socket() as s:
@@ -192,6 +208,9 @@ class HttpReceiver:
     def close(self) -> None:
         self.closing.set()
         self.refuse()
+        if self._hold is not None:
+            self._hold.close()
+            self._hold = None
 
 
 @pytest.fixture
