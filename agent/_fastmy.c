@@ -303,7 +303,7 @@ int decimal_text(const unsigned char *src, Py_ssize_t p, Py_ssize_t len, int pre
         q += nb;
         if (v >= POW10[digits]) return -1;
         if (started) o += put_pad(out + o, v, digits);
-        else if (v) { o += put_udec(out + o, v, 1); started = 1; }
+        else if (v) { o += put_uvar(out + o, v); started = 1; }
     }
     if (!started) out[o++] = '0';
     if (scale) {

@@ -48,23 +48,31 @@ typedef struct {
 extern const char *PLAN_NAME;
 extern const char DIGIT_PAIRS[201];     /* "00" "01" ... "99" */
 
-/* v's decimal digits (put_udec(o, v, 1)'s text), two at a time */
+/* how many decimal digits v has (1 for 0) */
+static inline int count_digits(unsigned long long v) {
+    int n = 1;
+    for (;;) {
+        if (v < 10) return n;
+        if (v < 100) return n + 1;
+        if (v < 1000) return n + 2;
+        if (v < 10000) return n + 3;
+        v /= 10000;
+        n += 4;
+    }
+}
+
+/* v's decimal digits (put_udec(o, v, 1)'s text), two at a time, written in place from the last (counting
+   them first: a copy of a variable length out of a scratch buffer was a libc call per number) */
 static inline int put_uvar(char *o, unsigned long long v) {
-    char t[20];
-    int n = 20;
+    int n = count_digits(v), i = n;
     while (v >= 100) {
-        n -= 2;
-        memcpy(t + n, DIGIT_PAIRS + 2 * (v % 100), 2);
+        i -= 2;
+        memcpy(o + i, DIGIT_PAIRS + 2 * (v % 100), 2);
         v /= 100;
     }
-    if (v >= 10) {
-        n -= 2;
-        memcpy(t + n, DIGIT_PAIRS + 2 * v, 2);
-    } else {
-        t[--n] = (char)('0' + v);
-    }
-    memcpy(o, t + n, (size_t)(20 - n));
-    return 20 - n;
+    if (v >= 10) memcpy(o, DIGIT_PAIRS + 2 * v, 2);
+    else o[0] = (char)('0' + v);
+    return n;
 }
 
 static inline int put_int(char *o, long long v) {
