@@ -164,7 +164,7 @@ def wait_lines(path: Path, n: int, timeout: float, proc=None, first: list[float]
     that first saw the file at the size where it holds them). A look is a stat(); the lines appended are
     counted only once the file stopped growing between two looks (the run is over, or paused), so the
     benchmark does not read the output while the agent writes it: counting each look's new bytes read ~1 GB
-    during a 1M-row MariaDB drain, 0.5-0.8 µs of CPU per row on the two cores the agent's processes need
+    during a 1M-row MariaDB drain, ~0.8 µs of CPU per row on the two cores the agent's processes need
     (docs/performance.md, "MariaDB drain: fifth pass"). `first`, if given, gets the time the first line was
     seen (within the 50 ms between looks)."""
     deadline = time.perf_counter() + timeout
