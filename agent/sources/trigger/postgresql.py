@@ -56,13 +56,35 @@ def _json_span(span: str) -> Any:
 # the reader hands it the value's exact text (mypy does not model attributes set on a function)
 _json_span.from_span = True          # type: ignore[attr-defined]
 
+def _timestamp_json(v: Any) -> Any:
+    """timestamp as to_json writes it ('2026-12-02T06:11:42.123456', or without a fraction) is already the
+    contract form: returned as it is, without timestamp_text's parse (which gives the same text for it)."""
+    if type(v) is not str:
+        return v
+    n = len(v)
+    if v[10:11] == "T" and (n == 19 or (n == 26 and v[19] == "." and v[20:] != "000000")) and v.isascii():
+        return v
+    return timestamp_text(v)
+
+
+def _timestamptz_json(v: Any) -> Any:
+    """timestamptz as to_json writes it in UTC ('...T06:11:42.123456+00:00', the function with its own
+    settings): the contract form is its first 26 characters and 'Z'; other offsets and forms are parsed."""
+    if type(v) is not str:
+        return v
+    if len(v) == 32 and v[26:] == "+00:00" and v[10] == "T" and v[19] == "." and v[4] == "-" and \
+            (v[:4] + v[5:7] + v[8:10] + v[11:13] + v[14:16] + v[17:19] + v[20:26]).isdecimal() and v.isascii():
+        return v[:26] + "Z"
+    return timestamptz_text(v)
+
+
 # Values as to_json() writes them inside the capture function, whose settings are fixed (TimeZone UTC,
 # DateStyle ISO, IntervalStyle iso_8601, extra_float_digits 1, bytea_output hex; migration 003), and as
 # older versions wrote them under the writer's settings: the pgvalues functions take both.
 _PG_CONV: dict[str, Callable] = {
     "numeric": numeric, "float4": _float4, "float8": float_value,
     "oid": _text_int, "xid": _text_int, "xid8": _text_int, "cid": _text_int,
-    "date": _str_of(date_text), "timestamp": _str_of(timestamp_text), "timestamptz": _str_of(timestamptz_text),
+    "date": _str_of(date_text), "timestamp": _timestamp_json, "timestamptz": _timestamptz_json,
     "time": _str_of(frac6), "timetz": _str_of(timetz_text), "interval": _str_of(interval_text_to_iso),
     "bytea": lambda v: bytea_to_base64(v.encode()),
 }
@@ -334,10 +356,12 @@ class WindowReader(ChangelogReader):
         self._lo: str | None = None          # open window: (lo, hi], last id read
         self._hi: str | None = None
         self._last = 0
+        self._deleted: str | None = None    # a snapshot whose every visible row is deleted (this session)
 
     def start(self, db: Db, version: int, checkpoint: str | None) -> None:
         self._db, self.version = db, version
         self._commit_ts = text_of(db.query("SELECT current_setting('track_commit_timestamp')")[0][0]) == "on"
+        self._deleted = None
         self._win_t, self._base, self._lo, self._hi, self._last = 0, PG_EMPTY_SNAPSHOT, None, None, 0
         if checkpoint:
             p = checkpoint.split("/")
@@ -392,7 +416,21 @@ class WindowReader(ChangelogReader):
                 return ChangelogRead()
             self._lo, self._hi, self._last = self._base, text_of(snap), 0
             self._win_t += 1
-        rows = db.query(self._select(), {"lo": self._lo, "hi": self._hi, "last": self._last, "n": n})
+        if self._last:
+            # The next piece of a window cut at n: walk the id index from the last id read and stop after n
+            # rows. Left to itself, without statistics on the changelog (a new one, or one grown since
+            # autovacuum's last ANALYZE), the planner scans the whole rest of the window on the txid index
+            # and sorts it, for every piece: a backlog read in pieces cost the square of its size. (A window's
+            # first piece keeps the planner's choice: the txid index finds a small window without walking
+            # the id index over the deleted rows vacuum has not yet removed.)
+            db.query("SELECT set_config('enable_bitmapscan', 'off', false), set_config('enable_sort', 'off', false)")
+            try:
+                rows = db.query(self._select(), {"lo": self._lo, "hi": self._hi, "last": self._last, "n": n})
+            finally:
+                db.script("RESET enable_bitmapscan")
+                db.script("RESET enable_sort")
+        else:
+            rows = db.query(self._select(), {"lo": self._lo, "hi": self._hi, "last": 0, "n": n})
         wt = self._win_t
         out: list[ChangelogRow] = []
         for rid, txid, tbl, op, before, after, origin, created, cts, bt, at, nrows, _ in rows:
@@ -414,22 +452,34 @@ class WindowReader(ChangelogReader):
             checkpoint = f"c/{wt}/{self._base}"
         else:
             checkpoint = f"o/{wt}/{self._last}/{self._lo}/{self._hi}"
-        # look for the next window at once
-        return ChangelogRead(out, checkpoint, more=True, behind=not exhausted)
+        # Read on at once while behind: the window was cut at n, or this read was a full batch (what committed
+        # while it ran is likely as much). A window exhausted by a short read means caught up: the next read
+        # waits for the poll interval, so a steady write stream is read in batches of one interval's commits,
+        # not in a window per few commits (each with its queries, spool commit and delete).
+        more = not exhausted or len(out) >= n
+        return ChangelogRead(out, checkpoint, more=more, behind=not exhausted)
 
     def confirm(self, checkpoint: str) -> None:
         p = checkpoint.split("/")
         cl = self.names.qcl
+        # Rows visible in a snapshot this session has already confirmed are gone, and every transaction below
+        # its xmin is visible in it: the delete starts there, not at the changelog's first txid (whose index
+        # entries of deleted rows stay until vacuum, and were walked by every confirm).
+        since = ("txid >= txid_snapshot_xmin(CAST(:since AS txid_snapshot)) AND "
+                 if self._deleted is not None else "")
         if p[0] == "c":
-            self.db.execute(f"DELETE FROM {cl} WHERE txid < txid_snapshot_xmax(CAST(:b AS txid_snapshot)) "
-                            "AND txid_visible_in_snapshot(txid, CAST(:b AS txid_snapshot))", {"b": p[2]})
+            self.db.execute(f"DELETE FROM {cl} WHERE {since}txid < txid_snapshot_xmax(CAST(:b AS txid_snapshot)) "
+                            "AND txid_visible_in_snapshot(txid, CAST(:b AS txid_snapshot))",
+                            {"b": p[2], "since": self._deleted})
+            self._deleted = p[2]
         else:
             last, lo, hi = int(p[2]), p[3], p[4]
             self.db.execute(
-                f"DELETE FROM {cl} WHERE txid < txid_snapshot_xmax(CAST(:hi AS txid_snapshot)) AND ("
+                f"DELETE FROM {cl} WHERE {since}txid < txid_snapshot_xmax(CAST(:hi AS txid_snapshot)) AND ("
                 "  txid_visible_in_snapshot(txid, CAST(:lo AS txid_snapshot)) OR "
                 "  (id <= :last AND txid_visible_in_snapshot(txid, CAST(:hi AS txid_snapshot))))",
-                {"lo": lo, "hi": hi, "last": last})
+                {"lo": lo, "hi": hi, "last": last, "since": self._deleted})
+            self._deleted = lo
 
 
 DIALECT = PostgresqlDialect()

@@ -101,6 +101,8 @@ def pair_update(olds: list[Any], news: list[Any], key: tuple[str, ...]) -> list[
     """Index pairs (old, new) of one UPDATE chunk, by primary key (module docstring), in the old rows' order.
     A side without a counterpart (the transition tables differ in length: never seen) comes as (i, None) or
     (None, j): the caller sends it as a delete or an insert, so nothing is lost."""
+    if len(olds) == 1 and len(news) == 1:
+        return [(0, 0)]         # one row on each side (a one-row UPDATE, the common statement): the only pairing
     if not key:
         return _in_order(range(len(olds)), range(len(news)))
     if len(olds) == len(news) and all(key_of(o, key) == key_of(n, key) for o, n in zip(olds, news)):

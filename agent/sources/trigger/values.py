@@ -227,9 +227,15 @@ def created_epoch(v: Any) -> float:
     return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
 
 
+_ts_second = [-1 << 62, ""]       # the last second ts_text formatted, and its text up to the fraction
+
+
 def ts_text(epoch: float) -> str:
     sec = int(epoch // 1)
     us = int(round((epoch - sec) * 1_000_000))
     if us >= 1_000_000:
         sec, us = sec + 1, us - 1_000_000
-    return format_timestamp(sec, us)
+    # a changelog's rows come in time order, many per second: format each second once
+    if sec != _ts_second[0]:
+        _ts_second[0], _ts_second[1] = sec, format_timestamp(sec, 0)[:-7]
+    return f"{_ts_second[1]}{us:06d}Z"
