@@ -33,7 +33,11 @@ class RowLayout:
 
 
 class RenderedRowChange(RowChange):
-    __slots__ = ("rendered", "layout", "_load", "_message", "_loaded")
+    """`rendered` and the message are bytes, or, for the changes take_rows made with a RowArena, both in
+    one RowChunk (agent/fastpg_rows.c) at index `_at`: the `rendered` property and the row images read
+    them from there, so every reader sees the same bytes and dicts."""
+
+    __slots__ = ("_rendered", "layout", "_load", "_message", "_loaded", "_at")
 
     def __init__(self, table: str, op: str, position: str, commit_time: str, commit_ts: float, txid: str | None,
                  key_columns: tuple[str, ...], rendered: bytes, layout: RowLayout, load: Callable[[Any], Images],
@@ -43,12 +47,19 @@ class RenderedRowChange(RowChange):
         self.table, self.op, self.position, self.commit_time = table, op, position, commit_time
         self.commit_ts, self.txid, self.key_columns = commit_ts, txid, key_columns
         self.unavailable, self.id_key, self.target = (), None, None
-        self.rendered = rendered    # render_row's output
+        self._rendered: Any = rendered      # render_row's output (or its RowChunk: see above)
         self.layout = layout        # the columns it was rendered with
         self._load, self._message, self._loaded = load, message, False
+        self._at: int | None = None
+
+    @property
+    def rendered(self) -> bytes:
+        at = self._at
+        return self._rendered if at is None else self._rendered.rendered(at)
 
     def _images(self) -> None:
-        before, after = self._load(self._message)
+        at = self._at
+        before, after = self._load(self._message if at is None else self._message.frame(at))
         _BEFORE.__set__(self, before)
         _AFTER.__set__(self, after)
         self._loaded = True
