@@ -11,7 +11,7 @@
        nothing buffered, -1: the stream ended; frame None), or (ordinal, 1, None) once `out` holds max_items.
        rels: relid -> (converters, kinds, table, key_columns, layout, load, ops), ops the three op names.
        Given a RowArena (fastpg_rows.c), a change's rendered row and frame go into the arena's current
-       RowChunk, not into two bytes objects: its `_rendered` and `_message` slots hold the chunk, `_at` the
+       RowChunk, not into two bytes objects: its `rendered` and `_message` slots hold the chunk, `_at` the
        index (agent/fastrow.py); without one they hold the bytes and `_at` None.
    render_events(changes, start, rules, out[, store])
        the mapper's loop over a run of RenderedRowChanges of one layout: each rule's event by render_event
@@ -388,15 +388,14 @@ PyObject *fp_render_events(PyObject *self, PyObject *const *args, Py_ssize_t nar
         PyObject *ts = SLOT(ch, change_off[RC_COMMIT_TS]), *at = SLOT(ch, change_off[RC_AT]);
         if (SLOT(ch, change_off[RC_LAYOUT]) != layout || SLOT(ch, change_off[RC_ID_KEY]) != Py_None
             || SLOT(ch, change_off[RC_TARGET]) != Py_None || rendered == NULL || position == NULL
-            || !PyUnicode_Check(position) || time == NULL || !PyUnicode_Check(time) || txid == NULL || ts == NULL
-            || at == NULL)
+            || !PyUnicode_Check(position) || time == NULL || !PyUnicode_Check(time) || txid == NULL || ts == NULL)
             break;
         const char *row;            /* the rendered row: its bytes, or its place in a RowChunk (fastpg_rows.c) */
         Py_ssize_t rowlen;
-        if (at == Py_None && PyBytes_Check(rendered)) {
+        if (PyBytes_Check(rendered)) {          /* (_at is then None, or unset: the MariaDB source's) */
             row = PyBytes_AS_STRING(rendered);
             rowlen = PyBytes_GET_SIZE(rendered);
-        } else if (!fp_rows_check(rendered) || !fp_rows_rendered(rendered, at, &row, &rowlen)) {
+        } else if (at == NULL || !fp_rows_check(rendered) || !fp_rows_rendered(rendered, at, &row, &rowlen)) {
             break;
         }
         if (rowlen < 1) break;

@@ -1,7 +1,7 @@
 /* RowArena and RowChunk: where take_rows keeps the rendered rows and the frames of the RenderedRowChanges it
    makes, instead of two bytes objects per change (docs/performance.md, "capture process: fifth pass").
 
-   Each change's `_rendered` and `_message` slots hold its chunk and `_at` its index in it; its `rendered`
+   Each change's `rendered` and `_message` slots hold its chunk and `_at` its index in it; its `rendered`
    property gives render_row's bytes back (chunk.rendered(k)), and its row images are decoded from
    chunk.frame(k), so Python sees what it saw before. render_events reads the rendered row in place.
    Both bytes objects were over pymalloc's 512 bytes: a libc malloc and free each, and two cold objects to

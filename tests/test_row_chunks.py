@@ -12,7 +12,7 @@ import pytest
 
 from agent import fastpath
 from agent.changes import RowChange
-from agent.fastrow import RenderedRowChange
+from agent.fastrow import _RENDERED, RenderedRowChange
 from agent.mapping import EventMapper
 from tests.test_fastglue import begin, cfg, commit, item_key, relation_msg, source, xlog
 from tests.test_fastevents import RELID
@@ -60,10 +60,10 @@ def test_changes_in_chunks_read_as_changes_with_their_own_bytes():
     frames = stream(9000, big_every=997)
     fresh = read(frames, True)
     assert len(fresh) == 9000 and all(type(ch) is RenderedRowChange for ch in fresh)
-    chunks = {id(ch._rendered) for ch in fresh}
-    assert len(chunks) >= 9 and all(ch._message is ch._rendered for ch in fresh)    # full by rows and by bytes
+    chunks = {id(_RENDERED.__get__(ch)) for ch in fresh}
+    assert len(chunks) >= 9 and all(ch._message is _RENDERED.__get__(ch) for ch in fresh)    # full by rows and by bytes
     plain = read(frames, False)
-    assert all(type(ch._rendered) is bytes and ch._at is None for ch in plain)
+    assert all(type(_RENDERED.__get__(ch)) is bytes and ch._at is None for ch in plain)
     # the events first (mapped before anything loads the row images), byte for byte
     got, want = EventMapper(cfg()).map(fresh), EventMapper(cfg()).map(plain)
     assert not got[1] and not want[1] and len(got[0]) == 9000          # (past the kept index ints too)
@@ -92,7 +92,7 @@ def test_a_change_kept_alive_keeps_its_chunk_while_the_others_are_reused():
 @needs_arena
 def test_a_chunk_refuses_an_index_it_does_not_hold():
     ch = read(stream(3), True)[0]
-    chunk = ch._rendered
+    chunk = _RENDERED.__get__(ch)
     assert len(chunk) >= 3
     for bad in (len(chunk), -1, "0", 2 ** 70):
         with pytest.raises((IndexError, TypeError, OverflowError)):
