@@ -8,6 +8,7 @@ from setuptools import Extension, setup
 setup(ext_modules=[Extension("agent._fastpg", ["agent/_fastpg.c", "agent/fastpg_row.c", "agent/fastpg_event.c",
                                                "agent/fastpg_frame.c", "agent/fastpg_glue.c",
                                                "agent/fastpg_libpq.c", "agent/fastpg_blake4.c", "agent/fastpg_store.c",
+                                               "agent/fastpg_rows.c",
                                                "agent/fastpg_head.c"],
                              depends=["agent/fastpg.h", "agent/fasttext.h"], optional=True,
                              extra_compile_args=["-O2", "-std=c11", "-Wall"]),

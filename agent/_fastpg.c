@@ -339,7 +339,7 @@ static PyMethodDef methods[] = {
     {"render_event", (PyCFunction)(void (*)(void))fp_render_event, METH_FASTCALL,
      "render_event(row, plan, position, time, txid) -> (id, subject, body), None (skipped) or False"},
     {"take_rows", (PyCFunction)(void (*)(void))fp_take_rows, METH_FASTCALL,
-     "take_rows(get_copy_data, rels, out, max_items, final_lsn, ordinal, time, ts, txid) -> (ordinal, n, frame)"},
+     "take_rows(get_copy_data, rels, out, max_items, final_lsn, ordinal, time, ts, txid[, arena]) -> (ordinal, n, frame)"},
     {"render_events", (PyCFunction)(void (*)(void))fp_render_events, METH_FASTCALL,
      "render_events(changes, start, rules, out[, store]) -> index of the first change not mapped"},
     {"run_end", (PyCFunction)(void (*)(void))fp_run_end, METH_FASTCALL,
@@ -372,8 +372,12 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "agent._fastpg",
                                     methods};
 
 PyMODINIT_FUNC PyInit__fastpg(void) {
-    if (PyType_Ready(&FpBodyStoreType) < 0) return NULL;
+    if (PyType_Ready(&FpBodyStoreType) < 0 || PyType_Ready(&FpRowChunkType) < 0 || PyType_Ready(&FpRowArenaType) < 0)
+        return NULL;
     PyObject *m = PyModule_Create(&module);
-    if (m != NULL && PyModule_AddObjectRef(m, "BodyStore", (PyObject *)&FpBodyStoreType) < 0) Py_CLEAR(m);
+    if (m != NULL && (PyModule_AddObjectRef(m, "BodyStore", (PyObject *)&FpBodyStoreType) < 0
+                      || PyModule_AddObjectRef(m, "RowChunk", (PyObject *)&FpRowChunkType) < 0
+                      || PyModule_AddObjectRef(m, "RowArena", (PyObject *)&FpRowArenaType) < 0))
+        Py_CLEAR(m);
     return m;
 }

@@ -164,7 +164,7 @@ render_event: Callable[[bytes, tuple, str, str, str | None], tuple[str, str, byt
 
 # the slots take_rows fills in a RenderedRowChange and render_events in a MappedEvent (agent/fastpg_glue.c)
 _CHANGE_SLOTS = ("table", "op", "position", "commit_time", "commit_ts", "txid", "key_columns", "unavailable", "id_key",
-                 "target", "rendered", "layout", "_load", "_message", "_loaded")
+                 "target", "rendered", "layout", "_load", "_message", "_loaded", "_at")
 _EVENT_SLOTS = ("id", "type", "subject", "position", "commit_ts", "body", "outbox_row", "only_target")
 
 # BodyStore(): where render_events puts a map call's bodies (agent/fastpg_store.c); None on the pure path
@@ -173,12 +173,19 @@ if _fastpg is not None and os.environ.get(PURE_ENV, "") in ("", "0"):
     body_store = getattr(_fastpg, "BodyStore", None)
 
 
+# RowArena(): where take_rows keeps its changes' rendered rows and frames (agent/fastpg_rows.c), or None
+row_arena: Callable[[], Any] | None = None
+if _fastpg is not None and os.environ.get(PURE_ENV, "") in ("", "0"):
+    row_arena = getattr(_fastpg, "RowArena", None)
+
+
 def _slot(cls: type, name: str) -> object:
-    """What `cls.name` finds on the class (a member descriptor for a plain slot: init_glue checks it is one)."""
-    for k in cls.__mro__:
-        if name in k.__dict__:
-            return k.__dict__[name]
-    raise AttributeError(f"{cls.__name__} has no {name}")
+    """The slot `name` of the class: its member descriptor, past a property that shadows it (as
+    RenderedRowChange.rendered does; init_glue checks it is a plain slot), else what `cls.name` finds."""
+    found = [k.__dict__[name] for k in cls.__mro__ if name in k.__dict__]
+    if not found:
+        raise AttributeError(f"{cls.__name__} has no {name}")
+    return next((d for d in found if type(d) is types.MemberDescriptorType), found[0])
 
 
 def _glue() -> bool:

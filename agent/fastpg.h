@@ -68,6 +68,14 @@ static inline int buf_put(Buf *b, const void *s, Py_ssize_t n) {
 }
 static inline int buf_putc(Buf *b, char c) { return buf_put(b, &c, 1); }
 
+/* a str of n bytes the caller knows are ASCII (hex digits, decimal digits, ':'): made without
+   PyUnicode_DecodeASCII's check of each byte (per change: the position, the event's id) */
+static inline PyObject *fp_ascii(const char *s, Py_ssize_t n) {
+    PyObject *u = PyUnicode_New(n, 127);
+    if (u != NULL) memcpy(PyUnicode_1BYTE_DATA(u), s, (size_t)n);
+    return u;
+}
+
 /* one JSON line of a spool frame at w: the body's n bytes with its id (idn bytes) put back at off (off < 0:
    the body holds no cut id), then a newline; returns the end (join_lines' two kinds of run share it) */
 static inline char *fp_put_line(char *w, const char *body, Py_ssize_t n, Py_ssize_t off, const char *id,
@@ -134,7 +142,8 @@ enum { FP_EVENT_MADE = 1, FP_EVENT_SKIP = 2, FP_EVENT_PURE = 3 };
 int fp_event_parts(PyObject *const *args, PyObject **made);     /* render_event without its result tuple */
 PyObject *fp_blake2b16(PyObject *self, PyObject *arg);
 /* store: NULL for the body as bytes in made[2]; a BodyStore to add the body to it, made[2] its index */
-int fp_event_parts_id(PyObject *const *args, PyObject **made, const char *given_id, PyObject *store);
+int fp_event_parts_id(PyObject *const *args, PyObject **made, const char *given_id, PyObject *store,
+                      const char *row, Py_ssize_t rowlen);   /* row NULL: args[0]'s bytes */
 /* BLAKE2b-128 as hex: of one message in pieces (fastpg_event.c), of up to four at once (fastpg_blake4.c) */
 /* BLAKE2b's initial vector and message schedule (fastpg_event.c), shared with the four-lane ids */
 extern const uint64_t fp_blake_iv[8];
@@ -164,6 +173,20 @@ PyObject *fp_event_bounds(PyObject *self, PyObject *events);
 PyObject *fp_libpq_resolve(PyObject *self, PyObject *unused);     /* fastpg_libpq.c */
 PyObject *fp_libpq_facts(PyObject *self, PyObject *ptr);
 int fp_libpq_copy(void *conn, PyObject **frame);
+int fp_libpq_copy_raw(void *conn, char **buf);
+void fp_libpq_free(char *buf);
 int fp_libpq_ready(void);
+/* fastpg_row.c: render_row's work without its bytes object */
+int fp_row_cells(const unsigned char *buf, Py_ssize_t len, Py_ssize_t pos, PyObject *convs,
+                 const unsigned char *kinds, Py_ssize_t nkinds, RowHead *head, Cell **cells, Py_ssize_t *ncells,
+                 Buf *text, Cell *stack, Py_ssize_t nstack);
+/* fastpg_rows.c: the rendered rows and frames of take_rows' changes, in chunks; the index ints */
+extern PyTypeObject FpRowChunkType, FpRowArenaType;
+int fp_rows_check(PyObject *o);
+int fp_rows_rendered(PyObject *chunk, PyObject *index, const char **p, Py_ssize_t *n);
+int fp_arena_check(PyObject *o);
+int fp_arena_add(PyObject *arena, const RowHead *head, const Cell *cells, Py_ssize_t ncells, const Buf *text,
+                 const char *frame, Py_ssize_t framelen, PyObject **chunk, PyObject **index);
+PyObject *fp_index_int(Py_ssize_t k);
 
 #endif

@@ -229,16 +229,22 @@ PyObject *fp_render_event(PyObject *self, PyObject *const *args, Py_ssize_t narg
 
 /* render_event's work; args as render_event's (checked by the caller). FP_EVENT_MADE: made[] holds new
    references to the id, subject and body; FP_EVENT_SKIP, FP_EVENT_PURE: None and False; -1: an error. */
-int fp_event_parts(PyObject *const *args, PyObject **made) { return fp_event_parts_id(args, made, NULL, NULL); }
+int fp_event_parts(PyObject *const *args, PyObject **made) {
+    return fp_event_parts_id(args, made, NULL, NULL, NULL, 0);
+}
 
-/* fp_event_parts with the event's id already hashed (32 hex digits), or NULL to hash it here */
-int fp_event_parts_id(PyObject *const *args, PyObject **made, const char *given_id, PyObject *store) {
+/* fp_event_parts with the event's id already hashed (32 hex digits), or NULL to hash it here; the rendered
+   row at row[0:rowlen] (a RowChunk's, fastpg_rows.c), or args[0]'s bytes when row is NULL */
+int fp_event_parts_id(PyObject *const *args, PyObject **made, const char *given_id, PyObject *store,
+                      const char *row, Py_ssize_t rowlen) {
     if (!PyTuple_Check(args[1]) || PyTuple_GET_SIZE(args[1]) != 11) {
         PyErr_SetString(PyExc_TypeError, "render_event: a plan is a tuple of 11");
         return -1;
     }
-    const char *row = PyBytes_AS_STRING(args[0]);
-    Py_ssize_t rowlen = PyBytes_GET_SIZE(args[0]);
+    if (row == NULL) {
+        row = PyBytes_AS_STRING(args[0]);
+        rowlen = PyBytes_GET_SIZE(args[0]);
+    }
     PyObject *plan = args[1], *txid = args[4];
     PyObject *id_prefix = PyTuple_GET_ITEM(plan, 0), *id_suffix = PyTuple_GET_ITEM(plan, 1);
     PyObject *mid = PyTuple_GET_ITEM(plan, 2), *key_idx = PyTuple_GET_ITEM(plan, 3);
@@ -412,13 +418,13 @@ int fp_event_parts_id(PyObject *const *args, PyObject **made, const char *given_
         if (buf_putc(&body, ']') < 0) goto error;
     }
     if (BUF_LIT(&body, "}}") < 0) goto error;
-    made[0] = PyUnicode_DecodeASCII(eid, 32, NULL);
+    made[0] = fp_ascii(eid, 32);
     made[1] = PyUnicode_DecodeUTF8(subj.p, subj.n, NULL);
     if (store == NULL) {
         made[2] = PyBytes_FromStringAndSize(body.p, body.n);
     } else {                                /* (its index, no bytes object: fastpg_store.c) */
         Py_ssize_t k = made[0] && made[1] ? fp_store_add(store, body.p, body.n, eid) : -1;
-        made[2] = k >= 0 ? PyLong_FromSsize_t(k) : NULL;
+        made[2] = k >= 0 ? fp_index_int(k) : NULL;     /* (kept ints: fastpg_rows.c) */
     }
     if (made[0] && made[1] && made[2]) {
         result = FP_EVENT_MADE;

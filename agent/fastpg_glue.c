@@ -10,6 +10,9 @@
        the source's Python handles it as before: (ordinal, n, frame), n as get_copy_data returned it (0:
        nothing buffered, -1: the stream ended; frame None), or (ordinal, 1, None) once `out` holds max_items.
        rels: relid -> (converters, kinds, table, key_columns, layout, load, ops), ops the three op names.
+       Given a RowArena (fastpg_rows.c), a change's rendered row and frame go into the arena's current
+       RowChunk, not into two bytes objects: its `rendered` and `_message` slots hold the chunk, `_at` the
+       index (agent/fastrow.py); without one they hold the bytes and `_at` None.
    render_events(changes, start, rules, out[, store])
        the mapper's loop over a run of RenderedRowChanges of one layout: each rule's event by render_event
        (fastpg_event.c), appended to `out` as MappedEvents; given a BodyStore (fastpg_store.c), as
@@ -28,7 +31,7 @@
 #include "structmember.h"
 
 enum { RC_TABLE, RC_OP, RC_POSITION, RC_COMMIT_TIME, RC_COMMIT_TS, RC_TXID, RC_KEY_COLUMNS, RC_UNAVAILABLE,
-       RC_ID_KEY, RC_TARGET, RC_RENDERED, RC_LAYOUT, RC_LOAD, RC_MESSAGE, RC_LOADED, RC_NSLOTS };
+       RC_ID_KEY, RC_TARGET, RC_RENDERED, RC_LAYOUT, RC_LOAD, RC_MESSAGE, RC_LOADED, RC_AT, RC_NSLOTS };
 enum { ME_ID, ME_TYPE, ME_SUBJECT, ME_POSITION, ME_COMMIT_TS, ME_BODY, ME_OUTBOX_ROW, ME_ONLY_TARGET, ME_NSLOTS };
 
 /* stored_type: MappedEvent's subclass whose body slot holds a BodyStore, its `_at` slot the index */
@@ -120,11 +123,14 @@ static PyObject *take_result(long long ordinal, Py_ssize_t n, PyObject *frame) {
 }
 
 PyObject *fp_take_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 9 || !PyDict_Check(args[1]) || !PyList_Check(args[2]) || !PyUnicode_Check(args[6])) {
-        PyErr_SetString(PyExc_TypeError,
-                        "take_rows(get_copy_data, rels: dict, out: list, max_items, final_lsn, ordinal, time, ts, txid)");
+    if (nargs < 9 || nargs > 10 || !PyDict_Check(args[1]) || !PyList_Check(args[2]) || !PyUnicode_Check(args[6])
+        || (nargs == 10 && args[9] != Py_None && !fp_arena_check(args[9]))) {
+        PyErr_SetString(PyExc_TypeError, "take_rows(get_copy_data, rels: dict, out: list, max_items, final_lsn, "
+                                         "ordinal, time, ts, txid[, arena: RowArena | None])");
         return NULL;
     }
+    /* given a RowArena, each change's rendered row and frame go into its chunks (fastpg_rows.c) */
+    PyObject *arena = nargs == 10 && args[9] != Py_None ? args[9] : NULL;
     if (!glue_ready()) return NULL;
     PyObject *get = args[0], *rels = args[1], *out = args[2];
     void *conn = NULL;          /* an int: libpq's PGconn, read with PQgetCopyData here (fastpg_libpq.c) */
@@ -150,9 +156,10 @@ PyObject *fp_take_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs) 
     PyObject *result = NULL;
     while (PyList_GET_SIZE(out) < max_items) {
         Py_ssize_t n;
-        PyObject *frame;
+        PyObject *frame = NULL;     /* the frame as bytes: psycopg's, or libpq's read without an arena */
+        char *raw = NULL;           /* libpq's own copy of it (with an arena: copied into a chunk, not bytes) */
         if (conn != NULL) {
-            int r = fp_libpq_copy(conn, &frame);
+            int r = arena ? fp_libpq_copy_raw(conn, &raw) : fp_libpq_copy(conn, &frame);
             if (r == -3) goto done;
             if (r <= 0) {               /* 0 nothing buffered, -1 the stream ended, -2 libpq's error */
                 result = take_result(ordinal, r, NULL);
@@ -182,50 +189,61 @@ PyObject *fp_take_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs) 
         Py_DECREF(got);
         if (frame == NULL) goto done;
     have_frame:;
-        const unsigned char *b = (const unsigned char *)PyBytes_AS_STRING(frame);
-        Py_ssize_t len = PyBytes_GET_SIZE(frame);
-        if (len < 31 || b[0] != 'w' || (b[25] != 'I' && b[25] != 'U' && b[25] != 'D')) {
-            result = take_result(ordinal, n, frame);
-            goto done;
-        }
+        const unsigned char *b = raw ? (const unsigned char *)raw : (const unsigned char *)PyBytes_AS_STRING(frame);
+        Py_ssize_t len = raw ? n : PyBytes_GET_SIZE(frame);
+        if (len < 31 || b[0] != 'w' || (b[25] != 'I' && b[25] != 'U' && b[25] != 'D'))
+            goto hand_back;
         uint32_t relid = (uint32_t)b[26] << 24 | (uint32_t)b[27] << 16 | (uint32_t)b[28] << 8 | b[29];
         if (state == NULL || relid != last) {
             Py_XDECREF(last_relid);
             last_relid = PyLong_FromUnsignedLong(relid);
-            if (last_relid == NULL) {
-                Py_DECREF(frame);
-                goto done;
-            }
+            if (last_relid == NULL) goto fail;
             Py_XSETREF(state, Py_XNewRef(PyDict_GetItemWithError(rels, last_relid)));
             last = relid;
-            if (state == NULL && PyErr_Occurred()) {
-                Py_DECREF(frame);
-                goto done;
+            if (state == NULL && PyErr_Occurred()) goto fail;
+        }
+        if (state == NULL || !PyTuple_Check(state) || PyTuple_GET_SIZE(state) != 7)
+            goto hand_back;     /* a relation the source does not render (or unknown) */
+        PyObject *convs = PyTuple_GET_ITEM(state, 0), *kinds = PyTuple_GET_ITEM(state, 1);
+        if (!PyTuple_Check(convs) || !PyBytes_Check(kinds)) {
+            PyErr_SetString(PyExc_TypeError, "take_rows: a relation's converters must be a tuple, its kinds bytes");
+            goto fail;
+        }
+        PyObject *rendered = NULL, *chunk = NULL, *at = NULL;
+        const unsigned char kind = b[25];
+        if (arena) {                /* render_row's work, the row and its frame into the arena's chunk */
+            RowHead head;
+            Cell *cells, stack_cells[128];
+            Py_ssize_t ncells = 0;
+            Buf text;
+            int rc = fp_row_cells(b, len, 25, convs, (const unsigned char *)PyBytes_AS_STRING(kinds),
+                                  PyBytes_GET_SIZE(kinds), &head, &cells, &ncells, &text, stack_cells, 128);
+            if (rc == 0)
+                rc = fp_arena_add(arena, &head, cells, ncells, &text, (const char *)b, len, &chunk, &at);
+            if (cells != stack_cells) PyMem_Free(cells);
+            buf_free(&text);
+            if (rc < 0) goto fail;
+            if (rc > 0) goto hand_back;         /* the pure path decodes this one */
+            fp_libpq_free(raw);     /* (b points into it: read no more of it below) */
+            raw = NULL;
+            b = NULL;
+        } else {
+            PyObject *rargs[4] = {frame, pos25, convs, kinds};
+            rendered = fp_render_row(NULL, rargs, 4);
+            if (rendered == NULL) goto fail;
+            if (rendered == Py_None) {
+                Py_DECREF(rendered);
+                goto hand_back;                 /* the pure path decodes this one */
             }
-        }
-        if (state == NULL || !PyTuple_Check(state) || PyTuple_GET_SIZE(state) != 7) {
-            result = take_result(ordinal, n, frame);    /* a relation the source does not render (or unknown) */
-            goto done;
-        }
-        PyObject *rargs[4] = {frame, pos25, PyTuple_GET_ITEM(state, 0), PyTuple_GET_ITEM(state, 1)};
-        PyObject *rendered = fp_render_row(NULL, rargs, 4);
-        if (rendered == NULL) {
-            Py_DECREF(frame);
-            goto done;
-        }
-        if (rendered == Py_None) {
-            Py_DECREF(rendered);
-            result = take_result(ordinal, n, frame);    /* the pure path decodes this one */
-            goto done;
         }
         PyObject *ops = PyTuple_GET_ITEM(state, 6);
         if (!PyTuple_Check(ops) || PyTuple_GET_SIZE(ops) != 3) {
-            Py_DECREF(rendered);
-            Py_DECREF(frame);
+            Py_XDECREF(rendered);
+            Py_XDECREF(at);
             PyErr_SetString(PyExc_TypeError, "take_rows: a relation's ops must be 3 names");
-            goto done;
+            goto fail;
         }
-        PyObject *op = PyTuple_GET_ITEM(ops, b[25] == 'I' ? 0 : b[25] == 'U' ? 1 : 2);
+        PyObject *op = PyTuple_GET_ITEM(ops, kind == 'I' ? 0 : kind == 'U' ? 1 : 2);
         char pos[64];
         int plen;
         if (ordinal >= 0) {                           /* it counts from 0: the other branch is never taken */
@@ -235,13 +253,13 @@ PyObject *fp_take_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs) 
         } else {
             plen = snprintf(pos, sizeof pos, "%016llX:%08lld", lsn, ordinal + 1);
         }
-        PyObject *position = PyUnicode_DecodeASCII(pos, plen, NULL);
+        PyObject *position = fp_ascii(pos, plen);
         PyObject *ch = position ? change_type->tp_alloc(change_type, 0) : NULL;
         if (ch == NULL) {
             Py_XDECREF(position);
-            Py_DECREF(rendered);
-            Py_DECREF(frame);
-            goto done;
+            Py_XDECREF(rendered);
+            Py_XDECREF(at);
+            goto fail;
         }
         ordinal++;
         SLOT(ch, change_off[RC_TABLE]) = Py_NewRef(PyTuple_GET_ITEM(state, 2));
@@ -254,15 +272,37 @@ PyObject *fp_take_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs) 
         SLOT(ch, change_off[RC_UNAVAILABLE]) = PyTuple_New(0);
         SLOT(ch, change_off[RC_ID_KEY]) = Py_NewRef(Py_None);
         SLOT(ch, change_off[RC_TARGET]) = Py_NewRef(Py_None);
-        SLOT(ch, change_off[RC_RENDERED]) = rendered;
         SLOT(ch, change_off[RC_LAYOUT]) = Py_NewRef(PyTuple_GET_ITEM(state, 4));
         SLOT(ch, change_off[RC_LOAD]) = Py_NewRef(PyTuple_GET_ITEM(state, 5));
-        SLOT(ch, change_off[RC_MESSAGE]) = frame;
+        if (chunk) {        /* (both slots hold the chunk, _at the index: agent/fastrow.py) */
+            SLOT(ch, change_off[RC_RENDERED]) = Py_NewRef(chunk);
+            SLOT(ch, change_off[RC_MESSAGE]) = Py_NewRef(chunk);
+            SLOT(ch, change_off[RC_AT]) = at;
+            Py_XDECREF(frame);      /* (psycopg's frame: copied into the chunk) */
+        } else {
+            SLOT(ch, change_off[RC_RENDERED]) = rendered;
+            SLOT(ch, change_off[RC_MESSAGE]) = frame;
+            SLOT(ch, change_off[RC_AT]) = Py_NewRef(Py_None);
+        }
+        frame = NULL;
         SLOT(ch, change_off[RC_LOADED]) = Py_NewRef(Py_False);
         PyObject_GC_UnTrack(ch);        /* see the top: nothing it holds can lead back to it */
         int rc = PyList_Append(out, ch);
         Py_DECREF(ch);
         if (rc < 0) goto done;
+        continue;
+    hand_back:              /* the frame is not for this loop: poll's Python takes it */
+        if (frame == NULL) {
+            frame = PyBytes_FromStringAndSize((const char *)b, len);
+            fp_libpq_free(raw);
+            if (frame == NULL) goto done;
+        }
+        result = take_result(ordinal, n, frame);
+        goto done;
+    fail:
+        Py_XDECREF(frame);
+        fp_libpq_free(raw);
+        goto done;
     }
     result = take_result(ordinal, 1, NULL);
 done:
@@ -345,13 +385,21 @@ PyObject *fp_render_events(PyObject *self, PyObject *const *args, Py_ssize_t nar
         if (Py_TYPE(ch) != change_type) break;
         PyObject *rendered = SLOT(ch, change_off[RC_RENDERED]), *position = SLOT(ch, change_off[RC_POSITION]);
         PyObject *time = SLOT(ch, change_off[RC_COMMIT_TIME]), *txid = SLOT(ch, change_off[RC_TXID]);
-        PyObject *ts = SLOT(ch, change_off[RC_COMMIT_TS]);
+        PyObject *ts = SLOT(ch, change_off[RC_COMMIT_TS]), *at = SLOT(ch, change_off[RC_AT]);
         if (SLOT(ch, change_off[RC_LAYOUT]) != layout || SLOT(ch, change_off[RC_ID_KEY]) != Py_None
-            || SLOT(ch, change_off[RC_TARGET]) != Py_None || rendered == NULL || !PyBytes_Check(rendered)
-            || PyBytes_GET_SIZE(rendered) < 1 || position == NULL || !PyUnicode_Check(position) || time == NULL
-            || !PyUnicode_Check(time) || txid == NULL || ts == NULL)
+            || SLOT(ch, change_off[RC_TARGET]) != Py_None || rendered == NULL || position == NULL
+            || !PyUnicode_Check(position) || time == NULL || !PyUnicode_Check(time) || txid == NULL || ts == NULL)
             break;
-        char op = PyBytes_AS_STRING(rendered)[0];
+        const char *row;            /* the rendered row: its bytes, or its place in a RowChunk (fastpg_rows.c) */
+        Py_ssize_t rowlen;
+        if (PyBytes_Check(rendered)) {          /* (_at is then None, or unset: the MariaDB source's) */
+            row = PyBytes_AS_STRING(rendered);
+            rowlen = PyBytes_GET_SIZE(rendered);
+        } else if (at == NULL || !fp_rows_check(rendered) || !fp_rows_rendered(rendered, at, &row, &rowlen)) {
+            break;
+        }
+        if (rowlen < 1) break;
+        char op = row[0];
         long bit = op == 'I' ? 1 : op == 'U' ? 2 : op == 'D' ? 4 : 0;
         Py_ssize_t nmade = 0;
         int pure = 0;
@@ -369,7 +417,7 @@ PyObject *fp_render_events(PyObject *self, PyObject *const *args, Py_ssize_t nar
                 if (k - ids_at < ids_n && ids_pos[k - ids_at] == position)  /* (still the position it hashed) */
                     given = ids[k - ids_at];
             }
-            int rc = fp_event_parts_id(eargs, ev, given, store);   /* (render_event, without its result tuple) */
+            int rc = fp_event_parts_id(eargs, ev, given, store, row, rowlen);   /* (render_event, no result tuple) */
             if (rc < 0) goto error;
             if (rc == FP_EVENT_SKIP) continue;      /* the rule's `changed` columns did not change */
             if (rc == FP_EVENT_PURE) {              /* this change goes through the pure path */

@@ -122,4 +122,18 @@ int fp_libpq_copy(void *conn, PyObject **frame) {
     return n;
 }
 
+/* One PQgetCopyData(conn, &buf, 1) as it is: *buf, when the result is > 0, is libpq's copy of the message,
+   which the caller frees with fp_libpq_free (take_rows copies a row's frame into its RowChunk from it) */
+int fp_libpq_copy_raw(void *conn, char **buf) {
+    *buf = NULL;
+    int n = pq_getcopy(conn, buf, 1);
+    if (n <= 0 && *buf != NULL) {
+        pq_freemem(*buf);
+        *buf = NULL;
+    }
+    return n;
+}
+
+void fp_libpq_free(char *buf) { if (buf != NULL) pq_freemem(buf); }
+
 int fp_libpq_ready(void) { return pq_getcopy != NULL; }

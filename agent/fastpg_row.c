@@ -563,54 +563,69 @@ pack_rendered(int rc, const RowHead *head, Cell *cells, Py_ssize_t ncells, Buf *
     return out;
 }
 
-PyObject *fp_render_row(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 4 || !PyBytes_Check(args[0]) || !PyTuple_Check(args[2]) || !PyBytes_Check(args[3])) {
-        PyErr_SetString(PyExc_TypeError, "render_row(buf: bytes, pos, converters: tuple, kinds: bytes)");
-        return NULL;
-    }
-    const unsigned char *buf = (const unsigned char *)PyBytes_AS_STRING(args[0]);
-    Py_ssize_t len = PyBytes_GET_SIZE(args[0]);
-    Py_ssize_t pos = PyLong_AsSsize_t(args[1]);
-    if (pos == -1 && PyErr_Occurred()) return NULL;
-    PyObject *convs = args[2];
-    const unsigned char *kinds = (const unsigned char *)PyBytes_AS_STRING(args[3]);
-    Py_ssize_t nkinds = PyBytes_GET_SIZE(args[3]);
+/* render_row's work on the frame buf[0:len], the row message at pos: 0 rendered (head, *cells, *ncells and
+   text set), 1 for the pure path, -1 an error; text is initialised either way, and the caller frees *cells
+   unless it is `stack` (used when the row's cells fit its nstack). */
+int fp_row_cells(const unsigned char *buf, Py_ssize_t len, Py_ssize_t pos, PyObject *convs,
+                 const unsigned char *kinds, Py_ssize_t nkinds, RowHead *headp, Cell **cellsp, Py_ssize_t *ncellsp,
+                 Buf *text, Cell *stack, Py_ssize_t nstack) {
+    buf_init(text);
+    *cellsp = NULL;
     Py_ssize_t ncols = PyTuple_GET_SIZE(convs);
-    if (pos < 0 || pos + 6 > len || ncols == 0 || ncols > 1600) Py_RETURN_NONE;
+    if (pos < 0 || pos + 6 > len || ncols == 0 || ncols > 1600) return 1;
     RowHead head = {0};
     head.op = (char)buf[pos];
     head.ncols = (uint16_t)ncols;
     Py_ssize_t p = pos + 5;
     unsigned char t = buf[p];
     if (head.op == 'I') {
-        if (t != 'N') Py_RETURN_NONE;
+        if (t != 'N') return 1;
         head.ntuples = 1;
     } else if (head.op == 'U') {
         if (t == 'K' || t == 'O') head.old_kind = (char)t;
-        else if (t != 'N') Py_RETURN_NONE;
+        else if (t != 'N') return 1;
         head.ntuples = head.old_kind ? 2 : 1;
     } else if (head.op == 'D') {
-        if (t != 'K' && t != 'O') Py_RETURN_NONE;
+        if (t != 'K' && t != 'O') return 1;
         head.old_kind = (char)t;
         head.ntuples = 1;
     } else {
-        Py_RETURN_NONE;
+        return 1;
     }
     p += 1;
     Py_ssize_t ncells = ncols * head.ntuples;
-    Cell *cells = PyMem_Malloc(sizeof(Cell) * ncells);
-    if (cells == NULL) return PyErr_NoMemory();
-    Buf text;
-    buf_init(&text);
+    Cell *cells = ncells <= nstack ? stack : PyMem_Malloc(sizeof(Cell) * ncells);
+    if (cells == NULL) return PyErr_NoMemory(), -1;
+    *cellsp = cells;
+    memset(cells, 0, sizeof(Cell) * ncells);        /* (their padding too: the same row, the same bytes) */
     int rc;
     if (head.op == 'U' && head.old_kind) {      /* the old tuple comes first in the message, second here */
-        rc = tuple_cells(&text, cells + ncols, ncols, buf, len, &p, convs, kinds, nkinds);
+        rc = tuple_cells(text, cells + ncols, ncols, buf, len, &p, convs, kinds, nkinds);
         if (rc == 0 && (p >= len || buf[p] != 'N')) rc = 1;
         p += 1;
-        if (rc == 0) rc = tuple_cells(&text, cells, ncols, buf, len, &p, convs, kinds, nkinds);
+        if (rc == 0) rc = tuple_cells(text, cells, ncols, buf, len, &p, convs, kinds, nkinds);
     } else {
-        rc = tuple_cells(&text, cells, ncols, buf, len, &p, convs, kinds, nkinds);
+        rc = tuple_cells(text, cells, ncols, buf, len, &p, convs, kinds, nkinds);
     }
+    if (rc == 0 && text->n > 0xFFFFFFF0) rc = 1;
+    *headp = head, *cellsp = cells, *ncellsp = ncells;
+    return rc;
+}
+
+PyObject *fp_render_row(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4 || !PyBytes_Check(args[0]) || !PyTuple_Check(args[2]) || !PyBytes_Check(args[3])) {
+        PyErr_SetString(PyExc_TypeError, "render_row(buf: bytes, pos, converters: tuple, kinds: bytes)");
+        return NULL;
+    }
+    Py_ssize_t pos = PyLong_AsSsize_t(args[1]);
+    if (pos == -1 && PyErr_Occurred()) return NULL;
+    RowHead head;
+    Cell *cells;
+    Py_ssize_t ncells = 0;
+    Buf text;
+    int rc = fp_row_cells((const unsigned char *)PyBytes_AS_STRING(args[0]), PyBytes_GET_SIZE(args[0]), pos, args[2],
+                          (const unsigned char *)PyBytes_AS_STRING(args[3]), PyBytes_GET_SIZE(args[3]), &head,
+                          &cells, &ncells, &text, NULL, 0);
     return pack_rendered(rc, &head, cells, ncells, &text);
 }
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from . import fastpath
 from .changes import RowChange
 
 _BEFORE = RowChange.__dict__["before"]      # the dataclass's own slots, under the properties below
@@ -32,8 +33,24 @@ class RowLayout:
         self.key_index = key_index      # the replica identity columns (what a 'K' delete's old image holds)
 
 
-class RenderedRowChange(RowChange):
-    __slots__ = ("rendered", "layout", "_load", "_message", "_loaded")
+class _RenderedSlots(RowChange):
+    """RenderedRowChange's own slots, below its `rendered` property: the compiled cores fill them by their
+    member descriptors (agent/fastpath.py, agent/fastmy.py look them up past the property)."""
+
+    __slots__ = ("rendered", "layout", "_load", "_message", "_loaded", "_at")
+
+
+_RENDERED = _RenderedSlots.__dict__["rendered"]
+_ROW_CHUNK = getattr(fastpath._fastpg, "RowChunk", None)
+
+
+class RenderedRowChange(_RenderedSlots):
+    """The rendered row and the message are bytes (the message: whatever `load` takes), or, for the changes
+    take_rows made with a RowArena, both in one RowChunk (agent/fastpg_rows.c) at index `_at`: the
+    `rendered` property and the row images read them from there, so every reader sees the same bytes and
+    dicts."""
+
+    __slots__ = ()
 
     def __init__(self, table: str, op: str, position: str, commit_time: str, commit_ts: float, txid: str | None,
                  key_columns: tuple[str, ...], rendered: bytes, layout: RowLayout, load: Callable[[Any], Images],
@@ -43,12 +60,19 @@ class RenderedRowChange(RowChange):
         self.table, self.op, self.position, self.commit_time = table, op, position, commit_time
         self.commit_ts, self.txid, self.key_columns = commit_ts, txid, key_columns
         self.unavailable, self.id_key, self.target = (), None, None
-        self.rendered = rendered    # render_row's output
+        _RENDERED.__set__(self, rendered)   # render_row's output
         self.layout = layout        # the columns it was rendered with
         self._load, self._message, self._loaded = load, message, False
+        self._at: int | None = None
+
+    @property
+    def rendered(self) -> bytes:
+        r = _RENDERED.__get__(self)
+        return r if type(r) is not _ROW_CHUNK else r.rendered(self._at)
 
     def _images(self) -> None:
-        before, after = self._load(self._message)
+        m = self._message
+        before, after = self._load(m if type(m) is not _ROW_CHUNK else m.frame(self._at))
         _BEFORE.__set__(self, before)
         _AFTER.__set__(self, after)
         self._loaded = True

@@ -164,6 +164,8 @@ class PostgresSource:
         # what it needs of each relation it renders (the wanted ones), by relation id
         self._take = fastpath.row_taker() if self._decoder.renders else None
         self._direct = False        # take_rows reads with libpq's PQgetCopyData (fastpath.direct_copy)
+        # where take_rows keeps its changes' rendered rows and frames, in chunks (agent/fastpg_rows.c)
+        self._arena = fastpath.row_arena() if self._take is not None and fastpath.row_arena is not None else None
         self._rels: dict[int, tuple] = {}
         self._types: dict[int, pgvalues.TypeInfo] = {}
         self._error: str | None = None
@@ -406,7 +408,8 @@ class PostgresSource:
                     had = len(out)
                     try:
                         self._ordinal, n, data = take(reader, self._rels, out, max_items, self._txn_lsn,
-                                                      self._ordinal, self._txn_time, self._txn_ts, self._txn_xid)
+                                                      self._ordinal, self._txn_time, self._txn_ts, self._txn_xid,
+                                                      self._arena)
                         if n == -2:         # (libpq's error, read directly: what psycopg's get_copy_data raises)
                             raise psycopg.OperationalError(f"receiving copy data failed: "
                                                            f"{self._pg.get_error_message()}")
