@@ -47,7 +47,9 @@ class SpoolCheckpointer(threading.Thread):
             while not self._stopping.wait(self.every):
                 try:
                     if db is None:
-                        db = sqlite3.connect(self.path, timeout=0, isolation_level=None, check_same_thread=False)
+                        # mode=rw: never create a spool of its own (the agent's Spool made the file)
+                        db = sqlite3.connect(f"file:{self.path}?mode=rw", uri=True, timeout=0, isolation_level=None,
+                                             check_same_thread=False)
                         db.execute("PRAGMA synchronous=FULL")
                     db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                     self.checkpoints += 1
@@ -55,6 +57,8 @@ class SpoolCheckpointer(threading.Thread):
                         log.info("spool checkpoints run again")
                         failing = False
                 except sqlite3.Error as e:
+                    if "locked" in str(e) or "busy" in str(e):
+                        continue            # another connection's checkpoint or recovery: the next turn
                     if not failing:
                         log.warning("spool checkpoint of %s failed (%s); trying again, the spool's commits "
                                     "checkpoint by themselves meanwhile", self.path, e)

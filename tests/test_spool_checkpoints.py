@@ -62,15 +62,17 @@ def test_the_agents_commits_leave_checkpoints_to_the_thread(tmp_path):
     plain.close()
 
 
-def test_a_checkpointer_without_a_spool_file_keeps_trying_quietly(tmp_path):
-    """A failing checkpoint (here: no such directory) neither ends the thread nor raises; stop() ends it."""
-    cp = SpoolCheckpointer(tmp_path / "missing", every=0.01)
+def test_a_checkpointer_without_a_spool_file_keeps_trying_and_creates_none(tmp_path):
+    """A failing checkpoint (here: no spool.db yet) neither ends the thread nor raises, and the thread never
+    makes a spool file of its own; stop() ends it."""
+    cp = SpoolCheckpointer(tmp_path, every=0.01)
     cp.start()
     time.sleep(0.05)
     assert cp.is_alive()
     cp.stop()
     assert not cp.is_alive()
     assert cp.checkpoints == 0
+    assert not (tmp_path / "spool.db").exists()
 
 
 def test_a_replayed_part_is_packed_again_from_what_is_new(tmp_path):
