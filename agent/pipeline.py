@@ -32,6 +32,7 @@ from .service import Notifier
 from .snapshot import SnapshotRunner, new_request, requests, store_request
 from .sources import capture_admin, open_source
 from .spool import Spool
+from .spool_checkpoints import SpoolCheckpointer
 from .statefiles import private_state_dir
 from .worker import DRAIN_SECONDS, TargetWorker
 
@@ -52,7 +53,9 @@ class Agent:
         self.cfg, self.stop = cfg, stop
         self.monitor = Monitor(cfg.agent.name, cfg.source.kind)
         self._lock_fd = _lock_state_dir(cfg)
-        self.spool = Spool(cfg.agent.state_dir)
+        # its commits leave WAL checkpoints to `checkpoints` (as the delivery workers' do): off the change path
+        self.spool = Spool(cfg.agent.state_dir, background_checkpoints=True)
+        self.checkpoints = SpoolCheckpointer(cfg.agent.state_dir)
         self.spool.ensure_targets([t.name for t in cfg.targets])
         self.mapper = EventMapper(cfg)
         self.outbox_cleaner = OutboxCleaner(cfg)      # `delete_after` outbox rows, once spooled
@@ -82,6 +85,7 @@ class Agent:
             from .health import HealthServer
             health = HealthServer(self.cfg, self.monitor)
             health.start()
+        self.checkpoints.start()
         for w in self.workers:
             w.start()
         if self.delivery:
@@ -163,6 +167,7 @@ class Agent:
             if health:
                 health.stop()
             log.info("agent %s stopped at checkpoint %s", self.cfg.agent.name, self._checkpoint_or_unknown())
+            self.checkpoints.stop()
             self.spool.close()
             os.close(self._lock_fd)
         return 0

@@ -41,6 +41,8 @@ FRAME_CACHE = 1              # decoded frames a reader keeps: a target reads a f
 # similar events, and smaller frames keep the transient buffers (joined bodies, a decompressed frame) small:
 # frames of 5000 cost the delivery process 24 MB more peak RSS in bench.memory.
 FRAME_EVENTS = 1000
+# WAL pages past which the agent's connections checkpoint in a commit all the same (agent/spool_checkpoints.py)
+BACKSTOP_CHECKPOINT_PAGES = 10_000
 
 
 @dataclass(slots=True)
@@ -79,7 +81,9 @@ def _migrations() -> list[tuple[int, str]]:
 
 
 class Spool:
-    def __init__(self, state_dir: Path, *, readonly: bool = False):
+    def __init__(self, state_dir: Path, *, readonly: bool = False, background_checkpoints: bool = False):
+        # background_checkpoints: the agent's capture and delivery spools, whose commits leave checkpoints to
+        # its thread (agent/spool_checkpoints.py) up to BACKSTOP_CHECKPOINT_PAGES
         self.path = Path(state_dir) / "spool.db"
         self._seen_rewinds: dict[str, str | None] = {}
         self._cache: dict[int, FrameHead] = {}        # decoded frames by seq, least recently used first
@@ -100,6 +104,8 @@ class Spool:
                 self.db = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
                 self.db.execute("PRAGMA journal_mode=WAL")
                 self.db.execute("PRAGMA synchronous=FULL")
+                if background_checkpoints:
+                    self.db.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_CHECKPOINT_PAGES}")
                 self._migrate()
         except sqlite3.Error as e:
             raise SpoolError(f"cannot open the spool {self.path}: {e}") from None
@@ -123,8 +129,9 @@ class Spool:
                 self.db.execute(f"PRAGMA user_version = {version}")
                 self.db.execute("COMMIT")
 
-    def _insert_frame(self, seq: int, events: list[MappedEvent], spooled_at: float, only_target: str | None) -> None:
-        head, body = pack(events, self._codec)
+    def _insert_frame(self, seq: int, events: list[MappedEvent], spooled_at: float, only_target: str | None,
+                      packed: tuple[bytes, bytes] | None = None) -> None:
+        head, body = packed or pack(events, self._codec)
         # min and max: a batch is in position order, except retried dead letters
         lo, hi, ts_lo, ts_hi, _ = bounds(events)
         self.db.execute("INSERT INTO frames (seq, n, min_position, max_position, min_ts, max_ts, spooled_at, "
@@ -143,7 +150,6 @@ class Spool:
         row = self.db.execute("SELECT value FROM meta WHERE key = 'source_checkpoint'").fetchone()
         return row[0] if row else None
 
-    @exclusive
     def append(self, events: list[MappedEvent], failures: list[MappingFailure], checkpoint: str | None,
                resolves_dead_letter: int | None = None, snapshot_state: dict[str, str] | None = None) -> int:
         """Spool events and mapping failures, and move the checkpoint, in one transaction (and, for
@@ -152,22 +158,37 @@ class Spool:
         Returns how many events were new (a replayed change is ignored by its identity, (position, type)).
         The events become frames: one per run of events with the same only_target, of at most FRAME_EVENTS."""
         now = time.time()
+        # packed before the write lock (statelock.exclusive holds it around this method's commit, and the
+        # delivery's cursor commits wait for it): compressing is the longest step after the fsync. A batch
+        # part of which is spooled already (a replay) is packed again inside, from what is new.
+        lo = ""
+        one_target = True
+        frames: list[tuple[list[MappedEvent], tuple[bytes, bytes]]] = []
+        if events:
+            lo, _, _, _, one_target = bounds(events)
+            frames = [(part, pack(part, self._codec)) for part in _frames_of(events, one_target)]
+        return self._append_packed(events, lo, frames, now, failures, checkpoint, resolves_dead_letter,
+                                   snapshot_state)
+
+    @exclusive
+    def _append_packed(self, events: list[MappedEvent], lo: str,
+                       frames: list[tuple[list[MappedEvent], tuple[bytes, bytes]]], now: float,
+                       failures: list[MappingFailure], checkpoint: str | None, resolves_dead_letter: int | None,
+                       snapshot_state: dict[str, str] | None) -> int:
         db = self.db
         db.execute("BEGIN IMMEDIATE")
         try:
             added = 0
-            one_target = True
             if events:
-                lo, _, _, _, one_target = bounds(events)
                 fresh = self._new_events(events, lo)
-                if fresh is not events and fresh:
-                    one_target = bounds(fresh)[4]
-                events = fresh
-                added = len(events)
-            if events:
+                if fresh is not events:
+                    frames = [(part, pack(part, self._codec)) for part in _frames_of(fresh, bounds(fresh)[4])] \
+                        if fresh else []
+                added = len(fresh)
+            if added:
                 seq = self._last_seq() + 1
-                for part in _frames_of(events, one_target):
-                    self._insert_frame(seq, part, now, part[0].only_target)
+                for part, packed in frames:
+                    self._insert_frame(seq, part, now, part[0].only_target, packed)
                     seq += len(part)
             for f in failures:
                 exists = db.execute("SELECT 1 FROM dead_letters WHERE target IS NULL AND position = ? AND type = ?",

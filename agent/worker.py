@@ -78,7 +78,7 @@ class TargetWorker(threading.Thread):
             spool_failures = 0
             while True:
                 try:
-                    spool = spool or Spool(self.cfg.agent.state_dir)
+                    spool = spool or Spool(self.cfg.agent.state_dir, background_checkpoints=True)
                     self._deliver_all(spool, target)
                     break
                 except SpoolError as e:

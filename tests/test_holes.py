@@ -46,10 +46,11 @@ def make_erp(tmp_path: Path) -> Path:
     return db
 
 
-def insert(db: Path, ids, pad: int = 0) -> None:
+def insert(db: Path, ids, pad: int = 0, random_pad: bool = False) -> None:
     c = sqlite3.connect(db, timeout=30)
     with c:
-        c.executemany("INSERT INTO customers VALUES (?, ?, ?)", [(i, f"c{i}", "x" * pad) for i in ids])
+        c.executemany("INSERT INTO customers VALUES (?, ?, ?)",
+                      [(i, f"c{i}", os.urandom(pad // 2).hex() if random_pad else "x" * pad) for i in ids])
     c.close()
 
 
@@ -275,7 +276,9 @@ def test_a_full_state_dir_stops_capture_with_the_reason_and_resumes_by_itself(tm
             else:                         # no tmpfs here: SQLite's page limit stands in for the disk
                 pages = a.agent.spool.db.execute("PRAGMA page_count").fetchone()[0]
                 a.agent.spool.db.execute(f"PRAGMA max_page_count = {pages + 1}")
-            insert(db, range(11, 211), pad=4000)
+            # incompressible: more than the WAL file's room, which the agent's checkpoints free for reuse
+            # (agent/spool_checkpoints.py), so that the spool must grow on the full filesystem
+            insert(db, range(11, 211), pad=8000, random_pad=True)
             report = wait_for(lambda: (h := _health(port))["status"] == "failing" and h, 60,
                               what="health failing while the spool cannot be written")
             reason = " ".join(report["reasons"])
