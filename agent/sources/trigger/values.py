@@ -227,7 +227,9 @@ def created_epoch(v: Any) -> float:
     return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
 
 
-_ts_second = [-1 << 62, ""]       # the last second ts_text formatted, and its text up to the fraction
+# the last second ts_text formatted and its text up to the fraction: one tuple, replaced whole, so a thread
+# never sees one second's number with another's text
+_ts_second: tuple[int, str] = (-1 << 62, "")
 
 
 def ts_text(epoch: float) -> str:
@@ -236,6 +238,9 @@ def ts_text(epoch: float) -> str:
     if us >= 1_000_000:
         sec, us = sec + 1, us - 1_000_000
     # a changelog's rows come in time order, many per second: format each second once
-    if sec != _ts_second[0]:
-        _ts_second[0], _ts_second[1] = sec, format_timestamp(sec, 0)[:-7]
-    return f"{_ts_second[1]}{us:06d}Z"
+    global _ts_second
+    last, text = _ts_second
+    if sec != last:
+        text = format_timestamp(sec, 0)[:-7]
+        _ts_second = (sec, text)
+    return f"{text}{us:06d}Z"
