@@ -41,6 +41,7 @@ FRAME_CACHE = 1              # decoded frames a reader keeps: a target reads a f
 # similar events, and smaller frames keep the transient buffers (joined bodies, a decompressed frame) small:
 # frames of 5000 cost the delivery process 24 MB more peak RSS in bench.memory.
 FRAME_EVENTS = 1000
+PackedFrame = tuple[bytes, bytes]      # a frame's head and body blobs
 # WAL pages past which the agent's connections checkpoint in a commit all the same (agent/spool_checkpoints.py)
 BACKSTOP_CHECKPOINT_PAGES = 10_000
 
@@ -161,14 +162,13 @@ class Spool:
         # packed before the write lock (statelock.exclusive holds it around this method's commit, and the
         # delivery's cursor commits wait for it): compressing is the longest step after the fsync. A batch
         # part of which is spooled already (a replay) is packed again inside, from what is new.
-        lo = ""
-        one_target = True
-        frames: list[tuple[list[MappedEvent], tuple[bytes, bytes]]] = []
-        if events:
-            lo, _, _, _, one_target = bounds(events)
-            frames = [(part, pack(part, self._codec)) for part in _frames_of(events, one_target)]
-        return self._append_packed(events, lo, frames, now, failures, checkpoint, resolves_dead_letter,
-                                   snapshot_state)
+        lo, _, _, _, one_target = bounds(events) if events else ("", "", 0.0, 0.0, True)
+        return self._append_packed(events, lo, self._pack_frames(events, one_target), now, failures, checkpoint,
+                                   resolves_dead_letter, snapshot_state)
+
+    def _pack_frames(self, events: list[MappedEvent], one_target: bool) -> list[tuple[list[MappedEvent], PackedFrame]]:
+        # the frames of `events` (runs of one only_target, at most FRAME_EVENTS each) with their packed blobs
+        return [(part, pack(part, self._codec)) for part in _frames_of(events, one_target)] if events else []
 
     @exclusive
     def _append_packed(self, events: list[MappedEvent], lo: str,
@@ -182,8 +182,7 @@ class Spool:
             if events:
                 fresh = self._new_events(events, lo)
                 if fresh is not events:
-                    frames = [(part, pack(part, self._codec)) for part in _frames_of(fresh, bounds(fresh)[4])] \
-                        if fresh else []
+                    frames = self._pack_frames(fresh, bool(fresh) and bounds(fresh)[4])
                 added = len(fresh)
             if added:
                 seq = self._last_seq() + 1
