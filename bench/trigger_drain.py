@@ -83,10 +83,7 @@ def drain_agent(cfg_path: Path, work: Path, cluster, changes: int) -> dict:
         cpu = sum(proc_cpu_seconds(p) for p in proc_tree(proc.pid))
         delivered = _count_lines(out) if out.exists() else 0
     finally:
-        proc.terminate()
-        proc.wait(60)
-    for p in ("state", "out"):
-        subprocess.run(["rm", "-rf", str(work / p)], check=False)
+        _stop_and_clean(proc, work)
     # the process's CPU includes its start-up (imports, connect, catalog): about a constant per run
     return {"changes": delivered, "cpu_us": cpu / max(delivered, 1) * 1e6,
             "db_us": sum(dcpu.values()) / max(delivered, 1) * 1e6, "seconds": t1 - t0}
@@ -119,12 +116,17 @@ def steady_agent(cfg_path: Path, work: Path, cluster, rate: int, seconds: int) -
         d1 = sum(_cpu_or_0(p) for p in pids)
         delivered = _count_lines(out) if out.exists() else 0
     finally:
-        proc.terminate()
-        proc.wait(60)
-    for p in ("state", "out"):
-        subprocess.run(["rm", "-rf", str(work / p)], check=False)
+        _stop_and_clean(proc, work)
     return {"changes": delivered, "cpu_us": (c1 - c0) / max(delivered, 1) * 1e6,
             "db_us": (d1 - d0) / max(delivered, 1) * 1e6, "seconds": t1 - t0}
+
+
+def _stop_and_clean(proc: subprocess.Popen, work: Path) -> None:
+    """Stop an agent of a phase and remove its state and output, so the next phase starts from nothing."""
+    proc.terminate()
+    proc.wait(60)
+    for p in ("state", "out"):
+        subprocess.run(["rm", "-rf", str(work / p)], check=False)
 
 
 _history_before = [0]
