@@ -220,6 +220,20 @@ def events_renderer() -> Callable[[list, int, tuple, list, Any], int] | None:
     return None if _fastpg is None or not _glue() else _fastpg.render_events
 
 
+def libpq_found() -> tuple[str | None, str]:
+    """(path, "") of the one libpq loaded in this process, or (None, why not), resolved once per process (an
+    ODBC driver that brings its own libpq next to psycopg's makes two: then psycopg's get_copy_data is kept)."""
+    global _libpq
+    if _fastpg is None:
+        return None, "the extension is not built"
+    if _libpq is None:
+        found = _fastpg.libpq_resolve()
+        _libpq = found if found is not None else ("(resolved before)", "")
+        if _libpq[0] is None:
+            log.info("row messages are read through psycopg's get_copy_data: %s", _libpq[1])
+    return _libpq
+
+
 def direct_copy(pgconn) -> bool:
     """Whether take_rows may read this psycopg connection's messages with libpq's PQgetCopyData itself,
     given `pgconn.pgconn_ptr` (agent/fastpg_libpq.c): the one libpq loaded in the process, found at run time,
@@ -228,12 +242,8 @@ def direct_copy(pgconn) -> bool:
     global _libpq
     if _fastpg is None or os.environ.get(PURE_ENV, "") not in ("", "0"):
         return False
-    if _libpq is None:
-        found = _fastpg.libpq_resolve()
-        _libpq = found if found is not None else ("(resolved before)", "")
-        if _libpq[0] is None:
-            log.info("row messages are read through psycopg's get_copy_data: %s", _libpq[1])
-    if _libpq[0] is None:
+    path = libpq_found()[0]
+    if path is None:
         return False
     ptr = getattr(pgconn, "pgconn_ptr", None)
     if not ptr:
@@ -247,7 +257,7 @@ def direct_copy(pgconn) -> bool:
         return False
     if facts != want:
         log.warning("the libpq found at run time (%s) does not agree with psycopg's on the replication connection "
-                    "(%s, psycopg says %s): row messages are read through psycopg's get_copy_data", _libpq[0],
+                    "(%s, psycopg says %s): row messages are read through psycopg's get_copy_data", path,
                     facts, want)
         _libpq = (None, "it did not agree with psycopg")
         return False
