@@ -67,7 +67,12 @@ class HttpReceiver:
         self.closing = threading.Event()
         self.httpd: _Server | None = None
         self.thread: threading.Thread | None = None
-        self._hold: socket.socket | None = None     # the port while refused (refuse())
+        # the port, bound (not listening) for the receiver's whole life: while it is bound, free_port() (a bind
+        # to port 0) never hands it to another server of the suite under xdist. A hold bound only after the
+        # server's socket closed (refuse()) left a gap in which another worker took the port and answered the
+        # agent in the receiver's place (seen: a target "ok" while its receiver was down). Both sockets set
+        # SO_REUSEADDR, which lets the server bind and listen beside a bound socket that does not listen.
+        self._hold: socket.socket | None = self._bind_hold()
 
     @property
     def url(self) -> str:
@@ -163,9 +168,6 @@ class HttpReceiver:
         """(Re)open the listening socket on the same port."""
         if self.httpd is not None:
             return
-        if self._hold is not None:
-            self._hold.close()
-            self._hold = None
         deadline = time.monotonic() + 10
         while True:
             try:
@@ -181,24 +183,23 @@ class HttpReceiver:
 
     def refuse(self) -> None:
         """Close the listening socket: new connections get ECONNREFUSED until accept(). The port stays bound
-        (not listening) meanwhile, so that no other server of the suite gets it from free_port() under
-        xdist and answers the agent in the receiver's place (seen: a target "ok" while its receiver was
-        down)."""
+        meanwhile (the hold, __init__), so that no other server of the suite gets it."""
         if self.httpd is None:
             return
         self.httpd.shutdown()
         self.httpd.server_close()
         self.httpd = None
         self.thread = None
-        if not self.closing.is_set():
-            hold = socket.socket()
-            hold.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # past the closed connections' TIME_WAIT
-            try:
-                hold.bind(("127.0.0.1", self.port))
-            except OSError:
-                hold.close()        # taken in the meantime: refused all the same, only not held
-            else:
-                self._hold = hold
+
+    def _bind_hold(self) -> socket.socket | None:
+        hold = socket.socket()
+        hold.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)   # past the closed connections' TIME_WAIT
+        try:
+            hold.bind(("127.0.0.1", self.port))
+        except OSError:
+            hold.close()        # taken in the meantime (a port given to __init__): refused all the same
+            return None
+        return hold
 
     def listening(self) -> bool:
         with socket.socket() as s:
