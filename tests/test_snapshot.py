@@ -82,7 +82,9 @@ def test_initial_snapshot_with_writers_and_kills(pg_db, tmp_path):
         w.start()
     # a wide window between each chunk's read and its HIGH watermark: the writer changes rows of the chunk
     # in it, whose read images are older than those changes and must be dropped
-    agent = AgentProcess(cfg, tmp_path / "agent.log", env={"CDC_AGENT_SNAPSHOT_WINDOW_PAUSE": "0.1"})
+    # (0.3 s: 30 chunks take 9 s or more, so the checks below, a CLI start among them, see it running also on
+    # a slow machine; at 0.1 s a loaded CI machine once saw the snapshot done before it asked /health)
+    agent = AgentProcess(cfg, tmp_path / "agent.log", env={"CDC_AGENT_SNAPSHOT_WINDOW_PAUSE": "0.3"})
     kills = 0
     try:
         agent.start()
@@ -91,16 +93,17 @@ def test_initial_snapshot_with_writers_and_kills(pg_db, tmp_path):
             wait_for(lambda n=n: sum(e["data"]["op"] == "read" for e in read_events(out)) >= n, 60,
                      what=f"{n} read events")
             if not altered:
-                # progress while it runs: `cdc-agent status` (the spool's view), estimate from the statistics
-                st = json.loads(cli("status", "-c", str(cfg), "--json").stdout)["source"]["snapshot"]
-                assert st["state"] == "running" and st["id"].startswith("initial-"), st
-                assert st["tables"]["public.items"]["rows_done"] >= 100
-                assert st["tables"]["public.items"]["rows_estimate"] == ROWS
-                # and the running agent's own view: /health and the metric
+                # progress while it runs: the running agent's own view, /health (first: it answers at once),
+                # with the estimate from the statistics
                 live = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5).read())
                 snap = live["source"]["snapshot"]
                 assert snap["state"] == "running" and snap["tables"]["public.items"]["rows_done"] >= 100, snap
                 assert snap["tables"]["public.items"]["rows_estimate"] == ROWS
+                # and `cdc-agent status` (the spool's view)
+                st = json.loads(cli("status", "-c", str(cfg), "--json").stdout)["source"]["snapshot"]
+                assert st["state"] == "running" and st["id"].startswith("initial-"), st
+                assert st["tables"]["public.items"]["rows_done"] >= 100
+                assert st["tables"]["public.items"]["rows_estimate"] == ROWS
                 metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
                 assert 'cdc_agent_snapshot_rows_total{agent="erp-test",table="public.items"}' in metrics
                 # a snapshot holds no lock beyond one short statement: DDL with a short lock timeout goes through
