@@ -37,7 +37,7 @@ import argparse
 from bench.common import bench_cluster, emit, table, tmpdir
 from bench.trigger_overhead import PGBENCH_TABLES, pg_rate, pgbench, trigger_config
 
-from agent.sources.trigger import TriggerAdmin  # noqa: E402
+from agent.sources.trigger import TriggerAdmin
 
 FUNCTION = "cdc_changelog_capture_plain"
 STATEMENT_TRIGGERS = ("cdc_changelog_capture_i", "cdc_changelog_capture_u", "cdc_changelog_capture_d")
@@ -46,8 +46,11 @@ IMAGES = ("pg_catalog.json_build_array(o.*)", "pg_catalog.json_build_array(n.*)"
 VARIANTS = ("stmt_full", "row_full", "stmt_empty", "row_empty", "stmt_const", "row_const", "stmt_noimg",
             "stmt_invoker", "stmt_brin", "row_brin", "stmt_noidx", "row_send", "row_text")
 TXID_INDEX = "cdc_changelog_txid"
-TXID_INDEXES: dict[str, str | None] = {"btree": f"CREATE INDEX {TXID_INDEX} ON public.cdc_changelog (txid)",
-                "brin": f"CREATE INDEX {TXID_INDEX} ON public.cdc_changelog USING brin (txid)", "none": None}
+TXID_INDEXES: dict[str, str | None] = {         # variant's index: the statement that makes it (none: no index)
+    "btree": f"CREATE INDEX {TXID_INDEX} ON public.cdc_changelog (txid)",
+    "brin": f"CREATE INDEX {TXID_INDEX} ON public.cdc_changelog USING brin (txid)",
+    "none": None,
+}
 
 
 def replaced(text: str, pairs: list[tuple[str, str]]) -> str:
