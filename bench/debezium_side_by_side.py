@@ -19,6 +19,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from bench.common import (MIXED_DDL, AgentRun, agent_config, bench_cluster, emit, pg_recvlogical_drain,
                           setup_capture, table, tmpdir, wait_lines, write_mixed_changes)
@@ -34,7 +35,7 @@ def debezium_child(args) -> None:
 
     done = threading.Event()
     count = [0]
-    first = []
+    first: list[float] = []
 
     class Count(BasePythonChangeHandler):
         def handleJsonBatch(self, records):
@@ -110,6 +111,19 @@ def _run_debezium(port: int, changes: int, offsets: str, classes: str | None, lo
             "cpu_seconds": usage.ru_utime + usage.ru_stime, "peak_rss_mb": round(usage.ru_maxrss / 1024)}
 
 
+
+def stream_only(path: Path, n: int) -> None:
+    """Refuse the run unless the agent's file holds exactly the n stream changes: a snapshot's reads or
+    anything else among them would make its rate one over other work than Debezium's."""
+    lines = reads = 0
+    with open(path, "rb") as f:
+        for line in f:
+            lines += 1
+            reads += b'"op":"read"' in line
+    if lines != n or reads:
+        raise SystemExit(f"invalid run: {path} holds {lines} lines ({reads} snapshot reads), not the {n} changes")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--changes", type=int, default=200_000)
@@ -136,7 +150,8 @@ def main() -> None:
     try:
         db = cluster.create_database("bench")
         db.execute(MIXED_DDL)
-        cfg = agent_config(work / "agent.toml", db.dsn, ["public.bench_items"])
+        # no initial snapshot (Debezium's is off too, `no_data`): its reads would count among the lines waited for
+        cfg = agent_config(work / "agent.toml", db.dsn, ["public.bench_items"], extra_source='snapshot = "never"')
         setup_capture(cfg)
         (work / "dbz").mkdir()
         dbz_cfg = agent_config(work / "dbz" / "agent.toml", db.dsn, ["public.bench_items"], name="benchdbz",
@@ -165,6 +180,7 @@ def main() -> None:
         agent_first_s = done - first[0] if first else agent_s
         rss, cpu = agent.peak_rss_mb(), agent.cpu_seconds()
         agent.stop()
+        stream_only(work / "out" / "events.jsonl", args.changes)
 
         embedded_figures: dict = {}
         embedded_row: list[tuple] = []
@@ -175,6 +191,7 @@ def main() -> None:
             emb_s = done - embedded.t0
             emb_rss, emb_cpu = embedded.peak_rss_mb(), embedded.cpu_seconds()
             embedded.stop()
+            stream_only(work / "dbz" / "out" / "events.jsonl", args.changes)
             embedded_figures = {"agent_debezium_changes_per_s": round(args.changes / emb_s),
                                 "agent_debezium_cpu_seconds": round(emb_cpu, 1),
                                 "agent_debezium_peak_rss_mb": emb_rss}
